@@ -1,0 +1,283 @@
+/**
+ * Every setting of reelbot, in one zod schema.
+ *
+ * Settings come from an optional JSON config file (`REELBOT_CONFIG=path`, or `--config` on the CLI)
+ * and from `REELBOT_*` environment variables, which win over the file. They are read once at start:
+ * every invalid, unknown or missing setting is reported at once, by name, with what is expected.
+ * Secret values (tokens, signing secrets) are never put into a message or a log line.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+const nonNegativeInt = z.number().int().nonnegative();
+const positiveInt = z.number().int().positive();
+const nonNegative = z.number().nonnegative();
+
+/** Limits of one quota tier; `null` means unlimited. */
+const tierLimitsSchema = z.strictObject({
+  jobsPerDay: nonNegativeInt.nullable().default(null),
+  gpuSecondsPerDay: nonNegative.nullable().default(null),
+  gpuSecondsPerMonth: nonNegative.nullable().default(null),
+  maxPendingJobs: positiveInt.default(3),
+});
+export type TierLimits = z.infer<typeof tierLimitsSchema>;
+
+/** Caps shared by everyone in one Discord guild or Slack workspace; `null` means unlimited. */
+const groupLimitsSchema = z.strictObject({
+  jobsPerDay: nonNegativeInt.nullable().default(null),
+  gpuSecondsPerDay: nonNegative.nullable().default(null),
+  gpuSecondsPerMonth: nonNegative.nullable().default(null),
+});
+export type GroupLimits = z.infer<typeof groupLimitsSchema>;
+
+const regexSource = z.string().refine(
+  (source) => {
+    try {
+      new RegExp(source, 'iu');
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected a valid regular expression' },
+);
+
+const DEFAULT_TIERS = {
+  free: { jobsPerDay: 20, gpuSecondsPerDay: 1200, gpuSecondsPerMonth: 12000, maxPendingJobs: 3 },
+  pro: { jobsPerDay: 200, gpuSecondsPerDay: 12000, gpuSecondsPerMonth: 120000, maxPendingJobs: 10 },
+  admin: { jobsPerDay: null, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 50 },
+};
+
+export const configSchema = z
+  .strictObject({
+    /** SQLite file; `:memory:` for a throw-away database. */
+    dbPath: z.string().min(1).default('./data/reelbot.db'),
+    /** Where finished videos are written, one folder per job. */
+    outputDir: z.string().min(1).default('./data/outputs'),
+    /** One worker process per entry: `cpu`, `cuda:0`, `cuda:1`, `webgpu`… */
+    devices: z
+      .array(z.string().regex(/^(cpu|webgpu|cuda(:\d+)?)$/, 'expected cpu, webgpu, cuda or cuda:N'))
+      .min(1)
+      .default(['cpu']),
+    /** Module that a worker loads to run jobs (exports `createEngine`); empty = the built-in engine. */
+    engineModule: z.string().default(''),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    jobs: z
+      .strictObject({
+        /** A running job is killed after this long and retried once. */
+        timeoutSeconds: positiveInt.default(900),
+        /** Workers report they are alive this often… */
+        heartbeatIntervalMs: positiveInt.default(1000),
+        /** …and are killed when silent for this long. */
+        heartbeatTimeoutMs: positiveInt.default(15000),
+        /** A cancelled running job gets this long to stop before its worker is killed. */
+        cancelGraceMs: nonNegativeInt.default(5000),
+        /** On SIGTERM, running jobs get this long to finish; the rest stay queued. */
+        shutdownGraceMs: nonNegativeInt.default(30000),
+        /** ETA and cost estimates use the mean of this many recent jobs of the same kind. */
+        etaWindow: positiveInt.default(20),
+        /** GPU-seconds reserved per job kind until recent jobs give a measured mean. */
+        defaultGpuSeconds: z
+          .strictObject({ text2video: z.number().positive().default(60), edit: z.number().positive().default(90) })
+          .prefault({}),
+      })
+      .prefault({}),
+    prompt: z
+      .strictObject({
+        maxLength: positiveInt.default(500),
+        /** Regular expressions (case-insensitive); a prompt matching one is refused. */
+        blocklist: z.array(regexSource).default([]),
+      })
+      .prefault({}),
+    quota: z
+      .strictObject({
+        defaultTier: z.string().min(1).default('free'),
+        tiers: z.record(z.string().min(1), tierLimitsSchema).default(DEFAULT_TIERS),
+        /** Caps per guild / workspace, for every guild… */
+        group: groupLimitsSchema.prefault({}),
+        /** …and for named ones (key: guild or workspace id). */
+        groupOverrides: z.record(z.string().min(1), groupLimitsSchema).default({}),
+      })
+      .prefault({})
+      .refine((quota) => quota.defaultTier in quota.tiers, {
+        message: 'defaultTier must name one of the tiers',
+        path: ['defaultTier'],
+      }),
+    /** Platform user ids allowed to run admin commands. */
+    admins: z
+      .strictObject({ discord: z.array(z.string()).default([]), slack: z.array(z.string()).default([]) })
+      .prefault({}),
+    discordToken: z.string().min(1).optional(),
+    slackBotToken: z.string().min(1).optional(),
+    slackAppToken: z.string().min(1).optional(),
+    slackSigningSecret: z.string().min(1).optional(),
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type JobKind = keyof Config['jobs']['defaultGpuSeconds'];
+
+/** Settings whose values must never be printed or logged. */
+export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret'] as const;
+
+type EnvKind = 'string' | 'number' | 'list' | 'json';
+/** Environment variable → path in the config object, and how its text is read. */
+export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
+  REELBOT_DB_PATH: { path: ['dbPath'], kind: 'string' },
+  REELBOT_OUTPUT_DIR: { path: ['outputDir'], kind: 'string' },
+  REELBOT_DEVICES: { path: ['devices'], kind: 'list' },
+  REELBOT_ENGINE_MODULE: { path: ['engineModule'], kind: 'string' },
+  REELBOT_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
+  REELBOT_JOB_TIMEOUT_SECONDS: { path: ['jobs', 'timeoutSeconds'], kind: 'number' },
+  REELBOT_HEARTBEAT_INTERVAL_MS: { path: ['jobs', 'heartbeatIntervalMs'], kind: 'number' },
+  REELBOT_HEARTBEAT_TIMEOUT_MS: { path: ['jobs', 'heartbeatTimeoutMs'], kind: 'number' },
+  REELBOT_CANCEL_GRACE_MS: { path: ['jobs', 'cancelGraceMs'], kind: 'number' },
+  REELBOT_SHUTDOWN_GRACE_MS: { path: ['jobs', 'shutdownGraceMs'], kind: 'number' },
+  REELBOT_PROMPT_MAX_LENGTH: { path: ['prompt', 'maxLength'], kind: 'number' },
+  REELBOT_PROMPT_BLOCKLIST: { path: ['prompt', 'blocklist'], kind: 'json' },
+  REELBOT_QUOTA_DEFAULT_TIER: { path: ['quota', 'defaultTier'], kind: 'string' },
+  REELBOT_QUOTA_TIERS: { path: ['quota', 'tiers'], kind: 'json' },
+  REELBOT_QUOTA_GROUP: { path: ['quota', 'group'], kind: 'json' },
+  REELBOT_QUOTA_GROUP_OVERRIDES: { path: ['quota', 'groupOverrides'], kind: 'json' },
+  REELBOT_DISCORD_ADMINS: { path: ['admins', 'discord'], kind: 'list' },
+  REELBOT_SLACK_ADMINS: { path: ['admins', 'slack'], kind: 'list' },
+  REELBOT_DISCORD_TOKEN: { path: ['discordToken'], kind: 'string' },
+  REELBOT_SLACK_BOT_TOKEN: { path: ['slackBotToken'], kind: 'string' },
+  REELBOT_SLACK_APP_TOKEN: { path: ['slackAppToken'], kind: 'string' },
+  REELBOT_SLACK_SIGNING_SECRET: { path: ['slackSigningSecret'], kind: 'string' },
+};
+/** Environment variables that hold secrets: never logged, never passed to worker processes. */
+export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));
+/** Names the environment reader knows besides the settings themselves. */
+const OTHER_ENV_VARS = new Set(['REELBOT_CONFIG']);
+
+/** All the problems found in the settings, one line each; thrown once at start. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super(`Invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+export interface LoadConfigOptions {
+  env?: NodeJS.ProcessEnv;
+  /** JSON config file; defaults to `env.REELBOT_CONFIG` when set. */
+  file?: string;
+  /** Settings given by code (tests, CLI flags); they win over the environment. */
+  overrides?: Record<string, unknown>;
+}
+
+/**
+ * Reads and checks every setting.
+ * @throws ConfigError listing every problem at once.
+ * @example
+ * const config = loadConfig({ env: process.env });
+ */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? {};
+  const problems: string[] = [];
+  const where = new Map<string, string>(); // config path → where its value came from
+
+  let raw: Record<string, unknown> = {};
+  const file = options.file ?? env.REELBOT_CONFIG;
+  if (file) {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+        problems.push(`config file ${file}: expected a JSON object`);
+      } else {
+        raw = parsed as Record<string, unknown>;
+      }
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
+      problems.push(`config file ${file}: ${reason}`);
+    }
+  }
+
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('REELBOT_') || value === undefined) continue;
+    const spec = ENV_VARS[name];
+    if (!spec) {
+      if (!OTHER_ENV_VARS.has(name)) problems.push(`${name}: unknown setting (known: ${Object.keys(ENV_VARS).join(', ')})`);
+      continue;
+    }
+    const parsed = parseEnvValue(value, spec.kind);
+    if (!parsed.ok) {
+      problems.push(`${name}: ${parsed.expected}${isSecretPath(spec.path) ? '' : `, got ${JSON.stringify(value)}`}`);
+      continue;
+    }
+    setPath(raw, spec.path, parsed.value);
+    where.set(spec.path.join('.'), name);
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) raw[key] = value;
+
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      problems.push(describeIssue(issue, where));
+    }
+  }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  return Object.freeze(result.data);
+}
+
+/** The config with every secret replaced, for `reelbot config` and start-up logs. */
+export function redactConfig(config: Config): Record<string, unknown> {
+  const copy: Record<string, unknown> = { ...config };
+  for (const key of SECRET_KEYS) if (copy[key] !== undefined) copy[key] = '[redacted]';
+  return copy;
+}
+
+function isSecretPath(path: readonly (string | number | symbol)[]): boolean {
+  return path.length > 0 && (SECRET_KEYS as readonly unknown[]).includes(path[0]);
+}
+
+function describeIssue(issue: z.core.$ZodIssue, where: Map<string, string>): string {
+  const path = issue.path.map(String);
+  const dotted = path.join('.');
+  // Name the environment variable that set this value (or its parent object), when one did.
+  let source: string | undefined;
+  for (let i = path.length; i > 0 && !source; i--) source = where.get(path.slice(0, i).join('.'));
+  const name = source ? `${source} (${dotted || 'config'})` : dotted || 'config';
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    message = `unknown setting${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((key) => JSON.stringify(key)).join(', ')}`;
+  } else if (isSecretPath(issue.path)) {
+    message = issue.code === 'too_small' ? 'must not be empty' : 'expected a non-empty string';
+  }
+  return `${name}: ${message}`;
+}
+
+type Parsed = { ok: true; value: unknown } | { ok: false; expected: string };
+
+function parseEnvValue(text: string, kind: EnvKind): Parsed {
+  switch (kind) {
+    case 'string':
+      return { ok: true, value: text };
+    case 'number': {
+      const value = Number(text);
+      return text.trim() !== '' && Number.isFinite(value) ? { ok: true, value } : { ok: false, expected: 'expected a number' };
+    }
+    case 'list': {
+      if (text.trim().startsWith('[')) return parseEnvValue(text, 'json');
+      return { ok: true, value: text.split(',').map((item) => item.trim()).filter((item) => item !== '') };
+    }
+    case 'json':
+      try {
+        return { ok: true, value: JSON.parse(text) };
+      } catch {
+        return { ok: false, expected: 'expected JSON' };
+      }
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (next === null || typeof next !== 'object' || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}

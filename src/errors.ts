@@ -1,0 +1,62 @@
+/**
+ * Errors with meaning. Every expected failure has a stable `code` (for logs, tests and
+ * localisation) and a `userMessage` written for the person who typed the command; a stack trace
+ * never reaches a user. Foreign throws are wrapped once by {@link asAppError}.
+ */
+
+export const ErrorCode = {
+  // Refusals of a request (shown to the user as written).
+  PromptEmpty: 'prompt_empty',
+  PromptTooLong: 'prompt_too_long',
+  PromptBlocked: 'prompt_blocked',
+  UserBanned: 'user_banned',
+  QuotaJobsPerDay: 'quota_jobs_per_day',
+  QuotaGpuPerDay: 'quota_gpu_per_day',
+  QuotaGpuPerMonth: 'quota_gpu_per_month',
+  QuotaPending: 'quota_pending',
+  GroupQuotaJobsPerDay: 'group_quota_jobs_per_day',
+  GroupQuotaGpuPerDay: 'group_quota_gpu_per_day',
+  GroupQuotaGpuPerMonth: 'group_quota_gpu_per_month',
+  QueuePaused: 'queue_paused',
+  ShuttingDown: 'shutting_down',
+  InvalidRequest: 'invalid_request',
+  JobNotFound: 'job_not_found',
+  NotJobOwner: 'not_job_owner',
+  JobAlreadyFinished: 'job_already_finished',
+  NotAdmin: 'not_admin',
+  // Outcomes of a run.
+  WorkerCrashed: 'worker_crashed',
+  WorkerHung: 'worker_hung',
+  JobTimedOut: 'job_timed_out',
+  Cancelled: 'cancelled',
+  EngineFailed: 'engine_failed',
+  EngineUnavailable: 'engine_unavailable',
+  Interrupted: 'interrupted',
+  Unknown: 'unknown',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  /** Safe to show to the user as it is. */
+  readonly userMessage: string;
+  /** Extra facts for the adapters (remaining quota, queue positions…). */
+  readonly context: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, userMessage: string, options: { cause?: unknown; context?: Record<string, unknown> } = {}) {
+    super(userMessage, { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.userMessage = userMessage;
+    this.context = options.context ?? {};
+  }
+}
+
+/** A request refused because of what the user asked for or who they are; logged at info. */
+export class UserError extends AppError {}
+
+/** Wraps anything thrown into an AppError without losing the original as `cause`. */
+export function asAppError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  return new AppError(ErrorCode.Unknown, 'Something went wrong on our side. The job was not charged.', { cause: error });
+}

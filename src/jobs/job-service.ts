@@ -1,0 +1,608 @@
+/**
+ * The job core's API, and the only one the bot adapters call: submit, cancel, status, queue,
+ * usage, history, admin operations, and a typed event stream.
+ *
+ * A submitted job is admitted in one SQLite transaction (quota reserve + job row + dedup row),
+ * waits in a p-queue whose queue class is round-robin across users, and runs on a worker process
+ * of the pool. Completion settles the quota with the measured GPU-seconds; failure and cancel
+ * refund it. A worker crash or hang gets one retry on a fresh worker. On start, jobs left running by
+ * a crash are requeued once; SIGTERM drains (see {@link JobService.shutdown}).
+ */
+import { randomInt } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { join, resolve } from 'node:path';
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import { SECRET_ENV_VARS, type Config } from '../config.js';
+import { AppError, asAppError, ErrorCode, UserError } from '../errors.js';
+import { AuditLog } from '../store/audit-log.js';
+import type { Db } from '../store/db.js';
+import { JobRepo, type JobStats } from '../store/job-repo.js';
+import { ProcessedEvents } from '../store/processed-events.js';
+import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
+import { Settings } from '../store/settings.js';
+import { UserRepo } from '../store/user-repo.js';
+import { Admission } from './admission.js';
+import { FairQueue, type FairQueueOptions } from './fair-queue.js';
+import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
+import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
+import {
+  FINISHED_STATES,
+  JOB_KINDS,
+  type Actor,
+  type JobEvent,
+  type JobKind,
+  type JobRecord,
+  type JobRequest,
+  type QuotaLeft,
+  type SubmitResult,
+  type Usage,
+  type UserRecord,
+} from './types.js';
+import { WorkerPool } from './worker-pool.js';
+
+/** A job is started at most this often: once, and once more after a crash, hang or restart. */
+export const MAX_ATTEMPTS = 2;
+const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
+
+export interface JobServiceOptions {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  /** Clock for timestamps and quota periods (tests move it). */
+  now?: () => number;
+  /** Environment for worker processes; defaults to this process's without the bot secrets. */
+  workerEnv?: NodeJS.ProcessEnv;
+}
+
+export interface QueueEntry {
+  job: JobRecord;
+  /** 1 = starts next; 0 = running. */
+  position: number;
+  etaMs: number;
+}
+
+export interface QueueSnapshot {
+  paused: boolean;
+  running: QueueEntry[];
+  waiting: QueueEntry[];
+}
+
+export interface UserUsage {
+  user: UserRecord;
+  limits: EffectiveLimits;
+  left: QuotaLeft;
+  today: Usage;
+  thisMonth: Usage;
+  recent: JobRecord[];
+}
+
+export interface UsageReport {
+  filter: UsageFilter;
+  total: Usage;
+  topUsers: (Usage & { user: UserRecord | undefined })[];
+  byGroup: (Usage & { groupId: string | null })[];
+}
+
+export type Target = { platform: Actor['platform']; externalId: string };
+
+export class JobService {
+  readonly #config: Config;
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  readonly #jobs: JobRepo;
+  readonly #users: UserRepo;
+  readonly #ledger: QuotaLedger;
+  readonly #audit: AuditLog;
+  readonly #settings: Settings;
+  readonly #admission: Admission;
+  readonly #policy: PromptPolicy;
+  readonly #db: Db;
+  readonly #fair = new FairQueue();
+  readonly #queue: PQueue<FairQueue, FairQueueOptions>;
+  readonly #pool: WorkerPool;
+  readonly #emitter = new EventEmitter();
+  /** Queued jobs: their kind (for ETAs) and the controller that removes them from p-queue. */
+  readonly #waiting = new Map<number, { kind: JobKind; controller: AbortController }>();
+  readonly #running = new Map<number, { kind: JobKind; startedAt: number }>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #meanSeconds = new Map<JobKind, number>();
+  #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
+
+  constructor(options: JobServiceOptions) {
+    const { config, db } = options;
+    this.#config = config;
+    this.#db = db;
+    this.#logger = options.logger.child({ module: 'jobs' });
+    this.#now = options.now ?? Date.now;
+    this.#jobs = new JobRepo(db);
+    this.#users = new UserRepo(db);
+    this.#ledger = new QuotaLedger(db);
+    this.#audit = new AuditLog(db);
+    this.#settings = new Settings(db);
+    this.#admission = new Admission(db, config.quota, {
+      jobs: this.#jobs,
+      users: this.#users,
+      ledger: this.#ledger,
+      events: new ProcessedEvents(db),
+    });
+    this.#policy = createPromptPolicy(config.prompt);
+    this.#pool = new WorkerPool({
+      devices: config.devices,
+      engineModule: config.engineModule,
+      heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
+      heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
+      logLevel: config.logLevel,
+      logger: this.#logger.child({ module: 'pool' }),
+      env: options.workerEnv ?? workerEnvironment(process.env),
+    });
+    const fair = this.#fair;
+    this.#queue = new PQueue<FairQueue, FairQueueOptions>({
+      concurrency: this.#pool.size,
+      autoStart: false,
+      // p-queue builds its queue with `new queueClass()`; hand it our instance so that positions can be read.
+      queueClass: class {
+        constructor() {
+          return fair;
+        }
+      } as unknown as new () => FairQueue,
+    });
+    for (const kind of JOB_KINDS) this.#refreshMean(kind);
+  }
+
+  /** Subscribes to job events; returns the unsubscribe function. */
+  onEvent(listener: (event: JobEvent) => void): () => void {
+    this.#emitter.on('job', listener);
+    return () => this.#emitter.off('job', listener);
+  }
+
+  /**
+   * Recovers what a crash or stop left behind, then starts running jobs.
+   * Jobs left `running` are requeued once (or failed with a refund when they already were);
+   * queued jobs keep their fair order.
+   */
+  start(): void {
+    if (this.#state !== 'new') throw new Error('JobService.start() called twice');
+    const now = this.#now();
+    const notices: JobEvent[] = [];
+    this.#db.transaction(() => {
+      for (const job of this.#jobs.listByState('running')) {
+        if (job.cancelRequestedAt !== null) {
+          this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
+          notices.push({ type: 'cancelled', job: this.#jobs.get(job.id)!, refunded: this.#ledger.refund(job.id, now) });
+        } else if (job.attempts >= MAX_ATTEMPTS) {
+          const message = 'The bot restarted while making this video, twice. It was not charged; please try again.';
+          this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.Interrupted, error: message });
+          notices.push({ type: 'failed', job: this.#jobs.get(job.id)!, code: ErrorCode.Interrupted, message, refunded: this.#ledger.refund(job.id, now) });
+        } else {
+          this.#jobs.requeue(job.id, false);
+        }
+      }
+    }).immediate();
+    for (const notice of notices) this.#emit(notice);
+    this.#fair.seedLastServed(this.#jobs.lastStartedByUser());
+    const queued = this.#jobs.listByState('queued');
+    for (const job of queued) this.#enqueue(job);
+    this.#state = 'started';
+    if (!this.#settings.queuePaused()) this.#queue.start();
+    this.#logger.info({ requeued: queued.length, failedOrCancelled: notices.length, devices: this.#config.devices }, 'job service started');
+  }
+
+  /**
+   * Admits and queues a job. Throws a UserError (prompt policy, ban, quota, shutting down) with a
+   * message for the user. A redelivered event id returns the first job with `duplicate: true`.
+   */
+  async submit(request: JobRequest): Promise<SubmitResult> {
+    if (this.#state !== 'started') {
+      throw new UserError(ErrorCode.ShuttingDown, 'The bot is restarting. Please try again in a minute.');
+    }
+    const earlier = this.#admission.duplicateOf(request);
+    if (earlier) return this.#submitResult(earlier, true);
+    if (!JOB_KINDS.includes(request.kind)) {
+      throw new UserError(ErrorCode.InvalidRequest, `Unknown job kind "${String(request.kind)}".`);
+    }
+    const refusal = checkParams(request.params, this.#policy);
+    if (refusal) throw refusal;
+    if (request.seed !== undefined && !(Number.isInteger(request.seed) && request.seed >= 0 && request.seed < 2 ** 32)) {
+      throw new UserError(ErrorCode.InvalidRequest, 'The seed must be a whole number from 0 to 4294967295.');
+    }
+    const { job, duplicate } = this.#admission.admit(request, {
+      seed: request.seed ?? randomInt(0, 2 ** 32),
+      priority: request.priority === 'high' && this.isAdmin(request.actor) ? 1 : 0,
+      estimatedGpuSeconds: this.#mean(request.kind),
+      now: this.#now(),
+    });
+    if (!duplicate) this.#enqueue(job);
+    const result = this.#submitResult(job, duplicate);
+    if (!duplicate) this.#emit({ type: 'queued', job, position: result.position, etaMs: result.etaMs });
+    return result;
+  }
+
+  /**
+   * Cancels a job of the actor's (or any job, for an admin). A queued job is removed and refunded
+   * at once; a running one is told to stop and killed after the grace period (the `cancelled` event
+   * follows). A finished job is refused with the reason.
+   */
+  async cancel(actor: Actor, jobId: number): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
+    const job = this.#ownJob(actor, jobId);
+    if (FINISHED_STATES.includes(job.state)) {
+      throw new UserError(ErrorCode.JobAlreadyFinished, `Job #${job.id} has already ${pastTense(job.state)}, so there is nothing to cancel.`);
+    }
+    if (job.state === 'queued') {
+      const now = this.#now();
+      let refunded = false;
+      const changed = this.#db
+        .transaction(() => {
+          if (!this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' })) return false;
+          refunded = this.#ledger.refund(job.id, now);
+          return true;
+        })
+        .immediate();
+      if (changed) {
+        this.#waiting.get(job.id)?.controller.abort();
+        this.#waiting.delete(job.id);
+        const cancelled = this.#jobs.get(job.id)!;
+        this.#emit({ type: 'cancelled', job: cancelled, refunded });
+        return { job: cancelled, outcome: 'cancelled' };
+      }
+      return this.cancel(actor, jobId); // it started in between: cancel it as a running job
+    }
+    this.#jobs.markCancelRequested(job.id, this.#now());
+    this.#pool.cancel(job.id, this.#config.jobs.cancelGraceMs);
+    return { job: this.#jobs.get(job.id)!, outcome: 'cancelling' };
+  }
+
+  /** A job with its queue position and ETA. */
+  status(jobId: number): QueueEntry | undefined {
+    const job = this.#jobs.get(jobId);
+    if (!job) return undefined;
+    return { job, ...this.#positionAndEta(job) };
+  }
+
+  /** What is running and what waits, in the order it will start. */
+  queue(): QueueSnapshot {
+    const running = [...this.#running.keys()].map((id) => this.status(id)!).filter(Boolean);
+    const waiting = this.#fair.order().map((entry) => this.status(Number(entry.id))!);
+    return { paused: this.#queue.isPaused && this.#state === 'started', running, waiting };
+  }
+
+  /** A user's own quota, what is left, and their recent jobs. */
+  usage(actor: Actor): UserUsage {
+    const now = this.#now();
+    const user = this.#users.upsert(actor.platform, actor.externalId, actor.displayName ?? null, now);
+    const periods = periodsAt(now);
+    return {
+      user,
+      limits: limitsFor(user, this.#config.quota),
+      left: this.#admission.quotaLeft(user, now),
+      today: this.#ledger.userUsage(user.id, periods.dayStart),
+      thisMonth: this.#ledger.userUsage(user.id, periods.monthStart),
+      recent: this.#jobs.listForUser(user.id, 5),
+    };
+  }
+
+  /** A user's jobs, newest first; `page` starts at 1. */
+  history(actor: Actor, page = 1, pageSize = 10): JobRecord[] {
+    const user = this.#users.find(actor.platform, actor.externalId);
+    if (!user) return [];
+    return this.#jobs.listForUser(user.id, pageSize, (Math.max(1, Math.floor(page)) - 1) * pageSize);
+  }
+
+  /** Whether the actor may use admin operations: the CLI (the operator), or an allowlisted id. */
+  isAdmin(actor: Actor): boolean {
+    if (actor.platform === 'cli') return true;
+    return this.#config.admins[actor.platform].includes(actor.externalId);
+  }
+
+  /** Admin: usage per user and per guild/workspace over a period. */
+  usageReport(actor: Actor, filter: { target?: Target; groupId?: string; since: number; until?: number }, limit = 10): UsageReport {
+    this.#requireAdmin(actor);
+    const userId = filter.target ? (this.#users.find(filter.target.platform, filter.target.externalId)?.id ?? -1) : undefined;
+    const usageFilter: UsageFilter = { since: filter.since, until: filter.until, userId, groupId: filter.groupId };
+    return {
+      filter: usageFilter,
+      total: this.#ledger.total(usageFilter),
+      topUsers: this.#ledger.breakdown('user', usageFilter, limit).map((row) => ({
+        jobs: row.jobs,
+        gpuSeconds: row.gpuSeconds,
+        user: this.#users.get(Number(row.key)),
+      })),
+      byGroup: this.#ledger.breakdown('group', usageFilter, limit).map((row) => ({
+        jobs: row.jobs,
+        gpuSeconds: row.gpuSeconds,
+        groupId: row.key as string | null,
+      })),
+    };
+  }
+
+  /** Admin: jobs, failure rate, p50/p95 durations and GPU-seconds by guild since a time. */
+  stats(actor: Actor, since: number): JobStats {
+    this.#requireAdmin(actor);
+    return this.#jobs.stats(since);
+  }
+
+  /** Admin: sets a user's tier and/or per-user limits (null in the override clears it). */
+  setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): UserRecord {
+    this.#requireAdmin(actor);
+    if (change.tier != null && !(change.tier in this.#config.quota.tiers)) {
+      throw new UserError(ErrorCode.InvalidRequest, `Unknown tier "${change.tier}". Tiers: ${Object.keys(this.#config.quota.tiers).join(', ')}.`);
+    }
+    return this.#adminAction(actor, 'quota.set', target, { ...change }, (user) => {
+      if (change.tier !== undefined) this.#users.setTier(user.id, change.tier);
+      if (change.override !== undefined) this.#users.setQuotaOverride(user.id, change.override);
+    });
+  }
+
+  /** Admin: bans a user (their queued jobs are cancelled and refunded) or lifts the ban. */
+  setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): UserRecord {
+    this.#requireAdmin(actor);
+    const user = this.#adminAction(actor, banned ? 'user.ban' : 'user.unban', target, { reason: reason ?? null }, (found) =>
+      this.#users.setBanned(found.id, banned, reason ?? null),
+    );
+    if (banned) {
+      for (const entry of this.#fair.order()) {
+        const job = this.#jobs.get(Number(entry.id));
+        if (job?.userId === user.id) void this.cancel(actor, job.id).catch(() => undefined);
+      }
+    }
+    return user;
+  }
+
+  /** Admin: stops starting jobs (running ones finish); kept across restarts. */
+  pauseQueue(actor: Actor): void {
+    this.#requireAdmin(actor);
+    this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'queue.pause', target: null, details: {}, createdAt: this.#now() });
+    this.#settings.setQueuePaused(true);
+    this.#queue.pause();
+  }
+
+  resumeQueue(actor: Actor): void {
+    this.#requireAdmin(actor);
+    this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'queue.resume', target: null, details: {}, createdAt: this.#now() });
+    this.#settings.setQueuePaused(false);
+    if (this.#state === 'started') this.#queue.start();
+  }
+
+  /** Admin: cancels and refunds every queued job; running jobs go on. Returns how many. */
+  async clearQueue(actor: Actor): Promise<number> {
+    this.#requireAdmin(actor);
+    const ids = this.#fair.order().map((entry) => Number(entry.id));
+    this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'queue.clear', target: null, details: { jobs: ids.length }, createdAt: this.#now() });
+    let cleared = 0;
+    for (const id of ids) {
+      const { outcome } = await this.cancel(actor, id);
+      if (outcome === 'cancelled') cleared++;
+    }
+    return cleared;
+  }
+
+  /** Records the platform messages of a job (progress message id…), for delivery after a restart. */
+  setMessageRefs(jobId: number, refs: Record<string, unknown>): void {
+    this.#jobs.setMessageRefs(jobId, refs);
+  }
+
+  /**
+   * Drains for SIGTERM: no new submits or starts; running jobs get `shutdownGraceMs` to finish,
+   * then their workers are stopped and the jobs go back to the queue (not counted as an attempt).
+   * Queued jobs stay queued in the database for the next start.
+   */
+  async shutdown(graceMs: number = this.#config.jobs.shutdownGraceMs): Promise<void> {
+    if (this.#state === 'stopped' || this.#state === 'draining') return;
+    this.#state = 'draining';
+    this.#queue.pause();
+    for (const { controller } of this.#waiting.values()) controller.abort();
+    this.#waiting.clear();
+    if (this.#tasks.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.#tasks]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
+    await this.#pool.close();
+    await Promise.allSettled([...this.#tasks]);
+    this.#state = 'stopped';
+    this.#logger.info('job service stopped');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #enqueue(job: JobRecord): void {
+    const controller = new AbortController();
+    this.#waiting.set(job.id, { kind: job.kind, controller });
+    this.#queue
+      .add(() => this.#track(this.#execute(job.id)), {
+        id: String(job.id),
+        userId: job.userId,
+        priority: job.priority,
+        signal: controller.signal,
+      })
+      .catch((error: unknown) => {
+        if (!controller.signal.aborted) this.#logger.error({ err: error, jobId: job.id }, 'job task failed');
+      });
+  }
+
+  #track(task: Promise<void>): Promise<void> {
+    this.#tasks.add(task);
+    return task.finally(() => this.#tasks.delete(task));
+  }
+
+  async #execute(jobId: number): Promise<void> {
+    this.#waiting.delete(jobId);
+    for (;;) {
+      const device = this.#pool.nextIdleDevice();
+      const now = this.#now();
+      if (device === undefined || !this.#jobs.markRunning(jobId, device, now)) return;
+      const job = this.#jobs.get(jobId)!;
+      this.#running.set(jobId, { kind: job.kind, startedAt: now });
+      this.#emit({ type: 'started', job, device, attempt: job.attempts });
+      const log = this.#logger.child({ jobId, userId: job.userId, device, attempt: job.attempts });
+      try {
+        const outcome = await this.#pool.run(
+          {
+            id: job.id,
+            kind: job.kind,
+            params: job.params,
+            seed: job.seed,
+            outputDir: resolve(join(this.#config.outputDir, String(job.id))),
+            attempt: job.attempts,
+          },
+          {
+            timeoutMs: this.#config.jobs.timeoutSeconds * 1000,
+            onProgress: (progress) => this.#emit({ type: 'progress', job, progress }),
+          },
+        );
+        this.#running.delete(jobId);
+        if (this.#jobs.get(jobId)!.cancelRequestedAt !== null) {
+          this.#finishCancelled(jobId);
+          return;
+        }
+        const finishedAt = this.#now();
+        this.#db
+          .transaction(() => {
+            this.#jobs.finish(jobId, 'succeeded', { now: finishedAt, gpuSeconds: outcome.gpuSeconds, result: outcome.result });
+            this.#ledger.settle(jobId, outcome.gpuSeconds, finishedAt);
+          })
+          .immediate();
+        this.#refreshMean(job.kind);
+        log.info({ gpuSeconds: outcome.gpuSeconds }, 'job succeeded');
+        this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
+        return;
+      } catch (thrown) {
+        this.#running.delete(jobId);
+        const error = asAppError(thrown);
+        if (error.code === ErrorCode.Interrupted) {
+          this.#jobs.requeue(jobId, true);
+          log.info('job interrupted by shutdown; back in the queue for the next start');
+          return;
+        }
+        if (error.code === ErrorCode.Cancelled || this.#jobs.get(jobId)!.cancelRequestedAt !== null) {
+          this.#finishCancelled(jobId);
+          return;
+        }
+        if (RETRYABLE.has(error.code) && job.attempts < MAX_ATTEMPTS) {
+          log.warn({ code: error.code }, 'job attempt failed; retrying once on a fresh worker');
+          this.#jobs.requeue(jobId, false);
+          if (this.#state !== 'started') return; // draining: the retry happens after the restart
+          continue;
+        }
+        if (error.code === ErrorCode.Unknown) log.error({ err: thrown }, 'job failed');
+        else log.warn({ code: error.code, err: error.cause }, 'job failed');
+        this.#finishFailed(jobId, error);
+        return;
+      }
+    }
+  }
+
+  #finishCancelled(jobId: number): void {
+    const now = this.#now();
+    let refunded = false;
+    this.#db
+      .transaction(() => {
+        this.#jobs.finish(jobId, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
+        refunded = this.#ledger.refund(jobId, now);
+      })
+      .immediate();
+    this.#emit({ type: 'cancelled', job: this.#jobs.get(jobId)!, refunded });
+  }
+
+  #finishFailed(jobId: number, error: AppError): void {
+    const now = this.#now();
+    const message = failureMessage(error);
+    let refunded = false;
+    this.#db
+      .transaction(() => {
+        this.#jobs.finish(jobId, 'failed', { now, errorCode: error.code, error: message });
+        refunded = this.#ledger.refund(jobId, now);
+      })
+      .immediate();
+    this.#emit({ type: 'failed', job: this.#jobs.get(jobId)!, code: error.code, message, refunded });
+  }
+
+  #submitResult(job: JobRecord, duplicate: boolean): SubmitResult {
+    const user = this.#users.get(job.userId)!;
+    return { job, duplicate, ...this.#positionAndEta(job), quotaLeft: this.#admission.quotaLeft(user, this.#now()) };
+  }
+
+  /** Position (1 = next, 0 = running or finished) and the time until the result is expected. */
+  #positionAndEta(job: JobRecord): { position: number; etaMs: number } {
+    const now = this.#now();
+    const own = this.#mean(job.kind) * 1000;
+    const running = this.#running.get(job.id);
+    if (running) return { position: 0, etaMs: Math.max(0, own - (now - running.startedAt)) };
+    const ahead = job.state === 'queued' ? this.#fair.ahead(String(job.id)) : undefined;
+    if (!ahead) return { position: 0, etaMs: 0 };
+    let workMs = 0;
+    for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - (now - other.startedAt));
+    for (const entry of ahead) workMs += this.#mean(this.#waiting.get(Number(entry.id))?.kind ?? job.kind) * 1000;
+    return { position: ahead.length + 1, etaMs: Math.round(workMs / this.#pool.size + own) };
+  }
+
+  /** Mean duration of recent jobs of a kind, in seconds; the configured default until there are some. */
+  #mean(kind: JobKind): number {
+    return this.#meanSeconds.get(kind) ?? this.#config.jobs.defaultGpuSeconds[kind];
+  }
+
+  #refreshMean(kind: JobKind): void {
+    const mean = this.#jobs.meanGpuSeconds(kind, this.#config.jobs.etaWindow);
+    if (mean !== null) this.#meanSeconds.set(kind, mean);
+  }
+
+  #ownJob(actor: Actor, jobId: number): JobRecord {
+    const job = Number.isInteger(jobId) ? this.#jobs.get(jobId) : undefined;
+    if (!job) throw new UserError(ErrorCode.JobNotFound, `There is no job #${jobId}.`);
+    if (!(job.platform === actor.platform && job.userExternalId === actor.externalId) && !this.isAdmin(actor)) {
+      throw new UserError(ErrorCode.NotJobOwner, `Job #${jobId} belongs to someone else; only they or an admin can change it.`);
+    }
+    return job;
+  }
+
+  #requireAdmin(actor: Actor): void {
+    if (!this.isAdmin(actor)) throw new UserError(ErrorCode.NotAdmin, 'Only the bot admins can do this.');
+  }
+
+  /** Runs an admin change on a user (created if new) and records it in the audit log, in one transaction. */
+  #adminAction(actor: Actor, action: string, target: Target, details: Record<string, unknown>, change: (user: UserRecord) => void): UserRecord {
+    return this.#db
+      .transaction(() => {
+        const now = this.#now();
+        const user = this.#users.upsert(target.platform, target.externalId, null, now);
+        change(user);
+        this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action, target: `${target.platform}:${target.externalId}`, details, createdAt: now });
+        return this.#users.get(user.id)!;
+      })
+      .immediate();
+  }
+
+  #emit(event: JobEvent): void {
+    try {
+      this.#emitter.emit('job', event);
+    } catch (error) {
+      // An adapter's bug must never break the job core.
+      this.#logger.error({ err: error, event: event.type, jobId: event.job.id }, 'job event listener threw');
+    }
+  }
+}
+
+/** The user-facing text for a failed job. */
+function failureMessage(error: AppError): string {
+  switch (error.code) {
+    case ErrorCode.WorkerCrashed:
+      return 'The video worker crashed twice on this job. It was not charged; please try again, perhaps with other settings.';
+    case ErrorCode.WorkerHung:
+      return 'The video worker stopped responding twice on this job. It was not charged; please try again.';
+    case ErrorCode.JobTimedOut:
+      return 'This job took too long and was stopped (twice). It was not charged; try fewer frames or steps.';
+    default:
+      return `${error.userMessage} It was not charged.`;
+  }
+}
+
+function pastTense(state: JobRecord['state']): string {
+  return state === 'succeeded' ? 'finished' : state === 'failed' ? 'failed' : 'been cancelled';
+}
+
+/** The environment for worker processes: this one's, without the bot platforms' secrets. */
+export function workerEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  for (const name of SECRET_ENV_VARS) delete copy[name];
+  return copy;
+}

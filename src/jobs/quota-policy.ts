@@ -1,0 +1,129 @@
+/**
+ * Quota rules, as pure functions over usage figures: which limits apply to a user (tier, admin
+ * override), and whether one more job fits. Periods are UTC days and UTC calendar months.
+ */
+import type { Config, GroupLimits, TierLimits } from '../config.js';
+import { ErrorCode, UserError } from '../errors.js';
+import type { QuotaLeft, Usage, UserRecord } from './types.js';
+
+export interface EffectiveLimits extends TierLimits {
+  tier: string;
+}
+
+export interface Periods {
+  dayStart: number;
+  dayEnd: number;
+  monthStart: number;
+  monthEnd: number;
+}
+
+export function periodsAt(now: number): Periods {
+  const date = new Date(now);
+  const dayStart = Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate());
+  const monthStart = Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), 1);
+  return {
+    dayStart,
+    dayEnd: dayStart + 86_400_000,
+    monthStart,
+    monthEnd: Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1),
+  };
+}
+
+/** The user's tier limits with the admin's per-user override on top. */
+export function limitsFor(user: UserRecord, quota: Config['quota']): EffectiveLimits {
+  const tier = user.tier !== null && user.tier in quota.tiers ? user.tier : quota.defaultTier;
+  const base = quota.tiers[tier]!;
+  const override = user.quotaOverride ?? {};
+  return {
+    tier,
+    jobsPerDay: override.jobsPerDay !== undefined ? override.jobsPerDay : base.jobsPerDay,
+    gpuSecondsPerDay: override.gpuSecondsPerDay !== undefined ? override.gpuSecondsPerDay : base.gpuSecondsPerDay,
+    gpuSecondsPerMonth: override.gpuSecondsPerMonth !== undefined ? override.gpuSecondsPerMonth : base.gpuSecondsPerMonth,
+    maxPendingJobs: override.maxPendingJobs ?? base.maxPendingJobs,
+  };
+}
+
+export function groupLimitsFor(groupId: string | null, quota: Config['quota']): GroupLimits | null {
+  if (groupId === null) return null;
+  return quota.groupOverrides[groupId] ?? quota.group;
+}
+
+export interface QuotaCheck {
+  limits: EffectiveLimits;
+  groupLimits: GroupLimits | null;
+  userDay: Usage;
+  userMonth: Usage;
+  groupDay: Usage | null;
+  groupMonth: Usage | null;
+  pending: number;
+  estimatedGpuSeconds: number;
+  periods: Periods;
+  now: number;
+}
+
+/** The refusal for one more job, or null when it fits every limit. */
+export function checkQuota(check: QuotaCheck): UserError | null {
+  const { limits, groupLimits, userDay, userMonth, groupDay, groupMonth, estimatedGpuSeconds: cost, periods, now } = check;
+  const resetDay = `Your quota resets at 00:00 UTC (${inTime(periods.dayEnd - now)}).`;
+  const resetMonth = `It resets on the 1st of next month (${inTime(periods.monthEnd - now)}).`;
+  if (check.pending >= limits.maxPendingJobs) {
+    return new UserError(
+      ErrorCode.QuotaPending,
+      `You already have ${check.pending} job${check.pending === 1 ? '' : 's'} waiting or running (the limit is ${limits.maxPendingJobs}). Wait for one to finish or cancel one.`,
+      { context: { pending: check.pending, limit: limits.maxPendingJobs } },
+    );
+  }
+  if (limits.jobsPerDay !== null && userDay.jobs + 1 > limits.jobsPerDay) {
+    return new UserError(ErrorCode.QuotaJobsPerDay, `You have used all ${limits.jobsPerDay} videos of your daily quota. ${resetDay}`);
+  }
+  if (limits.gpuSecondsPerDay !== null && userDay.gpuSeconds + cost > limits.gpuSecondsPerDay) {
+    return new UserError(
+      ErrorCode.QuotaGpuPerDay,
+      `This job needs about ${Math.ceil(cost)} GPU-seconds and you have ${Math.max(0, Math.floor(limits.gpuSecondsPerDay - userDay.gpuSeconds))} left today. ${resetDay}`,
+    );
+  }
+  if (limits.gpuSecondsPerMonth !== null && userMonth.gpuSeconds + cost > limits.gpuSecondsPerMonth) {
+    return new UserError(
+      ErrorCode.QuotaGpuPerMonth,
+      `This job needs about ${Math.ceil(cost)} GPU-seconds and you have ${Math.max(0, Math.floor(limits.gpuSecondsPerMonth - userMonth.gpuSeconds))} left this month. ${resetMonth}`,
+    );
+  }
+  if (groupLimits && groupDay && groupMonth) {
+    const server = 'this server';
+    if (groupLimits.jobsPerDay !== null && groupDay.jobs + 1 > groupLimits.jobsPerDay) {
+      return new UserError(ErrorCode.GroupQuotaJobsPerDay, `${cap(server)} has used all ${groupLimits.jobsPerDay} videos it may make today. ${resetDay}`);
+    }
+    if (groupLimits.gpuSecondsPerDay !== null && groupDay.gpuSeconds + cost > groupLimits.gpuSecondsPerDay) {
+      return new UserError(ErrorCode.GroupQuotaGpuPerDay, `${cap(server)} has used its GPU time for today. ${resetDay}`);
+    }
+    if (groupLimits.gpuSecondsPerMonth !== null && groupMonth.gpuSeconds + cost > groupLimits.gpuSecondsPerMonth) {
+      return new UserError(ErrorCode.GroupQuotaGpuPerMonth, `${cap(server)} has used its GPU time for this month. ${resetMonth}`);
+    }
+  }
+  return null;
+}
+
+/** What is left after the given usage; `null` = unlimited. */
+export function quotaLeft(limits: EffectiveLimits, userDay: Usage, userMonth: Usage, pending: number): QuotaLeft {
+  const left = (limit: number | null, used: number) => (limit === null ? null : Math.max(0, limit - used));
+  return {
+    tier: limits.tier,
+    jobsToday: left(limits.jobsPerDay, userDay.jobs),
+    gpuSecondsToday: left(limits.gpuSecondsPerDay, userDay.gpuSeconds),
+    gpuSecondsThisMonth: left(limits.gpuSecondsPerMonth, userMonth.gpuSeconds),
+    pendingSlots: Math.max(0, limits.maxPendingJobs - pending),
+  };
+}
+
+function cap(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** "in 3 h 12 min", "in 45 min", "in 2 days". */
+export function inTime(ms: number): string {
+  const minutes = Math.max(1, Math.ceil(ms / 60_000));
+  if (minutes < 60) return `in ${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `in ${hours} h${minutes % 60 ? ` ${minutes % 60} min` : ''}`;
+  return `in ${Math.round(hours / 24)} days`;
+}
