@@ -130,7 +130,7 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
 
   /**
    * The entries that start before this one, or undefined when it is not waiting.
-   * O(jobs ahead + users): cheap enough to call on every submit.
+   * O(rounds × users): cheap enough to call on every submit.
    */
   ahead(id: string): FairEntry[] | undefined {
     const priorityIndex = this.#priority.findIndex((entry) => entry.id === id);
@@ -148,12 +148,13 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
     }
     if (!owner) return undefined;
     const result = [...this.#priority];
-    let beforeOwner = true;
-    for (const line of users) {
-      if (line === owner) beforeOwner = false;
-      // Every user contributes the jobs of the earlier rounds, and users before the owner one more.
-      const count = Math.min(line.jobs.length, beforeOwner ? round + 1 : round);
-      for (let i = 0; i < count; i++) result.push(line.jobs[i]!);
+    // Every user's jobs of the earlier rounds, then this round's jobs of the users before the owner.
+    for (let r = 0; r <= round; r++) {
+      for (const line of users) {
+        if (r === round && line === owner) return result;
+        const entry = line.jobs[r];
+        if (entry) result.push(entry);
+      }
     }
     return result;
   }

@@ -15,6 +15,11 @@ import type { ChildMessage, ParentMessage } from './worker-protocol.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+/**
+ * How long a new worker process may take to boot before it sends its first message. Heartbeats
+ * start once the process runs; booting Node and the loader on a busy machine can take seconds.
+ */
+const WORKER_BOOT_TIMEOUT_MS = 60_000;
 
 export interface WorkerPoolOptions {
   devices: readonly string[];
@@ -36,7 +41,9 @@ export interface RunOutcome {
 interface Worker {
   child: ChildProcess;
   ready: Promise<void>;
-  lastSeen: number;
+  /** When the worker last said anything; undefined until its first message. */
+  lastSeen?: number;
+  spawnedAt: number;
 }
 
 interface Slot {
@@ -93,7 +100,6 @@ export class WorkerPool {
       worker.ready.then(
         () => {
           if (slot.task?.jobId !== job.id || slot.worker !== worker) return;
-          worker.lastSeen = Date.now();
           this.#send(worker, { type: 'start', job: { ...job, device: slot.device } });
         },
         (error: AppError) => this.#fail(slot, error),
@@ -139,7 +145,7 @@ export class WorkerPool {
     let settleReady!: { resolve(): void; reject(error: AppError): void };
     const ready = new Promise<void>((resolve, reject) => (settleReady = { resolve, reject }));
     ready.catch(() => undefined); // observed through run(); never an unhandled rejection
-    const worker: Worker = { child, ready, lastSeen: Date.now() };
+    const worker: Worker = { child, ready, spawnedAt: Date.now() };
     slot.worker = worker;
     this.#options.logger.info({ device: slot.device, pid: child.pid }, 'worker started');
 
@@ -224,8 +230,10 @@ export class WorkerPool {
     const now = Date.now();
     for (const slot of this.#slots) {
       const worker = slot.worker;
-      if (slot.task && worker && now - worker.lastSeen > this.#options.heartbeatTimeoutMs) {
-        this.#options.logger.warn({ device: slot.device, jobId: slot.task.jobId }, 'worker missed its heartbeats: killing it');
+      if (!slot.task || !worker) continue;
+      const silentFor = now - (worker.lastSeen ?? worker.spawnedAt);
+      if (silentFor > (worker.lastSeen === undefined ? WORKER_BOOT_TIMEOUT_MS : this.#options.heartbeatTimeoutMs)) {
+        this.#options.logger.warn({ device: slot.device, jobId: slot.task.jobId, silentFor }, 'worker missed its heartbeats: killing it');
         this.#fail(slot, new AppError(ErrorCode.WorkerHung, 'The video worker stopped responding.'));
       }
     }

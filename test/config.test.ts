@@ -1,0 +1,97 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect, test } from 'vitest';
+import { ConfigError, loadConfig, redactConfig, SECRET_ENV_VARS } from '../src/config.js';
+import { removeDir, tempDir } from './helpers/harness.js';
+
+function problemsOf(fn: () => unknown): readonly string[] {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+test('embedded defaults need no settings at all', () => {
+  const config = loadConfig({ env: {} });
+  expect(config.dbPath).toBe('./data/reelbot.db');
+  expect(config.devices).toEqual(['cpu']);
+  expect(config.quota.tiers.free?.jobsPerDay).toBe(20);
+  expect(config.jobs.defaultGpuSeconds.text2video).toBe(60);
+});
+
+test('environment variables are read and typed', () => {
+  const config = loadConfig({
+    env: {
+      REELBOT_DEVICES: 'cuda:0, cuda:1',
+      REELBOT_JOB_TIMEOUT_SECONDS: '120',
+      REELBOT_PROMPT_BLOCKLIST: '["\\\\bgore\\\\b"]',
+      REELBOT_DISCORD_ADMINS: '111,222',
+      REELBOT_QUOTA_TIERS: '{"free":{"jobsPerDay":5}}',
+      PATH: '/usr/bin',
+    },
+  });
+  expect(config.devices).toEqual(['cuda:0', 'cuda:1']);
+  expect(config.jobs.timeoutSeconds).toBe(120);
+  expect(config.prompt.blocklist).toEqual(['\\bgore\\b']);
+  expect(config.admins.discord).toEqual(['111', '222']);
+  expect(config.quota.tiers.free).toEqual({ jobsPerDay: 5, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 3 });
+});
+
+test('every invalid setting is reported at once, by name, with what is expected', () => {
+  const problems = problemsOf(() =>
+    loadConfig({
+      env: {
+        REELBOT_DEVICES: 'gpu7',
+        REELBOT_JOB_TIMEOUT_SECONDS: 'soon',
+        REELBOT_HEARTBEAT_TIMEOUT_MS: '-5',
+        REELBOT_PROMPT_BLOCKLIST: '["(unclosed"]',
+        REELBOT_QUOTA_TIERS: '{"free":{"jobsPerDay":"lots"}}',
+        REELBOT_LOG_LEVEL: 'loud',
+        REELBOT_DEVICE: 'cpu',
+      },
+    }),
+  );
+  const text = problems.join('\n');
+  expect(problems).toHaveLength(7);
+  expect(text).toContain('REELBOT_DEVICES (devices.0): expected cpu, webgpu, cuda or cuda:N');
+  expect(text).toContain('REELBOT_JOB_TIMEOUT_SECONDS: expected a number, got "soon"');
+  expect(text).toMatch(/REELBOT_HEARTBEAT_TIMEOUT_MS \(jobs.heartbeatTimeoutMs\): .*>0/);
+  expect(text).toContain('REELBOT_PROMPT_BLOCKLIST (prompt.blocklist.0): expected a valid regular expression');
+  expect(text).toMatch(/REELBOT_QUOTA_TIERS \(quota.tiers.free.jobsPerDay\): .*number/);
+  expect(text).toMatch(/REELBOT_LOG_LEVEL \(logLevel\): .*"info"/);
+  expect(text).toContain('REELBOT_DEVICE: unknown setting');
+});
+
+test('a config file is read, checked for unknown keys, and the environment wins over it', () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'reelbot.json');
+    writeFileSync(file, JSON.stringify({ dbPath: '/var/lib/reelbot.db', devices: ['cuda:0'] }));
+    expect(loadConfig({ env: { REELBOT_CONFIG: file, REELBOT_DEVICES: 'cpu' } })).toMatchObject({ dbPath: '/var/lib/reelbot.db', devices: ['cpu'] });
+
+    writeFileSync(file, JSON.stringify({ dbpath: 'x', quota: { defaultTier: 'gold' } }));
+    const problems = problemsOf(() => loadConfig({ file, env: {} }));
+    expect([...problems].sort()).toEqual(['config: unknown setting "dbpath"', 'quota.defaultTier: defaultTier must name one of the tiers']);
+
+    expect(problemsOf(() => loadConfig({ file: join(dir, 'missing.json'), env: {} }))[0]).toMatch(/missing.json: file not found/);
+    writeFileSync(file, '{ not json');
+    expect(problemsOf(() => loadConfig({ file, env: {} }))[0]).toMatch(/^config file .*reelbot.json: /);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('secrets never appear in messages or in the printed config', () => {
+  const secret = 'xoxb-very-secret-token';
+  const problems = problemsOf(() => loadConfig({ env: { REELBOT_SLACK_BOT_TOKEN: secret, REELBOT_DEVICES: 'nope' } }));
+  expect(problems.join('\n')).not.toContain(secret);
+  const config = loadConfig({ env: { REELBOT_DISCORD_TOKEN: secret } });
+  expect(config.discordToken).toBe(secret);
+  expect(JSON.stringify(redactConfig(config))).not.toContain(secret);
+  expect(SECRET_ENV_VARS).toEqual(['REELBOT_DISCORD_TOKEN', 'REELBOT_SLACK_BOT_TOKEN', 'REELBOT_SLACK_APP_TOKEN', 'REELBOT_SLACK_SIGNING_SECRET']);
+  const empty = problemsOf(() => loadConfig({ env: { REELBOT_DISCORD_TOKEN: '' } }));
+  expect(empty).toEqual(['REELBOT_DISCORD_TOKEN (discordToken): must not be empty']);
+});

@@ -1,0 +1,83 @@
+import PQueue from 'p-queue';
+import { expect, test } from 'vitest';
+import { FairQueue, type FairQueueOptions } from '../../src/jobs/fair-queue.js';
+
+const noop = async () => undefined;
+
+function fill(queue: FairQueue, jobs: [id: string, userId: number, priority?: number][]): void {
+  for (const [id, userId, priority] of jobs) queue.enqueue(noop, { id, userId, priority: priority ?? 0 });
+}
+
+function drain(queue: FairQueue, ids: Map<() => Promise<unknown>, string>): string[] {
+  const order: string[] = [];
+  for (let run = queue.dequeue(); run; run = queue.dequeue()) order.push(ids.get(run)!);
+  return order;
+}
+
+function tagged(queue: FairQueue, jobs: [id: string, userId: number, priority?: number][]): Map<() => Promise<unknown>, string> {
+  const ids = new Map<() => Promise<unknown>, string>();
+  for (const [id, userId, priority] of jobs) {
+    const run = async () => id;
+    ids.set(run, id);
+    queue.enqueue(run, { id, userId, priority: priority ?? 0 });
+  }
+  return ids;
+}
+
+test('GIVEN one user with 20 jobs and another with 1 THEN the second user goes next', () => {
+  const queue = new FairQueue();
+  const jobs: [string, number][] = Array.from({ length: 20 }, (_, i) => [`a${i}`, 1]);
+  const ids = tagged(queue, [...jobs, ['b0', 2]]);
+  // A's first job is taken (it runs); then B arrives later in the list but goes first.
+  expect(ids.get(queue.dequeue()!)).toBe('a0');
+  expect(drain(queue, ids).slice(0, 3)).toEqual(['b0', 'a1', 'a2']);
+});
+
+test('round-robin across three users, FIFO within each', () => {
+  const queue = new FairQueue();
+  const ids = tagged(queue, [['a1', 1], ['a2', 1], ['a3', 1], ['b1', 2], ['c1', 3], ['c2', 3]]);
+  expect(queue.order().map((entry) => entry.id)).toEqual(['a1', 'b1', 'c1', 'a2', 'c2', 'a3']);
+  expect(drain(queue, ids)).toEqual(['a1', 'b1', 'c1', 'a2', 'c2', 'a3']);
+  expect(queue.size).toBe(0);
+});
+
+test('admin priority jumps the line; positions agree with the dequeue order', () => {
+  const queue = new FairQueue();
+  const jobs: [string, number, number?][] = [['a1', 1], ['a2', 1], ['b1', 2], ['x1', 9, 1], ['b2', 2], ['x2', 9, 1]];
+  fill(queue, jobs);
+  const order = queue.order().map((entry) => entry.id);
+  expect(order).toEqual(['x1', 'x2', 'a1', 'b1', 'a2', 'b2']);
+  for (const [index, id] of order.entries()) expect(queue.ahead(id)!.map((entry) => entry.id)).toEqual(order.slice(0, index));
+  expect(queue.ahead('nope')).toBeUndefined();
+});
+
+test('a user served recently waits behind users not served for longer (state seeded after a restart)', () => {
+  const queue = new FairQueue();
+  queue.seedLastServed(new Map([[1, 500], [2, 100]]));
+  const ids = tagged(queue, [['a1', 1], ['b1', 2], ['c1', 3]]);
+  expect(drain(queue, ids)).toEqual(['c1', 'b1', 'a1']);
+});
+
+test('remove() takes a waiting task out; size and order follow', () => {
+  const queue = new FairQueue();
+  fill(queue, [['a1', 1], ['a2', 1], ['b1', 2], ['x', 3, 5]]);
+  queue.remove('a1');
+  queue.remove('x');
+  queue.remove('missing');
+  expect(queue.size).toBe(2);
+  expect(queue.order().map((entry) => entry.id)).toEqual(['a2', 'b1']);
+});
+
+test('as p-queue\'s queueClass: aborting a queued task removes it, concurrency holds', async () => {
+  const started: string[] = [];
+  const queue = new PQueue<FairQueue, FairQueueOptions>({ concurrency: 1, autoStart: false, queueClass: FairQueue });
+  const controller = new AbortController();
+  const add = (id: string, userId: number, signal?: AbortSignal) =>
+    queue.add(async () => void started.push(id), { id, userId, priority: 0, signal }).catch((error: unknown) => `aborted:${(error as Error).name}`);
+  const results = [add('a1', 1), add('a2', 1, controller.signal), add('a3', 1), add('b1', 2)];
+  controller.abort();
+  expect(queue.size).toBe(3);
+  queue.start();
+  expect(await Promise.all(results)).toEqual([undefined, 'aborted:AbortError', undefined, undefined]);
+  expect(started).toEqual(['a1', 'b1', 'a3']);
+});

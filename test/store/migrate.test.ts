@@ -1,0 +1,70 @@
+import { cpSync, writeFileSync, appendFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { openDatabase } from '../../src/store/db.js';
+import { MIGRATIONS_DIR, MigrationError, migrate, migrationStatus } from '../../src/store/migrate.js';
+import { removeDir, tempDir } from '../helpers/harness.js';
+
+let dir: string;
+let migrations: string;
+beforeEach(() => {
+  dir = tempDir();
+  migrations = join(dir, 'migrations');
+  cpSync(MIGRATIONS_DIR, migrations, { recursive: true });
+});
+afterEach(() => removeDir(dir));
+
+test('opening a new file applies every migration with WAL and foreign keys on', () => {
+  const db = openDatabase(join(dir, 'nested', 'reelbot.db'), { migrationsDir: migrations });
+  expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+  expect(db.pragma('foreign_keys', { simple: true })).toBe(1);
+  expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(['applied']);
+  const tables = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all();
+  expect(tables).toEqual(expect.arrayContaining(['users', 'jobs', 'quota_ledger', 'processed_events', 'admin_audit', 'schema_migrations']));
+  expect(() => db.prepare(`INSERT INTO jobs (kind, params, state, user_id, platform, seed, estimated_gpu_s, queued_at)
+    VALUES ('text2video', '{}', 'queued', 999, 'discord', 1, 1, 1)`).run()).toThrow(/FOREIGN KEY/);
+  db.close();
+});
+
+test('pending migrations are applied in order, each once, and status shows them', () => {
+  const path = join(dir, 'reelbot.db');
+  openDatabase(path, { migrationsDir: migrations }).close();
+  writeFileSync(join(migrations, '002_add_notes.sql'), 'ALTER TABLE jobs ADD COLUMN notes TEXT;');
+  writeFileSync(join(migrations, '003_more.sql'), 'CREATE TABLE extra (id INTEGER PRIMARY KEY);');
+  const db = openDatabase(path, { migrate: false, migrationsDir: migrations });
+  expect(migrationStatus(db, migrations).map((m) => `${m.version}:${m.state}`)).toEqual(['1:applied', '2:pending', '3:pending']);
+  expect(migrate(db, migrations)).toEqual([2, 3]);
+  expect(migrate(db, migrations)).toEqual([]);
+  expect(migrationStatus(db, migrations).every((m) => m.state === 'applied')).toBe(true);
+  db.close();
+});
+
+test('a failing migration is rolled back entirely and not recorded', () => {
+  const path = join(dir, 'reelbot.db');
+  openDatabase(path, { migrationsDir: migrations }).close();
+  writeFileSync(join(migrations, '002_broken.sql'), 'CREATE TABLE half (id INTEGER); INSERT INTO nowhere VALUES (1);');
+  expect(() => openDatabase(path, { migrationsDir: migrations })).toThrow(/nowhere/);
+  const db = openDatabase(path, { migrate: false, migrationsDir: migrations });
+  expect(db.prepare(`SELECT count(*) FROM sqlite_master WHERE name = 'half'`).pluck().get()).toBe(0);
+  expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(['applied', 'pending']);
+  db.close();
+});
+
+test('an applied migration that was edited or removed stops the start', () => {
+  const path = join(dir, 'reelbot.db');
+  openDatabase(path, { migrationsDir: migrations }).close();
+  appendFileSync(join(migrations, '001_init.sql'), '\n-- a harmless looking edit\n');
+  expect(() => openDatabase(path, { migrationsDir: migrations })).toThrow(MigrationError);
+  expect(() => openDatabase(path, { migrationsDir: migrations })).toThrow(/001_init.sql was edited after it was applied/);
+  const db = openDatabase(path, { migrate: false, migrationsDir: migrations });
+  expect(migrationStatus(db, migrations)[0]?.state).toBe('edited');
+  db.close();
+
+  rmSync(join(migrations, '001_init.sql'));
+  expect(() => openDatabase(path, { migrationsDir: migrations })).toThrow(/001_init.sql was applied but its file is gone/);
+});
+
+test('badly named migration files are refused', () => {
+  writeFileSync(join(migrations, '2_oops.sql'), 'SELECT 1;');
+  expect(() => openDatabase(':memory:', { migrationsDir: migrations })).toThrow(/must be named NNN_name.sql/);
+});
