@@ -132,6 +132,8 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_HEARTBEAT_TIMEOUT_MS: { path: ['jobs', 'heartbeatTimeoutMs'], kind: 'number' },
   REELBOT_CANCEL_GRACE_MS: { path: ['jobs', 'cancelGraceMs'], kind: 'number' },
   REELBOT_SHUTDOWN_GRACE_MS: { path: ['jobs', 'shutdownGraceMs'], kind: 'number' },
+  REELBOT_ETA_WINDOW: { path: ['jobs', 'etaWindow'], kind: 'number' },
+  REELBOT_DEFAULT_GPU_SECONDS: { path: ['jobs', 'defaultGpuSeconds'], kind: 'json' },
   REELBOT_PROMPT_MAX_LENGTH: { path: ['prompt', 'maxLength'], kind: 'number' },
   REELBOT_PROMPT_BLOCKLIST: { path: ['prompt', 'blocklist'], kind: 'json' },
   REELBOT_QUOTA_DEFAULT_TIER: { path: ['quota', 'defaultTier'], kind: 'string' },
