@@ -10,6 +10,18 @@ export interface UsageRow extends Usage {
   key: string | number | null;
 }
 
+/** One row of the ledger. */
+export interface LedgerEntry {
+  id: number;
+  entry: 'reserve' | 'settle' | 'refund';
+  jobs: number;
+  gpuSeconds: number;
+  userId: number;
+  groupId: string | null;
+  chargedAt: number;
+  createdAt: number;
+}
+
 export interface UsageFilter {
   userId?: number;
   groupId?: string;
@@ -23,6 +35,7 @@ export class QuotaLedger {
   readonly #close;
   readonly #userUsage;
   readonly #groupUsage;
+  readonly #forJob;
 
   constructor(db: Db) {
     this.#db = db;
@@ -39,6 +52,13 @@ export class QuotaLedger {
       FROM quota_ledger WHERE user_id = ? AND charged_at >= ?`);
     this.#groupUsage = db.prepare(`SELECT coalesce(sum(jobs), 0) AS jobs, coalesce(sum(gpu_seconds), 0) AS gpuSeconds
       FROM quota_ledger WHERE group_id = ? AND charged_at >= ?`);
+    this.#forJob = db.prepare(`SELECT id, entry, jobs, gpu_seconds AS gpuSeconds, user_id AS userId, group_id AS groupId,
+      charged_at AS chargedAt, created_at AS createdAt FROM quota_ledger WHERE job_id = ? ORDER BY id`);
+  }
+
+  /** A job's rows, oldest first. */
+  forJob(jobId: number): LedgerEntry[] {
+    return this.#forJob.all(jobId) as LedgerEntry[];
   }
 
   reserve(entry: { jobId: number; userId: number; groupId: string | null; gpuSeconds: number; chargedAt: number; now: number }): void {
