@@ -23,6 +23,8 @@ export interface AdmissionRepos {
 export interface Admitted {
   job: JobRecord;
   duplicate: boolean;
+  /** What the user has left after this job (read in the same transaction). */
+  quotaLeft: QuotaLeft;
 }
 
 export class Admission {
@@ -71,7 +73,10 @@ export class Admission {
     const { actor } = request;
     if (request.eventId !== undefined) {
       const jobId = events.jobFor(actor.platform, request.eventId);
-      if (jobId !== undefined) return { job: jobs.get(jobId)!, duplicate: true };
+      if (jobId !== undefined) {
+        const job = jobs.get(jobId)!;
+        return { job, duplicate: true, quotaLeft: this.quotaLeft(users.get(job.userId)!, now) };
+      }
     }
     const user = users.upsert(actor.platform, actor.externalId, actor.displayName ?? null, now);
     if (user.banned) {
@@ -83,14 +88,18 @@ export class Admission {
     const periods = periodsAt(now);
     const groupId = request.groupId ?? null;
     const groupLimits = groupLimitsFor(groupId, this.#quota);
+    const limits = limitsFor(user, this.#quota);
+    const userDay = ledger.userUsage(user.id, periods.dayStart);
+    const userMonth = ledger.userUsage(user.id, periods.monthStart);
+    const pending = jobs.pendingCount(user.id);
     const refusal = checkQuota({
-      limits: limitsFor(user, this.#quota),
+      limits,
       groupLimits,
-      userDay: ledger.userUsage(user.id, periods.dayStart),
-      userMonth: ledger.userUsage(user.id, periods.monthStart),
+      userDay,
+      userMonth,
       groupDay: groupLimits && groupId !== null ? ledger.groupUsage(groupId, periods.dayStart) : null,
       groupMonth: groupLimits && groupId !== null ? ledger.groupUsage(groupId, periods.monthStart) : null,
-      pending: jobs.pendingCount(user.id),
+      pending,
       estimatedGpuSeconds: estimate,
       periods,
       now,
@@ -111,6 +120,7 @@ export class Admission {
     });
     ledger.reserve({ jobId, userId: user.id, groupId, gpuSeconds: estimate, chargedAt: now, now });
     if (request.eventId !== undefined) events.record(actor.platform, request.eventId, jobId, now);
-    return { job: jobs.get(jobId)!, duplicate: false };
+    const charged = (usage: { jobs: number; gpuSeconds: number }) => ({ jobs: usage.jobs + 1, gpuSeconds: usage.gpuSeconds + estimate });
+    return { job: jobs.get(jobId)!, duplicate: false, quotaLeft: quotaLeft(limits, charged(userDay), charged(userMonth), pending + 1) };
   }
 }

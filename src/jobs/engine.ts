@@ -13,7 +13,7 @@ export interface EngineJob {
   seed: number;
   /** The device slot this worker owns: `cpu`, `cuda:0`… */
   device: string;
-  /** A folder that belongs to this job; the engine writes its outputs there. */
+  /** A folder reserved for this job's outputs; the engine creates it when it has something to write. */
   outputDir: string;
   /** 1 on the first run, 2 on the retry after a crash or hang. */
   attempt: number;

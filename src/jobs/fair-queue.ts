@@ -8,6 +8,7 @@
  *
  * Because a served user moves behind everyone else, the order is a plain round-robin over users
  * sorted by when they were last served, which gives positions in O(users) without simulating.
+ * Users are few next to jobs, so the linear scans over users here stay cheap.
  */
 import type { Queue, QueueAddOptions } from 'p-queue';
 
@@ -39,6 +40,8 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
   readonly #priority: FairEntry[] = [];
   readonly #lines = new Map<number, UserLine>();
   readonly #lastServed = new Map<number, number>();
+  /** Waiting (non-priority) entry id → its user. */
+  readonly #userOf = new Map<string, number>();
   #serveClock = 0;
   #seq = 0;
   #size = 0;
@@ -71,6 +74,7 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
         this.#lines.set(entry.userId, line);
       }
       line.jobs.push(entry);
+      this.#userOf.set(entry.id, entry.userId);
     }
     this.#size++;
   }
@@ -91,14 +95,13 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
       this.#size--;
       return;
     }
-    for (const line of this.#lines.values()) {
-      const at = line.jobs.findIndex((entry) => entry.id === id);
-      if (at === -1) continue;
-      line.jobs.splice(at, 1);
-      if (line.jobs.length === 0) this.#lines.delete(line.userId);
-      this.#size--;
-      return;
-    }
+    const userId = this.#userOf.get(id);
+    const line = userId === undefined ? undefined : this.#lines.get(userId);
+    if (!line) return;
+    line.jobs.splice(line.jobs.findIndex((entry) => entry.id === id), 1);
+    this.#userOf.delete(id);
+    if (line.jobs.length === 0) this.#lines.delete(line.userId);
+    this.#size--;
   }
 
   filter(options: Readonly<Partial<FairQueueOptions>>): RunFunction[] {
@@ -129,34 +132,23 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
   }
 
   /**
-   * The entries that start before this one, or undefined when it is not waiting.
-   * O(rounds × users): cheap enough to call on every submit.
+   * How many entries start before this one, or undefined when it is not waiting.
+   * O(users): cheap enough for every submit and every status query.
    */
-  ahead(id: string): FairEntry[] | undefined {
+  aheadCount(id: string): number | undefined {
     const priorityIndex = this.#priority.findIndex((entry) => entry.id === id);
-    if (priorityIndex !== -1) return this.#priority.slice(0, priorityIndex);
-    const users = this.#usersInTurnOrder();
-    let round = -1;
-    let owner: UserLine | undefined;
-    for (const line of users) {
-      const at = line.jobs.findIndex((entry) => entry.id === id);
-      if (at !== -1) {
-        round = at;
-        owner = line;
-        break;
-      }
-    }
+    if (priorityIndex !== -1) return priorityIndex;
+    const userId = this.#userOf.get(id);
+    const owner = userId === undefined ? undefined : this.#lines.get(userId);
     if (!owner) return undefined;
-    const result = [...this.#priority];
-    // Every user's jobs of the earlier rounds, then this round's jobs of the users before the owner.
-    for (let r = 0; r <= round; r++) {
-      for (const line of users) {
-        if (r === round && line === owner) return result;
-        const entry = line.jobs[r];
-        if (entry) result.push(entry);
-      }
+    const round = owner.jobs.findIndex((entry) => entry.id === id);
+    // Every user's jobs of the earlier rounds, plus this round's job of each user whose turn comes first.
+    let count = this.#priority.length;
+    for (const line of this.#lines.values()) {
+      count += Math.min(line.jobs.length, round);
+      if (line !== owner && line.jobs.length > round && this.#compareTurn(line, owner) < 0) count++;
     }
-    return result;
+    return count;
   }
 
   #takeFromNextUser(): FairEntry | undefined {
@@ -166,6 +158,7 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
     }
     if (!best) return undefined;
     const entry = best.jobs.shift()!;
+    this.#userOf.delete(entry.id);
     if (best.jobs.length === 0) this.#lines.delete(best.userId);
     return entry;
   }

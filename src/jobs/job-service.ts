@@ -104,9 +104,11 @@ export class JobService {
   readonly #emitter = new EventEmitter();
   /** Queued jobs: their kind (for ETAs) and the controller that removes them from p-queue. */
   readonly #waiting = new Map<number, { kind: JobKind; controller: AbortController }>();
-  readonly #running = new Map<number, { kind: JobKind; startedAt: number }>();
+  readonly #waitingByKind: Record<JobKind, number> = { text2video: 0, edit: 0 };
+  readonly #running = new Map<number, { kind: JobKind; startedAt: number; cancelRequested: boolean }>();
   readonly #tasks = new Set<Promise<void>>();
-  readonly #meanSeconds = new Map<JobKind, number>();
+  /** Measured GPU-seconds of the last `etaWindow` succeeded jobs per kind: ETAs and cost estimates. */
+  readonly #recentSeconds = new Map<JobKind, number[]>();
   #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
 
   constructor(options: JobServiceOptions) {
@@ -147,7 +149,7 @@ export class JobService {
         }
       } as unknown as new () => FairQueue,
     });
-    for (const kind of JOB_KINDS) this.#refreshMean(kind);
+    for (const kind of JOB_KINDS) this.#recentSeconds.set(kind, this.#jobs.recentGpuSeconds(kind, config.jobs.etaWindow));
   }
 
   /** Subscribes to job events; returns the unsubscribe function. */
@@ -206,14 +208,14 @@ export class JobService {
     if (request.seed !== undefined && !(Number.isInteger(request.seed) && request.seed >= 0 && request.seed < 2 ** 32)) {
       throw new UserError(ErrorCode.InvalidRequest, 'The seed must be a whole number from 0 to 4294967295.');
     }
-    const { job, duplicate } = this.#admission.admit(request, {
+    const { job, duplicate, quotaLeft } = this.#admission.admit(request, {
       seed: request.seed ?? randomInt(0, 2 ** 32),
       priority: request.priority === 'high' && this.isAdmin(request.actor) ? 1 : 0,
       estimatedGpuSeconds: this.#mean(request.kind),
       now: this.#now(),
     });
     if (!duplicate) this.#enqueue(job);
-    const result = this.#submitResult(job, duplicate);
+    const result: SubmitResult = { job, duplicate, ...this.#positionAndEta(job), quotaLeft };
     if (!duplicate) this.#emit({ type: 'queued', job, position: result.position, etaMs: result.etaMs });
     return result;
   }
@@ -240,7 +242,7 @@ export class JobService {
         .immediate();
       if (changed) {
         this.#waiting.get(job.id)?.controller.abort();
-        this.#waiting.delete(job.id);
+        this.#removeWaiting(job.id);
         const cancelled = this.#jobs.get(job.id)!;
         this.#emit({ type: 'cancelled', job: cancelled, refunded });
         return { job: cancelled, outcome: 'cancelled' };
@@ -248,6 +250,8 @@ export class JobService {
       return this.cancel(actor, jobId); // it started in between: cancel it as a running job
     }
     this.#jobs.markCancelRequested(job.id, this.#now());
+    const running = this.#running.get(job.id);
+    if (running) running.cancelRequested = true;
     this.#pool.cancel(job.id, this.#config.jobs.cancelGraceMs);
     return { job: this.#jobs.get(job.id)!, outcome: 'cancelling' };
   }
@@ -390,8 +394,10 @@ export class JobService {
     if (this.#state === 'stopped' || this.#state === 'draining') return;
     this.#state = 'draining';
     this.#queue.pause();
-    for (const { controller } of this.#waiting.values()) controller.abort();
-    this.#waiting.clear();
+    for (const [jobId, { controller }] of this.#waiting) {
+      controller.abort();
+      this.#removeWaiting(jobId);
+    }
     if (this.#tasks.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([Promise.allSettled([...this.#tasks]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
@@ -408,6 +414,7 @@ export class JobService {
   #enqueue(job: JobRecord): void {
     const controller = new AbortController();
     this.#waiting.set(job.id, { kind: job.kind, controller });
+    this.#waitingByKind[job.kind]++;
     this.#queue
       .add(() => this.#track(this.#execute(job.id)), {
         id: String(job.id),
@@ -420,21 +427,33 @@ export class JobService {
       });
   }
 
+  #removeWaiting(jobId: number): void {
+    const waiting = this.#waiting.get(jobId);
+    if (!waiting) return;
+    this.#waiting.delete(jobId);
+    this.#waitingByKind[waiting.kind]--;
+  }
+
   #track(task: Promise<void>): Promise<void> {
     this.#tasks.add(task);
     return task.finally(() => this.#tasks.delete(task));
   }
 
   async #execute(jobId: number): Promise<void> {
-    this.#waiting.delete(jobId);
+    this.#removeWaiting(jobId);
+    const queued = this.#jobs.get(jobId);
+    if (!queued) return;
+    let attempts = queued.attempts;
     for (;;) {
       const device = this.#pool.nextIdleDevice();
       const now = this.#now();
       if (device === undefined || !this.#jobs.markRunning(jobId, device, now)) return;
-      const job = this.#jobs.get(jobId)!;
-      this.#running.set(jobId, { kind: job.kind, startedAt: now });
-      this.#emit({ type: 'started', job, device, attempt: job.attempts });
-      const log = this.#logger.child({ jobId, userId: job.userId, device, attempt: job.attempts });
+      attempts++;
+      const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
+      const running = { kind: job.kind, startedAt: now, cancelRequested: false };
+      this.#running.set(jobId, running);
+      this.#emit({ type: 'started', job, device, attempt: attempts });
+      const context = { jobId, userId: job.userId, device, attempt: attempts };
       try {
         const outcome = await this.#pool.run(
           {
@@ -443,7 +462,7 @@ export class JobService {
             params: job.params,
             seed: job.seed,
             outputDir: resolve(join(this.#config.outputDir, String(job.id))),
-            attempt: job.attempts,
+            attempt: attempts,
           },
           {
             timeoutMs: this.#config.jobs.timeoutSeconds * 1000,
@@ -451,7 +470,7 @@ export class JobService {
           },
         );
         this.#running.delete(jobId);
-        if (this.#jobs.get(jobId)!.cancelRequestedAt !== null) {
+        if (running.cancelRequested) {
           this.#finishCancelled(jobId);
           return;
         }
@@ -462,8 +481,8 @@ export class JobService {
             this.#ledger.settle(jobId, outcome.gpuSeconds, finishedAt);
           })
           .immediate();
-        this.#refreshMean(job.kind);
-        log.info({ gpuSeconds: outcome.gpuSeconds }, 'job succeeded');
+        this.#recordDuration(job.kind, outcome.gpuSeconds);
+        this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds }, 'job succeeded');
         this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
         return;
       } catch (thrown) {
@@ -471,21 +490,21 @@ export class JobService {
         const error = asAppError(thrown);
         if (error.code === ErrorCode.Interrupted) {
           this.#jobs.requeue(jobId, true);
-          log.info('job interrupted by shutdown; back in the queue for the next start');
+          this.#logger.info(context, 'job interrupted by shutdown; back in the queue for the next start');
           return;
         }
-        if (error.code === ErrorCode.Cancelled || this.#jobs.get(jobId)!.cancelRequestedAt !== null) {
+        if (error.code === ErrorCode.Cancelled || running.cancelRequested) {
           this.#finishCancelled(jobId);
           return;
         }
-        if (RETRYABLE.has(error.code) && job.attempts < MAX_ATTEMPTS) {
-          log.warn({ code: error.code }, 'job attempt failed; retrying once on a fresh worker');
+        if (RETRYABLE.has(error.code) && attempts < MAX_ATTEMPTS) {
+          this.#logger.warn({ ...context, code: error.code }, 'job attempt failed; retrying once on a fresh worker');
           this.#jobs.requeue(jobId, false);
           if (this.#state !== 'started') return; // draining: the retry happens after the restart
           continue;
         }
-        if (error.code === ErrorCode.Unknown) log.error({ err: thrown }, 'job failed');
-        else log.warn({ code: error.code, err: error.cause }, 'job failed');
+        if (error.code === ErrorCode.Unknown) this.#logger.error({ ...context, err: thrown }, 'job failed');
+        else this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
         this.#finishFailed(jobId, error);
         return;
       }
@@ -528,22 +547,28 @@ export class JobService {
     const own = this.#mean(job.kind) * 1000;
     const running = this.#running.get(job.id);
     if (running) return { position: 0, etaMs: Math.max(0, own - (now - running.startedAt)) };
-    const ahead = job.state === 'queued' ? this.#fair.ahead(String(job.id)) : undefined;
-    if (!ahead) return { position: 0, etaMs: 0 };
+    const ahead = job.state === 'queued' ? this.#fair.aheadCount(String(job.id)) : undefined;
+    if (ahead === undefined) return { position: 0, etaMs: 0 };
     let workMs = 0;
     for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - (now - other.startedAt));
-    for (const entry of ahead) workMs += this.#mean(this.#waiting.get(Number(entry.id))?.kind ?? job.kind) * 1000;
-    return { position: ahead.length + 1, etaMs: Math.round(workMs / this.#pool.size + own) };
+    // The jobs ahead are costed at the mean of the kinds waiting, weighted by how many of each wait.
+    let waitingMs = 0;
+    for (const kind of JOB_KINDS) waitingMs += this.#waitingByKind[kind] * this.#mean(kind) * 1000;
+    workMs += ahead * (waitingMs / Math.max(1, this.#waiting.size));
+    return { position: ahead + 1, etaMs: Math.round(workMs / this.#pool.size + own) };
   }
 
   /** Mean duration of recent jobs of a kind, in seconds; the configured default until there are some. */
   #mean(kind: JobKind): number {
-    return this.#meanSeconds.get(kind) ?? this.#config.jobs.defaultGpuSeconds[kind];
+    const recent = this.#recentSeconds.get(kind)!;
+    if (recent.length === 0) return this.#config.jobs.defaultGpuSeconds[kind];
+    return recent.reduce((sum, seconds) => sum + seconds, 0) / recent.length;
   }
 
-  #refreshMean(kind: JobKind): void {
-    const mean = this.#jobs.meanGpuSeconds(kind, this.#config.jobs.etaWindow);
-    if (mean !== null) this.#meanSeconds.set(kind, mean);
+  #recordDuration(kind: JobKind, gpuSeconds: number): void {
+    const recent = this.#recentSeconds.get(kind)!;
+    recent.push(gpuSeconds);
+    if (recent.length > this.#config.jobs.etaWindow) recent.shift();
   }
 
   #ownJob(actor: Actor, jobId: number): JobRecord {

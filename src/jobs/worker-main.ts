@@ -3,7 +3,6 @@
  * Loads the engine once, then runs one job at a time and reports over IPC.
  * Heartbeats go out on a timer; an engine that blocks the event loop stops them and gets killed.
  */
-import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { AppError } from '../errors.js';
@@ -43,7 +42,6 @@ async function start(message: Extract<ParentMessage, { type: 'start' }>): Promis
   current = { jobId: job.id, controller };
   const started = performance.now();
   try {
-    await mkdir(job.outputDir, { recursive: true });
     const result = await engine!.run(job, {
       signal: controller.signal,
       onProgress: (progress) => send({ type: 'progress', jobId: job.id, progress }),

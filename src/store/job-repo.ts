@@ -114,8 +114,8 @@ export class JobRepo {
     this.#byState = db.prepare(`${SELECT} WHERE jobs.state = ? ORDER BY jobs.id`);
     this.#forUser = db.prepare(`${SELECT} WHERE jobs.user_id = ? ORDER BY jobs.id DESC LIMIT ? OFFSET ?`);
     this.#pendingCount = db.prepare(`SELECT count(*) AS n FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')`);
-    this.#recentGpu = db.prepare(`SELECT avg(gpu_seconds) AS mean, count(*) AS n FROM (SELECT gpu_seconds FROM jobs
-      WHERE kind = ? AND state = 'succeeded' AND gpu_seconds IS NOT NULL ORDER BY finished_at DESC LIMIT ?)`);
+    this.#recentGpu = db.prepare(`SELECT gpu_seconds FROM jobs
+      WHERE kind = ? AND state = 'succeeded' AND gpu_seconds IS NOT NULL ORDER BY finished_at DESC LIMIT ?`);
     this.#lastStarted = db.prepare(`SELECT user_id, max(started_at) AS t FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id`);
     this.#messageRefs = db.prepare(`UPDATE jobs SET message_refs = ? WHERE id = ?`);
   }
@@ -191,10 +191,9 @@ export class JobRepo {
     return (this.#pendingCount.get(userId) as { n: number }).n;
   }
 
-  /** Mean measured GPU-seconds of the last `window` succeeded jobs of a kind, or null if none. */
-  meanGpuSeconds(kind: JobKind, window: number): number | null {
-    const row = this.#recentGpu.get(kind, window) as { mean: number | null; n: number };
-    return row.n > 0 ? row.mean : null;
+  /** Measured GPU-seconds of the last `window` succeeded jobs of a kind, oldest first. */
+  recentGpuSeconds(kind: JobKind, window: number): number[] {
+    return (this.#recentGpu.pluck().all(kind, window) as number[]).reverse();
   }
 
   /** When each user's most recent job started: seeds queue fairness after a restart. */

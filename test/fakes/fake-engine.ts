@@ -4,11 +4,11 @@
  *   ms       how long the job takes (default 0)
  *   cpu      true: spend that time computing (in slices that let heartbeats out); false: sleep
  *   steps    progress events (default 4)
- *   mode     'ok' | 'fail' (engine error) | 'user-error' | 'crash' (process exits) |
+ *   mode     'ok' | 'noop' (returns at once, writes nothing) | 'fail' (engine error) | 'user-error' | 'crash' (process exits) |
  *            'crash-once' (crashes when `marker` file is absent, creating it) |
  *            'hang' (blocks the event loop forever: heartbeats stop) | 'ignore-cancel'
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError, ErrorCode } from '../../src/errors.js';
@@ -27,6 +27,7 @@ export const createEngine: CreateEngine = ({ device }) => {
       const mode = params.mode ?? 'ok';
       const steps = params.steps ?? 4;
       const ms = params.ms ?? 0;
+      if (mode === 'noop') return {};
       if (mode === 'crash') process.exit(3);
       if (mode === 'crash-once' && params.marker && !existsSync(params.marker)) {
         writeFileSync(params.marker, String(job.attempt));
@@ -52,6 +53,7 @@ export const createEngine: CreateEngine = ({ device }) => {
       }
       if (mode === 'fail') throw new Error('fake engine failure');
       if (mode === 'user-error') throw new AppError(ErrorCode.EngineFailed, 'The clip could not be read.');
+      mkdirSync(job.outputDir, { recursive: true });
       const file = join(job.outputDir, 'out.txt');
       writeFileSync(file, `job ${job.id} seed ${job.seed} on ${device}`);
       return { file, device, attempt: job.attempt };

@@ -47,8 +47,19 @@ test('admin priority jumps the line; positions agree with the dequeue order', ()
   fill(queue, jobs);
   const order = queue.order().map((entry) => entry.id);
   expect(order).toEqual(['x1', 'x2', 'a1', 'b1', 'a2', 'b2']);
-  for (const [index, id] of order.entries()) expect(queue.ahead(id)!.map((entry) => entry.id)).toEqual(order.slice(0, index));
-  expect(queue.ahead('nope')).toBeUndefined();
+  for (const [index, id] of order.entries()) expect(queue.aheadCount(id)).toBe(index);
+  expect(queue.aheadCount('nope')).toBeUndefined();
+});
+
+test('positions agree with the dequeue order for many users with uneven queues', () => {
+  const queue = new FairQueue();
+  queue.seedLastServed(new Map([[3, 10], [5, 20]]));
+  const jobs: [string, number][] = [];
+  for (let i = 0; i < 60; i++) jobs.push([`j${i}`, (i * 7) % 6]);
+  const ids = tagged(queue, jobs);
+  const expected = queue.order().map((entry) => entry.id);
+  for (const [index, id] of expected.entries()) expect(queue.aheadCount(id)).toBe(index);
+  expect(drain(queue, ids)).toEqual(expected);
 });
 
 test('a user served recently waits behind users not served for longer (state seeded after a restart)', () => {
