@@ -1,0 +1,62 @@
+/**
+ * The composition root: the one place that opens the database, builds the job service and wires
+ * process signals. Bot adapters are attached here as they land.
+ */
+import type { Config } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { JobService } from './jobs/job-service.js';
+import { openDatabase, type Db } from './store/db.js';
+
+export interface App {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  jobs: JobService;
+  /** Drains the job service (see JobService.shutdown) and closes the database. */
+  stop(): Promise<void>;
+}
+
+/** Opens the database (migrating it), recovers what a crash left behind and starts running jobs. */
+export function startApp(config: Config, options: { logger?: Logger; beforeStart?(app: App): void } = {}): App {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const db = openDatabase(config.dbPath);
+  const jobs = new JobService({ config, db, logger });
+  let stopping: Promise<void> | undefined;
+  const app: App = {
+    config,
+    db,
+    logger,
+    jobs,
+    stop: () =>
+      (stopping ??= jobs.shutdown().finally(() => {
+        db.close();
+        logger.info('stopped');
+      })),
+  };
+  // Adapters subscribe to job events before recovery emits the notices of jobs it fails or cancels.
+  options.beforeStart?.(app);
+  jobs.start();
+  return app;
+}
+
+/**
+ * SIGTERM / SIGINT drain the app: no new starts, running jobs get their grace period, the rest
+ * stay queued for the next start. A second signal exits at once (jobs are recovered at start).
+ */
+export function drainOnSignals(app: App, onStopped: () => void = () => process.exit(0)): void {
+  let received = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (received) {
+      app.logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    received = true;
+    app.logger.info({ signal, graceMs: app.config.jobs.shutdownGraceMs }, 'draining');
+    void app.stop().then(onStopped, (error: unknown) => {
+      app.logger.error({ err: error }, 'error while stopping');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
