@@ -416,7 +416,7 @@ export class JobService {
     this.#waiting.set(job.id, { kind: job.kind, controller });
     this.#waitingByKind[job.kind]++;
     this.#queue
-      .add(() => this.#track(this.#execute(job.id)), {
+      .add(() => this.#track(this.#execute(job.id, job.kind)), {
         id: String(job.id),
         userId: job.userId,
         priority: job.priority,
@@ -439,19 +439,28 @@ export class JobService {
     return task.finally(() => this.#tasks.delete(task));
   }
 
-  async #execute(jobId: number): Promise<void> {
+  /** Runs a job whose turn has come (p-queue calls this with a slot free). */
+  async #execute(jobId: number, kind: JobKind): Promise<void> {
+    // From here on the job counts as running for positions and ETAs.
     this.#removeWaiting(jobId);
-    const queued = this.#jobs.get(jobId);
-    if (!queued) return;
-    let attempts = queued.attempts;
+    const running = { kind, startedAt: this.#now(), cancelRequested: false };
+    this.#running.set(jobId, running);
+    // p-queue starts a task inside add(): go on at the next microtask, so that submit() has
+    // emitted `queued` before this emits `started`.
+    await Promise.resolve();
+    const queued = this.#state === 'started' ? this.#jobs.get(jobId) : undefined; // draining: it stays queued
+    let attempts = queued?.attempts ?? 0;
     for (;;) {
       const device = this.#pool.nextIdleDevice();
       const now = this.#now();
-      if (device === undefined || !this.#jobs.markRunning(jobId, device, now)) return;
+      if (!queued || device === undefined || !this.#jobs.markRunning(jobId, device, now)) {
+        this.#running.delete(jobId);
+        return;
+      }
       attempts++;
-      const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
-      const running = { kind: job.kind, startedAt: now, cancelRequested: false };
+      running.startedAt = now;
       this.#running.set(jobId, running);
+      const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
       this.#emit({ type: 'started', job, device, attempt: attempts });
       const context = { jobId, userId: job.userId, device, attempt: attempts };
       try {
@@ -548,7 +557,7 @@ export class JobService {
     const running = this.#running.get(job.id);
     if (running) return { position: 0, etaMs: Math.max(0, own - (now - running.startedAt)) };
     const ahead = job.state === 'queued' ? this.#fair.aheadCount(String(job.id)) : undefined;
-    if (ahead === undefined) return { position: 0, etaMs: 0 };
+    if (ahead === undefined) return { position: 0, etaMs: this.#waiting.has(job.id) ? Math.round(own) : 0 }; // starting now, or finished
     let workMs = 0;
     for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - (now - other.startedAt));
     // The jobs ahead are costed at the mean of the kinds waiting, weighted by how many of each wait.

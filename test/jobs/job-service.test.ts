@@ -25,7 +25,7 @@ async function refusal(promise: Promise<unknown>): Promise<UserError> {
 
 test('fairness: a user with many queued jobs does not block a user with one', async () => {
   h = startService(tempDir(), { ...admins, quota: { tiers: { free: { maxPendingJobs: 30 } } } });
-  const a = [];
+  const a: number[] = [];
   for (let i = 0; i < 6; i++) a.push((await h.service.submit(video(alice, { ms: 30 }))).job.id);
   const b = await h.service.submit(video(bob, { ms: 30 }));
   // A's first job is already running; B is next in line.
@@ -35,12 +35,15 @@ test('fairness: a user with many queued jobs does not block a user with one', as
   expect(urgent.position).toBe(1);
   await h.waitFor(isType('succeeded', a[5]));
   expect(startOrder(h.events)).toEqual([a[0], urgent.job.id, b.job.id, ...a.slice(1)]);
+  // Each job's stream starts with `queued`, even when it starts at once.
+  const first = h.events.filter((event) => event.job.id === a[0]).map((event) => event.type);
+  expect(first.slice(0, 2)).toEqual(['queued', 'started']);
 });
 
 test('queue positions and ETAs come from the moving average of recent durations', async () => {
   h = startService(tempDir(), { jobs: { defaultGpuSeconds: { text2video: 10, edit: 20 } } });
   const first = await h.service.submit(video(alice, { ms: 300 }));
-  expect(first.position).toBe(0); // started at once
+  expect(first).toMatchObject({ position: 0, etaMs: 10_000 }); // starts at once: its own duration
   const second = await h.service.submit(video(bob));
   const third = await h.service.submit({ actor: { platform: 'slack', externalId: 'U1' }, kind: 'edit', params: { instruction: 'make it snowy' } });
   expect(second.position).toBe(1);
