@@ -61,6 +61,22 @@ export const configSchema = z
       .default(['cpu']),
     /** Module that a worker loads to run jobs (exports `createEngine`); empty = the built-in engine. */
     engineModule: z.string().default(''),
+    /** Model folder (optimum SD 1.x layout); empty = the built-in small set, made on first use in ./models/small. */
+    modelDir: z.string().default(''),
+    /** Instruct-edit model folder (8-channel UNet); empty = the built-in small instruct-edit set. */
+    editModelDir: z.string().default(''),
+    onnx: z
+      .strictObject({
+        /** Threads per ONNX Runtime session; 0 = the machine's cores divided by the number of devices. */
+        intraOpThreads: nonNegativeInt.default(0),
+        interOpThreads: positiveInt.default(1),
+        /** When a GPU provider fails to load, run on the CPU instead of failing the job. */
+        fallbackToCpu: z.boolean().default(true),
+      })
+      .prefault({}),
+    /** ffmpeg and ffprobe binaries; empty = the ones bundled by @ffmpeg-installer / @ffprobe-installer. */
+    ffmpegPath: z.string().default(''),
+    ffprobePath: z.string().default(''),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     jobs: z
       .strictObject({
@@ -119,7 +135,7 @@ export type JobKind = keyof Config['jobs']['defaultGpuSeconds'];
 /** Settings whose values must never be printed or logged. */
 export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret'] as const;
 
-type EnvKind = 'string' | 'number' | 'list' | 'json';
+type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
 /** Environment variable → path in the config object, and how its text is read. */
 export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_DB_PATH: { path: ['dbPath'], kind: 'string' },
@@ -127,6 +143,14 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_DEVICES: { path: ['devices'], kind: 'list' },
   REELBOT_ENGINE_MODULE: { path: ['engineModule'], kind: 'string' },
   REELBOT_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
+  REELBOT_MODEL_DIR: { path: ['modelDir'], kind: 'string' },
+  REELBOT_EDIT_MODEL_DIR: { path: ['editModelDir'], kind: 'string' },
+  REELBOT_ONNX_INTRA_OP_THREADS: { path: ['onnx', 'intraOpThreads'], kind: 'number' },
+  REELBOT_ONNX_INTER_OP_THREADS: { path: ['onnx', 'interOpThreads'], kind: 'number' },
+  REELBOT_ONNX_FALLBACK_TO_CPU: { path: ['onnx', 'fallbackToCpu'], kind: 'boolean' },
+  // The usual names of these two, as other ffmpeg tools read them.
+  FFMPEG_PATH: { path: ['ffmpegPath'], kind: 'string' },
+  FFPROBE_PATH: { path: ['ffprobePath'], kind: 'string' },
   REELBOT_JOB_TIMEOUT_SECONDS: { path: ['jobs', 'timeoutSeconds'], kind: 'number' },
   REELBOT_HEARTBEAT_INTERVAL_MS: { path: ['jobs', 'heartbeatIntervalMs'], kind: 'number' },
   REELBOT_HEARTBEAT_TIMEOUT_MS: { path: ['jobs', 'heartbeatTimeoutMs'], kind: 'number' },
@@ -198,7 +222,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   }
 
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith('REELBOT_') || value === undefined) continue;
+    if (value === undefined || (!name.startsWith('REELBOT_') && !(name in ENV_VARS))) continue;
     const spec = ENV_VARS[name];
     if (!spec) {
       if (!OTHER_ENV_VARS.has(name)) problems.push(`${name}: unknown setting (known: ${Object.keys(ENV_VARS).join(', ')})`);
@@ -260,6 +284,12 @@ function parseEnvValue(text: string, kind: EnvKind): Parsed {
     case 'number': {
       const value = Number(text);
       return text.trim() !== '' && Number.isFinite(value) ? { ok: true, value } : { ok: false, expected: 'expected a number' };
+    }
+    case 'boolean': {
+      const lower = text.trim().toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(lower)) return { ok: true, value: true };
+      if (['0', 'false', 'no', 'off'].includes(lower)) return { ok: true, value: false };
+      return { ok: false, expected: 'expected true or false' };
     }
     case 'list': {
       if (text.trim().startsWith('[')) return parseEnvValue(text, 'json');
