@@ -33,8 +33,22 @@ export interface Engine {
   dispose?(): Promise<void>;
 }
 
+/** The settings an engine needs, handed to each worker at start (a subset of the config). */
+export interface EngineSettings {
+  /** SD 1.x model folder; empty = the built-in small set. */
+  modelDir: string;
+  /** Instruct-edit model folder; empty = the built-in small instruct-edit set. */
+  editModelDir: string;
+  onnx: { intraOpThreads: number; interOpThreads: number; fallbackToCpu: boolean };
+  ffmpegPath: string;
+  ffprobePath: string;
+  /** How many workers share this machine (to split its cores between them). */
+  workerCount: number;
+}
+
 export interface EngineOptions {
   device: string;
+  settings: EngineSettings;
   logger: Logger;
 }
 

@@ -39,6 +39,7 @@ import {
   type Usage,
   type UserRecord,
 } from './types.js';
+import type { EngineSettings } from './engine.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** A job is started at most this often: once, and once more after a crash, hang or restart. */
@@ -132,6 +133,7 @@ export class JobService {
     this.#pool = new WorkerPool({
       devices: config.devices,
       engineModule: config.engineModule,
+      engineSettings: engineSettings(config),
       heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
       heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
       logLevel: config.logLevel,
@@ -632,6 +634,18 @@ function failureMessage(error: AppError): string {
 
 function pastTense(state: JobRecord['state']): string {
   return state === 'succeeded' ? 'finished' : state === 'failed' ? 'failed' : 'been cancelled';
+}
+
+/** The part of the config that engines get. */
+export function engineSettings(config: Config): EngineSettings {
+  return {
+    modelDir: config.modelDir,
+    editModelDir: config.editModelDir,
+    onnx: { ...config.onnx },
+    ffmpegPath: config.ffmpegPath,
+    ffprobePath: config.ffprobePath,
+    workerCount: config.devices.length,
+  };
 }
 
 /** The environment for worker processes: this one's, without the bot platforms' secrets. */

@@ -26,7 +26,7 @@ async function init(message: Extract<ParentMessage, { type: 'init' }>): Promise<
       : new URL('../engine/index.js', import.meta.url).href;
     const module = (await import(specifier)) as { createEngine?: CreateEngine };
     if (typeof module.createEngine !== 'function') throw new Error(`${message.engineModule} does not export createEngine`);
-    engine = await module.createEngine({ device: message.device, logger });
+    engine = await module.createEngine({ device: message.device, settings: message.settings, logger });
     send({ type: 'ready' });
   } catch (error) {
     logger.error({ err: error }, 'engine failed to load');

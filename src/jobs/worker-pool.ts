@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode } from '../errors.js';
-import type { EngineJob, EngineResult } from './engine.js';
+import type { EngineJob, EngineResult, EngineSettings } from './engine.js';
 import type { JobProgress } from './types.js';
 import type { ChildMessage, ParentMessage } from './worker-protocol.js';
 
@@ -24,6 +24,7 @@ const WORKER_BOOT_TIMEOUT_MS = 60_000;
 export interface WorkerPoolOptions {
   devices: readonly string[];
   engineModule: string;
+  engineSettings: EngineSettings;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
   logLevel: string;
@@ -165,6 +166,7 @@ export class WorkerPool {
       type: 'init',
       device: slot.device,
       engineModule: this.#options.engineModule,
+      settings: this.#options.engineSettings,
       heartbeatIntervalMs: this.#options.heartbeatIntervalMs,
       logLevel: this.#options.logLevel,
     });

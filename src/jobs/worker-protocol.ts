@@ -1,9 +1,9 @@
 /** Typed IPC between the worker pool (parent) and a worker process (child). */
-import type { EngineJob, EngineResult } from './engine.js';
+import type { EngineJob, EngineResult, EngineSettings } from './engine.js';
 import type { JobProgress } from './types.js';
 
 export type ParentMessage =
-  | { type: 'init'; device: string; engineModule: string; heartbeatIntervalMs: number; logLevel: string }
+  | { type: 'init'; device: string; engineModule: string; settings: EngineSettings; heartbeatIntervalMs: number; logLevel: string }
   | { type: 'start'; job: EngineJob }
   | { type: 'cancel'; jobId: number };
 
