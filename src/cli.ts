@@ -8,6 +8,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { registerModels } from './cli-models.js';
+import { registerRender } from './cli-render.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
 import type { JobRecord, Platform, Usage, UserRecord } from './jobs/types.js';
@@ -21,6 +23,8 @@ import { UserRepo } from './store/user-repo.js';
 /** Where the CLI writes; anything with a `write(text)` (process streams, or a test's buffer). */
 export interface Sink {
   write(text: string): unknown;
+  /** Set on a terminal: progress bars are drawn only there. */
+  isTTY?: boolean;
 }
 
 export interface CliOptions {
@@ -346,6 +350,22 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     .action(() => {
       out(JSON.stringify(redactConfig(config()), null, 2));
     });
+
+  registerModels(program, {
+    out,
+    fail: (message, code) => {
+      throw new CliError(message, code);
+    },
+  });
+  registerRender(program, {
+    config: (overrides) => loadConfig({ env, file: program.opts<{ config?: string }>().config, overrides }),
+    out,
+    stderr,
+    fail: (message, code) => {
+      throw new CliError(message, code);
+    },
+    now,
+  });
 
   // Every command points to its own help after a usage error.
   forEachCommand(program, (command, path) => command.showHelpAfterError(`Run "${path} --help" for usage.`));

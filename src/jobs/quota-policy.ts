@@ -29,8 +29,12 @@ export function periodsAt(now: number): Periods {
   };
 }
 
+/** The operator at the command line (`reelbot render`): recorded in the ledger, never refused. */
+const OPERATOR_LIMITS: EffectiveLimits = { tier: 'operator', jobsPerDay: null, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 100 };
+
 /** The user's tier limits with the admin's per-user override on top. */
 export function limitsFor(user: UserRecord, quota: Config['quota']): EffectiveLimits {
+  if (user.platform === 'cli') return OPERATOR_LIMITS;
   const tier = user.tier !== null && user.tier in quota.tiers ? user.tier : quota.defaultTier;
   const base = quota.tiers[tier]!;
   const override = user.quotaOverride ?? {};

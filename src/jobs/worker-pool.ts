@@ -156,7 +156,9 @@ export class WorkerPool {
     });
     child.on('error', (error) => this.#options.logger.error({ err: error, device: slot.device }, 'worker process error'));
     child.on('exit', (code, signal) => {
-      this.#options.logger.warn({ device: slot.device, pid: child.pid, code, signal }, 'worker exited');
+      // Workers stopped on purpose (a replaced or hung worker, shutdown) are not news.
+      const expected = this.#closed || slot.worker !== worker;
+      this.#options.logger[expected ? 'debug' : 'warn']({ device: slot.device, pid: child.pid, code, signal }, 'worker exited');
       settleReady.reject(new AppError(ErrorCode.WorkerCrashed, 'The video worker crashed.'));
       if (slot.worker !== worker) return;
       slot.worker = undefined;

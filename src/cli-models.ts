@@ -1,0 +1,62 @@
+/**
+ * `reelbot models make --size tiny|small OUT` builds a built-in model set (seeded random weights in
+ * the optimum SD 1.x layout); `reelbot models check DIR` says what a model folder holds and whether
+ * reelbot can run it.
+ */
+import { type Command, InvalidArgumentError } from 'commander';
+import { makeModelSet, ModelSetExistsError } from './engine/models/make.js';
+import { formatModelFolderInfo, inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
+import { listProviders } from './engine/onnx/session.js';
+
+export interface ModelsContext {
+  out(line?: string): void;
+  fail(message: string, exitCode: number): never;
+}
+
+function choice<T extends string>(name: string, values: readonly T[]) {
+  return (value: string): T => {
+    if (!(values as readonly string[]).includes(value)) throw new InvalidArgumentError(`${name} must be one of ${values.join(', ')}; got "${value}".`);
+    return value as T;
+  };
+}
+
+function seed(value: string): number {
+  const number = Number(value);
+  if (!/^\d+$/.test(value.trim()) || number >= 2 ** 32) throw new InvalidArgumentError(`--seed must be a whole number from 0 to 4294967295, got "${value}".`);
+  return number;
+}
+
+export function registerModels(program: Command, context: ModelsContext): void {
+  const models = program.command('models').description('built-in model sets and model folder checks');
+  models
+    .command('make')
+    .description('build a model set with seeded random (untrained) weights, in the layout of an SD 1.x ONNX export')
+    .argument('<out>', 'folder to create')
+    .option('--size <size>', 'tiny (for tests) or small (the embedded default)', choice('--size', ['tiny', 'small'] as const), 'small')
+    .option('--kind <kind>', 'text2video (4-channel UNet) or instruct-edit (8-channel UNet)', choice('--kind', ['text2video', 'instruct-edit'] as const), 'text2video')
+    .option('--seed <n>', 'weight seed (same seed, same files)', seed, 0)
+    .option('--force', 'replace the folder if it exists')
+    .action(async (out: string, flags: { size: 'tiny' | 'small'; kind: 'text2video' | 'instruct-edit'; seed: number; force?: boolean }) => {
+      try {
+        const info = await makeModelSet({ size: flags.size, kind: flags.kind, seed: flags.seed, out, force: flags.force ?? false });
+        context.out(`Made the ${info.size} ${info.kind} set in ${out}: ${info.resolution}×${info.resolution} pixels by default, ` +
+          `UNet ${info.unetGflopsPerFrame.toFixed(2)} GFLOP per frame per step.`);
+        context.out('Its weights are untrained (seeded random): it makes abstract patterns, not pictures of the prompt.');
+      } catch (error) {
+        if (error instanceof ModelSetExistsError) context.fail(`${error.message.replace('pass force: true', 'pass --force')}`, 1);
+        throw error;
+      }
+    });
+  models
+    .command('check')
+    .description('what a model folder holds: providers, each model\'s inputs and outputs, UNet kind, self-attention blocks')
+    .argument('<dir>', 'model folder (optimum SD 1.x ONNX export layout)')
+    .action(async (dir: string) => {
+      try {
+        context.out(formatModelFolderInfo(await inspectModelFolder(dir), listProviders()));
+      } catch (error) {
+        if (error instanceof ModelFolderError) context.fail(error.message, 1);
+        throw error;
+      }
+    });
+}

@@ -1,0 +1,75 @@
+/**
+ * Engine parameters of a text-to-video job, checked at the engine's door: the CLI and the bots
+ * build them, and jobs stored before an upgrade come back through here too.
+ */
+import { AppError, ErrorCode } from '../errors.js';
+
+export interface TextToVideoParams {
+  prompt: string;
+  negativePrompt?: string;
+  numFrames: number;
+  numInferenceSteps: number;
+  guidanceScale: number;
+  motion: { dx: number; dy: number };
+  fps: number;
+  height?: number;
+  width?: number;
+  /** Off only to compare: the method needs cross-frame attention. */
+  crossFrameAttention: boolean;
+  format: 'mp4' | 'gif';
+}
+
+/** Limits that keep one job within reason on a shared server. */
+export const TEXT_TO_VIDEO_LIMITS = Object.freeze({
+  frames: { min: 1, max: 64, default: 8 },
+  steps: { min: 2, max: 150, default: 50 },
+  fps: { min: 1, max: 30, default: 4 },
+  motion: { min: -64, max: 64, default: 12 },
+  guidance: { min: 0, max: 30, default: 7.5 },
+  size: { min: 64, max: 1024 },
+});
+
+function invalid(message: string): AppError {
+  return new AppError(ErrorCode.InvalidRequest, message);
+}
+
+function number(params: Record<string, unknown>, key: string, label: string, limits: { min: number; max: number }, integer: boolean, fallback?: number): number | undefined {
+  const value = params[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || (integer && !Number.isInteger(value))) {
+    throw invalid(`${label} must be ${integer ? 'a whole number' : 'a number'} from ${limits.min} to ${limits.max}.`);
+  }
+  if (value < limits.min || value > limits.max) throw invalid(`${label} must be from ${limits.min} to ${limits.max}, not ${value}.`);
+  return value;
+}
+
+/** Reads and checks the params; throws an AppError with a message for the user. */
+export function parseTextToVideoParams(params: Record<string, unknown>): TextToVideoParams {
+  const L = TEXT_TO_VIDEO_LIMITS;
+  if (typeof params.prompt !== 'string' || params.prompt.trim() === '') throw invalid('The prompt is empty. Describe what you want to see.');
+  if (params.negativePrompt !== undefined && typeof params.negativePrompt !== 'string') throw invalid('The negative prompt must be text.');
+  if (params.format !== undefined && params.format !== 'mp4' && params.format !== 'gif') throw invalid('The format must be mp4 or gif.');
+  const motion = params.motion as { dx?: unknown; dy?: unknown } | undefined;
+  if (motion !== undefined && (motion === null || typeof motion !== 'object')) throw invalid('Motion must be two numbers, like 12,12.');
+  const size = (key: string) => {
+    const value = number(params, key, key === 'height' ? 'The height' : 'The width', L.size, true);
+    if (value !== undefined && value % 8 !== 0) throw invalid(`The ${key} must be a multiple of 8, not ${value}.`);
+    return value;
+  };
+  return {
+    prompt: params.prompt,
+    negativePrompt: params.negativePrompt as string | undefined,
+    numFrames: number(params, 'numFrames', 'The number of frames', L.frames, true, L.frames.default)!,
+    numInferenceSteps: number(params, 'numInferenceSteps', 'The number of steps', L.steps, true, L.steps.default)!,
+    guidanceScale: number(params, 'guidanceScale', 'The guidance scale', L.guidance, false, L.guidance.default)!,
+    motion: {
+      dx: number((motion ?? {}) as Record<string, unknown>, 'dx', 'The horizontal motion', L.motion, false, L.motion.default)!,
+      dy: number((motion ?? {}) as Record<string, unknown>, 'dy', 'The vertical motion', L.motion, false, L.motion.default)!,
+    },
+    fps: number(params, 'fps', 'The frame rate', L.fps, true, L.fps.default)!,
+    height: size('height'),
+    width: size('width'),
+    crossFrameAttention: params.crossFrameAttention !== false,
+    format: params.format === 'gif' ? 'gif' : 'mp4',
+  };
+}

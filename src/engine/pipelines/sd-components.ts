@@ -1,0 +1,217 @@
+/**
+ * The parts of a Stable Diffusion 1.x model folder that the pipelines run: tokenizer, text encoder,
+ * UNet (with cross-frame attention rewritten in at load), VAE decoder and encoder, and the scheduler
+ * config. Feeds follow each graph's own metadata (float32 / float16 inputs, int64 / int32 ids, a
+ * timestep of rank 0 or 1), and the time spent inside `session.run` is counted for benchmarks.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { inspectModelFolder, ModelFolderError } from '../onnx/model-folder.js';
+import { CROSS_FRAME_ANCHORS_INPUT, crossFrameAnchors, loadRewrittenUnet } from '../onnx/cross-frame.js';
+import { createSession, releaseSession, Tensor, type InferenceSession, type ProviderName, type SessionLogger } from '../onnx/session.js';
+import { float16ToFloat32Array, float32ArrayToFloat16 } from '../onnx/tensor.js';
+import { readSchedulerConfig, type SchedulerConfig } from '../schedulers/ddim.js';
+import { ClipTokenizer } from '../text/clip-tokenizer.js';
+
+export interface ComponentOptions {
+  device: string;
+  onnx: { intraOpThreads: number; interOpThreads: number; fallbackToCpu: boolean };
+  logger?: SessionLogger;
+  /** Guidance groups in one UNet batch (2 = text-to-video CFG, 3 = instruct-pix2pix). */
+  groups: number;
+  /** Load the plain UNet too, for frame-by-frame runs without cross-frame attention. */
+  plainUnet?: boolean;
+  /** Load the VAE encoder (clip editing). */
+  vaeEncoder?: boolean;
+}
+
+interface Graph {
+  session: InferenceSession;
+  inputs: Map<string, { type: string; shape: readonly (number | string)[] }>;
+  output: string;
+}
+
+export interface EncodedPrompt {
+  embedding: Float32Array;
+  truncated: boolean;
+  droppedText: string;
+}
+
+export class StableDiffusionComponents {
+  readonly dir: string;
+  readonly tokenizer: ClipTokenizer;
+  readonly schedulerConfig: SchedulerConfig;
+  readonly provider: ProviderName;
+  /** Width of the text embedding (768 for SD 1.x). */
+  readonly textWidth: number;
+  /** The UNet's input channels: 4 (text-to-image) or 8 (instruct-edit). */
+  readonly unetInChannels: number;
+  /** Default pixel resolution: 512 for SD 1.x; the built-in sets say theirs in reelbot.json. */
+  readonly resolution: number;
+  readonly crossFrameBlocks: number;
+  /** Seconds spent inside session.run since load. */
+  ortSeconds = 0;
+  readonly #textEncoder: Graph;
+  readonly #unet: Graph;
+  readonly #plainUnet: Graph | undefined;
+  readonly #vaeDecoder: Graph;
+  readonly #vaeEncoder: Graph | undefined;
+  readonly #groups: number;
+
+  private constructor(fields: {
+    groups: number;
+    dir: string;
+    tokenizer: ClipTokenizer;
+    schedulerConfig: SchedulerConfig;
+    provider: ProviderName;
+    resolution: number;
+    crossFrameBlocks: number;
+    textEncoder: Graph;
+    unet: Graph;
+    plainUnet: Graph | undefined;
+    vaeDecoder: Graph;
+    vaeEncoder: Graph | undefined;
+  }) {
+    this.dir = fields.dir;
+    this.tokenizer = fields.tokenizer;
+    this.schedulerConfig = fields.schedulerConfig;
+    this.provider = fields.provider;
+    this.resolution = fields.resolution;
+    this.crossFrameBlocks = fields.crossFrameBlocks;
+    this.#textEncoder = fields.textEncoder;
+    this.#unet = fields.unet;
+    this.#plainUnet = fields.plainUnet;
+    this.#vaeDecoder = fields.vaeDecoder;
+    this.#vaeEncoder = fields.vaeEncoder;
+    this.#groups = fields.groups;
+    this.textWidth = Number(this.#unet.inputs.get('encoder_hidden_states')!.shape[2]);
+    this.unetInChannels = Number(this.#unet.inputs.get('sample')!.shape[1]);
+  }
+
+  /** Loads a model folder (checked by the caller with inspectModelFolder). */
+  static async load(dir: string, options: ComponentOptions): Promise<StableDiffusionComponents> {
+    const open = async (path: string): Promise<{ graph: Graph; provider: ProviderName }> => {
+      const created = await createSession(path, { device: options.device, ...options.onnx, logger: options.logger });
+      const inputs = new Map<string, { type: string; shape: readonly (number | string)[] }>();
+      for (const meta of created.session.inputMetadata) {
+        if (meta.isTensor) inputs.set(meta.name, { type: meta.type, shape: meta.shape });
+      }
+      return { graph: { session: created.session, inputs, output: created.session.outputNames[0]! }, provider: created.provider };
+    };
+    // Every file and input name checked first: a clear message naming the file beats an ORT error.
+    const info = await inspectModelFolder(dir);
+    if (info.unet.inChannels !== (options.groups === 3 ? 8 : 4)) {
+      throw new ModelFolderError(join(dir, 'unet', 'model.onnx'),
+        `${join(dir, 'unet', 'model.onnx')} is a ${info.unet.kind} UNet (${info.unet.inChannels} input channels); this pipeline needs ${options.groups === 3 ? 'an instruct-edit (8-channel)' : 'a text-to-image (4-channel)'} one`);
+    }
+    const tokenizer = await ClipTokenizer.load(join(dir, 'tokenizer'));
+    const schedulerConfig = readSchedulerConfig(JSON.parse(await readFile(join(dir, 'scheduler', 'scheduler_config.json'), 'utf8')));
+    const rewritten = await loadRewrittenUnet(join(dir, 'unet', 'model.onnx'), { groups: options.groups });
+    const unet = await open(rewritten.path);
+    const textEncoder = await open(join(dir, 'text_encoder', 'model.onnx'));
+    const vaeDecoder = await open(join(dir, 'vae_decoder', 'model.onnx'));
+    const plainUnet = options.plainUnet ? (await open(join(dir, 'unet', 'model.onnx'))).graph : undefined;
+    const vaeEncoder = options.vaeEncoder ? (await open(join(dir, 'vae_encoder', 'model.onnx'))).graph : undefined;
+    let resolution = 512;
+    try {
+      const info = JSON.parse(await readFile(join(dir, 'reelbot.json'), 'utf8')) as { resolution?: unknown };
+      if (typeof info.resolution === 'number') resolution = info.resolution;
+    } catch {
+      // Not one of our built-in sets: SD 1.x's 512.
+    }
+    // The text encoder's `last_hidden_state` is the first output by the export's convention; pick it by name when present.
+    if (textEncoder.graph.session.outputNames.includes('last_hidden_state')) textEncoder.graph.output = 'last_hidden_state';
+    return new StableDiffusionComponents({
+      groups: options.groups,
+      dir,
+      tokenizer,
+      schedulerConfig,
+      provider: unet.provider,
+      resolution,
+      crossFrameBlocks: rewritten.blocks.length,
+      textEncoder: textEncoder.graph,
+      unet: unet.graph,
+      plainUnet,
+      vaeDecoder: vaeDecoder.graph,
+      vaeEncoder,
+    });
+  }
+
+  /** Tokenizes and encodes one prompt → [77, textWidth]. */
+  async encodeText(text: string): Promise<EncodedPrompt> {
+    const { ids, truncated, droppedText } = this.tokenizer.encode(text);
+    const input = this.#textEncoder.inputs.get('input_ids');
+    const tensor =
+      input?.type === 'int32'
+        ? new Tensor('int32', Int32Array.from(ids), [1, ids.length])
+        : new Tensor('int64', BigInt64Array.from(Array.from(ids, (id) => BigInt(id))), [1, ids.length]);
+    const output = await this.#run(this.#textEncoder, { input_ids: tensor });
+    return { embedding: output, truncated, droppedText };
+  }
+
+  /**
+   * One UNet call on a batch: sample [batch, channels, h, w], context [batch, 77, textWidth].
+   * `anchors` (frame indices in each guidance group) selects cross-frame attention; `null` runs
+   * the plain UNet, every frame attending to itself.
+   */
+  async unet(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array, anchors: readonly number[] | null): Promise<Float32Array> {
+    const graph = anchors === null ? this.#plainUnet : this.#unet;
+    if (!graph) throw new Error('The plain UNet was not loaded (pass plainUnet: true).');
+    const channels = sample.length / (batch * height * width);
+    const feeds: Record<string, Tensor> = {
+      sample: this.#floatTensor(graph, 'sample', sample, [batch, channels, height, width]),
+      encoder_hidden_states: this.#floatTensor(graph, 'encoder_hidden_states', context, [batch, 77, context.length / (batch * 77)]),
+      timestep: this.#timestepTensor(graph, timestep, batch),
+    };
+    if (anchors !== null) feeds[CROSS_FRAME_ANCHORS_INPUT] = crossFrameAnchors(anchors, { batch, groups: this.#groups });
+    return this.#run(graph, feeds);
+  }
+
+  /** VAE decode of latents already divided by the scaling factor: [n, 4, h, w] → [n, 3, 8h, 8w]. */
+  async decode(latents: Float32Array, count: number, height: number, width: number): Promise<Float32Array> {
+    return this.#run(this.#vaeDecoder, { latent_sample: this.#floatTensor(this.#vaeDecoder, 'latent_sample', latents, [count, 4, height, width]) });
+  }
+
+  /** VAE encode of images in [−1, 1]: [n, 3, H, W] → latents [n, 4, H/8, W/8] (unscaled). */
+  async encode(images: Float32Array, count: number, height: number, width: number): Promise<Float32Array> {
+    if (!this.#vaeEncoder) throw new Error('The VAE encoder was not loaded (pass vaeEncoder: true).');
+    return this.#run(this.#vaeEncoder, { sample: this.#floatTensor(this.#vaeEncoder, 'sample', images, [count, 3, height, width]) });
+  }
+
+  async release(): Promise<void> {
+    const graphs = [this.#textEncoder, this.#unet, this.#plainUnet, this.#vaeDecoder, this.#vaeEncoder];
+    await Promise.all(graphs.filter((graph): graph is Graph => graph !== undefined).map((graph) => releaseSession(graph.session)));
+  }
+
+  async #run(graph: Graph, feeds: Record<string, Tensor>): Promise<Float32Array> {
+    const started = performance.now();
+    const results = await graph.session.run(feeds);
+    this.ortSeconds += (performance.now() - started) / 1000;
+    const output = results[graph.output]!;
+    const data = output.data;
+    if (output.type === 'float16') return float16ToFloat32Array(data as Uint16Array);
+    return data as Float32Array;
+  }
+
+  #floatTensor(graph: Graph, name: string, data: Float32Array, dims: number[]): Tensor {
+    if (graph.inputs.get(name)?.type === 'float16') return new Tensor('float16', float32ArrayToFloat16(data), dims);
+    return new Tensor('float32', data, dims);
+  }
+
+  /** The timestep as the export wants it: float32/float16/int64, scalar or one per batch item. */
+  #timestepTensor(graph: Graph, timestep: number, batch: number): Tensor {
+    const input = graph.inputs.get('timestep');
+    const dims = input && input.shape.length === 0 ? [] : [batch];
+    const count = dims.length === 0 ? 1 : batch;
+    switch (input?.type) {
+      case 'int64':
+        return new Tensor('int64', new BigInt64Array(count).fill(BigInt(timestep)), dims);
+      case 'int32':
+        return new Tensor('int32', new Int32Array(count).fill(timestep), dims);
+      case 'float16':
+        return new Tensor('float16', float32ArrayToFloat16(new Float32Array(count).fill(timestep)), dims);
+      default:
+        return new Tensor('float32', new Float32Array(count).fill(timestep), dims);
+    }
+  }
+}
