@@ -1,0 +1,68 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { main } from '../../src/cli.js';
+import { makeModelSet } from '../../src/engine/models/make.js';
+import { probeVideo } from '../../src/engine/video/probe.js';
+import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { alice, isType, removeDir, startService, tempDir, type Harness } from '../helpers/harness.js';
+
+let dir: string;
+let modelDir: string;
+const { ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
+
+beforeAll(async () => {
+  dir = tempDir();
+  modelDir = join(dir, 'tiny');
+  await makeModelSet({ size: 'tiny', kind: 'text2video', out: modelDir });
+});
+afterAll(() => removeDir(dir));
+
+test('a text2video job runs in a worker process on the built-in engine and yields an MP4', async () => {
+  const h: Harness = startService(join(dir, 'service'), { engineModule: '', modelDir });
+  try {
+    const { job } = await h.service.submit({
+      actor: alice,
+      kind: 'text2video',
+      params: { prompt: 'a corgi surfing at sunset', numFrames: 5, numInferenceSteps: 4, fps: 5 },
+      seed: 11,
+    });
+    const done = await h.waitFor(isType('succeeded', job.id));
+    const result = (done.type === 'succeeded' ? done.result : {}) as { file: string; frames: number; width: number; height: number };
+    expect(result).toMatchObject({ frames: 5, width: 64, height: 64 });
+    const info = await probeVideo(result.file, ffprobe);
+    expect(info).toMatchObject({ codec: 'h264', pixelFormat: 'yuv420p', frames: 5, width: 64, height: 64, fps: 5 });
+    // Denoising progress reached the bot adapters, step by step.
+    expect(h.events.filter(isType('progress', job.id)).some((e) => e.progress.stage === 'denoising')).toBe(true);
+    // Bad engine parameters fail the job with a message for the user, and a refund.
+    const bad = await h.service.submit({ actor: alice, kind: 'text2video', params: { prompt: 'x', numFrames: 500 } });
+    const failed = await h.waitFor(isType('failed', bad.job.id));
+    expect(failed).toMatchObject({ code: 'invalid_request', refunded: true });
+    expect(failed.type === 'failed' && failed.message).toMatch(/The number of frames must be from 1 to 64, not 500/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('reelbot render: the whole path from the command line to a decodable MP4', async () => {
+  const out = join(dir, 'render', 'clip.mp4');
+  const lines: string[] = [];
+  const sink = { write: (text: string) => lines.push(text) };
+  const env = { REELBOT_DB_PATH: join(dir, 'render.db'), REELBOT_OUTPUT_DIR: join(dir, 'render-outputs') };
+  const code = await main(['node', 'reelbot', 'render', '--prompt', 'a corgi', '--model', modelDir, '--frames', '3', '--steps', '3', '--seed', '42', '--fps', '3', '--out', out], { stdout: sink, stderr: sink, env });
+  expect(code, lines.join('')).toBe(0);
+  expect(lines.join('')).toMatch(/seed 42/);
+  expect(await probeVideo(out, ffprobe)).toMatchObject({ frames: 3, width: 64, height: 64, fps: 3 });
+
+  const bad = async (...args: string[]) => {
+    const output: string[] = [];
+    const status = await main(['node', 'reelbot', 'render', ...args], { stdout: { write: (t: string) => output.push(t) }, stderr: { write: (t: string) => output.push(t) }, env });
+    return { status, text: output.join('') };
+  };
+  expect(await bad('--prompt', 'x', '--out', 'x.avi')).toMatchObject({ status: 2, text: expect.stringMatching(/--out must end in .mp4 or .gif/) });
+  expect(await bad('--prompt', 'x', '--steps', 'many', '--out', 'x.mp4')).toMatchObject({ status: 2 });
+  expect(await bad('--prompt', 'x', '--motion', '1', '--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/dx,dy/) });
+  expect(await bad('--prompt', 'x', '--model', dir, '--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/not a complete Stable Diffusion export/) });
+  expect(await bad('--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/--prompt/) });
+  expect(existsSync('x.mp4')).toBe(false);
+});
