@@ -63,9 +63,10 @@ export class Random {
     return radius * Math.cos(angle);
   }
 
-  /** Fills (or makes) a Float32Array with standard normals. */
-  normals(length: number, out: Float32Array = new Float32Array(length)): Float32Array {
-    for (let i = 0; i < length; i++) out[i] = this.nextNormal();
+  /** `length` normals with standard deviation `std` (default 1). */
+  normals(length: number, std = 1): Float32Array {
+    const out = new Float32Array(length);
+    for (let i = 0; i < length; i++) out[i] = this.nextNormal() * std;
     return out;
   }
 }

@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { onnx, Rng } from '../../src/engine/models/graph-builder.js';
+import { onnx } from '../../src/engine/models/graph-builder.js';
+import { Random } from '../../src/engine/random.js';
 import { makeModelSet, ModelSetExistsError, type ModelSetInfo } from '../../src/engine/models/make.js';
 import { createSession, releaseSession, Tensor, type InferenceSession } from '../../src/engine/onnx/session.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
@@ -55,7 +56,7 @@ function inputIds(batch: number, vocabSize: number): Tensor {
 }
 
 async function runUnet(session: InferenceSession, batch: number, size: number, channels = 4): Promise<Float32Array> {
-  const rng = new Rng(batch * 1000 + size);
+  const rng = new Random(batch * 1000 + size);
   const result = await session.run({
     sample: new Tensor('float32', rng.normals(batch * channels * size * size, 1), [batch, channels, size, size]),
     timestep: new Tensor('float32', Float32Array.from({ length: batch }, (_, i) => 981 - 40 * i), [batch]),
@@ -152,7 +153,7 @@ describe('makeModelSet tiny', () => {
 
   test('UNet output depends on timestep and text, and each batch item only on itself', async () => {
     const session = await load(join(tiny, 'unet', 'model.onnx'));
-    const rng = new Rng(5);
+    const rng = new Random(5);
     const sample = rng.normals(2 * 4 * 64, 1);
     const context = rng.normals(2 * 77 * C_TEXT, 1);
     const run = async (timesteps: number[], ctx: Float32Array): Promise<Float32Array> =>
@@ -178,7 +179,7 @@ describe('makeModelSet tiny', () => {
   test('VAE encodes 64×64 to an 8×8 latent and decodes back to 64×64 in (-1, 1)', async () => {
     const encoder = await load(join(tiny, 'vae_encoder', 'model.onnx'));
     const decoder = await load(join(tiny, 'vae_decoder', 'model.onnx'));
-    const rng = new Rng(9);
+    const rng = new Random(9);
     const image = rng.normals(2 * 3 * 64 * 64, 0.5).map((v) => Math.max(-1, Math.min(1, v)));
     const encoded = await encoder.run({ sample: new Tensor('float32', image, [2, 3, 64, 64]) });
     expect(encoded.latent_sample?.dims).toEqual([2, 4, 8, 8]);

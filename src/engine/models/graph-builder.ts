@@ -10,6 +10,7 @@
  * elsewhere in the engine match on these names, so keep them stable.
  */
 import onnxProto from 'onnx-proto';
+import { Random } from '../random.js';
 
 /** The onnx-proto message classes (ModelProto, NodeProto, TensorProto…). */
 export const onnx = onnxProto.onnx;
@@ -51,71 +52,6 @@ export interface OpOptions {
   outputCount?: number;
   /** Operator domain, e.g. `com.microsoft`; default the ONNX domain. */
   domain?: string;
-}
-
-/**
- * Deterministic pseudo-random numbers (sfc32 seeded through splitmix32) with a Box–Muller normal.
- * Not cryptographic; the only goal is the same weights for the same seed on every machine.
- */
-export class Rng {
-  #a: number;
-  #b: number;
-  #c: number;
-  #d: number;
-  #spare: number | undefined;
-
-  constructor(seed: number) {
-    let s = seed >>> 0;
-    const splitmix = (): number => {
-      s = (s + 0x9e3779b9) >>> 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.#a = splitmix();
-    this.#b = splitmix();
-    this.#c = splitmix();
-    this.#d = splitmix();
-    // Discard the first outputs: sfc32 mixes poorly right after seeding.
-    for (let i = 0; i < 12; i++) this.nextUint32();
-  }
-
-  /** A uniform 32-bit unsigned integer. */
-  nextUint32(): number {
-    const t = (((this.#a + this.#b) >>> 0) + this.#d) >>> 0;
-    this.#d = (this.#d + 1) >>> 0;
-    this.#a = this.#b ^ (this.#b >>> 9);
-    this.#b = (this.#c + (this.#c << 3)) >>> 0;
-    this.#c = ((this.#c << 21) | (this.#c >>> 11)) >>> 0;
-    this.#c = (this.#c + t) >>> 0;
-    return t;
-  }
-
-  /** Uniform in (0, 1). */
-  uniform(): number {
-    return (this.nextUint32() + 0.5) / 4294967296;
-  }
-
-  /** Standard normal. */
-  normal(): number {
-    if (this.#spare !== undefined) {
-      const value = this.#spare;
-      this.#spare = undefined;
-      return value;
-    }
-    const radius = Math.sqrt(-2 * Math.log(this.uniform()));
-    const angle = 2 * Math.PI * this.uniform();
-    this.#spare = radius * Math.sin(angle);
-    return radius * Math.cos(angle);
-  }
-
-  /** `count` values from normal(0, std). */
-  normals(count: number, std: number): Float32Array {
-    const out = new Float32Array(count);
-    for (let i = 0; i < count; i++) out[i] = this.normal() * std;
-    return out;
-  }
 }
 
 /** A 32-bit seed derived from a base seed and a label (FNV-1a), so each model gets its own stream. */
@@ -165,7 +101,7 @@ function valueInfo(name: string, elemType: ElemType, dims: readonly Dim[]): Valu
  * counts multiply-accumulates that the model builders report (`macs`).
  */
 export class GraphBuilder {
-  readonly rng: Rng;
+  readonly rng: Random;
   /** Multiply-accumulates of the MatMul/Conv nodes, as added by the layer helpers (batch 1, reference size). */
   macs = 0;
   readonly #nodes: NodeProto[] = [];
@@ -177,7 +113,7 @@ export class GraphBuilder {
   #matmulWeights = 0;
 
   constructor(seed: number) {
-    this.rng = new Rng(seed);
+    this.rng = new Random(seed);
   }
 
   /** Declares a graph input. */
