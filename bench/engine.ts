@@ -13,6 +13,8 @@
  * batch items and to take the `ortSeconds` spent inside each call (method "pipeline_unet_calls").
  * A third line, t2vz_unet, times sd.unet() alone (batch 16, the 8-frame run's phase-C shape) and
  * reports the median-call rate, which a noisy neighbour disturbs less than a whole run.
+ * The last, t2vz_consistency, is the mean absolute difference between consecutive decoded frames
+ * with cross-frame attention on and off (same seed, motion 0): the method's point is that it drops.
  * Exits non-zero only when a bench crashes; a missed target is reported in its line.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
