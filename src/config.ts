@@ -74,6 +74,20 @@ export const configSchema = z
         fallbackToCpu: z.boolean().default(true),
       })
       .prefault({}),
+    /** Limits on uploaded clips (checked with ffprobe before anything decodes them). */
+    input: z
+      .strictObject({
+        maxBytes: positiveInt.default(50 * 1024 * 1024),
+        maxDurationSeconds: z.number().positive().default(30),
+        maxWidth: positiveInt.default(3840),
+        maxHeight: positiveInt.default(3840),
+        maxFrames: positiveInt.default(240),
+        /** Clips are edited at most at this frame rate (frames dropped evenly); the output keeps the original rate. */
+        maxFps: z.number().positive().default(12),
+      })
+      .prefault({}),
+    /** Edit pipeline: the default number of steps (50 as the reference, or 10 as Fairy's fast preset). */
+    editSteps: positiveInt.default(10),
     /** ffmpeg and ffprobe binaries; empty = the ones bundled by @ffmpeg-installer / @ffprobe-installer. */
     ffmpegPath: z.string().default(''),
     ffprobePath: z.string().default(''),
@@ -145,6 +159,13 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
   REELBOT_MODEL_DIR: { path: ['modelDir'], kind: 'string' },
   REELBOT_EDIT_MODEL_DIR: { path: ['editModelDir'], kind: 'string' },
+  REELBOT_EDIT_STEPS: { path: ['editSteps'], kind: 'number' },
+  REELBOT_INPUT_MAX_BYTES: { path: ['input', 'maxBytes'], kind: 'number' },
+  REELBOT_INPUT_MAX_DURATION_SECONDS: { path: ['input', 'maxDurationSeconds'], kind: 'number' },
+  REELBOT_INPUT_MAX_WIDTH: { path: ['input', 'maxWidth'], kind: 'number' },
+  REELBOT_INPUT_MAX_HEIGHT: { path: ['input', 'maxHeight'], kind: 'number' },
+  REELBOT_INPUT_MAX_FRAMES: { path: ['input', 'maxFrames'], kind: 'number' },
+  REELBOT_INPUT_MAX_FPS: { path: ['input', 'maxFps'], kind: 'number' },
   REELBOT_ONNX_INTRA_OP_THREADS: { path: ['onnx', 'intraOpThreads'], kind: 'number' },
   REELBOT_ONNX_INTER_OP_THREADS: { path: ['onnx', 'interOpThreads'], kind: 'number' },
   REELBOT_ONNX_FALLBACK_TO_CPU: { path: ['onnx', 'fallbackToCpu'], kind: 'boolean' },

@@ -42,6 +42,10 @@ export interface EngineSettings {
   onnx: { intraOpThreads: number; interOpThreads: number; fallbackToCpu: boolean };
   ffmpegPath: string;
   ffprobePath: string;
+  /** Limits on uploaded clips. */
+  input: { maxBytes: number; maxDurationSeconds: number; maxWidth: number; maxHeight: number; maxFrames: number; maxFps: number };
+  /** Default steps of the edit pipeline. */
+  editSteps: number;
   /** How many workers share this machine (to split its cores between them). */
   workerCount: number;
 }

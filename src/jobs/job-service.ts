@@ -644,6 +644,8 @@ export function engineSettings(config: Config): EngineSettings {
     onnx: { ...config.onnx },
     ffmpegPath: config.ffmpegPath,
     ffprobePath: config.ffprobePath,
+    input: { ...config.input },
+    editSteps: config.editSteps,
     workerCount: config.devices.length,
   };
 }
