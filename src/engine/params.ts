@@ -73,3 +73,53 @@ export function parseTextToVideoParams(params: Record<string, unknown>): TextToV
     format: params.format === 'gif' ? 'gif' : 'mp4',
   };
 }
+
+export interface EditParams {
+  instruction: string;
+  negativePrompt?: string;
+  /** The clip to edit: a local file the bot downloaded (never a URL). */
+  inputFile: string;
+  /** Undefined: the server's default (`editSteps`). */
+  numInferenceSteps?: number;
+  guidanceScale: number;
+  imageGuidanceScale: number;
+  anchors: number;
+  scheduler: 'euler-ancestral' | 'ddim';
+  crossFrameAttention: boolean;
+  format: 'mp4' | 'gif';
+}
+
+export const EDIT_LIMITS = Object.freeze({
+  steps: { min: 2, max: 150 },
+  guidance: { min: 0, max: 30, default: 7.5 },
+  imageGuidance: { min: 0, max: 5, default: 1 },
+  anchors: { min: 1, max: 8, default: 3 },
+});
+
+/** Reads and checks the params of an edit job; throws an AppError with a message for the user. */
+export function parseEditParams(params: Record<string, unknown>): EditParams {
+  const L = EDIT_LIMITS;
+  if (typeof params.instruction !== 'string' || params.instruction.trim() === '') {
+    throw invalid('The instruction is empty. Say how the clip should change, like "make it snowy".');
+  }
+  if (typeof params.inputFile !== 'string' || params.inputFile === '' || /^[a-z][a-z0-9+.-]*:/i.test(params.inputFile)) {
+    throw invalid('The clip to edit is missing.');
+  }
+  if (params.negativePrompt !== undefined && typeof params.negativePrompt !== 'string') throw invalid('The negative prompt must be text.');
+  if (params.scheduler !== undefined && params.scheduler !== 'euler-ancestral' && params.scheduler !== 'ddim') {
+    throw invalid('The scheduler must be euler-ancestral or ddim.');
+  }
+  if (params.format !== undefined && params.format !== 'mp4' && params.format !== 'gif') throw invalid('The format must be mp4 or gif.');
+  return {
+    instruction: params.instruction,
+    negativePrompt: params.negativePrompt as string | undefined,
+    inputFile: params.inputFile,
+    numInferenceSteps: number(params, 'numInferenceSteps', 'The number of steps', L.steps, true),
+    guidanceScale: number(params, 'guidanceScale', 'The text guidance scale', L.guidance, false, L.guidance.default)!,
+    imageGuidanceScale: number(params, 'imageGuidanceScale', 'The image guidance scale', L.imageGuidance, false, L.imageGuidance.default)!,
+    anchors: number(params, 'anchors', 'The number of anchor frames', L.anchors, true, L.anchors.default)!,
+    scheduler: (params.scheduler as EditParams['scheduler'] | undefined) ?? 'euler-ancestral',
+    crossFrameAttention: params.crossFrameAttention !== false,
+    format: params.format === 'gif' ? 'gif' : 'mp4',
+  };
+}
