@@ -33,6 +33,24 @@ export interface EncodeFramesOptions {
   signal?: AbortSignal;
   /** Called after each frame is handed to ffmpeg's input (not yet encoded). */
   onFrameWritten?: (written: number, total: number) => void;
+  /**
+   * MP4 only (ignored for GIF): a video file (normally the user's original clip) whose first
+   * audio stream is muxed into the output, cut to the video's length (`-t frames / fps`). A file without
+   * audio gives a silent video. It is opened like untrusted input: `file:` protocol only, and only
+   * the containers that `decodeClip` accepts.
+   *
+   * Keeping sync: give `fps` = the rate of the edited frames (`DecodedClip.fps`, after the
+   * `maxFps` cap), not the source rate. The cap drops frames evenly, so N frames at the capped rate
+   * last as long as the source and its audio; encoding them at the source rate would make the
+   * video shorter than the sound.
+   */
+  audioFrom?: string;
+  /**
+   * ffprobe's codec name of that audio (`DecodedClip.audioCodec`). Codecs MP4 holds (AAC, MP3,
+   * ALAC, AC-3, E-AC-3) are copied untouched; others (Opus, Vorbis from WebM…) are re-encoded to
+   * AAC. Left out: copied.
+   */
+  audioCodec?: string;
 }
 
 /** ffmpeg or ffprobe failed; `stderrTail` holds the last lines it wrote, also quoted in the message. */
@@ -70,6 +88,12 @@ const PAD_TO_EVEN = 'pad=ceil(iw/2)*2:ceil(ih/2)*2';
  * (paletteuse), which looks far better than ffmpeg's default fixed palette.
  */
 const GIF_PALETTE = 'split[a][b];[a]palettegen[p];[b][p]paletteuse';
+
+/** Audio codecs the MP4 muxer takes as they are (Opus in MP4 is still "experimental" in the bundled ffmpeg). */
+const MP4_AUDIO_COPY = new Set(['aac', 'mp3', 'alac', 'ac3', 'eac3']);
+
+/** Demuxers allowed for `audioFrom`: the containers `decodeClip` (input.ts) accepts. */
+export const AUDIO_SOURCE_DEMUXERS = 'mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,gif,avi';
 
 /**
  * Encodes RGB24 frames to an MP4 (H.264, yuv420p, faststart) or a GIF.
@@ -110,8 +134,30 @@ export async function encodeFrames(options: EncodeFramesOptions): Promise<void> 
     .input(input)
     .inputFormat('rawvideo')
     .inputOptions('-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-r', String(fps))
-    .outputOptions('-hide_banner', '-loglevel', 'error', '-an')
+    .outputOptions('-hide_banner', '-loglevel', 'error')
     .output(partial);
+  const { audioFrom } = options;
+  if (format === 'mp4' && audioFrom !== undefined) {
+    const copy = options.audioCodec === undefined || MP4_AUDIO_COPY.has(options.audioCodec);
+    command
+      .input(`file:${path.resolve(audioFrom)}`)
+      .inputOptions('-protocol_whitelist', 'file', '-format_whitelist', AUDIO_SOURCE_DEMUXERS)
+      // `1:a:0?`: the source's first audio stream if it has one, else none. The output is cut at
+      // the video's length with `-t` rather than `-shortest`: with `-shortest` the bundled ffmpeg
+      // stops when the copied audio (read from a file, far ahead of the piped frames) ends its
+      // input, and kept 6 of 24 frames in our test.
+      .outputOptions(
+        '-map',
+        '0:v',
+        '-map',
+        '1:a:0?',
+        '-t',
+        String(frames.length / fps),
+        ...(copy ? ['-c:a', 'copy'] : ['-c:a', 'aac', '-b:a', '160k']),
+      );
+  } else {
+    command.outputOptions('-an');
+  }
   if (format === 'mp4') {
     // (Never call outputOptions with no argument: fluent-ffmpeg then adds the word "undefined".)
     if (width % 2 !== 0 || height % 2 !== 0) command.outputOptions('-vf', PAD_TO_EVEN);
@@ -202,6 +248,9 @@ function checkOptions(options: EncodeFramesOptions, format: string): void {
   if (typeof out !== 'string' || out === '') throw new TypeError('Expected `out` to be a file path, got an empty value');
   if (typeof ffmpegPath !== 'string' || ffmpegPath === '') {
     throw new TypeError('Expected `ffmpegPath` to be the path of an ffmpeg binary (see resolveFfmpegPaths), got an empty value');
+  }
+  if (options.audioFrom !== undefined && (typeof options.audioFrom !== 'string' || options.audioFrom === '')) {
+    throw new TypeError('Expected `audioFrom` to be the path of the original clip, got an empty value');
   }
   if (!Array.isArray(frames) || frames.length === 0) throw new RangeError('Expected at least 1 frame to encode, got 0');
   const frameBytes = width * height * 3;
