@@ -19,7 +19,7 @@ export interface ComponentOptions {
   logger?: SessionLogger;
   /** Guidance groups in one UNet batch (2 = text-to-video CFG, 3 = instruct-pix2pix). */
   groups: number;
-  /** Load the plain UNet too, for frame-by-frame runs without cross-frame attention. */
+  /** Load the plain UNet at once (otherwise on the first run without cross-frame attention). */
   plainUnet?: boolean;
   /** Load the VAE encoder (clip editing). */
   vaeEncoder?: boolean;
@@ -53,7 +53,8 @@ export class StableDiffusionComponents {
   ortSeconds = 0;
   readonly #textEncoder: Graph;
   readonly #unet: Graph;
-  readonly #plainUnet: Graph | undefined;
+  #plainUnet: Promise<Graph> | undefined;
+  readonly #openPlainUnet: () => Promise<Graph>;
   readonly #vaeDecoder: Graph;
   readonly #vaeEncoder: Graph | undefined;
   readonly #groups: number;
@@ -69,6 +70,7 @@ export class StableDiffusionComponents {
     textEncoder: Graph;
     unet: Graph;
     plainUnet: Graph | undefined;
+    openPlainUnet: () => Promise<Graph>;
     vaeDecoder: Graph;
     vaeEncoder: Graph | undefined;
   }) {
@@ -80,7 +82,8 @@ export class StableDiffusionComponents {
     this.crossFrameBlocks = fields.crossFrameBlocks;
     this.#textEncoder = fields.textEncoder;
     this.#unet = fields.unet;
-    this.#plainUnet = fields.plainUnet;
+    this.#plainUnet = fields.plainUnet && Promise.resolve(fields.plainUnet);
+    this.#openPlainUnet = fields.openPlainUnet;
     this.#vaeDecoder = fields.vaeDecoder;
     this.#vaeEncoder = fields.vaeEncoder;
     this.#groups = fields.groups;
@@ -110,7 +113,8 @@ export class StableDiffusionComponents {
     const unet = await open(rewritten.path);
     const textEncoder = await open(join(dir, 'text_encoder', 'model.onnx'));
     const vaeDecoder = await open(join(dir, 'vae_decoder', 'model.onnx'));
-    const plainUnet = options.plainUnet ? (await open(join(dir, 'unet', 'model.onnx'))).graph : undefined;
+    const openPlainUnet = async () => (await open(join(dir, 'unet', 'model.onnx'))).graph;
+    const plainUnet = options.plainUnet ? await openPlainUnet() : undefined;
     const vaeEncoder = options.vaeEncoder ? (await open(join(dir, 'vae_encoder', 'model.onnx'))).graph : undefined;
     let resolution = 512;
     try {
@@ -132,6 +136,7 @@ export class StableDiffusionComponents {
       textEncoder: textEncoder.graph,
       unet: unet.graph,
       plainUnet,
+      openPlainUnet,
       vaeDecoder: vaeDecoder.graph,
       vaeEncoder,
     });
@@ -155,8 +160,7 @@ export class StableDiffusionComponents {
    * the plain UNet, every frame attending to itself.
    */
   async unet(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array, anchors: readonly number[] | null): Promise<Float32Array> {
-    const graph = anchors === null ? this.#plainUnet : this.#unet;
-    if (!graph) throw new Error('The plain UNet was not loaded (pass plainUnet: true).');
+    const graph = anchors === null ? await (this.#plainUnet ??= this.#openPlainUnet()) : this.#unet;
     const channels = sample.length / (batch * height * width);
     const feeds: Record<string, Tensor> = {
       sample: this.#floatTensor(graph, 'sample', sample, [batch, channels, height, width]),
@@ -179,7 +183,7 @@ export class StableDiffusionComponents {
   }
 
   async release(): Promise<void> {
-    const graphs = [this.#textEncoder, this.#unet, this.#plainUnet, this.#vaeDecoder, this.#vaeEncoder];
+    const graphs = [this.#textEncoder, this.#unet, await this.#plainUnet, this.#vaeDecoder, this.#vaeEncoder];
     await Promise.all(graphs.filter((graph): graph is Graph => graph !== undefined).map((graph) => releaseSession(graph.session)));
   }
 
