@@ -1,0 +1,360 @@
+/**
+ * Clip editing by instruction: Video Instruct-Pix2Pix (Text2Video-Zero's `process_pix2pix`) with
+ * Fairy-style anchor attention, on an 8-channel Instruct-Pix2Pix UNet.
+ *
+ *   1. every input frame → VAE encoder → image latent (the posterior mode, NOT × 0.18215, as
+ *      diffusers' `prepare_image_latents`), encoded a chunk at a time;
+ *   2. one noise latent per frame, randn × `initNoiseSigma`, each frame from its own seeded stream;
+ *   3. each step, per chunk, one UNet call on 3 guidance groups × (anchors + chunk frames):
+ *      sample channels [scaleModelInput(noisy latent), image latent] with image latents
+ *      [img, img, 0] and text [instruction, uncond, uncond]; every frame's self-attention keys and
+ *      values are the K anchor frames' of its own group (anchors first in every batch, so the
+ *      anchor indices are 0…K−1); guidance `uncond + g·(text − image) + gi·(image − uncond)`;
+ *   4. scheduler step per frame (Euler Ancestral, the reference, or DDIM), then VAE decode.
+ *
+ * Reference values: the official Video-IP2P code runs 50 Euler-Ancestral steps, guidance 7.5,
+ * image guidance 1.0 (diffusers' own pipeline default is 1.5), chunks of 8 with frame 0 as the one
+ * anchor. Defaults here: 10 steps (Fairy's fast setting; pass 50 for the reference) and K = 3
+ * anchors spread evenly over the clip, first and last frame included (Fairy); `anchors: 1` is
+ * frame 0 only, as Video-IP2P.
+ *
+ * Deviations, each on purpose:
+ * - Anchor K/V are recomputed in every chunk. The cross-frame rewrite (onnx/cross-frame.ts) gathers
+ *   anchor keys/values from frames inside the UNet batch, so the K anchor frames ride along in
+ *   every chunk's batch. Their outputs do not depend on the other frames in the batch (anchors
+ *   attend only to anchors), so every chunk sees the same anchor K/V and chunked output equals
+ *   unchunked output (up to float summation order); the anchors' own latents are advanced once per
+ *   step, from the first chunk's prediction, and committed after all chunks ran. The cost is UNet
+ *   work per step ∝ frames + chunks·K instead of frames + K (Fairy computes the anchor K/V once per
+ *   step and reuses it). Memory is still set by the chunk size. Measured (bench/edit.ts, small set,
+ *   K = 3, chunk 8): 32 frames cost 47 vs 8 batch items per group and step, ≈ 6× the 8-frame time,
+ *   over the linear 4.4× target. Meeting it needs a K/V-cache mode in the rewrite (an anchor pass
+ *   that outputs the gathered anchor K/V of every attn1 block, a chunk pass that takes them as
+ *   inputs), which belongs in onnx/cross-frame.ts and sd-components.ts.
+ * - The reference re-seeds the generator per chunk, so chunk k's frames get the same noise as
+ *   chunk 0's; here each frame has its own stream (initial noise and Euler-Ancestral step noise),
+ *   so results do not depend on chunking.
+ * - Euler Ancestral uses "linspace" timesteps whatever the folder's `timestep_spacing` says: the
+ *   reference (diffusers 0.14, pinned by Text2Video-Zero) had only linspace for this scheduler, and
+ *   newer diffusers default to it. So init_noise_sigma = sigma_max (14.6146 for SD 1.x).
+ * - Timesteps are fractional under linspace; they reach the UNet as they are (float exports). An
+ *   export with an integer `timestep` input would need them truncated, as optimum's pipeline does.
+ * - As diffusers, guidance is applied only when `guidanceScale > 1` and `imageGuidanceScale ≥ 1`;
+ *   otherwise the text-conditioned prediction is used alone (the 3-group batch still runs, since
+ *   the rewritten UNet is built for 3 groups).
+ * - The VAE encoder's output is used as the mode. optimum's export samples the posterior instead;
+ *   for SD's VAE the difference is small (see shared/pipelines.md §4b).
+ */
+import type { JobProgress } from '../../jobs/types.js';
+import { Random } from '../random.js';
+import { DDIMScheduler } from '../schedulers/ddim.js';
+import { EulerAncestralScheduler } from '../schedulers/euler-ancestral.js';
+import { imagesToRgb, rgbToImages, VAE_SCALING_FACTOR } from './latents.js';
+import type { StableDiffusionComponents } from './sd-components.js';
+
+/** Noise schedulers the edit pipeline can run. */
+export type VideoEditSchedulerName = 'euler-ancestral' | 'ddim';
+
+export interface VideoEditInput {
+  /** RGB24 frames, all `width × height × 3` bytes. */
+  frames: readonly Uint8Array[];
+  /** Pixel size; multiples of 8 (of 8 · 2^(UNet levels − 1) for the UNet, 64 is always safe). */
+  width: number;
+  height: number;
+  /** What to change, e.g. "make it snowy". */
+  instruction: string;
+  negativePrompt?: string;
+  /** Denoising steps: default 10 (Fairy's fast preset); 50 is the Video-IP2P reference. */
+  numInferenceSteps?: number;
+  /** Text guidance (reference 7.5). */
+  guidanceScale?: number;
+  /** Image guidance: 1.0 in the Text2Video-Zero authors' code (the default here); diffusers' IP2P default is 1.5. */
+  imageGuidanceScale?: number;
+  seed: number;
+  /** Anchor frames K, spread evenly over the clip (frame 0 and the last included); 1 = frame 0 only. Default 3. */
+  anchors?: number;
+  /** Frames per UNet batch, anchors included (default 8); must leave room for at least one non-anchor frame. */
+  chunkSize?: number;
+  /** Default Euler Ancestral, the reference. */
+  scheduler?: VideoEditSchedulerName;
+  /** Off: every frame edited on its own with the plain UNet (for comparisons; load components with `plainUnet: true`). */
+  crossFrameAttention?: boolean;
+}
+
+export interface VideoEditOutput {
+  frames: Uint8Array[];
+  width: number;
+  height: number;
+  seed: number;
+  /** Frame indices used as anchors (empty without cross-frame attention). */
+  anchors: number[];
+  promptTruncated: boolean;
+  droppedText: string;
+  unetCalls: number;
+}
+
+export interface RunContext {
+  signal?: AbortSignal;
+  onProgress?(progress: JobProgress): void;
+}
+
+export const VIDEO_EDIT_DEFAULTS = Object.freeze({
+  numInferenceSteps: 10,
+  guidanceScale: 7.5,
+  imageGuidanceScale: 1.0,
+  anchors: 3,
+  chunkSize: 8,
+  scheduler: 'euler-ancestral' as VideoEditSchedulerName,
+});
+
+const SCHEDULERS: readonly VideoEditSchedulerName[] = ['euler-ancestral', 'ddim'];
+
+/** The steps a pipeline needs from a scheduler; DDIM's noise-free step ignores `random`. */
+interface EditScheduler {
+  readonly timesteps: number[];
+  readonly initNoiseSigma: number;
+  scaleModelInput(sample: Float32Array, timestep: number, out: Float32Array): Float32Array;
+  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, out: Float32Array, random: Random): Float32Array;
+}
+
+export class VideoEditPipeline {
+  readonly #components: StableDiffusionComponents;
+
+  constructor(components: StableDiffusionComponents) {
+    this.#components = components;
+  }
+
+  async run(input: VideoEditInput, context: RunContext = {}): Promise<VideoEditOutput> {
+    const sd = this.#components;
+    const { signal } = context;
+    // 1. Check inputs.
+    const steps = input.numInferenceSteps ?? VIDEO_EDIT_DEFAULTS.numInferenceSteps;
+    const guidance = input.guidanceScale ?? VIDEO_EDIT_DEFAULTS.guidanceScale;
+    const imageGuidance = input.imageGuidanceScale ?? VIDEO_EDIT_DEFAULTS.imageGuidanceScale;
+    const anchorCount = input.anchors ?? VIDEO_EDIT_DEFAULTS.anchors;
+    const chunkSize = input.chunkSize ?? VIDEO_EDIT_DEFAULTS.chunkSize;
+    const schedulerName = input.scheduler ?? VIDEO_EDIT_DEFAULTS.scheduler;
+    const crossFrame = input.crossFrameAttention ?? true;
+    checkInputs({ ...input, steps, guidance, imageGuidance, anchorCount, chunkSize, schedulerName, crossFrame });
+    if (sd.unetInChannels !== 8) {
+      throw new RangeError(`Clip editing needs an instruct-edit (8-channel) UNet; ${sd.dir} has a ${sd.unetInChannels}-channel one`);
+    }
+    const { frames, width, height } = input;
+    const numFrames = frames.length;
+    const h = height / 8;
+    const w = width / 8;
+    const latentSize = 4 * h * w;
+    const anchors = crossFrame ? anchorFrames(numFrames, anchorCount) : [];
+    const chunks = crossFrame ? editChunks(numFrames, anchors, chunkSize) : plainChunks(numFrames, chunkSize);
+    const withGuidance = guidance > 1 && imageGuidance >= 1;
+
+    // 2. Text embeddings: [instruction, uncond, uncond] per frame.
+    const text = await sd.encodeText(input.instruction);
+    const uncond = await sd.encodeText(input.negativePrompt ?? '');
+
+    // 3. Image latents: VAE mode, unscaled, a chunk of frames per encoder call.
+    const imageLatents: Float32Array[] = [];
+    for (let start = 0; start < numFrames; start += chunkSize) {
+      signal?.throwIfAborted();
+      const part = frames.slice(start, start + chunkSize);
+      const encoded = await sd.encode(rgbToImages(part, height, width), part.length, height, width);
+      for (let i = 0; i < part.length; i++) imageLatents.push(encoded.subarray(i * latentSize, (i + 1) * latentSize));
+    }
+
+    // 4. Timesteps.
+    const scheduler = makeScheduler(sd, schedulerName, steps);
+    const timesteps = scheduler.timesteps;
+
+    // 5. Initial latents: randn × initNoiseSigma, one stream per frame (it also feeds that frame's step noise).
+    const randoms = Array.from({ length: numFrames }, (_, frame) => new Random(input.seed, frame));
+    const latents = randoms.map((random) => random.normals(latentSize, scheduler.initNoiseSigma));
+
+    // 6. Denoising: step-major, so every chunk at step i sees the anchors' latents of step i.
+    const totalCalls = steps * chunks.length;
+    let calls = 0;
+    const maxMembers = Math.max(...chunks.map((chunk) => anchors.length + chunk.length));
+    const sample = new Float32Array(3 * maxMembers * 2 * latentSize);
+    const scaled = new Float32Array(latentSize);
+    const guided = new Float32Array(latentSize);
+    const contexts = new Map<number, Float32Array>();
+    const anchorNext = anchors.map(() => new Float32Array(latentSize));
+    const anchorSlots = anchors.map((_, index) => index);
+    for (const t of timesteps) {
+      for (const [c, chunk] of chunks.entries()) {
+        signal?.throwIfAborted();
+        const members = [...anchors, ...chunk];
+        const m = members.length;
+        // Batch [group][member][8 channels]: latent channels then image channels (zeros in group 2).
+        for (let g = 0; g < 3; g++) {
+          members.forEach((frame, j) => {
+            const offset = (g * m + j) * 2 * latentSize;
+            sample.set(scheduler.scaleModelInput(latents[frame]!, t, scaled), offset);
+            if (g < 2) sample.set(imageLatents[frame]!, offset + latentSize);
+            else sample.fill(0, offset + latentSize, offset + 2 * latentSize);
+          });
+        }
+        let batchContext = contexts.get(m);
+        if (!batchContext) {
+          batchContext = concat([...repeat(text.embedding, m), ...repeat(uncond.embedding, 2 * m)]);
+          contexts.set(m, batchContext);
+        }
+        const batchSample = sample.subarray(0, 3 * m * 2 * latentSize);
+        const noise = await sd.unet(batchSample, 3 * m, h, w, t, batchContext, crossFrame ? anchorSlots : null);
+        calls++;
+        context.onProgress?.({ step: calls, total: totalCalls, stage: 'editing' });
+        for (let j = 0; j < m; j++) {
+          const isAnchor = j < anchors.length;
+          if (isAnchor && c > 0) continue; // the anchors advance once per step, from the first chunk
+          pix2pixGuidance(noise, latentSize, m, j, withGuidance ? guidance : null, imageGuidance, guided);
+          const frame = members[j]!;
+          scheduler.step(guided, t, latents[frame]!, isAnchor ? anchorNext[j]! : latents[frame]!, randoms[frame]!);
+        }
+      }
+      // Commit the anchors only now: every chunk of this step attended to their old latents.
+      anchors.forEach((frame, j) => latents[frame]!.set(anchorNext[j]!));
+    }
+
+    // 7. Decode, a chunk of frames per call.
+    signal?.throwIfAborted();
+    context.onProgress?.({ step: totalCalls, total: totalCalls, stage: 'decoding' });
+    const output: Uint8Array[] = [];
+    for (let start = 0; start < numFrames; start += chunkSize) {
+      signal?.throwIfAborted();
+      const part = latents.slice(start, start + chunkSize);
+      const batch = new Float32Array(part.length * latentSize);
+      part.forEach((latent, i) => {
+        for (let k = 0; k < latentSize; k++) batch[i * latentSize + k] = latent[k]! / VAE_SCALING_FACTOR;
+      });
+      const images = await sd.decode(batch, part.length, h, w);
+      output.push(...imagesToRgb(images, part.length, height, width));
+    }
+    return {
+      frames: output,
+      width,
+      height,
+      seed: input.seed,
+      anchors,
+      promptTruncated: text.truncated,
+      droppedText: text.droppedText,
+      unetCalls: calls,
+    };
+  }
+}
+
+/** K anchor frames spread evenly over `numFrames`: round(i·(n−1)/(K−1)); K = 1 → [0]. Distinct for K ≤ n. */
+export function anchorFrames(numFrames: number, count: number): number[] {
+  if (count === 1) return [0];
+  return Array.from({ length: count }, (_, i) => Math.round((i * (numFrames - 1)) / (count - 1)));
+}
+
+/**
+ * The non-anchor frames in order, `chunkSize − anchors` per chunk (the anchors join every chunk's
+ * batch). A clip made only of anchors is one chunk with no other frames.
+ */
+export function editChunks(numFrames: number, anchors: readonly number[], chunkSize: number): number[][] {
+  const isAnchor = new Set(anchors);
+  const rest = Array.from({ length: numFrames }, (_, i) => i).filter((i) => !isAnchor.has(i));
+  const per = chunkSize - anchors.length;
+  const chunks: number[][] = [];
+  for (let start = 0; start < rest.length; start += per) chunks.push(rest.slice(start, start + per));
+  return chunks.length === 0 ? [[]] : chunks;
+}
+
+function plainChunks(numFrames: number, chunkSize: number): number[][] {
+  const chunks: number[][] = [];
+  for (let start = 0; start < numFrames; start += chunkSize) chunks.push(Array.from({ length: Math.min(chunkSize, numFrames - start) }, (_, i) => start + i));
+  return chunks;
+}
+
+/**
+ * Instruct-Pix2Pix guidance for batch item `j` of `m` per group, groups [text, image, uncond]:
+ * `uncond + g·(text − image) + gi·(image − uncond)`; `g = null` takes the text prediction alone.
+ */
+export function pix2pixGuidance(noise: Float32Array, itemSize: number, m: number, j: number, g: number | null, gi: number, out: Float32Array): Float32Array {
+  const textBase = j * itemSize;
+  const imageBase = (m + j) * itemSize;
+  const uncondBase = (2 * m + j) * itemSize;
+  for (let k = 0; k < itemSize; k++) {
+    const textPred = noise[textBase + k]!;
+    if (g === null) {
+      out[k] = textPred;
+      continue;
+    }
+    const imagePred = noise[imageBase + k]!;
+    const uncondPred = noise[uncondBase + k]!;
+    out[k] = uncondPred + g * (textPred - imagePred) + gi * (imagePred - uncondPred);
+  }
+  return out;
+}
+
+function makeScheduler(sd: StableDiffusionComponents, name: VideoEditSchedulerName, steps: number): EditScheduler {
+  if (name === 'ddim') {
+    const ddim = new DDIMScheduler(sd.schedulerConfig);
+    ddim.setTimesteps(steps);
+    return {
+      get timesteps() {
+        return ddim.timesteps;
+      },
+      initNoiseSigma: ddim.initNoiseSigma,
+      scaleModelInput: (sample, _t, out) => {
+        out.set(sample);
+        return out;
+      },
+      step: (modelOutput, t, sample, out) => ddim.step(modelOutput, t, sample, out),
+    };
+  }
+  const ea = new EulerAncestralScheduler({ ...sd.schedulerConfig, timestepSpacing: 'linspace', stepsOffset: 0 });
+  ea.setTimesteps(steps);
+  return {
+    get timesteps() {
+      return ea.timesteps;
+    },
+    get initNoiseSigma() {
+      return ea.initNoiseSigma;
+    },
+    scaleModelInput: (sample, t, out) => ea.scaleModelInput(sample, t, out),
+    step: (modelOutput, t, sample, out, random) => ea.step(modelOutput, t, sample, out, { random }),
+  };
+}
+
+function checkInputs(args: VideoEditInput & { steps: number; guidance: number; imageGuidance: number; anchorCount: number; chunkSize: number; schedulerName: string; crossFrame: boolean }): void {
+  const { frames, width, height, steps, guidance, imageGuidance, anchorCount, chunkSize, schedulerName, crossFrame } = args;
+  if (!Array.isArray(frames) || frames.length === 0) throw new RangeError(`\`frames\` must hold at least one frame, got ${Array.isArray(frames) ? 0 : typeof frames}`);
+  if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0 && width % 8 === 0 && height % 8 === 0)) {
+    throw new RangeError(`\`width\` and \`height\` have to be positive multiples of 8 but are ${width} and ${height}`);
+  }
+  const bytes = width * height * 3;
+  frames.forEach((frame, i) => {
+    if (!(frame instanceof Uint8Array) || frame.length !== bytes) {
+      throw new RangeError(`\`frames[${i}]\` has ${frame instanceof Uint8Array ? frame.length : typeof frame} bytes; every frame must be RGB24 of ${width}×${height} (${bytes} bytes)`);
+    }
+  });
+  if (typeof args.instruction !== 'string') throw new TypeError(`\`instruction\` must be a string, got ${typeof args.instruction}`);
+  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`\`numInferenceSteps\` must be a whole number of at least 1, got ${steps}`);
+  if (!(Number.isFinite(guidance) && guidance >= 0)) throw new RangeError(`\`guidanceScale\` must be a number of at least 0, got ${guidance}`);
+  if (!(Number.isFinite(imageGuidance) && imageGuidance >= 0)) throw new RangeError(`\`imageGuidanceScale\` must be a number of at least 0, got ${imageGuidance}`);
+  if (!Number.isInteger(anchorCount) || anchorCount < 1 || anchorCount > frames.length) {
+    throw new RangeError(`\`anchors\` must be a whole number from 1 to the ${frames.length} frames, got ${anchorCount}`);
+  }
+  const minChunk = crossFrame ? anchorCount + 1 : 1;
+  if (!Number.isInteger(chunkSize) || chunkSize < minChunk) {
+    throw new RangeError(`\`chunkSize\` must be a whole number of at least ${minChunk}${crossFrame ? ` (the ${anchorCount} anchors plus one frame)` : ''}, got ${chunkSize}`);
+  }
+  if (!SCHEDULERS.includes(schedulerName as VideoEditSchedulerName)) {
+    throw new RangeError(`\`scheduler\` must be one of ${SCHEDULERS.join(', ')}, got ${String(schedulerName)}`);
+  }
+}
+
+function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function repeat(part: Float32Array, count: number): Float32Array[] {
+  return Array.from({ length: count }, () => part);
+}
