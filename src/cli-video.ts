@@ -1,16 +1,17 @@
 /**
- * `reelbot render`: one text-to-video job through the whole bot on the embedded defaults — the
- * SQLite file, the in-process queue, a CPU worker process and the built-in small model set (made on
- * first use) — with a progress bar on a terminal. The operator's jobs are recorded like anyone's.
+ * `reelbot render` (text to video) and `reelbot edit` (edit a clip by an instruction): one job
+ * through the whole bot on the embedded defaults — the SQLite file, the in-process queue, a CPU
+ * worker process and the built-in small model sets (made on first use) — with a progress bar on a
+ * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas.
  */
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { dirname, extname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
 import { AppError } from './errors.js';
-import { parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
-import type { JobEvent, JobRecord } from './jobs/types.js';
+import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
+import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
 import { createLogger } from './log.js';
 import { startApp } from './main.js';
@@ -99,26 +100,35 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     if (error instanceof AppError) context.fail(error.userMessage, 2);
     throw error;
   }
-  const overrides: Record<string, unknown> = {};
-  if (flags.model) {
-    overrides.modelDir = resolve(flags.model);
-    try {
-      await inspectModelFolder(overrides.modelDir as string);
-    } catch (error) {
-      if (error instanceof ModelFolderError) context.fail(`--model: ${error.message}`, 2);
-      throw error;
-    }
-  }
-  const base = context.config();
-  // A render is interactive: keep the JSON logs to warnings unless a level was asked for.
-  if (base.logLevel === 'info') overrides.logLevel = 'warn';
-  const config = context.config(overrides);
+  const config = await settingsFor(context, flags.model, 'modelDir');
   if (!config.modelDir) {
     out('Using the built-in small model set (made in ./models/small on first use). Its weights are untrained:');
     out('expect abstract moving patterns, not what the prompt says. For real videos, export Stable Diffusion 1.5');
     out('(see the README) and pass --model DIR or set REELBOT_MODEL_DIR.');
   }
+  await runJob(context, config, { kind: 'text2video', params, seed: flags.seed, out: flags.out });
+}
 
+/** The settings for one command-line job: a checked --model folder, and quiet logs. */
+async function settingsFor(context: RenderContext, model: string | undefined, key: 'modelDir' | 'editModelDir'): Promise<Config> {
+  const overrides: Record<string, unknown> = {};
+  if (model) {
+    overrides[key] = resolve(model);
+    try {
+      await inspectModelFolder(overrides[key] as string);
+    } catch (error) {
+      if (error instanceof ModelFolderError) context.fail(`--model: ${error.message}`, 2);
+      throw error;
+    }
+  }
+  // An interactive command: keep the JSON logs to warnings unless a level was asked for.
+  if (context.config().logLevel === 'info') overrides.logLevel = 'warn';
+  return context.config(overrides);
+}
+
+/** Submits one job through the app, shows its progress, and copies the result to `out`. */
+async function runJob(context: RenderContext, config: Config, job: { kind: JobKind; params: Record<string, unknown>; seed?: number; out: string }): Promise<void> {
+  const { out, stderr } = context;
   const started = context.now();
   const app = startApp(config, { logger: createLogger(config.logLevel) });
   const bar = progressBar(stderr);
@@ -134,7 +144,7 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
         if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') resolveFinished(event);
       });
     });
-    const submitted = await app.jobs.submit({ actor, kind: 'text2video', params, seed: flags.seed });
+    const submitted = await app.jobs.submit({ actor, kind: job.kind, params: job.params, seed: job.seed });
     jobId = submitted.job.id;
     out(`Job #${jobId}, seed ${submitted.job.seed}${submitted.position > 0 ? `, position ${submitted.position} in the queue` : ''}.`);
     onSignal = () => void app.jobs.cancel(actor, jobId).catch(() => undefined);
@@ -144,16 +154,90 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(result.message, 1);
     const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string };
-    await mkdir(dirname(resolve(flags.out)), { recursive: true });
-    await copyFile(video.file, flags.out);
-    if (video.droppedText) out(`Note: the prompt was too long; this part was left out: "${video.droppedText}"`);
+    await mkdir(dirname(resolve(job.out)), { recursive: true });
+    await copyFile(video.file, job.out);
+    if (video.droppedText) out(`Note: the text was too long; this part was left out: "${video.droppedText}"`);
     out(
-      `Saved ${flags.out}: ${video.frames} frames, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
+      `Saved ${job.out}: ${video.frames} frames, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
     );
   } finally {
     bar.done();
     if (onSignal) process.off('SIGINT', onSignal);
     await app.stop();
+  }
+}
+
+interface EditFlags {
+  input: string;
+  instruction: string;
+  out: string;
+  anchors?: number;
+  steps?: number;
+  imageGuidance?: number;
+  guidance?: number;
+  seed?: number;
+  negative?: string;
+  model?: string;
+  scheduler?: 'euler-ancestral' | 'ddim';
+  crossFrame: boolean;
+}
+
+export function registerEdit(program: Command, context: RenderContext): void {
+  const L = EDIT_LIMITS;
+  program
+    .command('edit')
+    .description('edit a video clip by an instruction (Video Instruct-Pix2Pix with anchor-frame attention), and save it')
+    .requiredOption('--input <file>', 'the clip to edit (MP4, MOV, WebM, MKV, GIF or AVI)')
+    .requiredOption('--instruction <text>', 'how it should change, e.g. "make it snowy"')
+    .requiredOption('--out <file>', 'where to save it: .mp4, or .gif for a GIF')
+    .option('--anchors <n>', `anchor frames every frame attends to (${L.anchors.min}–${L.anchors.max}, default ${L.anchors.default}; 1 = frame 0 only)`, integer('--anchors'))
+    .option('--steps <n>', 'denoising steps (default: the server\'s setting, 10; the reference uses 50)', integer('--steps'))
+    .option('--image-guidance <x>', `how closely to keep the original (default ${L.imageGuidance.default})`, decimal)
+    .option('--guidance <x>', `how strongly to follow the instruction (default ${L.guidance.default})`, decimal)
+    .option('--seed <n>', 'seed for a repeatable result (default: random, printed)', integer('--seed'))
+    .option('--negative <text>', 'what the result should not show')
+    .option('--scheduler <name>', 'euler-ancestral (the reference) or ddim')
+    .option('--model <dir>', 'instruct-pix2pix model folder (default: the built-in small set)')
+    .option('--no-cross-frame', 'edit every frame on its own (to compare; the method needs anchors)')
+    .action(async (flags: EditFlags) => {
+      const format = extname(flags.out).toLowerCase();
+      if (format !== '.mp4' && format !== '.gif') context.fail(`--out must end in .mp4 or .gif, got "${flags.out}".`, 2);
+      if (flags.seed !== undefined && !(flags.seed >= 0 && flags.seed < 2 ** 32)) context.fail('--seed must be from 0 to 4294967295.', 2);
+      const inputFile = resolve(flags.input);
+      if (!(await isFile(inputFile))) context.fail(`--input: no file at ${flags.input}.`, 2);
+      const params: Record<string, unknown> = {
+        instruction: flags.instruction,
+        inputFile,
+        negativePrompt: flags.negative,
+        numInferenceSteps: flags.steps,
+        anchors: flags.anchors,
+        imageGuidanceScale: flags.imageGuidance,
+        guidanceScale: flags.guidance,
+        scheduler: flags.scheduler,
+        crossFrameAttention: flags.crossFrame,
+        format: format.slice(1),
+      };
+      try {
+        parseEditParams(params);
+      } catch (error) {
+        if (error instanceof AppError) context.fail(error.userMessage, 2);
+        throw error;
+      }
+      const config = await settingsFor(context, flags.model, 'editModelDir');
+      if (!config.editModelDir) {
+        context.out('Using the built-in small instruct-edit set (made in ./models/small-edit on first use). Its weights are');
+        context.out('untrained: the edit is abstract, not what the instruction says. For real edits, export');
+        context.out('timbrooks/instruct-pix2pix (see the README) and pass --model DIR or set REELBOT_EDIT_MODEL_DIR.');
+      }
+      await runJob(context, config, { kind: 'edit', params, seed: flags.seed, out: flags.out });
+    });
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
   }
 }
 

@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { registerModels } from './cli-models.js';
-import { registerRender } from './cli-render.js';
+import { registerEdit, registerRender } from './cli-video.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
 import type { JobRecord, Platform, Usage, UserRecord } from './jobs/types.js';
@@ -357,15 +357,17 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
       throw new CliError(message, code);
     },
   });
-  registerRender(program, {
-    config: (overrides) => loadConfig({ env, file: program.opts<{ config?: string }>().config, overrides }),
+  const videoContext = {
+    config: (overrides?: Record<string, unknown>) => loadConfig({ env, file: program.opts<{ config?: string }>().config, overrides }),
     out,
     stderr,
-    fail: (message, code) => {
+    fail: (message: string, code: number): never => {
       throw new CliError(message, code);
     },
     now,
-  });
+  };
+  registerRender(program, videoContext);
+  registerEdit(program, videoContext);
 
   // Every command points to its own help after a usage error.
   forEachCommand(program, (command, path) => command.showHelpAfterError(`Run "${path} --help" for usage.`));

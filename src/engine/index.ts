@@ -1,24 +1,22 @@
 /**
  * The built-in engine module that workers load when no `engineModule` is configured.
  * text2video runs Text2Video-Zero on the configured model folder (or the built-in small set, made
- * on first use) and writes an MP4; kinds whose pipeline is not in this build fail with a clear
- * message instead of crashing the worker.
+ * on first use); edit runs Video Instruct-Pix2Pix with anchor-frame attention on an uploaded clip
+ * (checked and decoded by the hardened input path) and keeps its frame rate and audio.
  */
-import { mkdir } from 'node:fs/promises';
+import { copyFile, mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
 import type { CreateEngine, Engine, EngineSettings } from '../jobs/engine.js';
 import { ensureModelSet } from './models/built-in.js';
 import { StableDiffusionComponents } from './pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from './pipelines/text-to-video-zero.js';
-import { parseTextToVideoParams } from './params.js';
+import { parseEditParams, parseTextToVideoParams } from './params.js';
+import { VideoEditPipeline } from './pipelines/video-edit.js';
+import { decodeClip } from './video/input.js';
 import { encodeFrames } from './video/encode.js';
 import { resolveFfmpegPaths } from './video/ffmpeg-paths.js';
-
-const UNAVAILABLE: Record<string, string> = {
-  edit: 'Editing is not available on this server: its engine has no edit pipeline installed.',
-};
 
 /** Threads per ONNX session: the configured number, or the cores shared out between workers. */
 export function sessionThreads(settings: EngineSettings): EngineSettings['onnx'] {
@@ -29,6 +27,7 @@ export function sessionThreads(settings: EngineSettings): EngineSettings['onnx']
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {
   const ffmpeg = resolveFfmpegPaths(settings);
   let textToVideo: Promise<{ components: StableDiffusionComponents; pipeline: TextToVideoZeroPipeline }> | undefined;
+  let videoEdit: Promise<{ components: StableDiffusionComponents; pipeline: VideoEditPipeline }> | undefined;
 
   const loadTextToVideo = () =>
     (textToVideo ??= (async () => {
@@ -41,11 +40,85 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       throw new AppError(ErrorCode.EngineUnavailable, `The video model could not be loaded: ${(error as Error).message}`, { cause: error });
     }));
 
+  const loadVideoEdit = () =>
+    (videoEdit ??= (async () => {
+      const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
+      const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true });
+      logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'clip-edit model loaded');
+      return { components, pipeline: new VideoEditPipeline(components) };
+    })().catch((error: unknown) => {
+      videoEdit = undefined;
+      throw new AppError(ErrorCode.EngineUnavailable, `The clip-edit model could not be loaded: ${(error as Error).message}`, { cause: error });
+    }));
+
+  const edit: Engine['run'] = async (job, { signal, onProgress }) => {
+    const params = parseEditParams(job.params);
+    onProgress({ step: 0, total: 1, stage: 'loading' });
+    const { components, pipeline } = await loadVideoEdit();
+    // The clip is read from a copy inside the job's own folder: ffmpeg touches nothing else.
+    await mkdir(job.outputDir, { recursive: true });
+    const input = join(job.outputDir, `input${extname(params.inputFile).toLowerCase().replace(/[^.a-z0-9]/g, '') || '.bin'}`);
+    await copyFile(params.inputFile, input).catch((error: unknown) => {
+      throw new AppError(ErrorCode.InvalidRequest, 'The clip to edit could not be read.', { cause: error });
+    });
+    const clip = await decodeClip(input, {
+      ffmpegPath: ffmpeg.ffmpeg,
+      ffprobePath: ffmpeg.ffprobe,
+      limits: settings.input,
+      resolution: components.resolution,
+      tempDir: job.outputDir,
+      signal,
+    });
+    const output = await pipeline.run(
+      {
+        frames: clip.frames,
+        width: clip.width,
+        height: clip.height,
+        instruction: params.instruction,
+        negativePrompt: params.negativePrompt,
+        numInferenceSteps: params.numInferenceSteps ?? settings.editSteps,
+        guidanceScale: params.guidanceScale,
+        imageGuidanceScale: params.imageGuidanceScale,
+        seed: job.seed,
+        anchors: Math.min(params.anchors, clip.frames.length),
+        scheduler: params.scheduler,
+        crossFrameAttention: params.crossFrameAttention,
+      },
+      { signal, onProgress },
+    );
+    onProgress({ step: 1, total: 1, stage: 'encoding' });
+    const file = join(job.outputDir, `edited.${params.format}`);
+    await encodeFrames({
+      frames: output.frames,
+      width: output.width,
+      height: output.height,
+      fps: clip.fps,
+      out: file,
+      format: params.format,
+      ffmpegPath: ffmpeg.ffmpeg,
+      signal,
+      audioFrom: clip.hasAudio ? input : undefined,
+      audioCodec: clip.audioCodec ?? undefined,
+    });
+    return {
+      file,
+      width: output.width,
+      height: output.height,
+      frames: output.frames.length,
+      fps: clip.fps,
+      sourceFps: clip.sourceFps,
+      anchors: output.anchors,
+      seed: job.seed,
+      promptTruncated: output.promptTruncated,
+      droppedText: output.droppedText,
+    };
+  };
+
   const engine: Engine = {
-    async run(job, { signal, onProgress }) {
-      if (job.kind !== 'text2video') {
-        throw new AppError(ErrorCode.EngineUnavailable, UNAVAILABLE[job.kind] ?? `Unknown job kind ${job.kind}.`);
-      }
+    async run(job, context) {
+      if (job.kind === 'edit') return edit(job, context);
+      if (job.kind !== 'text2video') throw new AppError(ErrorCode.EngineUnavailable, `Unknown job kind ${String(job.kind)}.`);
+      const { signal, onProgress } = context;
       const params = parseTextToVideoParams(job.params);
       onProgress({ step: 0, total: 1, stage: 'loading' });
       const { pipeline } = await loadTextToVideo();
@@ -75,8 +148,10 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       };
     },
     async dispose() {
-      const loaded = await textToVideo?.catch(() => undefined);
-      await loaded?.components.release();
+      for (const loading of [textToVideo, videoEdit]) {
+        const loaded = await loading?.catch(() => undefined);
+        await loaded?.components.release();
+      }
     },
   };
   return engine;

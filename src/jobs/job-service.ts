@@ -45,6 +45,8 @@ import { WorkerPool } from './worker-pool.js';
 /** A job is started at most this often: once, and once more after a crash, hang or restart. */
 export const MAX_ATTEMPTS = 2;
 const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
+/** Failures that are ours to look into (logged as warnings with their cause), as opposed to bad input. */
+const OUR_FAULT: ReadonlySet<string> = new Set([...RETRYABLE, ErrorCode.EngineFailed, ErrorCode.EngineUnavailable]);
 
 export interface JobServiceOptions {
   config: Config;
@@ -515,7 +517,8 @@ export class JobService {
           continue;
         }
         if (error.code === ErrorCode.Unknown) this.#logger.error({ ...context, err: thrown }, 'job failed');
-        else this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
+        else if (OUR_FAULT.has(error.code)) this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
+        else this.#logger.info({ ...context, code: error.code, reason: error.userMessage }, 'job refused by the engine'); // bad input: the user's message says it all
         this.#finishFailed(jobId, error);
         return;
       }

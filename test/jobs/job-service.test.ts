@@ -155,12 +155,12 @@ test('engine errors fail the job at once with the engine\'s message and a refund
   expect(failed).toMatchObject({ code: ErrorCode.EngineFailed, message: 'The clip could not be read. It was not charged.', job: { attempts: 1 } });
 });
 
-test('the built-in engine says clearly that a pipeline is missing', async () => {
+test('the built-in engine refuses an edit without a clip with a clear message', async () => {
   h = startService(tempDir(), { engineModule: '' });
   const edit = await h.service.submit({ actor: alice, kind: 'edit', params: { instruction: 'make it snowy' } });
   const failed = await h.waitFor(isType('failed', edit.job.id));
-  expect(failed).toMatchObject({ code: ErrorCode.EngineUnavailable, refunded: true });
-  expect(failed.type === 'failed' && failed.message).toMatch(/^Editing is not available on this server/);
+  expect(failed).toMatchObject({ code: ErrorCode.InvalidRequest, refunded: true });
+  expect(failed.type === 'failed' && failed.message).toBe('The clip to edit is missing. It was not charged.');
 });
 
 test('a missing engine module fails the job with a clear message', async () => {
