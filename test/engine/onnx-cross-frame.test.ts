@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  anchorKvName,
   CROSS_FRAME_ANCHORS_INPUT,
   crossFrameAnchors,
   inspectSelfAttention,
@@ -10,7 +11,7 @@ import {
   rewriteCrossFrameAttention,
 } from '../../src/engine/onnx/cross-frame.js';
 import { DataType, encodeModel, float32Initializer, int64Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
-import { createSession, releaseSession, type InferenceSession } from '../../src/engine/onnx/session.js';
+import { createSession, releaseSession, type InferenceSession, type Tensor } from '../../src/engine/onnx/session.js';
 import { float32Tensor, int64Tensor } from '../../src/engine/onnx/tensor.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -519,6 +520,88 @@ describe('rewriteCrossFrameAttention: heads and scale', () => {
   });
 });
 
+describe('rewriteCrossFrameAttention: anchor K/V export and import', () => {
+  const net = buildNet(DEFAULT_SPECS, 5);
+  const sessions = new Map<string, InferenceSession>();
+  const models = new Map<string, onnx.ModelProto>();
+
+  beforeAll(async () => {
+    for (const groups of [2, 3]) {
+      for (const mode of ['single', 'export', 'import'] as const) {
+        const { model } = rewriteCrossFrameAttention(net.model, { groups, ...(mode === 'single' ? {} : { anchorKv: mode }) });
+        models.set(`${groups}/${mode}`, model);
+        sessions.set(`${groups}/${mode}`, await open(model));
+      }
+    }
+  });
+  afterAll(async () => {
+    for (const session of sessions.values()) await releaseSession(session);
+  });
+
+  it('export adds anchor_k/v outputs per attn1 block; import takes them as inputs instead of the anchors and to_k/to_v', () => {
+    const exported = models.get('2/export')!.graph!;
+    const imported = models.get('2/import')!.graph!;
+    const kvNames = [0, 1].flatMap((i) => [anchorKvName('key', i), anchorKvName('value', i)]);
+    expect((exported.output ?? []).map((o) => o.name)).toEqual(['out_sample', ...kvNames]);
+    expect((exported.input ?? []).map((i) => i.name)).toContain(CROSS_FRAME_ANCHORS_INPUT);
+    expect((imported.input ?? []).map((i) => i.name)).toEqual(['hidden_states', 'encoder_hidden_states', ...kvNames]);
+    expect((imported.output ?? []).map((o) => o.name)).toEqual(['out_sample']);
+    const names = (imported.node ?? []).map((n) => n.name ?? '');
+    expect(names.filter((n) => /attn1\/to_[kv]\/MatMul$/.test(n))).toEqual([]);
+    expect(names).toContain(`${CROSS_A}/to_k/MatMul`);
+    expect(isTopologicallySorted(exported)).toBe(true);
+    expect(isTopologicallySorted(imported)).toBe(true);
+    expect(() => rewriteCrossFrameAttention(models.get('2/import')!, { groups: 2 })).toThrow(/rewritten for cross-frame attention before/);
+  });
+
+  for (const groups of [2, 3]) {
+    for (const [k, others] of [[1, 3], [3, 2], [2, 1]] as const) {
+      it(`G=${groups} K=${k}: export on the anchors, then import on ${others} other frames, equals one batch of both`, async () => {
+        const frames = k + others;
+        const { x, ctx } = inputs(groups * frames, 300 + groups * 10 + k);
+        const pick = (data: Float32Array, size: number, from: number, count: number): Float32Array =>
+          concatF32(Array.from({ length: groups }, (_, g) => data.subarray((g * frames + from) * size, (g * frames + from + count) * size)));
+        const anchors = Array.from({ length: k }, (_, i) => i);
+        const whole = await run(sessions.get(`${groups}/single`)!, x, ctx, groups * frames, anchors);
+
+        const exported = await sessions.get(`${groups}/export`)!.run({
+          hidden_states: float32Tensor(pick(x, N * C, 0, k), [groups * k, N, C]),
+          encoder_hidden_states: float32Tensor(pick(ctx, L * CC, 0, k), [groups * k, L, CC]),
+          [CROSS_FRAME_ANCHORS_INPUT]: int64Tensor(anchors),
+        });
+        const kv: Record<string, Tensor> = {};
+        for (const name of [0, 1].flatMap((i) => [anchorKvName('key', i), anchorKvName('value', i)])) {
+          const tensor = exported[name]!;
+          expect(tensor.dims).toEqual([groups, 1, k * N, C]);
+          kv[name] = tensor;
+        }
+        const imported = await sessions.get(`${groups}/import`)!.run({
+          hidden_states: float32Tensor(pick(x, N * C, k, others), [groups * others, N, C]),
+          encoder_hidden_states: float32Tensor(pick(ctx, L * CC, k, others), [groups * others, L, CC]),
+          ...kv,
+        });
+        const anchorOut = exported.out_sample!.data as Float32Array;
+        const otherOut = imported.out_sample!.data as Float32Array;
+        const diffAnchors = maxAbsDiff(anchorOut, pick(whole, N * C, 0, k));
+        const diffOthers = maxAbsDiff(otherOut, pick(whole, N * C, k, others));
+        measured.push(`anchor K/V G=${groups} K=${k} others=${others}: anchors ${diffAnchors.toExponential(2)}, others ${diffOthers.toExponential(2)}`);
+        expect(diffAnchors).toBeLessThanOrEqual(1e-5);
+        expect(diffOthers).toBeLessThanOrEqual(1e-5);
+      });
+    }
+  }
+});
+
+function concatF32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
 describe('loadRewrittenUnet', () => {
   let dir: string;
   beforeAll(async () => {
@@ -570,6 +653,11 @@ describe('loadRewrittenUnet', () => {
     const other = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 3 });
     expect(other.path).not.toBe(first.path);
     expect((await readdir(unetDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    const exportKv = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 2, anchorKv: 'export' });
+    const importKv = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 2, anchorKv: 'import' });
+    expect(new Set([first.path, exportKv.path, importKv.path]).size).toBe(3);
+    expect(exportKv.blocks).toEqual(first.blocks);
+    expect(importKv.blocks).toEqual(first.blocks);
 
     const { session } = await createSession(first.path, { device: 'cpu', intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: false });
     const batch = 8;

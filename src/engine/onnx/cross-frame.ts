@@ -18,6 +18,13 @@
  * of G (2 for text-to-video CFG, 3 for instruct-pix2pix). Measured background and the
  * reasons for MultiHeadAttention (about 4× less memory than the Softmax core):
  * /work/shared/onnx-runtime.md §3.
+ *
+ * Anchor K/V cache (`anchorKv` option), for clips run in chunks that share the same anchors: the
+ * `export` variant is the above plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` (`xr` of attn1
+ * block i, graph order); run on a batch of only the anchors, it gives their prediction and their
+ * K/V. The `import` variant takes those as graph inputs in place of `xr` (Expand → Reshape →
+ * MultiHeadAttention as above; no Gather, no `cross_frame_anchors`, no attn1 to_k/to_v), so a
+ * chunk's batch holds only its own frames and the anchors are not recomputed per chunk.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { rename, stat, unlink, writeFile, mkdir } from 'node:fs/promises';
@@ -52,6 +59,22 @@ export interface CrossFrameOptions {
   groups: number;
   /** Heads to use where the graph does not say (the head-split Reshape has no constant head count). Default 8. */
   heads?: number;
+  /**
+   * Anchor K/V cache variants (both made from the same original graph, block `i` the same block):
+   * - `export`: the usual rewrite, plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` = each attn1
+   *   block's per-group anchor keys/values [G, 1, A·N, C] (before the Expand). Run it on a batch of
+   *   only the anchor frames (`cross_frame_anchors` = 0…A−1) for their own prediction and their K/V.
+   * - `import`: no `cross_frame_anchors` input and no to_k/to_v projections in attn1; the keys and
+   *   values come from graph inputs `anchor_k.<i>` / `anchor_v.<i>` [G, 1, A·N, C] (from an export
+   *   run), expanded to the batch's frames. The batch holds only the frames to predict.
+   * Unset: the single-batch rewrite (anchors gathered from the batch).
+   */
+  anchorKv?: 'export' | 'import';
+}
+
+/** Name of the anchor-K/V graph output (export variant) / input (import variant) of attn1 block `index`. */
+export function anchorKvName(role: 'key' | 'value', index: number): string {
+  return `anchor_${role === 'key' ? 'k' : 'v'}.${index}`;
 }
 
 /** What the rewrite did to one block. */
@@ -83,7 +106,10 @@ const Q_SUFFIX = '/attn1/to_q/MatMul';
  * // feed cross_frame_anchors = int64 [0] (first frame) or [0, -1] (first and last) at run time
  */
 export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: CrossFrameOptions): CrossFrameResult {
-  const { groups } = options;
+  const { groups, anchorKv } = options;
+  if (anchorKv !== undefined && anchorKv !== 'export' && anchorKv !== 'import') {
+    throw new TypeError(`Expected \`anchorKv\` to be 'export', 'import' or undefined, got \`${String(anchorKv)}\``);
+  }
   if (!(Number.isInteger(groups) && groups >= 1)) {
     throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\` (${typeof groups})`);
   }
@@ -93,7 +119,7 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
   }
   const graph = model.graph;
   if (!graph) throw new Error('The model has no graph');
-  if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_ANCHORS_INPUT)) {
+  if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_ANCHORS_INPUT || i.name === anchorKvName('key', 0))) {
     throw new Error(`The model already has a \`${CROSS_FRAME_ANCHORS_INPUT}\` input: it was rewritten for cross-frame attention before`);
   }
   const index = new GraphIndex(graph);
@@ -104,16 +130,19 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
   const inserts = new Map<onnx.INodeProto, onnx.INodeProto[]>();
   const replacedToOut = new Map<onnx.INodeProto, onnx.NodeProto>();
   const details: CrossFrameBlock[] = [];
+  const kvInputs: onnx.ValueInfoProto[] = [];
+  const kvOutputs: onnx.ValueInfoProto[] = [];
 
-  for (const prefix of selfAttentionPrefixes(index)) {
+  for (const [blockIndex, prefix] of selfAttentionPrefixes(index).entries()) {
     const block = analyzeBlock(index, prefix, fallbackHeads);
     const { toQ, toK, toV, toOut, q, k, v, heads: numHeads, scale } = block;
 
     const p = `${prefix}/cross_frame`;
     const t = (name: string): string => `${p}/${name}_output_0`;
     const anchors = CROSS_FRAME_ANCHORS_INPUT;
+    // The import variant never computes this block's own K/V, so its batch and width come from q (same [B, N, C]).
     const added: onnx.INodeProto[] = [
-      makeNode('Shape', [k], [t('Shape')], {}, { name: `${p}/Shape` }),
+      makeNode('Shape', [anchorKv === 'import' ? q : k], [t('Shape')], {}, { name: `${p}/Shape` }),
       makeNode('Slice', [t('Shape'), shared.i0, shared.i1], [t('Batch')], {}, { name: `${p}/Batch` }),
       makeNode('Slice', [t('Shape'), shared.i1, shared.i3], [t('TokensWidth')], {}, { name: `${p}/TokensWidth` }),
       makeNode('Slice', [t('Shape'), shared.i2, shared.i3], [t('Width')], {}, { name: `${p}/Width` }),
@@ -126,11 +155,23 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     const kv: Record<'key' | 'value', string> = { key: '', value: '' };
     for (const [role, source] of [['key', k], ['value', v]] as const) {
       const r = `${role}_`;
+      let joined = t(`${r}Joined`);
+      if (anchorKv === 'import') {
+        joined = anchorKvName(role, blockIndex);
+        kvInputs.push(makeValueInfo(joined, kvElemType(index, block.toK, graph), [groups, 1, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
+      } else {
+        if (anchorKv === 'export') {
+          joined = anchorKvName(role, blockIndex);
+          kvOutputs.push(makeValueInfo(joined, kvElemType(index, block.toK, graph), [groups, 1, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
+        }
+        added.push(
+          makeNode('Reshape', [source, t('GroupShape')], [t(`${r}Grouped`)], {}, { name: `${p}/${r}Grouped` }),
+          makeNode('Gather', [t(`${r}Grouped`), anchors], [t(`${r}Anchors`)], { axis: 1 }, { name: `${p}/${r}Anchors` }),
+          makeNode('Reshape', [t(`${r}Anchors`), t('AnchorShape')], [joined], {}, { name: `${p}/${r}Joined` }),
+        );
+      }
       added.push(
-        makeNode('Reshape', [source, t('GroupShape')], [t(`${r}Grouped`)], {}, { name: `${p}/${r}Grouped` }),
-        makeNode('Gather', [t(`${r}Grouped`), anchors], [t(`${r}Anchors`)], { axis: 1 }, { name: `${p}/${r}Anchors` }),
-        makeNode('Reshape', [t(`${r}Anchors`), t('AnchorShape')], [t(`${r}Joined`)], {}, { name: `${p}/${r}Joined` }),
-        makeNode('Expand', [t(`${r}Joined`), t('ExpandShape')], [t(`${r}Expanded`)], {}, { name: `${p}/${r}Expanded` }),
+        makeNode('Expand', [joined, t('ExpandShape')], [t(`${r}Expanded`)], {}, { name: `${p}/${r}Expanded` }),
         makeNode('Reshape', [t(`${r}Expanded`), t('OutShape')], [t(`${r}CrossFrame`)], {}, { name: `${p}/${r}CrossFrame` }),
       );
       kv[role] = t(`${r}CrossFrame`);
@@ -167,7 +208,8 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
       ...graph,
       node: rewrittenNodes,
       initializer: [...(graph.initializer ?? []), ...shared.initializers],
-      input: [...(graph.input ?? []), anchorsInput],
+      input: [...(graph.input ?? []), ...(anchorKv === 'import' ? kvInputs : [anchorsInput])],
+      output: [...(graph.output ?? []), ...kvOutputs],
     }),
   );
   const opsetImport = [...(model.opsetImport ?? [])];
@@ -254,6 +296,19 @@ function analyzeBlock(index: GraphIndex, prefix: string, fallbackHeads: number):
     throw new Error(`Self-attention block ${prefix}: width ${width} is not divisible by ${heads} heads${found === undefined ? ' (from the `heads` option)' : ''}`);
   }
   return { toQ, toK, toV, toOut, q, k, v, heads, headsFrom: found === undefined ? 'option' : 'graph', scale: findScale(index, core, qkv) };
+}
+
+/** Element type of a block's K/V: its to_k weight's, else the graph's first float input's, else float32. */
+function kvElemType(index: GraphIndex, toK: onnx.INodeProto, graph: onnx.IGraphProto): number {
+  const weight = toK.input?.[1];
+  const init = weight ? index.initializers.get(weight) : undefined;
+  if (init?.dataType) return init.dataType;
+  const floats = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE]);
+  for (const input of graph.input ?? []) {
+    const elem = input.type?.tensorType?.elemType;
+    if (elem && floats.has(elem)) return elem;
+  }
+  return DataType.FLOAT;
 }
 
 function sharedInitializers(groups: number) {
@@ -501,7 +556,7 @@ export async function loadRewrittenUnet(unetPath: string, options: LoadRewritten
   const { model, bytes } = await readModelFile(unetPath);
   const hash = createHash('sha256')
     .update(bytes)
-    .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, groups: options.groups, heads: options.heads ?? null }))
+    .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, groups: options.groups, heads: options.heads ?? null, ...(options.anchorKv ? { anchorKv: options.anchorKv } : {}) }))
     .digest('hex')
     .slice(0, 16);
   const external = externalDataLocations(model);
@@ -509,7 +564,7 @@ export async function loadRewrittenUnet(unetPath: string, options: LoadRewritten
   if (blocks.length === 0) {
     throw new Error(`${unetPath} has no self-attention blocks (no node named …${Q_SUFFIX}); cannot set up cross-frame attention`);
   }
-  const fileName = `${basename(unetPath, '.onnx')}.crossframe-${hash}.onnx`;
+  const fileName = `${basename(unetPath, '.onnx')}.crossframe${options.anchorKv ? `-kv${options.anchorKv}` : ''}-${hash}.onnx`;
   const beside = join(dirname(unetPath), fileName);
   if (await isFile(beside)) return { path: beside, blocks, details, cached: true };
   const encoded = encodeModel(rewritten);

@@ -23,6 +23,12 @@ export interface ComponentOptions {
   plainUnet?: boolean;
   /** Load the VAE encoder (clip editing). */
   vaeEncoder?: boolean;
+  /**
+   * Load the anchor K/V UNet pair at once (otherwise on the first {@link StableDiffusionComponents.unetAnchors}
+   * / {@link StableDiffusionComponents.unetWithAnchorKv} call): the export variant runs the anchor frames
+   * and hands back their keys/values, the import variant runs other frames against them (clip editing).
+   */
+  anchorKvSessions?: boolean;
 }
 
 interface Graph {
@@ -55,6 +61,8 @@ export class StableDiffusionComponents {
   readonly #unet: Graph;
   #plainUnet: Promise<Graph> | undefined;
   readonly #openPlainUnet: () => Promise<Graph>;
+  #anchorKvUnets: Promise<{ exporter: Graph; importer: Graph }> | undefined;
+  readonly #openAnchorKvUnets: () => Promise<{ exporter: Graph; importer: Graph }>;
   readonly #vaeDecoder: Graph;
   readonly #vaeEncoder: Graph | undefined;
   readonly #groups: number;
@@ -71,6 +79,8 @@ export class StableDiffusionComponents {
     unet: Graph;
     plainUnet: Graph | undefined;
     openPlainUnet: () => Promise<Graph>;
+    anchorKvUnets: { exporter: Graph; importer: Graph } | undefined;
+    openAnchorKvUnets: () => Promise<{ exporter: Graph; importer: Graph }>;
     vaeDecoder: Graph;
     vaeEncoder: Graph | undefined;
   }) {
@@ -84,6 +94,8 @@ export class StableDiffusionComponents {
     this.#unet = fields.unet;
     this.#plainUnet = fields.plainUnet && Promise.resolve(fields.plainUnet);
     this.#openPlainUnet = fields.openPlainUnet;
+    this.#anchorKvUnets = fields.anchorKvUnets && Promise.resolve(fields.anchorKvUnets);
+    this.#openAnchorKvUnets = fields.openAnchorKvUnets;
     this.#vaeDecoder = fields.vaeDecoder;
     this.#vaeEncoder = fields.vaeEncoder;
     this.#groups = fields.groups;
@@ -115,6 +127,14 @@ export class StableDiffusionComponents {
     const vaeDecoder = await open(join(dir, 'vae_decoder', 'model.onnx'));
     const openPlainUnet = async () => (await open(join(dir, 'unet', 'model.onnx'))).graph;
     const plainUnet = options.plainUnet ? await openPlainUnet() : undefined;
+    const unetPath = join(dir, 'unet', 'model.onnx');
+    const openAnchorKvUnets = async () => {
+      // Sequential: each rewrite writes its own cache file; the block order (anchor_k.<i>) is the same in both.
+      const exporter = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, anchorKv: 'export' })).path);
+      const importer = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, anchorKv: 'import' })).path);
+      return { exporter: exporter.graph, importer: importer.graph };
+    };
+    const anchorKvUnets = options.anchorKvSessions ? await openAnchorKvUnets() : undefined;
     const vaeEncoder = options.vaeEncoder ? (await open(join(dir, 'vae_encoder', 'model.onnx'))).graph : undefined;
     let resolution = 512;
     try {
@@ -137,6 +157,8 @@ export class StableDiffusionComponents {
       unet: unet.graph,
       plainUnet,
       openPlainUnet,
+      anchorKvUnets,
+      openAnchorKvUnets,
       vaeDecoder: vaeDecoder.graph,
       vaeEncoder,
     });
@@ -171,6 +193,56 @@ export class StableDiffusionComponents {
     return this.#run(graph, feeds);
   }
 
+  /**
+   * The anchor pass of a K/V-cached cross-frame step: the batch is the anchor frames only, as
+   * [group][anchor] (every frame of a group is an anchor, so `cross_frame_anchors` = 0…A−1).
+   * Returns the anchors' own noise prediction and every attn1 block's anchor keys/values
+   * (`anchor_k.<i>` / `anchor_v.<i>`, [G, 1, A·N, C]) as ORT tensors, to hand to
+   * {@link unetWithAnchorKv} unchanged.
+   */
+  async unetAnchors(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array): Promise<{ noise: Float32Array; kv: Map<string, Tensor> }> {
+    const { exporter } = await (this.#anchorKvUnets ??= this.#openAnchorKvUnets());
+    const feeds = this.#unetFeeds(exporter, sample, batch, height, width, timestep, context);
+    const anchorCount = batch / this.#groups;
+    feeds[CROSS_FRAME_ANCHORS_INPUT] = crossFrameAnchors(
+      Array.from({ length: anchorCount }, (_, i) => i),
+      { batch, groups: this.#groups },
+    );
+    const results = await this.#runAll(exporter, feeds);
+    const kv = new Map<string, Tensor>();
+    for (const name of exporter.session.outputNames) if (name !== exporter.output) kv.set(name, results[name]!);
+    return { noise: this.#toFloat32(results[exporter.output]!), kv };
+  }
+
+  /**
+   * A chunk pass of a K/V-cached cross-frame step: the batch holds only the chunk's frames
+   * ([group][frame], no anchors); every frame's self-attention uses the anchor keys/values `kv`
+   * from {@link unetAnchors} of the same step.
+   */
+  async unetWithAnchorKv(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array, kv: ReadonlyMap<string, Tensor>): Promise<Float32Array> {
+    const { importer } = await (this.#anchorKvUnets ??= this.#openAnchorKvUnets());
+    if (batch % this.#groups !== 0) {
+      throw new RangeError(`The UNet batch (${batch}) must be a multiple of the ${this.#groups} guidance groups the cross-frame rewrite was built for`);
+    }
+    const feeds = this.#unetFeeds(importer, sample, batch, height, width, timestep, context);
+    for (const name of importer.inputs.keys()) {
+      if (name in feeds) continue;
+      const tensor = kv.get(name);
+      if (!tensor) throw new Error(`No anchor key/value tensor \`${name}\` for the K/V-import UNet (pass the \`kv\` from unetAnchors)`);
+      feeds[name] = tensor;
+    }
+    return this.#toFloat32((await this.#runAll(importer, feeds))[importer.output]!);
+  }
+
+  #unetFeeds(graph: Graph, sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array): Record<string, Tensor> {
+    const channels = sample.length / (batch * height * width);
+    return {
+      sample: this.#floatTensor(graph, 'sample', sample, [batch, channels, height, width]),
+      encoder_hidden_states: this.#floatTensor(graph, 'encoder_hidden_states', context, [batch, 77, context.length / (batch * 77)]),
+      timestep: this.#timestepTensor(graph, timestep, batch),
+    };
+  }
+
   /** VAE decode of latents already divided by the scaling factor: [n, 4, h, w] → [n, 3, 8h, 8w]. */
   async decode(latents: Float32Array, count: number, height: number, width: number): Promise<Float32Array> {
     return this.#run(this.#vaeDecoder, { latent_sample: this.#floatTensor(this.#vaeDecoder, 'latent_sample', latents, [count, 4, height, width]) });
@@ -183,15 +255,23 @@ export class StableDiffusionComponents {
   }
 
   async release(): Promise<void> {
-    const graphs = [this.#textEncoder, this.#unet, await this.#plainUnet, this.#vaeDecoder, this.#vaeEncoder];
+    const kvUnets = await this.#anchorKvUnets;
+    const graphs = [this.#textEncoder, this.#unet, await this.#plainUnet, kvUnets?.exporter, kvUnets?.importer, this.#vaeDecoder, this.#vaeEncoder];
     await Promise.all(graphs.filter((graph): graph is Graph => graph !== undefined).map((graph) => releaseSession(graph.session)));
   }
 
   async #run(graph: Graph, feeds: Record<string, Tensor>): Promise<Float32Array> {
+    return this.#toFloat32((await this.#runAll(graph, feeds))[graph.output]!);
+  }
+
+  async #runAll(graph: Graph, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
     const started = performance.now();
     const results = await graph.session.run(feeds);
     this.ortSeconds += (performance.now() - started) / 1000;
-    const output = results[graph.output]!;
+    return results as Record<string, Tensor>;
+  }
+
+  #toFloat32(output: Tensor): Float32Array {
     const data = output.data;
     if (output.type === 'float16') return float16ToFloat32Array(data as Uint16Array);
     return data as Float32Array;

@@ -5,11 +5,13 @@
  *   1. every input frame → VAE encoder → image latent (the posterior mode, NOT × 0.18215, as
  *      diffusers' `prepare_image_latents`), encoded a chunk at a time;
  *   2. one noise latent per frame, randn × `initNoiseSigma`, each frame from its own seeded stream;
- *   3. each step, per chunk, one UNet call on 3 guidance groups × (anchors + chunk frames):
- *      sample channels [scaleModelInput(noisy latent), image latent] with image latents
- *      [img, img, 0] and text [instruction, uncond, uncond]; every frame's self-attention keys and
- *      values are the K anchor frames' of its own group (anchors first in every batch, so the
- *      anchor indices are 0…K−1); guidance `uncond + g·(text − image) + gi·(image − uncond)`;
+ *   3. each step, one UNet call on 3 guidance groups × the K anchor frames (the K/V-export UNet:
+ *      anchors attend to the anchors), which gives the anchors' own prediction and every attn1
+ *      block's anchor keys/values [3, 1, K·N, C]; then per chunk of the other frames one call on
+ *      3 groups × the chunk (the K/V-import UNet: each frame's self-attention keys/values are the
+ *      anchors' of its own group, fed in, not recomputed). Sample channels [scaleModelInput(noisy
+ *      latent), image latent] with image latents [img, img, 0] and text [instruction, uncond,
+ *      uncond]; guidance `uncond + g·(text − image) + gi·(image − uncond)`;
  *   4. scheduler step per frame (Euler Ancestral, the reference, or DDIM), then VAE decode.
  *
  * Reference values: the official Video-IP2P code runs 50 Euler-Ancestral steps, guidance 7.5,
@@ -19,18 +21,13 @@
  * frame 0 only, as Video-IP2P.
  *
  * Deviations, each on purpose:
- * - Anchor K/V are recomputed in every chunk. The cross-frame rewrite (onnx/cross-frame.ts) gathers
- *   anchor keys/values from frames inside the UNet batch, so the K anchor frames ride along in
- *   every chunk's batch. Their outputs do not depend on the other frames in the batch (anchors
- *   attend only to anchors), so every chunk sees the same anchor K/V and chunked output equals
- *   unchunked output (up to float summation order); the anchors' own latents are advanced once per
- *   step, from the first chunk's prediction, and committed after all chunks ran. The cost is UNet
- *   work per step ∝ frames + chunks·K instead of frames + K (Fairy computes the anchor K/V once per
- *   step and reuses it). Memory is still set by the chunk size. Measured (bench/edit.ts, small set,
- *   K = 3, chunk 8): 32 frames cost 47 vs 8 batch items per group and step, ≈ 6× the 8-frame time,
- *   over the linear 4.4× target. Meeting it needs a K/V-cache mode in the rewrite (an anchor pass
- *   that outputs the gathered anchor K/V of every attn1 block, a chunk pass that takes them as
- *   inputs), which belongs in onnx/cross-frame.ts and sd-components.ts.
+ * - Anchor K/V are computed once per step (as Fairy), by a separate anchor batch, and handed to
+ *   every chunk as ORT tensors (onnx/cross-frame.ts `anchorKv: 'export' | 'import'`). So
+ *   `chunkSize` counts only non-anchor frames, UNet work per step is ∝ K + the other frames, and
+ *   memory is set by max(K, chunkSize), not the clip length. Chunked output equals unchunked output
+ *   up to float summation order. The anchors advance right after their own call (the chunks need
+ *   only their keys/values of this step, already computed). Without cross-frame attention the plain
+ *   UNet runs `chunkSize` frames per call.
  * - The reference re-seeds the generator per chunk, so chunk k's frames get the same noise as
  *   chunk 0's; here each frame has its own stream (initial noise and Euler-Ancestral step noise),
  *   so results do not depend on chunking.
@@ -51,6 +48,7 @@ import { DDIMScheduler } from '../schedulers/ddim.js';
 import { EulerAncestralScheduler } from '../schedulers/euler-ancestral.js';
 import { imagesToRgb, rgbToImages, VAE_SCALING_FACTOR } from './latents.js';
 import type { StableDiffusionComponents } from './sd-components.js';
+import type { Tensor } from '../onnx/session.js';
 
 /** Noise schedulers the edit pipeline can run. */
 export type VideoEditSchedulerName = 'euler-ancestral' | 'ddim';
@@ -73,7 +71,12 @@ export interface VideoEditInput {
   seed: number;
   /** Anchor frames K, spread evenly over the clip (frame 0 and the last included); 1 = frame 0 only. Default 3. */
   anchors?: number;
-  /** Frames per UNet batch, anchors included (default 8); must leave room for at least one non-anchor frame. */
+  /**
+   * Frames per UNet batch (default 8). With cross-frame attention it counts only non-anchor frames:
+   * the K anchors run once per step in their own batch, and each chunk's batch holds just its own
+   * frames (so the largest batch is max(K, chunkSize) frames × 3 guidance groups). Without it, any
+   * frames. Also the frames per VAE encoder/decoder call.
+   */
   chunkSize?: number;
   /** Default Euler Ancestral, the reference. */
   scheduler?: VideoEditSchedulerName;
@@ -169,49 +172,66 @@ export class VideoEditPipeline {
     const randoms = Array.from({ length: numFrames }, (_, frame) => new Random(input.seed, frame));
     const latents = randoms.map((random) => random.normals(latentSize, scheduler.initNoiseSigma));
 
-    // 6. Denoising: step-major, so every chunk at step i sees the anchors' latents of step i.
-    const totalCalls = steps * chunks.length;
+    // 6. Denoising: step-major. With cross-frame attention each step first runs the K anchors alone
+    //    (their own update plus every attn1 block's anchor keys/values), then every chunk of the
+    //    other frames against those keys/values.
+    const callsPerStep = chunks.filter((chunk) => chunk.length > 0).length + (crossFrame ? 1 : 0);
+    const totalCalls = steps * callsPerStep;
     let calls = 0;
-    const maxMembers = Math.max(...chunks.map((chunk) => anchors.length + chunk.length));
+    const maxMembers = Math.max(anchors.length, ...chunks.map((chunk) => chunk.length));
     const sample = new Float32Array(3 * maxMembers * 2 * latentSize);
     const scaled = new Float32Array(latentSize);
     const guided = new Float32Array(latentSize);
     const contexts = new Map<number, Float32Array>();
-    const anchorNext = anchors.map(() => new Float32Array(latentSize));
-    const anchorSlots = anchors.map((_, index) => index);
-    for (const t of timesteps) {
-      for (const [c, chunk] of chunks.entries()) {
-        signal?.throwIfAborted();
-        const members = [...anchors, ...chunk];
-        const m = members.length;
-        // Batch [group][member][8 channels]: latent channels then image channels (zeros in group 2).
-        for (let g = 0; g < 3; g++) {
-          members.forEach((frame, j) => {
-            const offset = (g * m + j) * 2 * latentSize;
-            sample.set(scheduler.scaleModelInput(latents[frame]!, t, scaled), offset);
-            if (g < 2) sample.set(imageLatents[frame]!, offset + latentSize);
-            else sample.fill(0, offset + latentSize, offset + 2 * latentSize);
-          });
-        }
-        let batchContext = contexts.get(m);
-        if (!batchContext) {
-          batchContext = concat([...repeat(text.embedding, m), ...repeat(uncond.embedding, 2 * m)]);
-          contexts.set(m, batchContext);
-        }
-        const batchSample = sample.subarray(0, 3 * m * 2 * latentSize);
-        const noise = await sd.unet(batchSample, 3 * m, h, w, t, batchContext, crossFrame ? anchorSlots : null);
-        calls++;
-        context.onProgress?.({ step: calls, total: totalCalls, stage: 'editing' });
-        for (let j = 0; j < m; j++) {
-          const isAnchor = j < anchors.length;
-          if (isAnchor && c > 0) continue; // the anchors advance once per step, from the first chunk
-          pix2pixGuidance(noise, latentSize, m, j, withGuidance ? guidance : null, imageGuidance, guided);
-          const frame = members[j]!;
-          scheduler.step(guided, t, latents[frame]!, isAnchor ? anchorNext[j]! : latents[frame]!, randoms[frame]!);
-        }
+    /** Fills the batch [group][member][8 channels] (latent channels, then image channels: zeros in group 2); returns it and its context. */
+    const fillBatch = (members: readonly number[], t: number): { batchSample: Float32Array; batchContext: Float32Array } => {
+      const m = members.length;
+      for (let g = 0; g < 3; g++) {
+        members.forEach((frame, j) => {
+          const offset = (g * m + j) * 2 * latentSize;
+          sample.set(scheduler.scaleModelInput(latents[frame]!, t, scaled), offset);
+          if (g < 2) sample.set(imageLatents[frame]!, offset + latentSize);
+          else sample.fill(0, offset + latentSize, offset + 2 * latentSize);
+        });
       }
-      // Commit the anchors only now: every chunk of this step attended to their old latents.
-      anchors.forEach((frame, j) => latents[frame]!.set(anchorNext[j]!));
+      let batchContext = contexts.get(m);
+      if (!batchContext) {
+        batchContext = concat([...repeat(text.embedding, m), ...repeat(uncond.embedding, 2 * m)]);
+        contexts.set(m, batchContext);
+      }
+      return { batchSample: sample.subarray(0, 3 * m * 2 * latentSize), batchContext };
+    };
+    const advance = (noise: Float32Array, members: readonly number[], t: number): void => {
+      members.forEach((frame, j) => {
+        pix2pixGuidance(noise, latentSize, members.length, j, withGuidance ? guidance : null, imageGuidance, guided);
+        scheduler.step(guided, t, latents[frame]!, latents[frame]!, randoms[frame]!);
+      });
+    };
+    const progress = (): void => {
+      calls++;
+      context.onProgress?.({ step: calls, total: totalCalls, stage: 'editing' });
+    };
+    for (const t of timesteps) {
+      let kv: Map<string, Tensor> | undefined;
+      if (crossFrame) {
+        signal?.throwIfAborted();
+        const { batchSample, batchContext } = fillBatch(anchors, t);
+        const result = await sd.unetAnchors(batchSample, 3 * anchors.length, h, w, t, batchContext);
+        kv = result.kv;
+        progress();
+        // The anchors can advance at once: the chunks read only their keys/values, already computed.
+        advance(result.noise, anchors, t);
+      }
+      for (const chunk of chunks) {
+        if (chunk.length === 0) continue;
+        signal?.throwIfAborted();
+        const { batchSample, batchContext } = fillBatch(chunk, t);
+        const noise = kv
+          ? await sd.unetWithAnchorKv(batchSample, 3 * chunk.length, h, w, t, batchContext, kv)
+          : await sd.unet(batchSample, 3 * chunk.length, h, w, t, batchContext, null);
+        progress();
+        advance(noise, chunk, t);
+      }
     }
 
     // 7. Decode, a chunk of frames per call.
@@ -248,13 +268,13 @@ export function anchorFrames(numFrames: number, count: number): number[] {
 }
 
 /**
- * The non-anchor frames in order, `chunkSize − anchors` per chunk (the anchors join every chunk's
- * batch). A clip made only of anchors is one chunk with no other frames.
+ * The non-anchor frames in order, `chunkSize` per chunk (the anchors run in their own batch, once
+ * per step). A clip made only of anchors is one chunk with no other frames.
  */
 export function editChunks(numFrames: number, anchors: readonly number[], chunkSize: number): number[][] {
   const isAnchor = new Set(anchors);
   const rest = Array.from({ length: numFrames }, (_, i) => i).filter((i) => !isAnchor.has(i));
-  const per = chunkSize - anchors.length;
+  const per = chunkSize;
   const chunks: number[][] = [];
   for (let start = 0; start < rest.length; start += per) chunks.push(rest.slice(start, start + per));
   return chunks.length === 0 ? [[]] : chunks;
@@ -336,9 +356,8 @@ function checkInputs(args: VideoEditInput & { steps: number; guidance: number; i
   if (!Number.isInteger(anchorCount) || anchorCount < 1 || anchorCount > frames.length) {
     throw new RangeError(`\`anchors\` must be a whole number from 1 to the ${frames.length} frames, got ${anchorCount}`);
   }
-  const minChunk = crossFrame ? anchorCount + 1 : 1;
-  if (!Number.isInteger(chunkSize) || chunkSize < minChunk) {
-    throw new RangeError(`\`chunkSize\` must be a whole number of at least ${minChunk}${crossFrame ? ` (the ${anchorCount} anchors plus one frame)` : ''}, got ${chunkSize}`);
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) {
+    throw new RangeError(`\`chunkSize\` must be a whole number of at least 1, got ${chunkSize}`);
   }
   if (!SCHEDULERS.includes(schedulerName as VideoEditSchedulerName)) {
     throw new RangeError(`\`scheduler\` must be one of ${SCHEDULERS.join(', ')}, got ${String(schedulerName)}`);
