@@ -43,6 +43,13 @@ export interface EncodedPrompt {
   droppedText: string;
 }
 
+/** The width of the text encoder's `last_hidden_state` (SD 1.x: 768) when the UNet does not fix it. */
+function textHiddenWidth(session: InferenceSession): number {
+  const hidden = session.outputMetadata.find((meta) => meta.name === 'last_hidden_state');
+  const width = hidden?.isTensor ? hidden.shape[2] : undefined;
+  return typeof width === 'number' ? width : 768;
+}
+
 export class StableDiffusionComponents {
   readonly dir: string;
   readonly tokenizer: ClipTokenizer;
@@ -58,7 +65,8 @@ export class StableDiffusionComponents {
   /** Seconds spent inside session.run since load. */
   ortSeconds = 0;
   readonly #textEncoder: Graph;
-  readonly #unet: Graph;
+  #unet: Promise<Graph> | undefined;
+  readonly #openCrossFrameUnet: () => Promise<Graph>;
   #plainUnet: Promise<Graph> | undefined;
   readonly #openPlainUnet: () => Promise<Graph>;
   #anchorKvUnets: Promise<{ exporter: Graph; importer: Graph }> | undefined;
@@ -76,7 +84,10 @@ export class StableDiffusionComponents {
     resolution: number;
     crossFrameBlocks: number;
     textEncoder: Graph;
-    unet: Graph;
+    unet: Graph | undefined;
+    openCrossFrameUnet: () => Promise<Graph>;
+    textWidth: number;
+    unetInChannels: number;
     plainUnet: Graph | undefined;
     openPlainUnet: () => Promise<Graph>;
     anchorKvUnets: { exporter: Graph; importer: Graph } | undefined;
@@ -91,7 +102,8 @@ export class StableDiffusionComponents {
     this.resolution = fields.resolution;
     this.crossFrameBlocks = fields.crossFrameBlocks;
     this.#textEncoder = fields.textEncoder;
-    this.#unet = fields.unet;
+    this.#unet = fields.unet && Promise.resolve(fields.unet);
+    this.#openCrossFrameUnet = fields.openCrossFrameUnet;
     this.#plainUnet = fields.plainUnet && Promise.resolve(fields.plainUnet);
     this.#openPlainUnet = fields.openPlainUnet;
     this.#anchorKvUnets = fields.anchorKvUnets && Promise.resolve(fields.anchorKvUnets);
@@ -99,8 +111,8 @@ export class StableDiffusionComponents {
     this.#vaeDecoder = fields.vaeDecoder;
     this.#vaeEncoder = fields.vaeEncoder;
     this.#groups = fields.groups;
-    this.textWidth = Number(this.#unet.inputs.get('encoder_hidden_states')!.shape[2]);
-    this.unetInChannels = Number(this.#unet.inputs.get('sample')!.shape[1]);
+    this.textWidth = fields.textWidth;
+    this.unetInChannels = fields.unetInChannels;
   }
 
   /** Loads a model folder (checked by the caller with inspectModelFolder). */
@@ -121,8 +133,9 @@ export class StableDiffusionComponents {
     }
     const tokenizer = await ClipTokenizer.load(join(dir, 'tokenizer'));
     const schedulerConfig = readSchedulerConfig(JSON.parse(await readFile(join(dir, 'scheduler', 'scheduler_config.json'), 'utf8')));
-    const rewritten = await loadRewrittenUnet(join(dir, 'unet', 'model.onnx'), { groups: options.groups });
-    const unet = await open(rewritten.path);
+    const openCrossFrameUnet = async () => (await open((await loadRewrittenUnet(join(dir, 'unet', 'model.onnx'), { groups: options.groups })).path)).graph;
+    // The edit pipeline uses the anchor K/V pair, not this one: only load what is used.
+    const unet = options.anchorKvSessions ? undefined : await openCrossFrameUnet();
     const textEncoder = await open(join(dir, 'text_encoder', 'model.onnx'));
     const vaeDecoder = await open(join(dir, 'vae_decoder', 'model.onnx'));
     const openPlainUnet = async () => (await open(join(dir, 'unet', 'model.onnx'))).graph;
@@ -150,11 +163,14 @@ export class StableDiffusionComponents {
       dir,
       tokenizer,
       schedulerConfig,
-      provider: unet.provider,
+      provider: textEncoder.provider,
       resolution,
-      crossFrameBlocks: rewritten.blocks.length,
+      crossFrameBlocks: info.unet.selfAttention.length,
+      textWidth: info.unet.contextWidth ?? textHiddenWidth(textEncoder.graph.session),
+      unetInChannels: info.unet.inChannels,
       textEncoder: textEncoder.graph,
-      unet: unet.graph,
+      unet,
+      openCrossFrameUnet,
       plainUnet,
       openPlainUnet,
       anchorKvUnets,
@@ -182,7 +198,7 @@ export class StableDiffusionComponents {
    * the plain UNet, every frame attending to itself.
    */
   async unet(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array, anchors: readonly number[] | null): Promise<Float32Array> {
-    const graph = anchors === null ? await (this.#plainUnet ??= this.#openPlainUnet()) : this.#unet;
+    const graph = anchors === null ? await (this.#plainUnet ??= this.#openPlainUnet()) : await (this.#unet ??= this.#openCrossFrameUnet());
     const channels = sample.length / (batch * height * width);
     const feeds: Record<string, Tensor> = {
       sample: this.#floatTensor(graph, 'sample', sample, [batch, channels, height, width]),
@@ -256,7 +272,7 @@ export class StableDiffusionComponents {
 
   async release(): Promise<void> {
     const kvUnets = await this.#anchorKvUnets;
-    const graphs = [this.#textEncoder, this.#unet, await this.#plainUnet, kvUnets?.exporter, kvUnets?.importer, this.#vaeDecoder, this.#vaeEncoder];
+    const graphs = [this.#textEncoder, await this.#unet, await this.#plainUnet, kvUnets?.exporter, kvUnets?.importer, this.#vaeDecoder, this.#vaeEncoder];
     await Promise.all(graphs.filter((graph): graph is Graph => graph !== undefined).map((graph) => releaseSession(graph.session)));
   }
 
