@@ -26,30 +26,34 @@ export function sessionThreads(settings: EngineSettings): EngineSettings['onnx']
 
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {
   const ffmpeg = resolveFfmpegPaths(settings);
-  let textToVideo: Promise<{ components: StableDiffusionComponents; pipeline: TextToVideoZeroPipeline }> | undefined;
-  let videoEdit: Promise<{ components: StableDiffusionComponents; pipeline: VideoEditPipeline }> | undefined;
+  const loaded: StableDiffusionComponents[] = [];
 
-  const loadTextToVideo = () =>
-    (textToVideo ??= (async () => {
-      const dir = settings.modelDir || (await ensureModelSet({ size: 'small', kind: 'text2video', dir: join('models', 'small') }));
-      const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 2 });
-      logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'text-to-video model loaded');
-      return { components, pipeline: new TextToVideoZeroPipeline(components) };
-    })().catch((error: unknown) => {
-      textToVideo = undefined; // the next job tries again
-      throw new AppError(ErrorCode.EngineUnavailable, `The video model could not be loaded: ${(error as Error).message}`, { cause: error });
-    }));
+  /** Loads a model once per worker; a failed load is logged for the operator and retried by the next job. */
+  const lazily = <T>(what: string, load: () => Promise<T>): (() => Promise<T>) => {
+    let loading: Promise<T> | undefined;
+    return () =>
+      (loading ??= load().catch((error: unknown) => {
+        loading = undefined;
+        logger.error({ err: error }, `${what} could not be loaded`);
+        throw new AppError(ErrorCode.EngineUnavailable, `The ${what} on this server could not be loaded. The operator can see why in the bot's log.`, { cause: error });
+      }));
+  };
 
-  const loadVideoEdit = () =>
-    (videoEdit ??= (async () => {
-      const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
-      const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true, anchorKvSessions: true });
-      logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'clip-edit model loaded');
-      return { components, pipeline: new VideoEditPipeline(components) };
-    })().catch((error: unknown) => {
-      videoEdit = undefined;
-      throw new AppError(ErrorCode.EngineUnavailable, `The clip-edit model could not be loaded: ${(error as Error).message}`, { cause: error });
-    }));
+  const loadTextToVideo = lazily('text-to-video model', async () => {
+    const dir = settings.modelDir || (await ensureModelSet({ size: 'small', kind: 'text2video', dir: join('models', 'small') }));
+    const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 2 });
+    loaded.push(components);
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'text-to-video model loaded');
+    return { components, pipeline: new TextToVideoZeroPipeline(components) };
+  });
+
+  const loadVideoEdit = lazily('clip-edit model', async () => {
+    const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
+    const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true, anchorKvSessions: true });
+    loaded.push(components);
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'clip-edit model loaded');
+    return { components, pipeline: new VideoEditPipeline(components) };
+  });
 
   const edit: Engine['run'] = async (job, { signal, onProgress }) => {
     const params = parseEditParams(job.params);
@@ -148,10 +152,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       };
     },
     async dispose() {
-      for (const loading of [textToVideo, videoEdit]) {
-        const loaded = await loading?.catch(() => undefined);
-        await loaded?.components.release();
-      }
+      await Promise.all(loaded.map((components) => components.release()));
     },
   };
   return engine;

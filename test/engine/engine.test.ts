@@ -66,3 +66,17 @@ test('reelbot render: the whole path from the command line to a decodable MP4', 
   expect(await bad('--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/--prompt/) });
   expect(existsSync('x.mp4')).toBe(false);
 });
+
+test('a broken model folder fails the job with a message that does not leak server paths', async () => {
+  const h: Harness = startService(join(dir, 'broken'), { engineModule: '', modelDir: join(dir, 'no-such-model') });
+  try {
+    const { job } = await h.service.submit({ actor: alice, kind: 'text2video', params: { prompt: 'x', numFrames: 2, numInferenceSteps: 2 } });
+    const failed = await h.waitFor(isType('failed', job.id));
+    expect(failed).toMatchObject({ code: 'engine_unavailable', refunded: true });
+    expect(failed.type === 'failed' && failed.message).toBe(
+      "The text-to-video model on this server could not be loaded. The operator can see why in the bot's log. It was not charged.",
+    );
+  } finally {
+    await h.close();
+  }
+});
