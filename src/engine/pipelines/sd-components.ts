@@ -304,10 +304,11 @@ export class StableDiffusionComponents {
     const dims = input && input.shape.length === 0 ? [] : [batch];
     const count = dims.length === 0 ? 1 : batch;
     switch (input?.type) {
+      // Integer exports get whole timesteps (Euler Ancestral's linspace ones are fractional), truncated as optimum's pipeline does.
       case 'int64':
-        return new Tensor('int64', new BigInt64Array(count).fill(BigInt(timestep)), dims);
+        return new Tensor('int64', new BigInt64Array(count).fill(BigInt(Math.trunc(timestep))), dims);
       case 'int32':
-        return new Tensor('int32', new Int32Array(count).fill(timestep), dims);
+        return new Tensor('int32', new Int32Array(count).fill(Math.trunc(timestep)), dims);
       case 'float16':
         return new Tensor('float16', float32ArrayToFloat16(new Float32Array(count).fill(timestep)), dims);
       default:

@@ -34,8 +34,8 @@
  * - Euler Ancestral uses "linspace" timesteps whatever the folder's `timestep_spacing` says: the
  *   reference (diffusers 0.14, pinned by Text2Video-Zero) had only linspace for this scheduler, and
  *   newer diffusers default to it. So init_noise_sigma = sigma_max (14.6146 for SD 1.x).
- * - Timesteps are fractional under linspace; they reach the UNet as they are (float exports). An
- *   export with an integer `timestep` input would need them truncated, as optimum's pipeline does.
+ * - Timesteps are fractional under linspace; they reach float exports as they are, and exports with
+ *   an integer `timestep` input get them truncated (sd-components), as optimum's pipeline does.
  * - As diffusers, guidance is applied only when `guidanceScale > 1` and `imageGuidanceScale ≥ 1`;
  *   otherwise the text-conditioned prediction is used alone (the 3-group batch still runs, since
  *   the rewritten UNet is built for 3 groups).
