@@ -46,6 +46,8 @@ export const ErrorCode = {
   EngineFailed: 'engine_failed',
   EngineUnavailable: 'engine_unavailable',
   Interrupted: 'interrupted',
+  /** A finished video that no re-encode could fit into the platform's upload limit. */
+  OutputTooLarge: 'output_too_large',
   Unknown: 'unknown',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

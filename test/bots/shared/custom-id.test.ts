@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { BUTTON_ACTIONS, decodeCustomId, encodeCustomId } from '../../../src/bots/shared/custom-id.js';
+
+describe('custom ids', () => {
+  it('GIVEN every action THEN encode and decode round-trip', () => {
+    for (const action of BUTTON_ACTIONS) {
+      const id = encodeCustomId(action, 42);
+      expect(id).toBe(`v1:${action}:42`);
+      expect(decodeCustomId(id)).toEqual({ action, jobId: 42 });
+    }
+    expect(decodeCustomId(encodeCustomId('cancel', Number.MAX_SAFE_INTEGER))).toEqual({ action: 'cancel', jobId: Number.MAX_SAFE_INTEGER });
+  });
+
+  it.each([
+    ['another version', 'v2:cancel:1'],
+    ['an unknown action', 'v1:delete:1'],
+    ['a non-numeric id', 'v1:cancel:abc'],
+    ['a zero id', 'v1:cancel:0'],
+    ['a negative id', 'v1:cancel:-3'],
+    ['a leading zero', 'v1:cancel:07'],
+    ['a fractional id', 'v1:cancel:1.5'],
+    ['trailing text', 'v1:cancel:1:x'],
+    ['spaces', 'v1:cancel: 1'],
+    ['an unsafe integer', 'v1:cancel:9007199254740993'],
+    ['too long for Discord', `v1:cancel:${'1'.repeat(100)}`],
+    ['an empty string', ''],
+  ])('GIVEN %s THEN decode returns null', (_label, value) => {
+    expect(decodeCustomId(value)).toBeNull();
+  });
+
+  it('GIVEN a value that is not a string THEN decode returns null', () => {
+    expect(decodeCustomId(undefined)).toBeNull();
+    expect(decodeCustomId(7)).toBeNull();
+  });
+
+  it('GIVEN a bad job id or action THEN encode throws', () => {
+    expect(() => encodeCustomId('cancel', 0)).toThrow(RangeError);
+    expect(() => encodeCustomId('cancel', 1.5)).toThrow(RangeError);
+    expect(() => encodeCustomId('delete' as 'cancel', 1)).toThrow(/Unknown button action/);
+  });
+});
