@@ -1,0 +1,277 @@
+/**
+ * Every message a user reads, as pure functions of plain data. Both platforms render the same
+ * simple markdown except bold (`**x**` on Discord, `*x*` on Slack), so each function takes the
+ * {@link Format}. Italics (`_x_`), code (`` `x` ``), quotes (`> x`) and mentions (`<@id>`) are
+ * written the same for both. No function ever shows a stack trace: failures show the job's user
+ * message only.
+ */
+import type { QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
+import type { JobProgress, JobRecord, QuotaLeft } from '../../jobs/types.js';
+import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
+
+export type Format = 'discord' | 'slack';
+
+/** Longest prompt shown in a message before it is cut with an ellipsis. */
+export const PROMPT_PREVIEW_CHARS = 200;
+
+// --- Building blocks ----------------------------------------------------------------------------
+
+/** Bold in the platform's markdown. */
+export function bold(format: Format, text: string): string {
+  return format === 'discord' ? `**${text}**` : `*${text}*`;
+}
+
+/** Inline code; backticks inside are replaced so they cannot break out. */
+export function code(text: string): string {
+  return `\`${text.replace(/`/g, 'ˋ')}\``;
+}
+
+/** A user mention; both platforms use `<@id>`. */
+export function mention(externalId: string): string {
+  return `<@${externalId}>`;
+}
+
+/**
+ * Cuts text to `max` characters at a word boundary when there is one near the end, and adds an
+ * ellipsis; newlines become spaces so a prompt stays on one line.
+ */
+export function truncate(text: string, max = PROMPT_PREVIEW_CHARS): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  const chars = [...flat];
+  if (chars.length <= max) return flat;
+  const cut = chars.slice(0, max - 1).join('');
+  const space = cut.lastIndexOf(' ');
+  return `${(space >= max * 0.6 ? cut.slice(0, space) : cut).trimEnd()}…`;
+}
+
+/** A quoted prompt or instruction, safe to put in a message (no markdown of its own). */
+export function quoted(text: string, max = PROMPT_PREVIEW_CHARS): string {
+  return `“${escapeMarkdown(truncate(text, max))}”`;
+}
+
+/** Escapes the characters both platforms treat as markup, and defuses mentions. */
+export function escapeMarkdown(text: string): string {
+  return text.replace(/([\\*_~`|>])/g, '\\$1').replace(/<([@#!])/g, '<\u200b$1');
+}
+
+/** A size for people: `812 KB`, `9.5 MB` (binary units, as the platforms count their limits). */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  const mb = bytes / (1024 * 1024);
+  if (mb < 1024) return `${mb < 10 ? Math.round(mb * 10) / 10 : Math.round(mb)} MB`;
+  return `${Math.round((mb / 1024) * 10) / 10} GB`;
+}
+
+/** A duration for people: `45 s`, `2 min 5 s`, `1 h 20 min`, `3 days`. */
+export function formatDuration(ms: number): string {
+  const seconds = Math.max(0, Math.round(ms / 1000));
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return seconds % 60 === 0 ? `${minutes} min` : `${minutes} min ${seconds % 60} s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return minutes % 60 === 0 ? `${hours} h` : `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} days`;
+}
+
+/** An estimate for people: `under a minute`, `about 2 min`, `about 1 h 30 min`. */
+export function formatEta(ms: number): string {
+  if (ms < 60_000) return 'under a minute';
+  const minutes = Math.round(ms / 60_000);
+  if (minutes < 60) return `about ${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  const rest = Math.round((minutes % 60) / 10) * 10;
+  return rest === 0 || rest === 60 ? `about ${rest === 60 ? hours + 1 : hours} h` : `about ${hours} h ${rest} min`;
+}
+
+/** What is left today: `14 videos left today`, `1 video left today`, or `no daily limit`. */
+export function formatQuotaLeft(left: Pick<QuotaLeft, 'jobsToday'>): string {
+  if (left.jobsToday === null) return 'no daily limit';
+  const n = Math.max(0, left.jobsToday);
+  return `${n} ${n === 1 ? 'video' : 'videos'} left today`;
+}
+
+/** A text progress bar: `▰▰▰▱▱▱▱▱▱▱▱▱` for 12 of 48 with 12 cells. */
+export function progressBar(step: number, total: number, cells = 12): string {
+  const fraction = total > 0 ? Math.min(1, Math.max(0, step / total)) : 0;
+  const filled = Math.round(fraction * cells);
+  return '▰'.repeat(filled) + '▱'.repeat(cells - filled);
+}
+
+/** The prompt (text2video) or instruction (edit) of a job, or an empty string. */
+export function describeJob(job: Pick<JobRecord, 'kind' | 'params'>): string {
+  const text = job.kind === 'edit' ? job.params.instruction : job.params.prompt;
+  return typeof text === 'string' ? text : '';
+}
+
+function jobLabel(format: Format, jobId: number): string {
+  return bold(format, `Job #${jobId}`);
+}
+
+function positionText(position: number): string {
+  if (position <= 0) return 'running now';
+  if (position === 1) return 'next in line';
+  return `#${position} in the queue`;
+}
+
+// --- Job lifecycle ------------------------------------------------------------------------------
+
+/** Reply to a submitted job: number, place in line, ETA and what is left of the quota. */
+export function queuedText(format: Format, data: { jobId: number; position: number; etaMs: number; quotaLeft: Pick<QuotaLeft, 'jobsToday'>; prompt?: string }): string {
+  const lines = [`${jobLabel(format, data.jobId)} is queued: ${positionText(data.position)}, ready in ${formatEta(data.etaMs)}.`];
+  if (data.prompt !== undefined && data.prompt !== '') lines.push(`> ${quoted(data.prompt)}`);
+  lines.push(`_${capitalize(formatQuotaLeft(data.quotaLeft))}._`);
+  return lines.join('\n');
+}
+
+/** The progress line: `▰▰▰▱▱▱▱▱▱▱▱▱ 12/48 · denoising`. */
+export function progressText(format: Format, data: { jobId: number; progress: JobProgress }): string {
+  const { step, total, stage } = data.progress;
+  const counts = total > 0 ? ` ${step}/${total}` : '';
+  return `${jobLabel(format, data.jobId)} ${code(progressBar(step, total))}${counts}${stage ? ` · ${stage}` : ''}`;
+}
+
+/** A finished job, shown with the upload. */
+export function doneText(
+  format: Format,
+  data: {
+    jobId: number;
+    kind: JobRecord['kind'];
+    /** Prompt or instruction. */
+    text: string;
+    seed: number;
+    elapsedMs: number;
+    frames?: number;
+    width?: number;
+    height?: number;
+    bytes?: number;
+    /** From fitting the upload (the GIF preview). */
+    note?: string;
+  },
+): string {
+  const facts = [`seed ${code(String(data.seed))}`, `took ${formatDuration(data.elapsedMs)}`];
+  if (data.frames !== undefined) facts.push(`${data.frames} frames`);
+  if (data.width !== undefined && data.height !== undefined) facts.push(`${data.width}×${data.height}`);
+  if (data.bytes !== undefined) facts.push(formatBytes(data.bytes));
+  const lines = [`${jobLabel(format, data.jobId)} ${data.kind === 'edit' ? 'edited' : 'done'}: ${quoted(data.text)}`, facts.join(' · ')];
+  if (data.note !== undefined && data.note !== '') lines.push(`_${data.note}_`);
+  return lines.join('\n');
+}
+
+/** A failed job: the job's user message (never a stack trace) and whether the quota came back. */
+export function failedText(format: Format, data: { jobId: number; message: string; refunded: boolean }): string {
+  const message = firstLine(data.message) || 'Something went wrong on our side.';
+  return `${jobLabel(format, data.jobId)} failed: ${message}${data.refunded ? ' It did not count against your quota.' : ''}`;
+}
+
+/** A cancelled job. */
+export function cancelledText(format: Format, data: { jobId: number; refunded: boolean }): string {
+  return `${jobLabel(format, data.jobId)} was cancelled.${data.refunded ? ' It did not count against your quota.' : ''}`;
+}
+
+/** A refused request: the UserError's message exactly as written for the user. */
+export function refusalText(error: { userMessage: string }): string {
+  return error.userMessage;
+}
+
+// --- Listings -----------------------------------------------------------------------------------
+
+/** `/queue`: running jobs, then waiting ones in order, with who asked. */
+export function queueText(format: Format, snapshot: QueueSnapshot): string {
+  const lines: string[] = [];
+  if (snapshot.paused) lines.push(`${bold(format, 'The queue is paused')}: new jobs wait until an admin resumes it.`);
+  if (snapshot.running.length === 0 && snapshot.waiting.length === 0) {
+    lines.push('The queue is empty.');
+    return lines.join('\n');
+  }
+  lines.push(bold(format, `Running (${snapshot.running.length})`));
+  if (snapshot.running.length === 0) lines.push('nothing');
+  for (const entry of snapshot.running) {
+    const started = entry.job.startedAt === null ? '' : ` · ${entry.job.device ?? 'worker'}`;
+    lines.push(`• #${entry.job.id} ${mention(entry.job.userExternalId)} ${quoted(describeJob(entry.job), 60)}${started}`);
+  }
+  lines.push(bold(format, `Waiting (${snapshot.waiting.length})`));
+  if (snapshot.waiting.length === 0) lines.push('nobody');
+  for (const entry of snapshot.waiting) {
+    lines.push(`${entry.position}. #${entry.job.id} ${mention(entry.job.userExternalId)} ${quoted(describeJob(entry.job), 60)} · ${formatEta(entry.etaMs)}`);
+  }
+  return lines.join('\n');
+}
+
+/** `/usage`: the user's tier and limits, what they used today and this month, and recent jobs. */
+export function usageText(format: Format, usage: Pick<UserUsage, 'limits' | 'left' | 'today' | 'thisMonth' | 'recent'>): string {
+  const { limits, today, thisMonth } = usage;
+  const of = (used: string, limit: number | null, unit: (n: number) => string): string => (limit === null ? `${used} (no limit)` : `${used} of ${unit(limit)}`);
+  const lines = [
+    `${bold(format, 'Your usage')} · tier ${code(limits.tier)}`,
+    `Today: ${of(plural(today.jobs, 'video'), limits.jobsPerDay, (n) => String(n))} · GPU ${of(formatDuration(today.gpuSeconds * 1000), limits.gpuSecondsPerDay, (n) => formatDuration(n * 1000))}`,
+    `This month: ${plural(thisMonth.jobs, 'video')} · GPU ${of(formatDuration(thisMonth.gpuSeconds * 1000), limits.gpuSecondsPerMonth, (n) => formatDuration(n * 1000))}`,
+    `${capitalize(formatQuotaLeft(usage.left))} · up to ${plural(limits.maxPendingJobs, 'job')} waiting at once`,
+  ];
+  if (usage.recent.length > 0) {
+    lines.push(bold(format, 'Recent'));
+    for (const job of usage.recent.slice(0, 5)) lines.push(historyLine(job));
+  }
+  return lines.join('\n');
+}
+
+/** `/history`: one page of the user's jobs, newest first. */
+export function historyText(format: Format, data: { jobs: readonly JobRecord[]; page: number; hasMore?: boolean }): string {
+  if (data.jobs.length === 0) return data.page <= 1 ? 'You have no videos yet. Try /video a corgi surfing at sunset' : `Page ${data.page} is empty.`;
+  const lines = [bold(format, `Your videos, page ${data.page}`), ...data.jobs.map(historyLine)];
+  if (data.hasMore === true) lines.push(`_More on page ${data.page + 1}._`);
+  return lines.join('\n');
+}
+
+const STATE_WORDS: Record<JobRecord['state'], string> = {
+  queued: 'queued',
+  running: 'running',
+  succeeded: 'done',
+  failed: 'failed',
+  cancelled: 'cancelled',
+};
+
+function historyLine(job: JobRecord): string {
+  const took = job.startedAt !== null && job.finishedAt !== null ? ` · ${formatDuration(job.finishedAt - job.startedAt)}` : '';
+  return `• #${job.id} ${STATE_WORDS[job.state]} · ${job.kind === 'edit' ? 'edit' : 'video'} ${quoted(describeJob(job), 60)} · seed ${job.seed}${took}`;
+}
+
+// --- Help ---------------------------------------------------------------------------------------
+
+/** The help text: the commands of the platform and the options of `/video` and of edits. */
+export function helpText(format: Format): string {
+  const flagLines = (flags: readonly FlagSpec[]): string[] => flags.map((flag) => `  ${code(`--${flag.name} ${flag.value}`)} ${flag.description}`);
+  const lines =
+    format === 'discord'
+      ? [
+          bold(format, 'reelbot makes short videos'),
+          `${code('/video prompt')} a video from a description; options: frames, seed, motion (dx,dy), negative, steps, fps`,
+          `${code('Apps → Edit clip')} on a message with a video: change it with an instruction, like "make it snowy"`,
+          `${code('/queue')} what is running and waiting · ${code('/usage')} your limits and use · ${code('/history')} your videos · ${code('/cancel job')} stop a job`,
+          'Buttons under a video: 🔁 re-roll (new seed), ✏️ edit, ⛔ cancel.',
+        ]
+      : [
+          bold(format, 'reelbot makes short videos'),
+          `${code('/video a corgi surfing --frames 8 --seed 3')} a video from a description. Options:`,
+          ...flagLines(VIDEO_FLAGS),
+          'Put values with spaces in double quotes: --negative "blurry, text".',
+          'Reply in the thread of a video with an instruction, like "make it snowy", to edit it. Options:',
+          ...flagLines(EDIT_FLAGS),
+          `${code('/video queue')} what is running and waiting · ${code('/video usage')} your limits and use · ${code('/video history')} your videos`,
+        ];
+  return lines.join('\n');
+}
+
+// --- Helpers ------------------------------------------------------------------------------------
+
+function plural(n: number, word: string): string {
+  return `${n} ${n === 1 ? word : `${word}s`}`;
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function firstLine(text: string): string {
+  return (text.split('\n')[0] ?? '').trim();
+}
