@@ -96,14 +96,11 @@ export const EDIT_LIMITS = Object.freeze({
   anchors: { min: 1, max: 8, default: 3 },
 });
 
-/** Reads and checks the params of an edit job; throws an AppError with a message for the user. */
-export function parseEditParams(params: Record<string, unknown>): EditParams {
+/** Checks an edit job's options, everything but the clip (the bots check these before downloading it). */
+export function parseEditOptions(params: Record<string, unknown>): Omit<EditParams, 'inputFile'> {
   const L = EDIT_LIMITS;
   if (typeof params.instruction !== 'string' || params.instruction.trim() === '') {
     throw invalid('The instruction is empty. Say how the clip should change, like "make it snowy".');
-  }
-  if (typeof params.inputFile !== 'string' || params.inputFile === '' || /^[a-z][a-z0-9+.-]*:/i.test(params.inputFile)) {
-    throw invalid('The clip to edit is missing.');
   }
   if (params.negativePrompt !== undefined && typeof params.negativePrompt !== 'string') throw invalid('The negative prompt must be text.');
   if (params.scheduler !== undefined && params.scheduler !== 'euler-ancestral' && params.scheduler !== 'ddim') {
@@ -113,7 +110,6 @@ export function parseEditParams(params: Record<string, unknown>): EditParams {
   return {
     instruction: params.instruction,
     negativePrompt: params.negativePrompt as string | undefined,
-    inputFile: params.inputFile,
     numInferenceSteps: number(params, 'numInferenceSteps', 'The number of steps', L.steps, true),
     guidanceScale: number(params, 'guidanceScale', 'The text guidance scale', L.guidance, false, L.guidance.default)!,
     imageGuidanceScale: number(params, 'imageGuidanceScale', 'The image guidance scale', L.imageGuidance, false, L.imageGuidance.default)!,
@@ -122,4 +118,13 @@ export function parseEditParams(params: Record<string, unknown>): EditParams {
     crossFrameAttention: params.crossFrameAttention !== false,
     format: params.format === 'gif' ? 'gif' : 'mp4',
   };
+}
+
+/** Reads and checks the params of an edit job; throws an AppError with a message for the user. */
+export function parseEditParams(params: Record<string, unknown>): EditParams {
+  const options = parseEditOptions(params);
+  if (typeof params.inputFile !== 'string' || params.inputFile === '' || /^[a-z][a-z0-9+.-]*:/i.test(params.inputFile)) {
+    throw invalid('The clip to edit is missing.');
+  }
+  return { ...options, inputFile: params.inputFile };
 }

@@ -10,7 +10,7 @@
  * `userMessage` that says what is wrong and what is allowed.
  */
 import { AppError, ErrorCode, UserError } from '../../errors.js';
-import { EDIT_LIMITS, TEXT_TO_VIDEO_LIMITS, parseEditParams, parseTextToVideoParams } from '../../engine/params.js';
+import { EDIT_LIMITS, TEXT_TO_VIDEO_LIMITS, parseEditOptions, parseTextToVideoParams } from '../../engine/params.js';
 
 /** Seeds the job core accepts (src/jobs/job-service.ts): an unsigned 32-bit integer. */
 export const SEED_LIMITS = Object.freeze({ min: 0, max: 2 ** 32 - 1 });
@@ -166,14 +166,11 @@ export function parseEditCommandText(text: string): CommandResult<EditCommand> {
     if (imageGuidance !== undefined) params.imageGuidanceScale = parseDecimal(imageGuidance, '--image-guidance', E.imageGuidance);
     const seed = optionalInteger(flags, 'seed');
     checkSeed(seed, '--seed');
-    // The engine's check also wants the clip; the adapter adds the real one after downloading it.
-    engineCheck(() => parseEditParams({ ...params, inputFile: EDIT_CHECK_PLACEHOLDER_FILE }));
+    // The clip itself is checked by the engine once the adapter has downloaded it.
+    engineCheck(() => parseEditOptions(params));
     return { type: 'command', command: seed === undefined ? { kind: 'edit', params } : { kind: 'edit', params, seed } };
   });
 }
-
-/** Stands in for the clip while the engine checks the other edit params; never opened. */
-const EDIT_CHECK_PLACEHOLDER_FILE = '/dev/null/edit-check';
 
 // ---------------------------------------------------------------------------------------------
 
