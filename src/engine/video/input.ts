@@ -21,6 +21,7 @@ import { open, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ErrorCode, UserError } from '../../errors.js';
 import { FfmpegError } from './encode.js';
+import { RawFrameSplitter } from './raw-frames.js';
 
 /** Limits on uploaded clips (the `input` settings). */
 export interface InputLimits {
@@ -175,10 +176,8 @@ export async function decodeClip(file: string, options: DecodeClipOptions): Prom
     fps: capped ? limits.maxFps : undefined,
     maxFrames: limits.maxFrames,
   });
-  const frameBytes = width * height * 3;
-  const frames: Uint8Array[] = [];
-  let current = new Uint8Array(frameBytes);
-  let filled = 0;
+  const splitter = new RawFrameSplitter(width, height);
+  const frames = splitter.frames;
   let tooMany = false;
   const result = await runChild(ffmpegPath, args, {
     cwd: options.tempDir,
@@ -186,22 +185,13 @@ export async function decodeClip(file: string, options: DecodeClipOptions): Prom
     signal,
     spawn: options.spawn,
     onStdout: (chunk, kill) => {
-      let offset = 0;
-      while (offset < chunk.length && !tooMany) {
-        const take = Math.min(frameBytes - filled, chunk.length - offset);
-        current.set(chunk.subarray(offset, offset + take), filled);
-        filled += take;
-        offset += take;
-        if (filled === frameBytes) {
-          frames.push(current);
-          current = new Uint8Array(frameBytes);
-          filled = 0;
-          if (frames.length > limits.maxFrames) {
-            tooMany = true;
-            kill();
-          }
-        }
-      }
+      if (tooMany) return;
+      splitter.push(chunk, (count) => {
+        if (count <= limits.maxFrames) return true;
+        tooMany = true;
+        kill();
+        return false;
+      });
     },
   });
   signal?.throwIfAborted();
@@ -227,9 +217,9 @@ export async function decodeClip(file: string, options: DecodeClipOptions): Prom
       { cause },
     );
   }
-  if (frames.length === 0 || filled !== 0) {
+  if (frames.length === 0 || splitter.partialBytes !== 0) {
     throw new UserError(ErrorCode.InputCorrupt, 'The video could not be decoded: it has no readable frames. Try exporting or uploading it again.', {
-      cause: new FfmpegError(`ffmpeg gave ${frames.length} whole frames and ${filled} extra bytes for ${absolute}`, result.stderr),
+      cause: new FfmpegError(`ffmpeg gave ${frames.length} whole frames and ${splitter.partialBytes} extra bytes for ${absolute}`, result.stderr),
     });
   }
   const durationSeconds = probe.durationSeconds ?? frames.length / fps;

@@ -9,6 +9,7 @@ import ffmpeg from 'fluent-ffmpeg';
 import type { FfprobeData } from 'fluent-ffmpeg';
 import { FfmpegError } from './encode.js';
 import { useBinaries } from './ffmpeg-paths.js';
+import { RawFrameSplitter } from './raw-frames.js';
 
 /** What {@link probeVideo} reports about a file's first video stream and the file itself. */
 export interface VideoInfo {
@@ -136,10 +137,7 @@ export async function decodeFrames(
   ];
   const child = spawn(ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
 
-  const frameBytes = width * height * 3;
-  const frames: Uint8Array[] = [];
-  let current = new Uint8Array(frameBytes);
-  let filled = 0;
+  const splitter = new RawFrameSplitter(width, height);
   let stderr = '';
   let stopReason: unknown;
   const stop = (reason: unknown): void => {
@@ -149,19 +147,12 @@ export async function decodeFrames(
   };
 
   child.stdout.on('data', (chunk: Buffer) => {
-    let offset = 0;
-    while (offset < chunk.length && stopReason === undefined) {
-      const take = Math.min(frameBytes - filled, chunk.length - offset);
-      current.set(chunk.subarray(offset, offset + take), filled);
-      filled += take;
-      offset += take;
-      if (filled === frameBytes) {
-        frames.push(current);
-        current = new Uint8Array(frameBytes);
-        filled = 0;
-        if (frames.length > maxFrames) stop(new RangeError(`${file} has more than ${maxFrames} frames`));
-      }
-    }
+    if (stopReason !== undefined) return;
+    splitter.push(chunk, (count) => {
+      if (count <= maxFrames) return true;
+      stop(new RangeError(`${file} has more than ${maxFrames} frames`));
+      return false;
+    });
   });
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (text: string) => {
@@ -182,8 +173,8 @@ export async function decodeFrames(
       const how = killedBy === null ? `exited with code ${code}` : `was killed with signal ${killedBy}`;
       throw new FfmpegError(`ffmpeg could not decode ${file}: ffmpeg ${how}`, stderr);
     }
-    if (filled !== 0) throw new FfmpegError(`ffmpeg's output for ${file} ended in the middle of a frame`, stderr);
-    return frames;
+    if (splitter.partialBytes !== 0) throw new FfmpegError(`ffmpeg's output for ${file} ended in the middle of a frame`, stderr);
+    return splitter.frames;
   } catch (error) {
     if (error instanceof Error && (error as NodeJS.ErrnoException).syscall?.startsWith('spawn')) {
       throw new Error(`Could not start ffmpeg at ${ffmpegPath}: ${error.message}`, { cause: error });
