@@ -98,3 +98,19 @@ export function rgbToImages(frames: readonly Uint8Array[], height: number, width
   });
   return out;
 }
+
+/** The arrays one after another in one new array (UNet batches: [uncond…, text…]). */
+export function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** The same array `count` times (for {@link concat}). */
+export function repeat(part: Float32Array, count: number): Float32Array[] {
+  return Array.from({ length: count }, () => part);
+}

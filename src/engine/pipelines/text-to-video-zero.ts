@@ -19,10 +19,10 @@
  * - Frame 0's DDIM phase runs the cross-frame UNet with anchor 0 on a one-frame batch, which is the
  *   plain UNet (a frame attending to itself), as in diffusers.
  */
-import type { JobProgress } from '../../jobs/types.js';
 import { DDIMScheduler, ddpmForwardFactor } from '../schedulers/ddim.js';
 import { Random } from '../random.js';
-import { applyGuidance, imagesToRgb, VAE_SCALING_FACTOR, warpLatent } from './latents.js';
+import { applyGuidance, concat, imagesToRgb, repeat, VAE_SCALING_FACTOR, warpLatent } from './latents.js';
+import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 
 export interface TextToVideoZeroInput {
@@ -58,10 +58,6 @@ export interface TextToVideoZeroOutput {
   unetCalls: number;
 }
 
-export interface RunContext {
-  signal?: AbortSignal;
-  onProgress?(progress: JobProgress): void;
-}
 
 export const TEXT_TO_VIDEO_ZERO_DEFAULTS = Object.freeze({
   numFrames: 8,
@@ -227,18 +223,4 @@ function checkInputs(args: { numFrames: number; steps: number; guidance: number;
   if (!(Number.isInteger(t0) && Number.isInteger(t1) && t0 >= 0 && t0 < t1 && t1 <= steps - 1)) {
     throw new RangeError(`\`t0\` and \`t1\` must be step indices with 0 ≤ t0 < t1 < ${steps}, got ${t0} and ${t1}`);
   }
-}
-
-function concat(parts: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-function repeat(part: Float32Array, count: number): Float32Array[] {
-  return Array.from({ length: count }, () => part);
 }

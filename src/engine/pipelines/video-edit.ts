@@ -42,11 +42,11 @@
  * - The VAE encoder's output is used as the mode. optimum's export samples the posterior instead;
  *   for SD's VAE the difference is small (see shared/pipelines.md §4b).
  */
-import type { JobProgress } from '../../jobs/types.js';
 import { Random } from '../random.js';
 import { DDIMScheduler } from '../schedulers/ddim.js';
 import { EulerAncestralScheduler } from '../schedulers/euler-ancestral.js';
-import { imagesToRgb, rgbToImages, VAE_SCALING_FACTOR } from './latents.js';
+import { concat, imagesToRgb, repeat, rgbToImages, VAE_SCALING_FACTOR } from './latents.js';
+import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 import type { Tensor } from '../onnx/session.js';
 
@@ -96,10 +96,6 @@ export interface VideoEditOutput {
   unetCalls: number;
 }
 
-export interface RunContext {
-  signal?: AbortSignal;
-  onProgress?(progress: JobProgress): void;
-}
 
 export const VIDEO_EDIT_DEFAULTS = Object.freeze({
   numInferenceSteps: 10,
@@ -362,18 +358,4 @@ function checkInputs(args: VideoEditInput & { steps: number; guidance: number; i
   if (!SCHEDULERS.includes(schedulerName as VideoEditSchedulerName)) {
     throw new RangeError(`\`scheduler\` must be one of ${SCHEDULERS.join(', ')}, got ${String(schedulerName)}`);
   }
-}
-
-function concat(parts: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-function repeat(part: Float32Array, count: number): Float32Array[] {
-  return Array.from({ length: count }, () => part);
 }
