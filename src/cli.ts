@@ -69,7 +69,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
   let exitCode = EXIT_OK;
   const program = new Command('reelbot');
   program
-    .description('Operate a reelbot server: database, queue, jobs, usage and settings.')
+    .description('reelbot: make and edit videos with diffusion models, and operate the bot (database, queue, jobs, usage, settings, models).')
     .version(packageVersion(), '-V, --version', 'print the version')
     .helpOption('-h, --help', 'show help')
     .option('--config <file>', 'JSON config file (REELBOT_* environment variables win over it)')
