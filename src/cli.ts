@@ -566,13 +566,23 @@ function jobFields(job: JobRecord): [string, string][] {
     ['error', job.error === null && job.errorCode === null ? '-' : `${job.errorCode ?? 'error'}: ${job.error ?? ''}`.trim()],
     ['params', JSON.stringify(job.params)],
     ['result', job.result === null ? '-' : JSON.stringify(job.result)],
-    ['message refs', JSON.stringify(job.messageRefs)],
+    ['message refs', JSON.stringify(redactTokens(job.messageRefs))],
   ];
+}
+
+/** Platform message refs may hold short-lived interaction tokens: never print them. */
+function redactTokens(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redactTokens);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([key, inner]) => [key, /token|secret/i.test(key) && !/expires/i.test(key) ? '[redacted]' : redactTokens(inner)]),
+  );
 }
 
 function jobJson(job: JobRecord): Record<string, unknown> {
   return {
     ...job,
+    messageRefs: redactTokens(job.messageRefs),
     owner: owner(job),
     queuedAt: iso(job.queuedAt),
     startedAt: job.startedAt === null ? null : iso(job.startedAt),

@@ -357,3 +357,16 @@ test('the bin launcher runs the CLI in a real process', async () => {
   expect(failure).toMatchObject({ code: 2 });
   expect((failure as { stderr: string }).stderr).toMatch(/whole number/);
 });
+
+test('jobs show never prints the interaction tokens kept in message refs', async () => {
+  const { jobs, user, job } = seed();
+  const id = job(user('discord', '123456789012345678'));
+  jobs.setMessageRefs(id, { discord: { interactionId: '1', interactionToken: 'secret-interaction-token', tokenExpiresAt: 1 } });
+  for (const args of [['jobs', 'show', String(id)], ['jobs', 'show', String(id), '--json']]) {
+    const run = await cli(args);
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toContain('secret-interaction-token');
+    expect(run.stdout).toContain('[redacted]');
+    expect(run.stdout).toContain('tokenExpiresAt');
+  }
+});
