@@ -1,0 +1,447 @@
+/**
+ * A fake Discord on 127.0.0.1 for driving a real discord.js 14 Client offline: REST under
+ * `/api/v10` (node:http) and the gateway (ws) on the same port. It records every request, answers
+ * the routes the Discord adapter uses, and can be told to fail a route (429 with `Retry-After`,
+ * 401 / 50027, 413 / 40005). Shapes follow what was observed in /work/shared/platforms-offline.md §1.
+ */
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+/** Discord's epoch (2015-01-01), for snowflakes. */
+const DISCORD_EPOCH = 1_420_070_400_000n;
+let snowflakeCounter = 0n;
+
+/** A fresh 18–19-digit snowflake (@discordjs/rest finds major parameters with `\d{17,19}`). */
+export function snowflake(): string {
+  snowflakeCounter = (snowflakeCounter + 1n) % 4096n;
+  return (((BigInt(Date.now()) - DISCORD_EPOCH) << 22n) | (1n << 17n) | snowflakeCounter).toString();
+}
+
+export interface RecordedFile {
+  /** Form field: `files[0]`. */
+  field: string;
+  name: string;
+  size: number;
+  contentType: string;
+}
+
+export interface RecordedRequest {
+  method: string;
+  /** Decoded path without the query and without `/api/v10`: `/webhooks/1/tok/messages/@original`. */
+  path: string;
+  query: URLSearchParams;
+  headers: IncomingMessage['headers'];
+  /** JSON body, or the `payload_json` part of a multipart body. */
+  body: unknown;
+  files: RecordedFile[];
+  multipart: boolean;
+  /** What the fake answered. */
+  status: number;
+  at: number;
+}
+
+export interface FailRule {
+  method: string;
+  path: RegExp;
+  status: number;
+  body: unknown;
+  headers: Record<string, string>;
+  /** How many more requests it applies to. */
+  times: number;
+  /** Only requests that upload files. */
+  uploadsOnly: boolean;
+}
+
+export interface FakeUser {
+  id: string;
+  username: string;
+}
+
+export interface SlashOptions {
+  prompt: string;
+  frames?: number;
+  seed?: number;
+  motion?: string;
+  negative?: string;
+  steps?: number;
+  fps?: number;
+}
+
+export class FakeDiscord {
+  readonly applicationId = snowflake();
+  readonly botUserId = snowflake();
+  readonly guildId = snowflake();
+  readonly channelId = snowflake();
+  readonly requests: RecordedRequest[] = [];
+  /** Gateway frames received from the client (IDENTIFY, heartbeats). */
+  readonly gatewayFrames: { op: number; d: unknown }[] = [];
+  #server: Server;
+  #wss: WebSocketServer;
+  #sockets = new Set<WebSocket>();
+  #rules: FailRule[] = [];
+  #sequence = 0;
+  #waiters = new Set<() => void>();
+  #commandIds = new Map<string, string>();
+
+  private constructor(server: Server) {
+    this.#server = server;
+    this.#wss = new WebSocketServer({ server });
+    this.#wss.on('connection', (socket) => this.#onConnection(socket));
+  }
+
+  /** Starts the fake on 127.0.0.1 with a free port. */
+  static async start(): Promise<FakeDiscord> {
+    let fake: FakeDiscord | undefined;
+    const server = createServer((req, res) => {
+      void fake!.#onRequest(req, res);
+    });
+    fake = new FakeDiscord(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return fake;
+  }
+
+  get port(): number {
+    return (this.#server.address() as AddressInfo).port;
+  }
+
+  /** The base to give discord.js as `rest.api` (it appends `/v10`). */
+  get apiUrl(): string {
+    return `http://127.0.0.1:${this.port}/api`;
+  }
+
+  get wsUrl(): string {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+
+  /** Makes the next `times` requests matching `method` and `path` (decoded, without `/api/v10`) fail. */
+  fail(method: string, path: RegExp, status: number, body: unknown, options: { times?: number; headers?: Record<string, string>; uploadsOnly?: boolean } = {}): void {
+    this.#rules.push({ method: method.toUpperCase(), path, status, body, headers: options.headers ?? {}, times: options.times ?? 1, uploadsOnly: options.uploadsOnly ?? false });
+  }
+
+  /** A 429 as Discord sends it: the `Retry-After` header (which @discordjs/rest reads) and the JSON `retry_after`. */
+  rateLimit(method: string, path: RegExp, retryAfterSeconds: number, times = 1): void {
+    this.fail(
+      method,
+      path,
+      429,
+      { message: 'You are being rate limited.', retry_after: retryAfterSeconds, global: false },
+      {
+        times,
+        headers: {
+          'retry-after': String(retryAfterSeconds),
+          'x-ratelimit-limit': '5',
+          'x-ratelimit-remaining': '0',
+          'x-ratelimit-reset-after': String(retryAfterSeconds),
+          'x-ratelimit-bucket': 'fake-bucket',
+          'x-ratelimit-scope': 'user',
+        },
+      },
+    );
+  }
+
+  /** An interaction token that has expired (older than 15 minutes). */
+  expireToken(method: string, path: RegExp, times = 1): void {
+    this.fail(method, path, 401, { message: 'Invalid Webhook Token', code: 50027 }, { times });
+  }
+
+  /** An upload over the limit (only requests that carry files are refused). */
+  rejectUpload(method: string, path: RegExp, times = 1): void {
+    this.fail(method, path, 413, { message: 'Request entity too large', code: 40005 }, { times, uploadsOnly: true });
+  }
+
+  /** Resolves with the first recorded request (already seen or future) that matches. */
+  waitForRequest(predicate: (request: RecordedRequest) => boolean, timeoutMs = 15_000): Promise<RecordedRequest> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const found = this.requests.find(predicate);
+        if (found === undefined) return false;
+        this.#waiters.delete(check);
+        clearTimeout(timer);
+        resolve(found);
+        return true;
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(check);
+        reject(new Error(`timed out waiting for a request; seen: ${this.requests.map((r) => `${r.method} ${r.path} ${r.status}`).join(', ')}`));
+      }, timeoutMs);
+      if (!check()) this.#waiters.add(check);
+    });
+  }
+
+  /** Requests to one interaction's routes (callback and webhook), in order. */
+  requestsFor(interaction: { id: string; token: string }): RecordedRequest[] {
+    return this.requests.filter((r) => r.path.startsWith(`/interactions/${interaction.id}/`) || r.path.includes(`/${interaction.token}/`));
+  }
+
+  /** Dispatches INTERACTION_CREATE to every connected client. */
+  sendInteraction(payload: Record<string, unknown>): void {
+    this.#dispatch('INTERACTION_CREATE', payload);
+  }
+
+  /** A realistic guild member payload for `user`. */
+  member(user: FakeUser): Record<string, unknown> {
+    return {
+      user: this.user(user),
+      roles: [],
+      premium_since: null,
+      permissions: '2248473465835073',
+      pending: false,
+      nick: null,
+      mute: false,
+      joined_at: '2024-01-01T00:00:00.000000+00:00',
+      flags: 0,
+      deaf: false,
+      communication_disabled_until: null,
+      avatar: null,
+    };
+  }
+
+  user(user: FakeUser): Record<string, unknown> {
+    return { id: user.id, username: user.username, global_name: user.username, discriminator: '0', avatar: null, public_flags: 0 };
+  }
+
+  /** A `/video` slash command interaction (type 2) from `user` in the fake guild. */
+  slashCommand(user: FakeUser, options: SlashOptions, extra: { attachmentSizeLimit?: number } = {}): Record<string, unknown> & { id: string; token: string } {
+    const typed: { name: string; type: number; value: string | number }[] = [];
+    const add = (name: string, type: number, value: string | number | undefined): void => {
+      if (value !== undefined) typed.push({ name, type, value });
+    };
+    add('prompt', 3, options.prompt);
+    add('frames', 4, options.frames);
+    add('seed', 4, options.seed);
+    add('motion', 3, options.motion);
+    add('negative', 3, options.negative);
+    add('steps', 4, options.steps);
+    add('fps', 4, options.fps);
+    return {
+      ...this.#base(user, 2, extra.attachmentSizeLimit),
+      data: { id: this.#commandId('video'), name: 'video', type: 1, options: typed },
+    };
+  }
+
+  /** A button click (type 3) by `user` on a message the bot sent. */
+  button(user: FakeUser, customId: string, message: { id: string; content?: string } = { id: snowflake() }): Record<string, unknown> & { id: string; token: string } {
+    return {
+      ...this.#base(user, 3),
+      data: { custom_id: customId, component_type: 2 },
+      message: this.#message(message.id, message.content ?? '', []),
+    };
+  }
+
+  /** Stops the gateway and the HTTP server. */
+  async close(): Promise<void> {
+    for (const socket of this.#sockets) socket.terminate();
+    this.#wss.close();
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  // --- Gateway ----------------------------------------------------------------------------------
+
+  #onConnection(socket: WebSocket): void {
+    this.#sockets.add(socket);
+    socket.on('close', () => this.#sockets.delete(socket));
+    socket.on('message', (raw) => {
+      let frame: { op: number; d: unknown };
+      try {
+        frame = JSON.parse(String(raw)) as { op: number; d: unknown };
+      } catch {
+        return;
+      }
+      this.gatewayFrames.push(frame);
+      if (frame.op === 1) socket.send(JSON.stringify({ op: 11 }));
+      if (frame.op === 2) {
+        socket.send(
+          JSON.stringify({
+            op: 0,
+            t: 'READY',
+            s: ++this.#sequence,
+            d: {
+              v: 10,
+              user: { id: this.botUserId, username: 'reelbot', global_name: null, discriminator: '0', avatar: null, bot: true, verified: true, flags: 0 },
+              guilds: [],
+              session_id: `session-${this.botUserId}`,
+              resume_gateway_url: this.wsUrl,
+              application: { id: this.applicationId, flags: 0 },
+              shard: [0, 1],
+            },
+          }),
+        );
+      }
+    });
+    socket.send(JSON.stringify({ op: 10, d: { heartbeat_interval: 41_250 } }));
+  }
+
+  #dispatch(type: string, data: unknown): void {
+    const frame = JSON.stringify({ op: 0, t: type, s: ++this.#sequence, d: data });
+    for (const socket of this.#sockets) socket.send(frame);
+  }
+
+  // --- REST -------------------------------------------------------------------------------------
+
+  async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const raw = Buffer.concat(chunks);
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const path = decodeURIComponent(url.pathname).replace(/^\/api\/v10/, '');
+    const method = (req.method ?? 'GET').toUpperCase();
+    const contentType = req.headers['content-type'] ?? '';
+    let body: unknown;
+    let files: RecordedFile[] = [];
+    const multipart = contentType.startsWith('multipart/form-data');
+    if (multipart) {
+      const parsed = parseMultipart(raw, contentType);
+      body = parsed.payload;
+      files = parsed.files;
+    } else if (raw.length > 0 && contentType.includes('json')) {
+      body = JSON.parse(raw.toString('utf8')) as unknown;
+    }
+    const record: RecordedRequest = { method, path, query: url.searchParams, headers: req.headers, body, files, multipart, status: 0, at: Date.now() };
+    const { status, json, headers } = this.#answer(method, path, body, files);
+    record.status = status;
+    this.requests.push(record);
+    for (const wake of [...this.#waiters]) wake();
+    res.writeHead(status, { ...(json === undefined ? {} : { 'content-type': 'application/json' }), ...headers });
+    res.end(json === undefined ? undefined : JSON.stringify(json));
+  }
+
+  #answer(method: string, path: string, body: unknown, files: RecordedFile[]): { status: number; json?: unknown; headers?: Record<string, string> } {
+    const rule = this.#rules.find((candidate) => candidate.method === method && candidate.path.test(path) && candidate.times > 0 && (!candidate.uploadsOnly || files.length > 0));
+    if (rule !== undefined) {
+      rule.times--;
+      return { status: rule.status, json: rule.body, headers: rule.headers };
+    }
+    if (method === 'GET' && path === '/gateway/bot') {
+      return { status: 200, json: { url: this.wsUrl, shards: 1, session_start_limit: { total: 1000, remaining: 999, reset_after: 0, max_concurrency: 1 } } };
+    }
+    if (method === 'PUT' && /^\/applications\/\d+(\/guilds\/\d+)?\/commands$/.test(path)) {
+      const commands = Array.isArray(body) ? (body as Record<string, unknown>[]) : [];
+      return {
+        status: 200,
+        json: commands.map((command) => ({
+          ...command,
+          id: this.#commandId(String(command.name)),
+          application_id: this.applicationId,
+          version: snowflake(),
+          default_member_permissions: null,
+          type: command.type ?? 1,
+        })),
+      };
+    }
+    if (method === 'POST' && /^\/interactions\/\d+\/[^/]+\/callback$/.test(path)) return { status: 204 };
+    const webhook = /^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/(@original|\d+))?$/.exec(path);
+    if (webhook !== null && (method === 'PATCH' || method === 'POST')) {
+      const payload = (body ?? {}) as Record<string, unknown>;
+      const id = webhook[3] === undefined || webhook[3] === '@original' ? snowflake() : webhook[3];
+      return { status: 200, json: this.#message(id, String(payload.content ?? ''), files, payload.components, this.applicationId) };
+    }
+    if (webhook !== null && method === 'DELETE') return { status: 204 };
+    const channel = /^\/channels\/(\d+)\/messages(?:\/(\d+))?$/.exec(path);
+    if (channel !== null && (method === 'POST' || method === 'PATCH')) {
+      const payload = (body ?? {}) as Record<string, unknown>;
+      return { status: 200, json: this.#message(channel[2] ?? snowflake(), String(payload.content ?? ''), files, payload.components, this.botUserId, channel[1]) };
+    }
+    return { status: 404, json: { message: '404: Not Found', code: 0 } };
+  }
+
+  // --- Payloads ---------------------------------------------------------------------------------
+
+  #base(user: FakeUser, type: number, attachmentSizeLimit = 10 * 1024 * 1024): Record<string, unknown> & { id: string; token: string } {
+    const id = snowflake();
+    return {
+      id,
+      application_id: this.applicationId,
+      type,
+      token: `aW50ZXJhY3Rpb246${id}:fake-token`,
+      version: 1,
+      guild_id: this.guildId,
+      guild: { id: this.guildId, locale: 'en-US', features: [] },
+      channel_id: this.channelId,
+      channel: { id: this.channelId, type: 0, guild_id: this.guildId, name: 'videos', nsfw: false, parent_id: null, position: 0, permissions: '2248473465835073', last_message_id: null, flags: 0, rate_limit_per_user: 0, topic: null },
+      member: this.member(user),
+      app_permissions: '2248473465835073',
+      locale: 'en-US',
+      guild_locale: 'en-US',
+      entitlements: [],
+      authorizing_integration_owners: { '0': this.guildId },
+      context: 0,
+      attachment_size_limit: attachmentSizeLimit,
+    };
+  }
+
+  #message(id: string, content: string, files: RecordedFile[], components: unknown = [], authorId = this.applicationId, channelId = this.channelId): Record<string, unknown> {
+    return {
+      id,
+      type: 0,
+      channel_id: channelId,
+      guild_id: this.guildId,
+      content,
+      author: { id: authorId, username: 'reelbot', global_name: null, discriminator: '0', avatar: null, bot: true },
+      attachments: files.map((file) => {
+        const attachmentId = snowflake();
+        return {
+          id: attachmentId,
+          filename: file.name,
+          size: file.size,
+          content_type: file.contentType,
+          url: `https://cdn.discordapp.test/attachments/${channelId}/${attachmentId}/${file.name}`,
+          proxy_url: `https://media.discordapp.test/attachments/${channelId}/${attachmentId}/${file.name}`,
+        };
+      }),
+      embeds: [],
+      mentions: [],
+      mention_roles: [],
+      mention_everyone: false,
+      pinned: false,
+      tts: false,
+      timestamp: new Date().toISOString(),
+      edited_timestamp: null,
+      flags: 0,
+      components: Array.isArray(components) ? components : [],
+      webhook_id: authorId === this.applicationId ? this.applicationId : undefined,
+      application_id: this.applicationId,
+    };
+  }
+
+  #commandId(name: string): string {
+    let id = this.#commandIds.get(name);
+    if (id === undefined) {
+      id = snowflake();
+      this.#commandIds.set(name, id);
+    }
+    return id;
+  }
+}
+
+/** Splits a multipart/form-data body into its files and its `payload_json`. */
+function parseMultipart(raw: Buffer, contentType: string): { files: RecordedFile[]; payload: unknown } {
+  const boundary = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType);
+  const marker = boundary?.[1] ?? boundary?.[2];
+  if (marker === undefined) return { files: [], payload: undefined };
+  const delimiter = Buffer.from(`--${marker}`);
+  const files: RecordedFile[] = [];
+  let payload: unknown;
+  let start = raw.indexOf(delimiter);
+  while (start !== -1) {
+    const next = raw.indexOf(delimiter, start + delimiter.length);
+    if (next === -1) break;
+    // Part = CRLF headers CRLF CRLF body CRLF
+    const part = raw.subarray(start + delimiter.length + 2, next - 2);
+    const split = part.indexOf('\r\n\r\n');
+    if (split !== -1) {
+      const head = part.subarray(0, split).toString('utf8');
+      const content = part.subarray(split + 4);
+      const name = /name="([^"]*)"/i.exec(head)?.[1] ?? '';
+      const filename = /filename="([^"]*)"/i.exec(head)?.[1];
+      const type = /content-type:\s*([^\r\n]+)/i.exec(head)?.[1]?.trim() ?? 'application/octet-stream';
+      if (filename !== undefined) files.push({ field: name, name: filename, size: content.length, contentType: type });
+      else if (name === 'payload_json') payload = JSON.parse(content.toString('utf8')) as unknown;
+    }
+    start = next;
+  }
+  return { files, payload };
+}
