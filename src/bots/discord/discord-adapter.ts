@@ -1,0 +1,398 @@
+/**
+ * The Discord adapter: a discord.js Client (Guilds intent only) that turns `/video` and the
+ * buttons under a job's message into JobService calls, and follows the job's events by editing
+ * the interaction's reply: queued → throttled progress → the MP4 with Re-roll / Cancel buttons,
+ * or the failure. Every interaction is acknowledged (deferred) before anything else is awaited.
+ */
+import { readFile, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  ActionRowBuilder,
+  ButtonBuilder,
+  ButtonStyle,
+  Client,
+  DiscordAPIError,
+  Events,
+  GatewayIntentBits,
+  MessageFlags,
+  Routes,
+  type ButtonInteraction,
+  type ChatInputCommandInteraction,
+  type Interaction,
+} from 'discord.js';
+import { UserError } from '../../errors.js';
+import type { JobService } from '../../jobs/job-service.js';
+import type { Actor, JobEvent, JobRecord, JobRequest, SubmitResult } from '../../jobs/types.js';
+import type { Logger } from '../../log.js';
+import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
+import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
+import { cancelledText, describeJob, doneText, failedText, progressText, queuedText, refusalText } from '../shared/texts.js';
+import { videoCommandFromOptions } from '../shared/video-command.js';
+import { videoCommandData } from './commands.js';
+import { MessageEditor } from './message-editor.js';
+
+/** Discord's per-file default; any interaction may upload this much. */
+export const DISCORD_UPLOAD_FLOOR_BYTES = 10 * 1024 * 1024;
+/** Progress edits of one message are at least this far apart (Discord: 2–3 s is polite). */
+export const PROGRESS_EDIT_INTERVAL_MS = 2500;
+/** Interaction tokens stop working after 15 minutes. */
+const TOKEN_LIFETIME_MS = 15 * 60 * 1000;
+/** Discord error codes the adapter reacts to. */
+const INVALID_WEBHOOK_TOKEN = 50027;
+const REQUEST_ENTITY_TOO_LARGE = 40005;
+
+export interface DiscordAdapterOptions {
+  token: string;
+  /** REST base without the version, e.g. `https://discord.com/api` or a fake's `http://127.0.0.1:PORT/api`. */
+  apiUrl?: string;
+  jobs: JobService;
+  logger: Logger;
+  ffmpegPath: string;
+  ffprobePath: string;
+  /** Existing folder for re-encoded uploads. */
+  tempDir: string;
+  /** Register `/video` globally when the client is ready (default true). */
+  registerCommands?: boolean;
+  /** Shortest time between two progress edits of one message (default {@link PROGRESS_EDIT_INTERVAL_MS}). */
+  progressIntervalMs?: number;
+  /** Discord user ids treated as admins (cancel any job). The JobService allowlist still decides. */
+  adminIds?: readonly string[];
+}
+
+type Replyable = ChatInputCommandInteraction | ButtonInteraction;
+
+/** What the adapter keeps per job it follows: small, and rebuildable from the job's message refs. */
+interface Followed {
+  interaction: Replyable;
+  editor: MessageEditor;
+  /** Id of the reply message, once known (for the bot-token fallback). */
+  messageId?: string;
+}
+
+export class DiscordAdapter {
+  readonly client: Client;
+  #options: DiscordAdapterOptions;
+  #logger: Logger;
+  #followed = new Map<number, Followed>();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(options: DiscordAdapterOptions) {
+    this.#options = options;
+    this.#logger = options.logger.child({ platform: 'discord' });
+    this.client = new Client({
+      intents: [GatewayIntentBits.Guilds],
+      // Video uploads can take longer than the default 15 s.
+      rest: { ...(options.apiUrl === undefined ? {} : { api: options.apiUrl }), timeout: 120_000 },
+    });
+  }
+
+  /** Logs in and resolves once the gateway is ready (and `/video` is registered, unless turned off). */
+  async start(): Promise<void> {
+    this.#unsubscribe = this.#options.jobs.onEvent((event) => this.#onJobEvent(event));
+    this.client.on(Events.InteractionCreate, (interaction) => {
+      void this.#onInteraction(interaction).catch((error: unknown) => this.#logger.error({ err: error, interactionId: interaction.id }, 'interaction handler failed'));
+    });
+    const ready = new Promise<void>((resolve) => this.client.once(Events.ClientReady, () => resolve()));
+    await this.client.login(this.#options.token);
+    await ready;
+    if (this.#options.registerCommands !== false) await this.client.application?.commands.set([videoCommandData()]);
+    this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
+  }
+
+  /** Stops following jobs and disconnects. */
+  async stop(): Promise<void> {
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    for (const followed of this.#followed.values()) followed.editor.close();
+    this.#followed.clear();
+    await this.client.destroy();
+  }
+
+  // --- Interactions -----------------------------------------------------------------------------
+
+  async #onInteraction(interaction: Interaction): Promise<void> {
+    if (interaction.isChatInputCommand() && interaction.commandName === 'video') return this.#onVideo(interaction);
+    if (interaction.isButton()) return this.#onButton(interaction);
+  }
+
+  async #onVideo(interaction: ChatInputCommandInteraction): Promise<void> {
+    // Acknowledge first: the token dies 3 s after the interaction unless answered.
+    if (!(await this.#defer(interaction, false))) return;
+    const options = interaction.options;
+    const parsed = videoCommandFromOptions({
+      prompt: options.getString('prompt'),
+      frames: options.getInteger('frames'),
+      seed: options.getInteger('seed'),
+      motion: options.getString('motion'),
+      negative: options.getString('negative'),
+      steps: options.getInteger('steps'),
+      fps: options.getInteger('fps'),
+    });
+    if (parsed.type !== 'command') {
+      await this.#safeEdit(interaction, parsed.type === 'error' ? refusalText(parsed.error) : 'Use /video with a prompt.');
+      return;
+    }
+    const { command } = parsed;
+    await this.#submitAndFollow(interaction, {
+      actor: this.#actor(interaction),
+      kind: command.kind,
+      params: command.params,
+      ...(command.seed === undefined ? {} : { seed: command.seed }),
+    });
+  }
+
+  async #onButton(interaction: ButtonInteraction): Promise<void> {
+    const button = decodeCustomId(interaction.customId);
+    if (button === null) {
+      await interaction.reply({ content: 'This button is from an older version of the bot; please run /video again.', flags: MessageFlags.Ephemeral }).catch(() => undefined);
+      return;
+    }
+    if (button.action === 'cancel') {
+      if (!(await this.#defer(interaction, true))) return;
+      try {
+        const { job, outcome } = await this.#options.jobs.cancel(this.#actor(interaction), button.jobId);
+        await this.#safeEdit(interaction, outcome === 'cancelled' ? `Job #${job.id} is cancelled.` : `Cancelling job #${job.id}…`);
+      } catch (error) {
+        if (!(error instanceof UserError)) throw error;
+        await this.#safeEdit(interaction, refusalText(error));
+      }
+      return;
+    }
+    if (button.action === 'reroll') {
+      if (!(await this.#defer(interaction, false))) return;
+      const original = this.#options.jobs.status(button.jobId)?.job;
+      if (original === undefined) {
+        await this.#safeEdit(interaction, `There is no job #${button.jobId} any more.`);
+        return;
+      }
+      // No seed: the service draws a new one.
+      await this.#submitAndFollow(interaction, { actor: this.#actor(interaction), kind: original.kind, params: original.params });
+      return;
+    }
+    // This bot's messages carry no Edit button, so such an id was not made by it.
+    await interaction.reply({ content: 'This button does not belong to this bot.', flags: MessageFlags.Ephemeral }).catch(() => undefined);
+  }
+
+  /** Submits, shows the queued text and follows the job. */
+  async #submitAndFollow(interaction: Replyable, base: Omit<JobRequest, 'eventId' | 'groupId' | 'channelId'>): Promise<void> {
+    let submitted: SubmitResult;
+    try {
+      submitted = await this.#options.jobs.submit({
+        ...base,
+        eventId: interaction.id,
+        ...(interaction.guildId === null ? {} : { groupId: interaction.guildId }),
+        ...(interaction.channelId === null ? {} : { channelId: interaction.channelId }),
+      });
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      await this.#safeEdit(interaction, refusalText(error));
+      return;
+    }
+    const { job } = submitted;
+    if (submitted.duplicate) {
+      // A redelivered interaction shares the first delivery's reply, which already shows this job.
+      const refs = job.messageRefs.discord as { interactionId?: unknown } | undefined;
+      if (this.#followed.has(job.id) || refs?.interactionId === interaction.id) {
+        this.#logger.info({ jobId: job.id, interactionId: interaction.id }, 'redelivered interaction; the job exists');
+        return;
+      }
+      const where = job.channelId === null ? '' : ` in <#${job.channelId}>`;
+      await this.#safeEdit(interaction, `This request already made job #${job.id}${where}; it is ${job.state}.`);
+      return;
+    }
+    const followed = this.#follow(job.id, interaction);
+    this.#storeRefs(job.id, followed);
+    await followed.editor
+      .now(async () => {
+        const message = await interaction.editReply({
+          content: queuedText('discord', { jobId: job.id, position: submitted.position, etaMs: submitted.etaMs, quotaLeft: submitted.quotaLeft, prompt: describeJob(job) }),
+          components: [this.#buttons(job.id)],
+        });
+        followed.messageId = message.id;
+        this.#storeRefs(job.id, followed);
+      })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: job.id }, 'could not show the queued message'));
+  }
+
+  // --- Job events -------------------------------------------------------------------------------
+
+  #onJobEvent(event: JobEvent): void {
+    const followed = this.#followed.get(event.job.id);
+    if (followed === undefined) return;
+    const jobId = event.job.id;
+    switch (event.type) {
+      case 'progress':
+        followed.editor.progress(progressText('discord', { jobId, progress: event.progress }));
+        return;
+      case 'succeeded':
+        this.#finish(jobId, followed, () => this.#deliver(followed, event.job, event.result));
+        return;
+      case 'failed':
+        this.#finish(jobId, followed, () =>
+          this.#edit(followed, { content: failedText('discord', { jobId, message: event.message, refunded: event.refunded }), components: [] }),
+        );
+        return;
+      case 'cancelled':
+        this.#finish(jobId, followed, () => this.#edit(followed, { content: cancelledText('discord', { jobId, refunded: event.refunded }), components: [] }));
+        return;
+      default:
+        return;
+    }
+  }
+
+  #finish(jobId: number, followed: Followed, edit: () => Promise<void>): void {
+    this.#followed.delete(jobId);
+    void followed.editor.now(edit, { final: true }).catch((error: unknown) => this.#logger.error({ err: error, jobId }, 'could not post the outcome of a job'));
+  }
+
+  /** Uploads the video, fitted to the interaction's upload limit (retrying at 10 MiB on a 413). */
+  async #deliver(followed: Followed, job: JobRecord, result: unknown): Promise<void> {
+    const file = typeof result === 'object' && result !== null && typeof (result as { file?: unknown }).file === 'string' ? (result as { file: string }).file : undefined;
+    if (file === undefined) {
+      await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message: 'The video file is missing.', refunded: false }), components: [] });
+      return;
+    }
+    const limit = Math.max(followed.interaction.attachmentSizeLimit || 0, DISCORD_UPLOAD_FLOOR_BYTES);
+    try {
+      await this.#upload(followed, job, file, result as Record<string, unknown>, limit);
+    } catch (error) {
+      if (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE) && limit > DISCORD_UPLOAD_FLOOR_BYTES) {
+        this.#logger.warn({ jobId: job.id, limit }, 'upload refused as too large; retrying at the 10 MiB floor');
+        await this.#upload(followed, job, file, result as Record<string, unknown>, DISCORD_UPLOAD_FLOOR_BYTES);
+        return;
+      }
+      if (error instanceof UploadTooLargeError || (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE))) {
+        const message = error instanceof UploadTooLargeError ? error.userMessage : 'The video is too large for this channel.';
+        await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [this.#buttons(job.id)] });
+        return;
+      }
+      throw error;
+    }
+  }
+
+  async #upload(followed: Followed, job: JobRecord, file: string, result: Record<string, unknown>, limit: number): Promise<void> {
+    const fitted = await fitToLimit(file, limit, { ffmpegPath: this.#options.ffmpegPath, ffprobePath: this.#options.ffprobePath, tempDir: this.#options.tempDir });
+    if (fitted.steps.length > 0) this.#logger.info({ jobId: job.id, steps: fitted.steps }, 'fitted the video to the upload limit');
+    const bytes = fitted.bytes || (await stat(fitted.file)).size;
+    const elapsedMs = (job.finishedAt ?? Date.now()) - (job.startedAt ?? job.queuedAt);
+    const content = doneText('discord', {
+      jobId: job.id,
+      kind: job.kind,
+      text: describeJob(job),
+      seed: job.seed,
+      elapsedMs,
+      bytes,
+      ...numberField(result, 'frames'),
+      ...numberField(result, 'width'),
+      ...numberField(result, 'height'),
+      ...(fitted.note === undefined ? {} : { note: fitted.note }),
+    });
+    const name = `reelbot-${job.id}.${fitted.format}`;
+    try {
+      await this.#edit(followed, { content, components: [this.#buttons(job.id)], files: [{ attachment: fitted.file, name }] });
+    } finally {
+      // A re-encoded copy is ours to remove; the job's own output stays.
+      if (fitted.file !== path.resolve(file)) await rm(fitted.file, { force: true });
+    }
+  }
+
+  /**
+   * Edits the reply through the interaction token; once the token has expired (401 / 50027) the
+   * same edit goes through the bot token on the channel message, with no retry of the dead token.
+   */
+  async #edit(followed: Followed, body: { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] }): Promise<void> {
+    const { interaction } = followed;
+    try {
+      const message = await interaction.editReply(body);
+      followed.messageId = message.id;
+    } catch (error) {
+      if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN) || followed.messageId === undefined || interaction.channelId === null) throw error;
+      this.#logger.warn({ interactionId: interaction.id }, 'interaction token expired; editing with the bot token');
+      const files = await Promise.all(
+        (body.files ?? []).map(async (file, index) => ({ key: `files[${index}]`, name: file.name, data: await readFile(file.attachment), contentType: contentTypeOf(file.name) })),
+      );
+      await this.client.rest.patch(Routes.channelMessage(interaction.channelId, followed.messageId), {
+        body: {
+          content: body.content,
+          components: body.components.map((row) => row.toJSON()),
+          ...(files.length === 0 ? {} : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
+        },
+        ...(files.length === 0 ? {} : { files }),
+      });
+    }
+  }
+
+  // --- Helpers ----------------------------------------------------------------------------------
+
+  #follow(jobId: number, interaction: Replyable): Followed {
+    const followed: Followed = {
+      interaction,
+      editor: new MessageEditor({
+        intervalMs: this.#options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS,
+        send: async (content) => {
+          await this.#edit(followed, { content, components: [this.#buttons(jobId)] });
+        },
+        onError: (error) => this.#logger.warn({ err: error, jobId }, 'progress edit failed'),
+      }),
+    };
+    this.#followed.set(jobId, followed);
+    return followed;
+  }
+
+  #storeRefs(jobId: number, followed: Followed): void {
+    const { interaction } = followed;
+    this.#options.jobs.setMessageRefs(jobId, {
+      discord: {
+        applicationId: interaction.applicationId,
+        interactionId: interaction.id,
+        interactionToken: interaction.token,
+        tokenExpiresAt: interaction.createdTimestamp + TOKEN_LIFETIME_MS,
+        channelId: interaction.channelId,
+        guildId: interaction.guildId,
+        ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
+      },
+    });
+  }
+
+  async #defer(interaction: Replyable, ephemeral: boolean): Promise<boolean> {
+    try {
+      await interaction.deferReply(ephemeral ? { flags: MessageFlags.Ephemeral } : {});
+      return true;
+    } catch (error) {
+      // Typically 40060 (already acknowledged: a redelivery) or an expired token.
+      this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not acknowledge an interaction');
+      return false;
+    }
+  }
+
+  async #safeEdit(interaction: Replyable, content: string): Promise<void> {
+    await interaction.editReply({ content, components: [] }).catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not edit a reply'));
+  }
+
+  #actor(interaction: Replyable): Actor {
+    const user = interaction.user;
+    return {
+      platform: 'discord',
+      externalId: user.id,
+      displayName: user.globalName ?? user.username,
+      ...(this.#options.adminIds?.includes(user.id) === true ? { isAdmin: true } : {}),
+    };
+  }
+
+  /** Re-roll and Cancel; the job row decides what a click does, so the buttons survive restarts. */
+  #buttons(jobId: number): ActionRowBuilder<ButtonBuilder> {
+    return new ActionRowBuilder<ButtonBuilder>().addComponents(
+      new ButtonBuilder().setCustomId(encodeCustomId('reroll', jobId)).setLabel('Re-roll').setStyle(ButtonStyle.Primary),
+      new ButtonBuilder().setCustomId(encodeCustomId('cancel', jobId)).setLabel('Cancel').setStyle(ButtonStyle.Danger),
+    );
+  }
+}
+
+function numberField<K extends string>(result: Record<string, unknown>, key: K): Partial<Record<K, number>> {
+  const value = result[key];
+  return typeof value === 'number' && Number.isFinite(value) ? ({ [key]: value } as Partial<Record<K, number>>) : {};
+}
+
+function contentTypeOf(name: string): string {
+  return name.endsWith('.gif') ? 'image/gif' : 'video/mp4';
+}

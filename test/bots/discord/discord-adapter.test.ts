@@ -1,0 +1,219 @@
+/**
+ * The Discord adapter end to end: a real discord.js Client logged in to the fake Discord, a real
+ * JobService with worker processes running the MP4 test engine.
+ */
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
+import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
+import { createLogger } from '../../../src/log.js';
+import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
+import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
+
+const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
+const alice = { id: snowflake(), username: 'alice' };
+const bob = { id: snowflake(), username: 'bob' };
+
+interface Payload {
+  content?: string;
+  components?: { type: number; components: { type: number; custom_id: string; label: string }[] }[];
+  attachments?: unknown[];
+}
+
+let dir: string;
+let harness: Harness;
+let fake: FakeDiscord;
+let adapter: DiscordAdapter;
+
+async function startAll(progressIntervalMs?: number): Promise<void> {
+  const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
+  adapter = new DiscordAdapter({
+    token: 'fake-bot-token',
+    apiUrl: fake.apiUrl,
+    jobs: harness.service,
+    logger: createLogger('silent'),
+    ffmpegPath: ffmpeg,
+    ffprobePath: ffprobe,
+    tempDir: dir,
+    ...(progressIntervalMs === undefined ? {} : { progressIntervalMs }),
+  });
+  await adapter.start();
+}
+
+beforeEach(async () => {
+  dir = tempDir();
+  harness = startService(dir, { engineModule: MP4_ENGINE });
+  fake = await FakeDiscord.start();
+});
+
+afterEach(async () => {
+  await adapter?.stop();
+  await fake.close();
+  await harness.close();
+  removeDir(dir);
+});
+
+const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${token}/messages/@original`);
+const isUpload = (token: string) => (r: RecordedRequest) => isOriginalEdit(token)(r) && r.multipart && r.files.length > 0 && r.status === 200;
+
+describe('DiscordAdapter', () => {
+  it('logs in and registers /video', async () => {
+    await startAll();
+    const put = await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`);
+    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video']);
+    expect(fake.gatewayFrames.find((f) => f.op === 2)).toBeDefined();
+  });
+
+  it('/video: defers first, shows the queued text, then uploads the MP4 with Re-roll and Cancel', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing', frames: 8 });
+    fake.sendInteraction(interaction);
+    await fake.waitForRequest(isUpload(interaction.token));
+
+    const seen = fake.requestsFor(interaction);
+    const first = seen[0]!;
+    expect(first.method).toBe('POST');
+    expect(first.path).toBe(`/interactions/${interaction.id}/${interaction.token}/callback`);
+    expect(first.body).toMatchObject({ type: 5 });
+    expect(first.headers.authorization).toBeUndefined();
+
+    const second = seen[1]!;
+    expect(isOriginalEdit(interaction.token)(second)).toBe(true);
+    const queued = second.body as Payload;
+    expect(queued.content).toMatch(/\*\*Job #\d+\*\* is queued/);
+    expect(queued.content).toContain('a corgi surfing');
+
+    const upload = seen.find(isUpload(interaction.token))!;
+    expect(upload.files).toHaveLength(1);
+    expect(upload.files[0]!.contentType).toBe('video/mp4');
+    expect(upload.files[0]!.name).toMatch(/\.mp4$/);
+    expect(upload.files[0]!.size).toBeGreaterThan(100);
+    const done = upload.body as Payload;
+    expect(done.content).toMatch(/\*\*Job #\d+\*\* done/);
+    const buttons = done.components?.[0]?.components ?? [];
+    const jobId = Number(/Job #(\d+)/.exec(done.content ?? '')?.[1]);
+    expect(buttons.map((b) => [b.label, b.custom_id])).toEqual([
+      ['Re-roll', `v1:reroll:${jobId}`],
+      ['Cancel', `v1:cancel:${jobId}`],
+    ]);
+    // The upload is the last edit: nothing overwrote it.
+    expect(seen.at(-1)).toBe(upload);
+
+    const job = harness.service.status(jobId)!.job;
+    expect(job.state).toBe('succeeded');
+    expect(job.userExternalId).toBe(alice.id);
+    expect(job.groupId).toBe(fake.guildId);
+    expect(job.channelId).toBe(fake.channelId);
+    expect(job.messageRefs).toMatchObject({ discord: { interactionId: interaction.id, channelId: fake.channelId } });
+    expect((job.messageRefs.discord as { messageId?: string }).messageId).toMatch(/^\d{17,19}$/);
+  });
+
+  it('makes one job when the same interaction is delivered twice', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing' });
+    fake.sendInteraction(interaction);
+    fake.sendInteraction(interaction);
+    await fake.waitForRequest(isUpload(interaction.token));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(harness.events.filter(isType('queued'))).toHaveLength(1);
+    const uploads = fake.requests.filter(isUpload(interaction.token));
+    expect(uploads).toHaveLength(1);
+    // The redelivery did not overwrite the video.
+    expect(fake.requestsFor(interaction).filter((r) => r.method === 'PATCH').at(-1)).toBe(uploads[0]);
+  });
+
+  it('refuses a Cancel click by someone else with an ephemeral message, and the job goes on', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
+    fake.sendInteraction(interaction);
+    const queued = await fake.waitForRequest(isOriginalEdit(interaction.token));
+    const jobId = Number(/Job #(\d+)/.exec((queued.body as Payload).content ?? '')?.[1]);
+
+    const click = fake.button(bob, `v1:cancel:${jobId}`);
+    fake.sendInteraction(click);
+    const ack = await fake.waitForRequest((r) => r.path === `/interactions/${click.id}/${click.token}/callback`);
+    expect(ack.body).toMatchObject({ type: 5, data: { flags: 64 } });
+    const answer = await fake.waitForRequest(isOriginalEdit(click.token));
+    expect((answer.body as Payload).content).toContain('belongs to someone else');
+
+    await harness.waitFor(isType('succeeded', jobId));
+    await fake.waitForRequest(isUpload(interaction.token));
+  });
+
+  it('cancels for the owner, and the reply says so', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
+    fake.sendInteraction(interaction);
+    const queued = await fake.waitForRequest(isOriginalEdit(interaction.token));
+    const jobId = Number(/Job #(\d+)/.exec((queued.body as Payload).content ?? '')?.[1]);
+    const click = fake.button(alice, `v1:cancel:${jobId}`);
+    fake.sendInteraction(click);
+    await harness.waitFor(isType('cancelled', jobId));
+    const edit = await fake.waitForRequest((r) => isOriginalEdit(interaction.token)(r) && ((r.body as Payload).content ?? '').includes('was cancelled'));
+    expect((edit.body as Payload).components).toEqual([]);
+    expect(fake.requests.filter(isUpload(interaction.token))).toHaveLength(0);
+  });
+
+  it('re-rolls with the same params and a new job', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing', frames: 8 });
+    fake.sendInteraction(interaction);
+    const upload = await fake.waitForRequest(isUpload(interaction.token));
+    const jobId = Number(/Job #(\d+)/.exec((upload.body as Payload).content ?? '')?.[1]);
+    const click = fake.button(bob, `v1:reroll:${jobId}`);
+    fake.sendInteraction(click);
+    await fake.waitForRequest(isUpload(click.token));
+    const queuedJobs = harness.events.filter(isType('queued')).map((e) => e.job);
+    expect(queuedJobs).toHaveLength(2);
+    expect(queuedJobs[1]!.params).toEqual(queuedJobs[0]!.params);
+    expect(queuedJobs[1]!.userExternalId).toBe(bob.id);
+  });
+
+  it('a 429 on a progress edit does not stop the job from finishing and being delivered', async () => {
+    await startAll(100);
+    const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
+    fake.sendInteraction(interaction);
+    await fake.waitForRequest(isOriginalEdit(interaction.token));
+    // The next edit of this reply (a progress edit) is rate-limited.
+    fake.rateLimit('PATCH', new RegExp(`/${interaction.token}/messages/@original$`), 0.5);
+    const limited = await fake.waitForRequest((r) => isOriginalEdit(interaction.token)(r) && r.status === 429);
+    expect((limited.body as Payload).content).toMatch(/denoising/);
+    const succeeded = await harness.waitFor(isType('succeeded'));
+    const upload = await fake.waitForRequest(isUpload(interaction.token));
+    expect((upload.body as Payload).content).toMatch(/done/);
+    expect(upload.files[0]!.contentType).toBe('video/mp4');
+    expect(succeeded.job.id).toBeGreaterThan(0);
+    expect(fake.requestsFor(interaction).at(-1)).toBe(upload);
+  });
+
+  it('shows a refusal from the command grammar', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a corgi', motion: 'sideways' });
+    fake.sendInteraction(interaction);
+    const edit = await fake.waitForRequest(isOriginalEdit(interaction.token));
+    expect((edit.body as Payload).content).toMatch(/motion must be two numbers/);
+    expect(harness.events).toHaveLength(0);
+  });
+
+  it('when the interaction token has expired, posts the result with the bot token', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
+    fake.sendInteraction(interaction);
+    await fake.waitForRequest(isOriginalEdit(interaction.token));
+    fake.expireToken('PATCH', new RegExp(`/${interaction.token}/messages/@original$`), 100);
+    const edit = await fake.waitForRequest((r) => r.method === 'PATCH' && r.path.startsWith(`/channels/${fake.channelId}/messages/`) && r.files.length > 0);
+    expect(edit.headers.authorization).toBe('Bot fake-bot-token');
+    expect(edit.files[0]!.contentType).toBe('video/mp4');
+    expect((edit.body as Payload).content).toMatch(/done/);
+  });
+
+  it('retries an upload refused with 413 / 40005 at the 10 MiB floor', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing' }, { attachmentSizeLimit: 50 * 1024 * 1024 });
+    fake.rejectUpload('PATCH', new RegExp(`/${interaction.token}/messages/@original$`));
+    fake.sendInteraction(interaction);
+    const upload = await fake.waitForRequest(isUpload(interaction.token));
+    expect(upload.files[0]!.contentType).toBe('video/mp4');
+    expect(fake.requestsFor(interaction).some((r) => r.status === 413)).toBe(true);
+  });
+});
