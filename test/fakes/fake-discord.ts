@@ -216,9 +216,24 @@ export class FakeDiscord {
     add('negative', 3, options.negative);
     add('steps', 4, options.steps);
     add('fps', 4, options.fps);
+    return this.#chatInput(user, 'video', typed, extra.attachmentSizeLimit);
+  }
+
+  /**
+   * Any other slash command (type 2) from `user`: `command(alice, 'history', { page: 2 })`. Strings
+   * are sent as STRING options (type 3), numbers as INTEGER options (type 4); undefined ones are left out.
+   */
+  command(user: FakeUser, name: string, options: Record<string, string | number | undefined> = {}): Record<string, unknown> & { id: string; token: string } {
+    const typed = Object.entries(options)
+      .filter((entry): entry is [string, string | number] => entry[1] !== undefined)
+      .map(([option, value]) => ({ name: option, type: typeof value === 'number' ? 4 : 3, value }));
+    return this.#chatInput(user, name, typed);
+  }
+
+  #chatInput(user: FakeUser, name: string, options: { name: string; type: number; value: string | number }[], attachmentSizeLimit?: number): Record<string, unknown> & { id: string; token: string } {
     return {
-      ...this.#base(user, 2, extra.attachmentSizeLimit),
-      data: { id: this.#commandId('video'), name: 'video', type: 1, options: typed },
+      ...this.#base(user, 2, attachmentSizeLimit),
+      data: { id: this.#commandId(name), name, type: 1, options },
     };
   }
 

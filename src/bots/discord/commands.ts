@@ -18,3 +18,39 @@ export function videoCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
     .addIntegerOption((o) => o.setName('fps').setDescription(`Frames per second, ${T.fps.min} to ${T.fps.max}`).setMinValue(T.fps.min).setMaxValue(T.fps.max))
     .toJSON();
 }
+
+/** `/queue`: what runs and what waits. */
+export function queueCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
+  return new SlashCommandBuilder().setName('queue').setDescription('What is running and what is waiting').toJSON();
+}
+
+/** `/usage`: the caller's quota, use today and this month, and recent jobs. */
+export function usageCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
+  return new SlashCommandBuilder().setName('usage').setDescription('Your limits, what you used, and your recent videos').toJSON();
+}
+
+/** Jobs per `/history` page. */
+export const HISTORY_PAGE_SIZE = 10;
+
+/** `/history [page]`: the caller's jobs, newest first. */
+export function historyCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
+  return new SlashCommandBuilder()
+    .setName('history')
+    .setDescription('Your videos, newest first')
+    .addIntegerOption((o) => o.setName('page').setDescription(`Page number (${HISTORY_PAGE_SIZE} videos a page)`).setMinValue(1))
+    .toJSON();
+}
+
+/** `/cancel [job]`: a job by number, or the caller's most recent queued or running job. */
+export function cancelCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
+  return new SlashCommandBuilder()
+    .setName('cancel')
+    .setDescription('Stop a job (by default your most recent queued or running one)')
+    .addIntegerOption((o) => o.setName('job').setDescription('Job number, like 42').setMinValue(1))
+    .toJSON();
+}
+
+/** Every command the adapter registers, in one `set` call. */
+export function allCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody[] {
+  return [videoCommandData(), queueCommandData(), usageCommandData(), historyCommandData(), cancelCommandData()];
+}

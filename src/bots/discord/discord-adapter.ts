@@ -2,7 +2,8 @@
  * The Discord adapter: a discord.js Client (Guilds intent only) that turns `/video` and the
  * buttons under a job's message into JobService calls, and follows the job's events by editing
  * the interaction's reply: queued → throttled progress → the MP4 with Re-roll / Cancel buttons,
- * or the failure. Every interaction is acknowledged (deferred) before anything else is awaited.
+ * or the failure. `/queue`, `/usage`, `/history` and `/cancel` answer with ephemeral replies.
+ * Every interaction is acknowledged (deferred) before anything else is awaited.
  */
 import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -26,9 +27,9 @@ import type { Actor, JobEvent, JobRecord, JobRequest, SubmitResult } from '../..
 import type { Logger } from '../../log.js';
 import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
-import { cancelledText, describeJob, doneText, failedText, progressText, queuedText, refusalText } from '../shared/texts.js';
+import { cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
 import { videoCommandFromOptions } from '../shared/video-command.js';
-import { videoCommandData } from './commands.js';
+import { allCommandData, HISTORY_PAGE_SIZE } from './commands.js';
 import { MessageEditor } from './message-editor.js';
 
 /** Discord's per-file default; any interaction may upload this much. */
@@ -40,6 +41,12 @@ const TOKEN_LIFETIME_MS = 15 * 60 * 1000;
 /** Discord error codes the adapter reacts to. */
 const INVALID_WEBHOOK_TOKEN = 50027;
 const REQUEST_ENTITY_TOO_LARGE = 40005;
+/** Longest message content Discord accepts. */
+export const DISCORD_CONTENT_LIMIT = 2000;
+/** What a user sees when a command fails on our side (details go to the log only). */
+export const GENERIC_FAILURE_TEXT = 'Something went wrong on our side. Please try again in a moment.';
+/** Job states `/cancel` without a job number looks for. */
+const ACTIVE_STATES: readonly JobRecord['state'][] = ['queued', 'running'];
 
 export interface DiscordAdapterOptions {
   token: string;
@@ -51,7 +58,7 @@ export interface DiscordAdapterOptions {
   ffprobePath: string;
   /** Existing folder for re-encoded uploads. */
   tempDir: string;
-  /** Register `/video` globally when the client is ready (default true). */
+  /** Register the slash commands globally when the client is ready (default true). */
   registerCommands?: boolean;
   /** Shortest time between two progress edits of one message (default {@link PROGRESS_EDIT_INTERVAL_MS}). */
   progressIntervalMs?: number;
@@ -86,7 +93,7 @@ export class DiscordAdapter {
     });
   }
 
-  /** Logs in and resolves once the gateway is ready (and `/video` is registered, unless turned off). */
+  /** Logs in and resolves once the gateway is ready (and the commands are registered, unless turned off). */
   async start(): Promise<void> {
     this.#unsubscribe = this.#options.jobs.onEvent((event) => this.#onJobEvent(event));
     this.client.on(Events.InteractionCreate, (interaction) => {
@@ -95,7 +102,7 @@ export class DiscordAdapter {
     const ready = new Promise<void>((resolve) => this.client.once(Events.ClientReady, () => resolve()));
     await this.client.login(this.#options.token);
     await ready;
-    if (this.#options.registerCommands !== false) await this.client.application?.commands.set([videoCommandData()]);
+    if (this.#options.registerCommands !== false) await this.client.application?.commands.set(allCommandData());
     this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
   }
 
@@ -111,8 +118,83 @@ export class DiscordAdapter {
   // --- Interactions -----------------------------------------------------------------------------
 
   async #onInteraction(interaction: Interaction): Promise<void> {
-    if (interaction.isChatInputCommand() && interaction.commandName === 'video') return this.#onVideo(interaction);
+    if (interaction.isChatInputCommand()) {
+      switch (interaction.commandName) {
+        case 'video':
+          return this.#onVideo(interaction);
+        case 'queue':
+          return this.#ephemeralCommand(interaction, () => this.#onQueue());
+        case 'usage':
+          return this.#ephemeralCommand(interaction, () => this.#onUsage(interaction));
+        case 'history':
+          return this.#ephemeralCommand(interaction, () => this.#onHistory(interaction));
+        case 'cancel':
+          return this.#ephemeralCommand(interaction, () => this.#onCancel(interaction));
+        default:
+          return;
+      }
+    }
     if (interaction.isButton()) return this.#onButton(interaction);
+  }
+
+  /**
+   * Runs an informational command: an ephemeral defer first (before any DB access), then the
+   * handler's text as the reply. A UserError is shown as its message; anything else is logged and
+   * answered with a short generic text, so no exception leaves the handler.
+   */
+  async #ephemeralCommand(interaction: ChatInputCommandInteraction, handler: () => Promise<string> | string): Promise<void> {
+    if (!(await this.#defer(interaction, true))) return;
+    let content: string;
+    try {
+      content = await handler();
+    } catch (error) {
+      if (error instanceof UserError) {
+        content = refusalText(error);
+      } else {
+        this.#logger.error({ err: error, interactionId: interaction.id, command: interaction.commandName }, 'command failed');
+        content = GENERIC_FAILURE_TEXT;
+      }
+    }
+    // Listings mention users; an ephemeral reply pings nobody, but say so explicitly anyway.
+    await interaction
+      .editReply({ content: fitContent(content), components: [], allowedMentions: { parse: [] } })
+      .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not edit a reply'));
+  }
+
+  #onQueue(): string {
+    return queueText('discord', this.#options.jobs.queue());
+  }
+
+  #onUsage(interaction: ChatInputCommandInteraction): string {
+    return usageText('discord', this.#options.jobs.usage(this.#actor(interaction)));
+  }
+
+  #onHistory(interaction: ChatInputCommandInteraction): string {
+    // Discord enforces min_value 1; a smaller value from elsewhere is read as page 1.
+    const page = Math.max(1, interaction.options.getInteger('page') ?? 1);
+    const actor = this.#actor(interaction);
+    const jobs = this.#options.jobs.history(actor, page, HISTORY_PAGE_SIZE);
+    const hasMore = jobs.length === HISTORY_PAGE_SIZE && this.#options.jobs.history(actor, page + 1, HISTORY_PAGE_SIZE).length > 0;
+    return historyText('discord', { jobs, page, hasMore });
+  }
+
+  async #onCancel(interaction: ChatInputCommandInteraction): Promise<string> {
+    const actor = this.#actor(interaction);
+    const jobId = interaction.options.getInteger('job') ?? this.#latestActiveJob(actor);
+    if (jobId === undefined) return 'You have no queued or running job to cancel.';
+    const { job, outcome } = await this.#options.jobs.cancel(actor, jobId);
+    return outcome === 'cancelled' ? `Job #${job.id} is cancelled.` : `Cancelling job #${job.id}…`;
+  }
+
+  /** The id of the actor's most recent queued or running job (history is newest first). */
+  #latestActiveJob(actor: Actor): number | undefined {
+    const pageSize = 50;
+    for (let page = 1; ; page++) {
+      const jobs = this.#options.jobs.history(actor, page, pageSize);
+      const active = jobs.find((job) => ACTIVE_STATES.includes(job.state));
+      if (active !== undefined) return active.id;
+      if (jobs.length < pageSize) return undefined;
+    }
   }
 
   async #onVideo(interaction: ChatInputCommandInteraction): Promise<void> {
@@ -391,6 +473,14 @@ export class DiscordAdapter {
 function numberField<K extends string>(result: Record<string, unknown>, key: K): Partial<Record<K, number>> {
   const value = result[key];
   return typeof value === 'number' && Number.isFinite(value) ? ({ [key]: value } as Partial<Record<K, number>>) : {};
+}
+
+/** Cuts a message to Discord's content limit, at a line break when there is one. */
+export function fitContent(content: string, limit = DISCORD_CONTENT_LIMIT): string {
+  if (content.length <= limit) return content;
+  const cut = content.slice(0, limit - 2);
+  const lineEnd = cut.lastIndexOf('\n');
+  return `${lineEnd > limit / 2 ? cut.slice(0, lineEnd) : cut}\n…`;
 }
 
 function contentTypeOf(name: string): string {

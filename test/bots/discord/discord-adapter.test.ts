@@ -57,10 +57,10 @@ const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === '
 const isUpload = (token: string) => (r: RecordedRequest) => isOriginalEdit(token)(r) && r.multipart && r.files.length > 0 && r.status === 200;
 
 describe('DiscordAdapter', () => {
-  it('logs in and registers /video', async () => {
+  it('logs in and registers the slash commands', async () => {
     await startAll();
     const put = await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`);
-    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video']);
+    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video', 'queue', 'usage', 'history', 'cancel']);
     expect(fake.gatewayFrames.find((f) => f.op === 2)).toBeDefined();
   });
 
