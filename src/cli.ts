@@ -9,6 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { registerModels } from './cli-models.js';
+import { registerServe } from './cli-serve.js';
 import { registerEdit, registerRender } from './cli-video.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
@@ -366,6 +367,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     },
     now,
   };
+  registerServe(program, videoContext);
   registerRender(program, videoContext);
   registerEdit(program, videoContext);
 

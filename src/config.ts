@@ -138,6 +138,8 @@ export const configSchema = z
       .strictObject({ discord: z.array(z.string()).default([]), slack: z.array(z.string()).default([]) })
       .prefault({}),
     discordToken: z.string().min(1).optional(),
+    /** Discord's REST base (large bots route it through a proxy; tests point it at a fake). */
+    discordApiUrl: z.url({ protocol: /^https?$/ }).default('https://discord.com/api'),
     slackBotToken: z.string().min(1).optional(),
     slackAppToken: z.string().min(1).optional(),
     slackSigningSecret: z.string().min(1).optional(),
@@ -188,6 +190,7 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_DISCORD_ADMINS: { path: ['admins', 'discord'], kind: 'list' },
   REELBOT_SLACK_ADMINS: { path: ['admins', 'slack'], kind: 'list' },
   REELBOT_DISCORD_TOKEN: { path: ['discordToken'], kind: 'string' },
+  REELBOT_DISCORD_API_URL: { path: ['discordApiUrl'], kind: 'string' },
   REELBOT_SLACK_BOT_TOKEN: { path: ['slackBotToken'], kind: 'string' },
   REELBOT_SLACK_APP_TOKEN: { path: ['slackAppToken'], kind: 'string' },
   REELBOT_SLACK_SIGNING_SECRET: { path: ['slackSigningSecret'], kind: 'string' },

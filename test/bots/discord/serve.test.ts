@@ -1,0 +1,63 @@
+/**
+ * `reelbot serve` as an operator runs it: the real bin in its own process, Discord's API base set
+ * to the fake by REELBOT_DISCORD_API_URL, a /video answered with an MP4, and SIGTERM draining it.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
+import { removeDir, tempDir } from '../../helpers/harness.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/reelbot.js', import.meta.url));
+const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
+
+let dir: string;
+let fake: FakeDiscord;
+beforeEach(async () => {
+  dir = tempDir();
+  fake = await FakeDiscord.start();
+});
+afterEach(async () => {
+  await fake.close();
+  removeDir(dir);
+});
+
+function serve(env: Record<string, string>) {
+  const child = spawn(process.execPath, [BIN, 'serve'], {
+    env: { PATH: process.env.PATH, REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'out'), REELBOT_LOG_LEVEL: 'silent', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}
+
+test('serve connects to Discord through REELBOT_DISCORD_API_URL, answers /video, and drains on SIGTERM', async () => {
+  const bot = serve({ REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE });
+  try {
+    await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
+    const interaction = fake.slashCommand({ id: snowflake(), username: 'alice' }, { prompt: 'a corgi surfing' });
+    fake.sendInteraction(interaction);
+    const upload = await fake.waitForRequest(
+      (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${interaction.token}/messages/@original`) && r.files.length > 0,
+      30_000,
+    );
+    expect(upload.files[0]).toMatchObject({ contentType: 'video/mp4' });
+    expect(fake.requestsFor(interaction)[0]).toMatchObject({ method: 'POST', body: { type: 5 } });
+    bot.child.kill('SIGTERM');
+    expect(await bot.exited).toBe(0);
+    expect(bot.output()).toMatch(/reelbot is running on Discord/);
+    expect(bot.output()).not.toContain('fake-bot-token');
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+});
+
+test('serve without a platform token says what is missing and exits 78', async () => {
+  const bot = serve({});
+  expect(await bot.exited).toBe(78);
+  expect(bot.output()).toMatch(/Nothing to serve: set REELBOT_DISCORD_TOKEN/);
+});
