@@ -4,6 +4,9 @@
  * the interaction's reply: queued → throttled progress → the MP4 with Re-roll / Cancel buttons,
  * or the failure. `/queue`, `/usage`, `/history` and `/cancel` answer with ephemeral replies.
  * Every interaction is acknowledged (deferred) before anything else is awaited.
+ * After a restart, jobs it did not submit in this process are followed again from the Discord
+ * refs stored with them (`messageRefs.discord`): the reply is edited through the interaction
+ * webhook while its token lives, and through the bot token in the channel after that.
  */
 import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -68,13 +71,35 @@ export interface DiscordAdapterOptions {
 
 type Replyable = ChatInputCommandInteraction | ButtonInteraction;
 
-/** What the adapter keeps per job it follows: small, and rebuildable from the job's message refs. */
+/** What the adapter stores with each job (`messageRefs.discord`): enough to reach the reply after a restart. */
+interface DiscordRefs {
+  applicationId: string;
+  interactionId: string;
+  interactionToken: string;
+  tokenExpiresAt: number;
+  channelId: string | null;
+  guildId: string | null;
+  messageId?: string;
+  attachmentSizeLimit?: number;
+}
+
+/**
+ * What the adapter keeps per job it follows: small, and rebuildable from the job's message refs.
+ * A job submitted in this process has its interaction; one followed again after a restart has
+ * only the refs (and the owner's id, to mention when the reply must be posted anew).
+ */
 interface Followed {
-  interaction: Replyable;
+  jobId: number;
+  interaction?: Replyable;
+  refs?: DiscordRefs;
+  /** Discord id of the job's owner (mentioned in a channel post). */
+  userId?: string;
   editor: MessageEditor;
   /** Id of the reply message, once known (for the bot-token fallback). */
   messageId?: string;
 }
+
+type EditBody = { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] };
 
 export class DiscordAdapter {
   readonly client: Client;
@@ -82,7 +107,14 @@ export class DiscordAdapter {
   #logger: Logger;
   #followed = new Map<number, Followed>();
   #unsubscribe: (() => void) | undefined;
+  /** Job events that arrived before the client was ready (recovery notices at JobService.start()). */
+  #early: JobEvent[] | undefined = [];
 
+  /**
+   * Subscribes to job events at once, so an adapter built before `JobService.start()` (as
+   * `reelbot serve` does) sees the notices that recovery emits; they are handled once the client
+   * is ready.
+   */
   constructor(options: DiscordAdapterOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ platform: 'discord' });
@@ -91,11 +123,14 @@ export class DiscordAdapter {
       // Video uploads can take longer than the default 15 s.
       rest: { ...(options.apiUrl === undefined ? {} : { api: options.apiUrl }), timeout: 120_000 },
     });
+    this.#unsubscribe = options.jobs.onEvent((event) => {
+      if (this.#early !== undefined) this.#early.push(event);
+      else this.#onJobEvent(event);
+    });
   }
 
   /** Logs in and resolves once the gateway is ready (and the commands are registered, unless turned off). */
   async start(): Promise<void> {
-    this.#unsubscribe = this.#options.jobs.onEvent((event) => this.#onJobEvent(event));
     this.client.on(Events.InteractionCreate, (interaction) => {
       void this.#onInteraction(interaction).catch((error: unknown) => this.#logger.error({ err: error, interactionId: interaction.id }, 'interaction handler failed'));
     });
@@ -104,12 +139,17 @@ export class DiscordAdapter {
     await ready;
     if (this.#options.registerCommands !== false) await this.client.application?.commands.set(allCommandData());
     this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    if (this.#unsubscribe === undefined) return; // stopped meanwhile
+    for (const event of early) this.#onJobEvent(event);
   }
 
   /** Stops following jobs and disconnects. */
   async stop(): Promise<void> {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    this.#early = undefined;
     for (const followed of this.#followed.values()) followed.editor.close();
     this.#followed.clear();
     await this.client.destroy();
@@ -282,7 +322,7 @@ export class DiscordAdapter {
       await this.#safeEdit(interaction, `This request already made job #${job.id}${where}; it is ${job.state}.`);
       return;
     }
-    const followed = this.#follow(job.id, interaction);
+    const followed = this.#follow(job.id, { interaction });
     this.#storeRefs(job.id, followed);
     await followed.editor
       .now(async () => {
@@ -299,7 +339,7 @@ export class DiscordAdapter {
   // --- Job events -------------------------------------------------------------------------------
 
   #onJobEvent(event: JobEvent): void {
-    const followed = this.#followed.get(event.job.id);
+    const followed = this.#followed.get(event.job.id) ?? this.#reattach(event);
     if (followed === undefined) return;
     const jobId = event.job.id;
     switch (event.type) {
@@ -322,6 +362,23 @@ export class DiscordAdapter {
     }
   }
 
+  /**
+   * Follows a job this process did not submit (it was recovered after a restart) from the refs
+   * stored with it. Jobs without Discord refs (other platforms, the CLI) are left alone.
+   */
+  #reattach(event: JobEvent): Followed | undefined {
+    if (event.type === 'queued') return undefined; // a submit in progress stores its refs after this
+    const refs = parseRefs(event.job.messageRefs.discord);
+    if (refs === undefined) return undefined;
+    const jobId = event.job.id;
+    this.#logger.info({ jobId, event: event.type }, 'following a job from its stored message refs');
+    return this.#follow(jobId, {
+      refs,
+      ...(event.job.platform === 'discord' ? { userId: event.job.userExternalId } : {}),
+      ...(refs.messageId === undefined ? {} : { messageId: refs.messageId }),
+    });
+  }
+
   #finish(jobId: number, followed: Followed, edit: () => Promise<void>): void {
     this.#followed.delete(jobId);
     void followed.editor.now(edit, { final: true }).catch((error: unknown) => this.#logger.error({ err: error, jobId }, 'could not post the outcome of a job'));
@@ -334,7 +391,7 @@ export class DiscordAdapter {
       await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message: 'The video file is missing.', refunded: false }), components: [] });
       return;
     }
-    const limit = Math.max(followed.interaction.attachmentSizeLimit || 0, DISCORD_UPLOAD_FLOOR_BYTES);
+    const limit = Math.max(followed.interaction?.attachmentSizeLimit || followed.refs?.attachmentSizeLimit || 0, DISCORD_UPLOAD_FLOOR_BYTES);
     try {
       await this.#upload(followed, job, file, result as Record<string, unknown>, limit);
     } catch (error) {
@@ -379,36 +436,71 @@ export class DiscordAdapter {
   }
 
   /**
-   * Edits the reply through the interaction token; once the token has expired (401 / 50027) the
-   * same edit goes through the bot token on the channel message, with no retry of the dead token.
+   * Edits the reply through the interaction token; once the token has expired (401 / 50027, or
+   * past its stored expiry for a reattached job) the same edit goes through the bot token on the
+   * channel message, with no retry of the dead token. A reattached job whose message id is unknown
+   * gets a new channel message that mentions its owner.
    */
-  async #edit(followed: Followed, body: { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] }): Promise<void> {
-    const { interaction } = followed;
+  async #edit(followed: Followed, body: EditBody): Promise<void> {
+    const { interaction, refs } = followed;
+    const channelId = interaction?.channelId ?? refs?.channelId ?? null;
     try {
-      const message = await interaction.editReply(body);
-      followed.messageId = message.id;
+      if (interaction !== undefined) {
+        const message = await interaction.editReply(body);
+        followed.messageId = message.id;
+        return;
+      }
+      if (refs === undefined) throw new Error('a followed job has neither an interaction nor message refs');
+      if (Date.now() < refs.tokenExpiresAt) {
+        const files = await rawFiles(body);
+        const message = (await this.client.rest.patch(Routes.webhookMessage(refs.applicationId, refs.interactionToken, '@original'), {
+          body: restBody(body, files),
+          ...(files.length === 0 ? {} : { files }),
+          auth: false,
+        })) as { id?: unknown };
+        if (typeof message.id === 'string' && message.id !== followed.messageId) this.#rememberMessage(followed, message.id);
+        return;
+      }
     } catch (error) {
-      if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN) || followed.messageId === undefined || interaction.channelId === null) throw error;
-      this.#logger.warn({ interactionId: interaction.id }, 'interaction token expired; editing with the bot token');
-      const files = await Promise.all(
-        (body.files ?? []).map(async (file, index) => ({ key: `files[${index}]`, name: file.name, data: await readFile(file.attachment), contentType: contentTypeOf(file.name) })),
-      );
-      await this.client.rest.patch(Routes.channelMessage(interaction.channelId, followed.messageId), {
-        body: {
-          content: body.content,
-          components: body.components.map((row) => row.toJSON()),
-          ...(files.length === 0 ? {} : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
-        },
-        ...(files.length === 0 ? {} : { files }),
-      });
+      if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN) || channelId === null) throw error;
+      if (interaction !== undefined && followed.messageId === undefined) throw error;
+      this.#logger.warn({ jobId: followed.jobId }, 'interaction token expired; editing with the bot token');
+    }
+    if (channelId === null) throw new Error(`job #${followed.jobId} has no channel to post in`);
+    const files = await rawFiles(body);
+    if (followed.messageId !== undefined) {
+      await this.client.rest.patch(Routes.channelMessage(channelId, followed.messageId), { body: restBody(body, files), ...(files.length === 0 ? {} : { files }) });
+      return;
+    }
+    const mention = followed.userId === undefined ? '' : `<@${followed.userId}> `;
+    const message = (await this.client.rest.post(Routes.channelMessages(channelId), {
+      body: {
+        ...restBody({ ...body, content: fitContent(mention + body.content) }, files),
+        allowed_mentions: { parse: [], users: followed.userId === undefined ? [] : [followed.userId] },
+      },
+      ...(files.length === 0 ? {} : { files }),
+    })) as { id?: unknown };
+    if (typeof message.id === 'string') this.#rememberMessage(followed, message.id);
+  }
+
+  /** Keeps a reattached job's message id, in memory and in its refs, so later edits find it. */
+  #rememberMessage(followed: Followed, messageId: string): void {
+    followed.messageId = messageId;
+    if (followed.refs === undefined) return;
+    followed.refs = { ...followed.refs, messageId };
+    try {
+      this.#options.jobs.setMessageRefs(followed.jobId, { discord: followed.refs });
+    } catch (error) {
+      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id');
     }
   }
 
   // --- Helpers ----------------------------------------------------------------------------------
 
-  #follow(jobId: number, interaction: Replyable): Followed {
+  #follow(jobId: number, source: { interaction: Replyable } | { refs: DiscordRefs; userId?: string; messageId?: string }): Followed {
     const followed: Followed = {
-      interaction,
+      jobId,
+      ...source,
       editor: new MessageEditor({
         intervalMs: this.#options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS,
         send: async (content) => {
@@ -423,17 +515,18 @@ export class DiscordAdapter {
 
   #storeRefs(jobId: number, followed: Followed): void {
     const { interaction } = followed;
-    this.#options.jobs.setMessageRefs(jobId, {
-      discord: {
-        applicationId: interaction.applicationId,
-        interactionId: interaction.id,
-        interactionToken: interaction.token,
-        tokenExpiresAt: interaction.createdTimestamp + TOKEN_LIFETIME_MS,
-        channelId: interaction.channelId,
-        guildId: interaction.guildId,
-        ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
-      },
-    });
+    if (interaction === undefined) return;
+    const refs: DiscordRefs = {
+      applicationId: interaction.applicationId,
+      interactionId: interaction.id,
+      interactionToken: interaction.token,
+      tokenExpiresAt: interaction.createdTimestamp + TOKEN_LIFETIME_MS,
+      channelId: interaction.channelId,
+      guildId: interaction.guildId,
+      ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
+      ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
+    };
+    this.#options.jobs.setMessageRefs(jobId, { discord: refs });
   }
 
   async #defer(interaction: Replyable, ephemeral: boolean): Promise<boolean> {
@@ -481,6 +574,44 @@ export function fitContent(content: string, limit = DISCORD_CONTENT_LIMIT): stri
   const cut = content.slice(0, limit - 2);
   const lineEnd = cut.lastIndexOf('\n');
   return `${lineEnd > limit / 2 ? cut.slice(0, lineEnd) : cut}\n…`;
+}
+
+/** The Discord refs stored with a job, or undefined when they are missing or malformed. */
+function parseRefs(value: unknown): DiscordRefs | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const refs = value as Record<string, unknown>;
+  const { applicationId, interactionId, interactionToken, tokenExpiresAt, channelId, guildId, messageId, attachmentSizeLimit } = refs;
+  if (typeof applicationId !== 'string' || typeof interactionId !== 'string' || typeof interactionToken !== 'string' || typeof tokenExpiresAt !== 'number') return undefined;
+  return {
+    applicationId,
+    interactionId,
+    interactionToken,
+    tokenExpiresAt,
+    channelId: typeof channelId === 'string' ? channelId : null,
+    guildId: typeof guildId === 'string' ? guildId : null,
+    ...(typeof messageId === 'string' ? { messageId } : {}),
+    ...(typeof attachmentSizeLimit === 'number' ? { attachmentSizeLimit } : {}),
+  };
+}
+
+interface RawUpload {
+  key: string;
+  name: string;
+  data: Buffer;
+  contentType: string;
+}
+
+async function rawFiles(body: EditBody): Promise<RawUpload[]> {
+  return Promise.all((body.files ?? []).map(async (file, index) => ({ key: `files[${index}]`, name: file.name, data: await readFile(file.attachment), contentType: contentTypeOf(file.name) })));
+}
+
+/** A message edit as REST JSON; with files, `attachments` names them (and drops the old ones). */
+function restBody(body: EditBody, files: RawUpload[]): Record<string, unknown> {
+  return {
+    content: body.content,
+    components: body.components.map((row) => row.toJSON()),
+    ...(files.length === 0 ? {} : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
+  };
 }
 
 function contentTypeOf(name: string): string {
