@@ -230,7 +230,39 @@ export class FakeDiscord {
     return this.#chatInput(user, name, typed);
   }
 
-  #chatInput(user: FakeUser, name: string, options: { name: string; type: number; value: string | number }[], attachmentSizeLimit?: number): Record<string, unknown> & { id: string; token: string } {
+  /**
+   * A slash command with a subcommand (`path` = [sub]) or a subcommand group (`path` = [group, sub]):
+   * `subcommand(admin, 'admin', ['queue', 'pause'])`, `subcommand(admin, 'admin', ['ban'], { user: bob })`.
+   * Strings are STRING options (3), numbers INTEGER (4), users USER (6, resolved in `data.resolved`).
+   */
+  subcommand(
+    user: FakeUser,
+    name: string,
+    path: [string] | [string, string],
+    options: Record<string, string | number | FakeUser | undefined> = {},
+  ): Record<string, unknown> & { id: string; token: string } {
+    const users: Record<string, unknown> = {};
+    const members: Record<string, unknown> = {};
+    const leaves = Object.entries(options)
+      .filter((entry): entry is [string, string | number | FakeUser] => entry[1] !== undefined)
+      .map(([option, value]) => {
+        if (typeof value === 'object') {
+          users[value.id] = this.user(value);
+          const { user: _user, ...member } = this.member(value);
+          members[value.id] = member;
+          return { name: option, type: 6, value: value.id };
+        }
+        return { name: option, type: typeof value === 'number' ? 4 : 3, value };
+      });
+    const [first, second] = path;
+    const nested = second === undefined ? [{ name: first, type: 1, options: leaves }] : [{ name: first, type: 2, options: [{ name: second, type: 1, options: leaves }] }];
+    const interaction = this.#chatInput(user, name, nested);
+    const data = interaction.data as Record<string, unknown>;
+    if (Object.keys(users).length > 0) data.resolved = { users, members };
+    return interaction;
+  }
+
+  #chatInput(user: FakeUser, name: string, options: unknown[], attachmentSizeLimit?: number): Record<string, unknown> & { id: string; token: string } {
     return {
       ...this.#base(user, 2, attachmentSizeLimit),
       data: { id: this.#commandId(name), name, type: 1, options },
@@ -342,7 +374,7 @@ export class FakeDiscord {
           id: this.#commandId(String(command.name)),
           application_id: this.applicationId,
           version: snowflake(),
-          default_member_permissions: null,
+          default_member_permissions: command.default_member_permissions ?? null,
           type: command.type ?? 1,
         })),
       };

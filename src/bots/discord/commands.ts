@@ -1,5 +1,5 @@
 /** The slash commands the Discord adapter registers, built from the shared command grammar. */
-import { SlashCommandBuilder, type RESTPostAPIChatInputApplicationCommandsJSONBody } from 'discord.js';
+import { InteractionContextType, PermissionFlagsBits, SlashCommandBuilder, type RESTPostAPIChatInputApplicationCommandsJSONBody } from 'discord.js';
 import { TEXT_TO_VIDEO_LIMITS } from '../../engine/params.js';
 
 const T = TEXT_TO_VIDEO_LIMITS;
@@ -50,7 +50,74 @@ export function cancelCommandData(): RESTPostAPIChatInputApplicationCommandsJSON
     .toJSON();
 }
 
+/** Periods `/admin usage` and `/admin stats` report on. */
+export const ADMIN_PERIODS = ['today', 'month', 'all'] as const;
+export type AdminPeriod = (typeof ADMIN_PERIODS)[number];
+
+/**
+ * `/admin …`: usage, quota set, ban, unban, queue pause|resume|clear, stats. Discord shows it only
+ * to members with Manage Server (`default_member_permissions` "32"); the JobService admin
+ * allowlist still decides every call.
+ */
+export function adminCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
+  const periodChoices = ADMIN_PERIODS.map((period) => ({ name: period, value: period }));
+  return new SlashCommandBuilder()
+    .setName('admin')
+    .setDescription('Bot admin tools')
+    .setDefaultMemberPermissions(PermissionFlagsBits.ManageGuild)
+    .setContexts(InteractionContextType.Guild)
+    .addSubcommand((s) =>
+      s
+        .setName('usage')
+        .setDescription('Jobs and GPU time, in total, by user and by server')
+        .addUserOption((o) => o.setName('user').setDescription('Only this user'))
+        .addStringOption((o) => o.setName('period').setDescription('Since the start of today (default), this month, or ever').addChoices(...periodChoices)),
+    )
+    .addSubcommandGroup((g) =>
+      g
+        .setName('quota')
+        .setDescription('User limits')
+        .addSubcommand((s) =>
+          s
+            .setName('set')
+            .setDescription('Set a user’s tier and/or daily limits')
+            .addUserOption((o) => o.setName('user').setDescription('The user').setRequired(true))
+            .addStringOption((o) => o.setName('tier').setDescription('Quota tier name'))
+            .addIntegerOption((o) => o.setName('jobs_per_day').setDescription('Videos a day').setMinValue(0))
+            .addIntegerOption((o) => o.setName('gpu_seconds_per_day').setDescription('GPU-seconds a day').setMinValue(0)),
+        ),
+    )
+    .addSubcommand((s) =>
+      s
+        .setName('ban')
+        .setDescription('Stop a user from making videos (their queued jobs are cancelled)')
+        .addUserOption((o) => o.setName('user').setDescription('The user').setRequired(true))
+        .addStringOption((o) => o.setName('reason').setDescription('Shown to the user').setMaxLength(200)),
+    )
+    .addSubcommand((s) =>
+      s
+        .setName('unban')
+        .setDescription('Let a banned user make videos again')
+        .addUserOption((o) => o.setName('user').setDescription('The user').setRequired(true)),
+    )
+    .addSubcommandGroup((g) =>
+      g
+        .setName('queue')
+        .setDescription('The job queue')
+        .addSubcommand((s) => s.setName('pause').setDescription('Stop starting jobs (running ones finish)'))
+        .addSubcommand((s) => s.setName('resume').setDescription('Start jobs again'))
+        .addSubcommand((s) => s.setName('clear').setDescription('Cancel and refund every queued job')),
+    )
+    .addSubcommand((s) =>
+      s
+        .setName('stats')
+        .setDescription('Jobs by state, failure rate, durations, GPU time by server')
+        .addStringOption((o) => o.setName('period').setDescription('Since the start of today (default), this month, or ever').addChoices(...periodChoices)),
+    )
+    .toJSON();
+}
+
 /** Every command the adapter registers, in one `set` call. */
 export function allCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody[] {
-  return [videoCommandData(), queueCommandData(), usageCommandData(), historyCommandData(), cancelCommandData()];
+  return [videoCommandData(), queueCommandData(), usageCommandData(), historyCommandData(), cancelCommandData(), adminCommandData()];
 }

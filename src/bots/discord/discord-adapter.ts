@@ -2,7 +2,7 @@
  * The Discord adapter: a discord.js Client (Guilds intent only) that turns `/video` and the
  * buttons under a job's message into JobService calls, and follows the job's events by editing
  * the interaction's reply: queued → throttled progress → the MP4 with Re-roll / Cancel buttons,
- * or the failure. `/queue`, `/usage`, `/history` and `/cancel` answer with ephemeral replies.
+ * or the failure. `/queue`, `/usage`, `/history`, `/cancel` and `/admin …` answer with ephemeral replies.
  * Every interaction is acknowledged (deferred) before anything else is awaited.
  * After a restart, jobs it did not submit in this process are followed again from the Discord
  * refs stored with them (`messageRefs.discord`): the reply is edited through the interaction
@@ -26,13 +26,14 @@ import {
 } from 'discord.js';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
-import type { Actor, JobEvent, JobRecord, JobRequest, SubmitResult } from '../../jobs/types.js';
+import { periodsAt } from '../../jobs/quota-policy.js';
+import type { Actor, JobEvent, JobRecord, JobRequest, SubmitResult, UserRecord } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
-import { cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
+import { adminStatsText, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
 import { videoCommandFromOptions } from '../shared/video-command.js';
-import { allCommandData, HISTORY_PAGE_SIZE } from './commands.js';
+import { ADMIN_PERIODS, allCommandData, HISTORY_PAGE_SIZE, type AdminPeriod } from './commands.js';
 import { MessageEditor } from './message-editor.js';
 
 /** Discord's per-file default; any interaction may upload this much. */
@@ -170,6 +171,8 @@ export class DiscordAdapter {
           return this.#ephemeralCommand(interaction, () => this.#onHistory(interaction));
         case 'cancel':
           return this.#ephemeralCommand(interaction, () => this.#onCancel(interaction));
+        case 'admin':
+          return this.#ephemeralCommand(interaction, () => this.#onAdmin(interaction));
         default:
           return;
       }
@@ -224,6 +227,80 @@ export class DiscordAdapter {
     if (jobId === undefined) return 'You have no queued or running job to cancel.';
     const { job, outcome } = await this.#options.jobs.cancel(actor, jobId);
     return outcome === 'cancelled' ? `Job #${job.id} is cancelled.` : `Cancelling job #${job.id}…`;
+  }
+
+  /**
+   * `/admin …`. Discord hides the command from members without Manage Server; the JobService
+   * admin allowlist decides (a non-admin gets its NotAdmin UserError, and nothing changes).
+   */
+  async #onAdmin(interaction: ChatInputCommandInteraction): Promise<string> {
+    const jobs = this.#options.jobs;
+    const actor = this.#actor(interaction);
+    const options = interaction.options;
+    const group = options.getSubcommandGroup(false);
+    const sub = options.getSubcommand(true);
+    const target = (): { platform: 'discord'; externalId: string } => ({ platform: 'discord', externalId: options.getUser('user', true).id });
+    if (group === 'queue') {
+      switch (sub) {
+        case 'pause':
+          jobs.pauseQueue(actor);
+          return 'The queue is paused: running jobs finish, new ones wait.';
+        case 'resume':
+          jobs.resumeQueue(actor);
+          return 'The queue is running again.';
+        case 'clear': {
+          const cleared = await jobs.clearQueue(actor);
+          return `Cleared the queue: ${cleared} ${cleared === 1 ? 'job' : 'jobs'} cancelled and refunded.`;
+        }
+        default:
+          return `Unknown command /admin queue ${sub}.`;
+      }
+    }
+    if (group === 'quota' && sub === 'set') {
+      const tier = options.getString('tier');
+      const jobsPerDay = options.getInteger('jobs_per_day');
+      const gpuSecondsPerDay = options.getInteger('gpu_seconds_per_day');
+      const override: NonNullable<UserRecord['quotaOverride']> = {
+        ...(jobsPerDay === null ? {} : { jobsPerDay }),
+        ...(gpuSecondsPerDay === null ? {} : { gpuSecondsPerDay }),
+      };
+      if (tier === null && Object.keys(override).length === 0) return 'Give a tier, jobs_per_day or gpu_seconds_per_day.';
+      const user = jobs.setQuota(actor, target(), { ...(tier === null ? {} : { tier }), ...(Object.keys(override).length === 0 ? {} : { override }) });
+      const limits = Object.entries(user.quotaOverride ?? {})
+        .map(([key, value]) => `${key} ${value ?? 'tier default'}`)
+        .join(', ');
+      return `Quota of <@${user.externalId}>: tier ${user.tier ?? 'default'}${limits === '' ? '' : `; ${limits}`}.`;
+    }
+    if (group !== null) return `Unknown command /admin ${group} ${sub}.`;
+    switch (sub) {
+      case 'usage': {
+        const period = adminPeriod(options.getString('period'));
+        const user = options.getUser('user');
+        const report = jobs.usageReport(actor, { since: periodStart(period), ...(user === null ? {} : { target: { platform: 'discord', externalId: user.id } }) });
+        return adminUsageText('discord', {
+          periodLabel: PERIOD_LABELS[period],
+          ...(user === null ? {} : { userExternalId: user.id }),
+          total: report.total,
+          topUsers: report.topUsers.map((row) => ({ jobs: row.jobs, gpuSeconds: row.gpuSeconds, externalId: row.user?.externalId ?? null })),
+          byGroup: report.byGroup,
+        });
+      }
+      case 'stats': {
+        const period = adminPeriod(options.getString('period'));
+        return adminStatsText('discord', { periodLabel: PERIOD_LABELS[period], ...jobs.stats(actor, periodStart(period)) });
+      }
+      case 'ban': {
+        const reason = options.getString('reason');
+        const user = jobs.setBanned(actor, target(), true, reason ?? undefined);
+        return `<@${user.externalId}> is banned${reason === null ? '' : `: ${reason}`}. Their queued jobs are cancelled.`;
+      }
+      case 'unban': {
+        const user = jobs.setBanned(actor, target(), false);
+        return `<@${user.externalId}> may make videos again.`;
+      }
+      default:
+        return `Unknown command /admin ${sub}.`;
+    }
   }
 
   /** The id of the actor's most recent queued or running job (history is newest first). */
@@ -561,6 +638,19 @@ export class DiscordAdapter {
       new ButtonBuilder().setCustomId(encodeCustomId('cancel', jobId)).setLabel('Cancel').setStyle(ButtonStyle.Danger),
     );
   }
+}
+
+const PERIOD_LABELS: Record<AdminPeriod, string> = { today: 'today (UTC)', month: 'this month (UTC)', all: 'all time' };
+
+function adminPeriod(value: string | null): AdminPeriod {
+  return ADMIN_PERIODS.find((period) => period === value) ?? 'today';
+}
+
+/** Start of an admin report period, in ms since the epoch. */
+function periodStart(period: AdminPeriod, now = Date.now()): number {
+  if (period === 'all') return 0;
+  const periods = periodsAt(now);
+  return period === 'today' ? periods.dayStart : periods.monthStart;
 }
 
 function numberField<K extends string>(result: Record<string, unknown>, key: K): Partial<Record<K, number>> {

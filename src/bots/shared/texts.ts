@@ -6,7 +6,7 @@
  * message only.
  */
 import type { QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
-import type { JobProgress, JobRecord, QuotaLeft } from '../../jobs/types.js';
+import type { JobProgress, JobRecord, JobState, QuotaLeft, Usage } from '../../jobs/types.js';
 import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
 
 export type Format = 'discord' | 'slack';
@@ -234,6 +234,62 @@ const STATE_WORDS: Record<JobRecord['state'], string> = {
 function historyLine(job: JobRecord): string {
   const took = job.startedAt !== null && job.finishedAt !== null ? ` · ${formatDuration(job.finishedAt - job.startedAt)}` : '';
   return `• #${job.id} ${STATE_WORDS[job.state]} · ${job.kind === 'edit' ? 'edit' : 'video'} ${quoted(describeJob(job), 60)} · seed ${job.seed}${took}`;
+}
+
+// --- Admin --------------------------------------------------------------------------------------
+
+/** Admin usage report: totals, top users and groups (guilds / workspaces) over a period. */
+export function adminUsageText(
+  format: Format,
+  data: {
+    periodLabel: string;
+    /** Set when the report is about one user. */
+    userExternalId?: string;
+    total: Usage;
+    topUsers: readonly (Usage & { externalId: string | null })[];
+    byGroup: readonly (Usage & { groupId: string | null })[];
+  },
+): string {
+  const usage = (u: Usage): string => `${plural(u.jobs, 'job')} · GPU ${formatDuration(u.gpuSeconds * 1000)}`;
+  const who = data.userExternalId === undefined ? '' : ` of ${mention(data.userExternalId)}`;
+  const lines = [`${bold(format, `Usage${who}, ${data.periodLabel}`)}`, `Total: ${usage(data.total)}`];
+  if (data.topUsers.length > 0 && data.userExternalId === undefined) {
+    lines.push(bold(format, 'Top users'));
+    for (const row of data.topUsers) lines.push(`• ${row.externalId === null ? 'unknown user' : mention(row.externalId)}: ${usage(row)}`);
+  }
+  if (data.byGroup.length > 0) {
+    lines.push(bold(format, 'By server'));
+    for (const row of data.byGroup) lines.push(`• ${row.groupId === null ? 'no server' : code(row.groupId)}: ${usage(row)}`);
+  }
+  return lines.join('\n');
+}
+
+/** Admin stats: jobs by state, failure rate, p50/p95 duration and GPU-seconds by group. */
+export function adminStatsText(
+  format: Format,
+  data: {
+    periodLabel: string;
+    total: number;
+    byState: Record<JobState, number>;
+    failureRate: number;
+    p50Seconds: number | null;
+    p95Seconds: number | null;
+    gpuSecondsByGroup: readonly { groupId: string | null; gpuSeconds: number; jobs: number }[];
+  },
+): string {
+  const seconds = (value: number | null): string => (value === null ? 'n/a' : formatDuration(value * 1000));
+  const states = (['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const).map((state) => `${state} ${data.byState[state]}`).join(' · ');
+  const lines = [
+    bold(format, `Stats, ${data.periodLabel}`),
+    `Jobs: ${data.total} (${states})`,
+    `Failure rate: ${(data.failureRate * 100).toFixed(1)}%`,
+    `Duration: p50 ${seconds(data.p50Seconds)} · p95 ${seconds(data.p95Seconds)}`,
+  ];
+  if (data.gpuSecondsByGroup.length > 0) {
+    lines.push(bold(format, 'GPU time by server'));
+    for (const row of data.gpuSecondsByGroup) lines.push(`• ${row.groupId === null ? 'no server' : code(row.groupId)}: ${formatDuration(row.gpuSeconds * 1000)} · ${plural(row.jobs, 'job')}`);
+  }
+  return lines.join('\n');
 }
 
 // --- Help ---------------------------------------------------------------------------------------

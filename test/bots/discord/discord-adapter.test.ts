@@ -60,7 +60,7 @@ describe('DiscordAdapter', () => {
   it('logs in and registers the slash commands', async () => {
     await startAll();
     const put = await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`);
-    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video', 'queue', 'usage', 'history', 'cancel']);
+    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video', 'queue', 'usage', 'history', 'cancel', 'admin']);
     expect(fake.gatewayFrames.find((f) => f.op === 2)).toBeDefined();
   });
 
