@@ -2,15 +2,12 @@
  * The Discord adapter end to end: a real discord.js Client logged in to the fake Discord, a real
  * JobService with worker processes running the MP4 test engine.
  */
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
-import { createLogger } from '../../../src/log.js';
+import { isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
 
-const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
 const alice = { id: snowflake(), username: 'alice' };
 const bob = { id: snowflake(), username: 'bob' };
 
@@ -26,17 +23,7 @@ let fake: FakeDiscord;
 let adapter: DiscordAdapter;
 
 async function startAll(progressIntervalMs?: number): Promise<void> {
-  const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
-  adapter = new DiscordAdapter({
-    token: 'fake-bot-token',
-    apiUrl: fake.apiUrl,
-    jobs: harness.service,
-    logger: createLogger('silent'),
-    ffmpegPath: ffmpeg,
-    ffprobePath: ffprobe,
-    tempDir: dir,
-    ...(progressIntervalMs === undefined ? {} : { progressIntervalMs }),
-  });
+  adapter = newAdapter(fake, harness.service, dir, { ...(progressIntervalMs === undefined ? {} : { progressIntervalMs }) });
   await adapter.start();
 }
 
@@ -53,7 +40,6 @@ afterEach(async () => {
   removeDir(dir);
 });
 
-const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${token}/messages/@original`);
 const isUpload = (token: string) => (r: RecordedRequest) => isOriginalEdit(token)(r) && r.multipart && r.files.length > 0 && r.status === 200;
 
 describe('DiscordAdapter', () => {

@@ -3,16 +3,12 @@
  * allowlist holds one Discord id. Every subcommand answers ephemerally after a deferred ack; the
  * JobService decides who is an admin, and a refused call changes nothing.
  */
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
-import type { Actor } from '../../../src/jobs/types.js';
-import { createLogger } from '../../../src/log.js';
-import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../../fakes/fake-discord.js';
+import { actorOf, isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
+import { FakeDiscord, snowflake, type FakeUser } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, video, type Harness } from '../../helpers/harness.js';
 
-const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
 const admin = { id: snowflake(), username: 'admin' };
 const alice = { id: snowflake(), username: 'alice' };
 const bob = { id: snowflake(), username: 'bob' };
@@ -27,16 +23,7 @@ beforeEach(async () => {
   dir = tempDir();
   harness = startService(dir, { engineModule: MP4_ENGINE, admins: { discord: [admin.id], slack: [] } });
   fake = await FakeDiscord.start();
-  const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
-  adapter = new DiscordAdapter({
-    token: 'fake-bot-token',
-    apiUrl: fake.apiUrl,
-    jobs: harness.service,
-    logger: createLogger('silent'),
-    ffmpegPath: ffmpeg,
-    ffprobePath: ffprobe,
-    tempDir: dir,
-  });
+  adapter = newAdapter(fake, harness.service, dir);
   await adapter.start();
 });
 
@@ -48,8 +35,6 @@ afterEach(async () => {
   removeDir(dir);
 });
 
-const actorOf = (user: FakeUser): Actor => ({ platform: 'discord', externalId: user.id, displayName: user.username });
-const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${token}/messages/@original`);
 
 /** Sends `/admin <path…>` and returns the reply's content, after checking the ephemeral ack came first. */
 async function runAdmin(user: FakeUser, path: [string] | [string, string], options: Record<string, string | number | FakeUser | undefined> = {}): Promise<string> {

@@ -3,16 +3,13 @@
  * fake Discord, a real JobService with worker processes running the MP4 test engine. Each command
  * is acknowledged with an ephemeral defer (type 5, flags 64) before it reads the database.
  */
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DiscordAdapter, fitContent, GENERIC_FAILURE_TEXT } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import type { Actor } from '../../../src/jobs/types.js';
-import { createLogger } from '../../../src/log.js';
+import { actorOf, isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, video, type Harness } from '../../helpers/harness.js';
 
-const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
 const alice = { id: snowflake(), username: 'alice' };
 const bob = { id: snowflake(), username: 'bob' };
 const operator: Actor = { platform: 'cli', externalId: 'operator' };
@@ -32,16 +29,7 @@ beforeEach(async () => {
   dir = tempDir();
   harness = startService(dir, { engineModule: MP4_ENGINE });
   fake = await FakeDiscord.start();
-  const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
-  adapter = new DiscordAdapter({
-    token: 'fake-bot-token',
-    apiUrl: fake.apiUrl,
-    jobs: harness.service,
-    logger: createLogger('silent'),
-    ffmpegPath: ffmpeg,
-    ffprobePath: ffprobe,
-    tempDir: dir,
-  });
+  adapter = newAdapter(fake, harness.service, dir);
   await adapter.start();
 });
 
@@ -54,9 +42,7 @@ afterEach(async () => {
   removeDir(dir);
 });
 
-const actorOf = (user: FakeUser): Actor => ({ platform: 'discord', externalId: user.id, displayName: user.username });
 const isAck = (interaction: { id: string; token: string }) => (r: RecordedRequest) => r.method === 'POST' && r.path === `/interactions/${interaction.id}/${interaction.token}/callback`;
-const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${token}/messages/@original`);
 
 /** Sends a slash command and returns its ephemeral ack and the reply's content. */
 async function run(user: FakeUser, name: string, options: Record<string, string | number | undefined> = {}): Promise<{ ack: RecordedRequest; edit: RecordedRequest; content: string }> {

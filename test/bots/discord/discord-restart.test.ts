@@ -5,18 +5,16 @@
  * as a restart after SIGTERM leaves it); a crash that leaves a job `running` after its second
  * attempt is simulated by writing that row state before the next start.
  */
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import type { JobService } from '../../../src/jobs/job-service.js';
 import { createLogger } from '../../../src/log.js';
 import { startApp, type App } from '../../../src/main.js';
 import { openDatabase } from '../../../src/store/db.js';
+import { isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, testConfig, type Harness } from '../../helpers/harness.js';
 
-const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
 const alice = { id: snowflake(), username: 'alice' };
 
 interface Payload {
@@ -30,18 +28,7 @@ const adapters: DiscordAdapter[] = [];
 const closers: (() => Promise<void>)[] = [];
 
 function makeAdapter(jobs: JobService, tempDirPath: string): DiscordAdapter {
-  const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
-  const adapter = new DiscordAdapter({
-    token: 'fake-bot-token',
-    apiUrl: fake!.apiUrl,
-    jobs,
-    logger: createLogger('silent'),
-    ffmpegPath: ffmpeg,
-    ffprobePath: ffprobe,
-    tempDir: tempDirPath,
-    registerCommands: false,
-    progressIntervalMs: 100,
-  });
+  const adapter = newAdapter(fake!, jobs, tempDirPath, { registerCommands: false, progressIntervalMs: 100 });
   adapters.push(adapter);
   return adapter;
 }
@@ -55,7 +42,6 @@ afterEach(async () => {
   fake = undefined;
 });
 
-const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${token}/messages/@original`);
 const jobIdOf = (request: RecordedRequest) => Number(/Job #(\d+)/.exec((request.body as Payload).content ?? '')?.[1]);
 
 /** Adapter A on a first service: submits `prompts` as /video and waits until the first one runs. */
