@@ -9,15 +9,15 @@
  * parameters get their state-dict name (`down_blocks.0.resnets.0.conv1.weight`). Graph rewrites
  * elsewhere in the engine match on these names, so keep them stable.
  */
-import onnxProto from 'onnx-proto';
+import { onnx } from '../onnx/proto.js';
 import { Random } from '../random.js';
 
-/** The onnx-proto message classes (ModelProto, NodeProto, TensorProto…). */
-export const onnx = onnxProto.onnx;
-type NodeProto = onnxProto.onnx.INodeProto;
-type TensorProto = onnxProto.onnx.ITensorProto;
-type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
-type AttributeProto = onnxProto.onnx.IAttributeProto;
+/** The onnx-proto message classes (ModelProto, NodeProto, TensorProto…), from the engine's one import of onnx-proto. */
+export { onnx };
+type NodeProto = onnx.INodeProto;
+type TensorProto = onnx.ITensorProto;
+type ValueInfoProto = onnx.IValueInfoProto;
+type AttributeProto = onnx.IAttributeProto;
 
 const DataType = onnx.TensorProto.DataType;
 const AttrType = onnx.AttributeProto.AttributeType;
