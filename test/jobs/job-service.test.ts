@@ -43,7 +43,10 @@ test('fairness: a user with many queued jobs does not block a user with one', as
 test('queue positions and ETAs come from the moving average of recent durations', async () => {
   h = startService(tempDir(), { jobs: { defaultGpuSeconds: { text2video: 10, edit: 20 } } });
   const first = await h.service.submit(video(alice, { ms: 300 }));
-  expect(first).toMatchObject({ position: 0, etaMs: 10_000 }); // starts at once: its own duration
+  // Starts at once: its own duration, less the millisecond or two it may already have run.
+  expect(first.position).toBe(0);
+  expect(first.etaMs).toBeGreaterThan(9_900);
+  expect(first.etaMs).toBeLessThanOrEqual(10_000);
   const second = await h.service.submit(video(bob));
   const third = await h.service.submit({ actor: { platform: 'slack', externalId: 'U1' }, kind: 'edit', params: { instruction: 'make it snowy' } });
   expect(second.position).toBe(1);
