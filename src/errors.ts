@@ -38,6 +38,10 @@ export const ErrorCode = {
   InputTooLong: 'input_too_long',
   InputTooManyFrames: 'input_too_many_frames',
   InputTimedOut: 'input_timed_out',
+  /** A clip link that is not on the platform's own file hosts (or not https). */
+  InputHostNotAllowed: 'input_host_not_allowed',
+  /** The platform would not hand over the clip (403, a login page, a dropped connection…). */
+  InputDownloadFailed: 'input_download_failed',
   // Outcomes of a run.
   WorkerCrashed: 'worker_crashed',
   WorkerHung: 'worker_hung',
