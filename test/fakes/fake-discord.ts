@@ -84,6 +84,19 @@ export class FakeDiscord {
   #sequence = 0;
   #waiters = new Set<() => void>();
   #commandIds = new Map<string, string>();
+  // Gateway sessions and application commands (resume, invalid session, registration).
+  /** Every dispatch sent, by sequence, for RESUME replays. */
+  #dispatched: { s: number; frame: string }[] = [];
+  #sessions = new Set<string>();
+  #invalidateNextResume = false;
+  /** When set, authenticated routes answer 401 unless `Authorization: Bot <botToken>`. */
+  botToken: string | undefined;
+  /** Guilds besides `guildId` the application is in (commands can be registered there). */
+  readonly otherGuildIds = new Set<string>();
+  /** The application commands last PUT, by scope: `global` or a guild id. */
+  readonly registeredCommands = new Map<string, unknown[]>();
+  /** When each interaction (by id) was last dispatched on the gateway, from `performance.now()`. */
+  readonly dispatchedAt = new Map<string, number>();
 
   private constructor(server: Server) {
     this.#server = server;
@@ -300,6 +313,7 @@ export class FakeDiscord {
       }
       this.gatewayFrames.push(frame);
       if (frame.op === 1) socket.send(JSON.stringify({ op: 11 }));
+      if (frame.op === 6) this.#onResume(socket, frame.d as { session_id?: string; seq?: number | null });
       if (frame.op === 2) {
         socket.send(
           JSON.stringify({
@@ -310,7 +324,7 @@ export class FakeDiscord {
               v: 10,
               user: { id: this.botUserId, username: 'reelbot', global_name: null, discriminator: '0', avatar: null, bot: true, verified: true, flags: 0 },
               guilds: [],
-              session_id: `session-${this.botUserId}`,
+              session_id: this.#newSession(),
               resume_gateway_url: this.wsUrl,
               application: { id: this.applicationId, flags: 0 },
               shard: [0, 1],
@@ -324,6 +338,8 @@ export class FakeDiscord {
 
   #dispatch(type: string, data: unknown): void {
     const frame = JSON.stringify({ op: 0, t: type, s: ++this.#sequence, d: data });
+    this.#dispatched.push({ s: this.#sequence, frame });
+    if (type === 'INTERACTION_CREATE') this.dispatchedAt.set(String((data as { id?: unknown }).id), performance.now());
     for (const socket of this.#sockets) socket.send(frame);
   }
 
@@ -348,7 +364,7 @@ export class FakeDiscord {
       body = JSON.parse(raw.toString('utf8')) as unknown;
     }
     const record: RecordedRequest = { method, path, query: url.searchParams, headers: req.headers, body, files, multipart, status: 0, at: Date.now() };
-    const { status, json, headers } = this.#answer(method, path, body, files);
+    const { status, json, headers } = this.#answer(method, path, body, files, req.headers);
     record.status = status;
     this.requests.push(record);
     for (const wake of [...this.#waiters]) wake();
@@ -356,12 +372,14 @@ export class FakeDiscord {
     res.end(json === undefined ? undefined : JSON.stringify(json));
   }
 
-  #answer(method: string, path: string, body: unknown, files: RecordedFile[]): { status: number; json?: unknown; headers?: Record<string, string> } {
+  #answer(method: string, path: string, body: unknown, files: RecordedFile[], requestHeaders: IncomingMessage['headers'] = {}): { status: number; json?: unknown; headers?: Record<string, string> } {
     const rule = this.#rules.find((candidate) => candidate.method === method && candidate.path.test(path) && candidate.times > 0 && (!candidate.uploadsOnly || files.length > 0));
     if (rule !== undefined) {
       rule.times--;
       return { status: rule.status, json: rule.body, headers: rule.headers };
     }
+    const application = this.#answerApplication(method, path, body, requestHeaders);
+    if (application !== undefined) return application;
     if (method === 'GET' && path === '/gateway/bot') {
       return { status: 200, json: { url: this.wsUrl, shards: 1, session_start_limit: { total: 1000, remaining: 999, reset_after: 0, max_concurrency: 1 } } };
     }
@@ -393,6 +411,88 @@ export class FakeDiscord {
       return { status: 200, json: this.#message(channel[2] ?? snowflake(), String(payload.content ?? ''), files, payload.components, this.botUserId, channel[1]) };
     }
     return { status: 404, json: { message: '404: Not Found', code: 0 } };
+  }
+
+  // --- Gateway sessions (resume, invalid session) and application commands ------------------------
+
+  /**
+   * Closes every gateway connection as Discord does when it drops a session's socket. 4000
+   * (unknown error) is resumable: discord.js reconnects to `resume_gateway_url` and sends RESUME.
+   */
+  closeGateway(code = 4000): void {
+    for (const socket of this.#sockets) socket.close(code, 'fake gateway closed the connection');
+  }
+
+  /** Makes the next RESUME fail with op 9 (invalid session, not resumable): the client must IDENTIFY again. */
+  invalidateNextResume(): void {
+    this.#invalidateNextResume = true;
+  }
+
+  /** Gateway connections open now. */
+  get gatewayConnections(): number {
+    return this.#sockets.size;
+  }
+
+  /** Resolves once a client has sent `op` (2 IDENTIFY, 6 RESUME) `count` times in all. */
+  async waitForGatewayFrame(op: number, count = 1, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.gatewayFrames.filter((frame) => frame.op === op).length < count) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for gateway op ${op} ×${count}; seen ops: ${this.gatewayFrames.map((f) => f.op).join(',')}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  /** RESUME: replays what the session missed after `seq`, then RESUMED; or op 9 when the session is unknown. */
+  #onResume(socket: WebSocket, resume: { session_id?: string; seq?: number | null }): void {
+    if (this.#invalidateNextResume || resume.session_id === undefined || !this.#sessions.has(resume.session_id)) {
+      this.#invalidateNextResume = false;
+      if (resume.session_id !== undefined) this.#sessions.delete(resume.session_id);
+      socket.send(JSON.stringify({ op: 9, d: false }));
+      return;
+    }
+    const after = resume.seq ?? 0;
+    for (const entry of this.#dispatched) if (entry.s > after) socket.send(entry.frame);
+    socket.send(JSON.stringify({ op: 0, t: 'RESUMED', s: ++this.#sequence, d: {} }));
+  }
+
+  /** A fresh session id for READY, remembered so that it can be resumed. */
+  #newSession(): string {
+    const sessionId = `session-${snowflake()}`;
+    this.#sessions.add(sessionId);
+    return sessionId;
+  }
+
+  /**
+   * `GET /applications/@me`, and the checks Discord makes before `PUT …/commands`: the bot token
+   * (when `botToken` is set) and, for a guild, that the application is in it (403 / 50001).
+   * Undefined for other routes, and for a PUT that passes (the generic handler answers it).
+   */
+  #answerApplication(method: string, path: string, body: unknown, headers: IncomingMessage['headers']): { status: number; json?: unknown } | undefined {
+    const commands = /^\/applications\/(\d+)(?:\/guilds\/(\d+))?\/commands$/.exec(path);
+    const me = method === 'GET' && path === '/applications/@me';
+    if (!me && !(commands !== null && method === 'PUT')) return undefined;
+    if (this.botToken !== undefined && headers.authorization !== `Bot ${this.botToken}`) return { status: 401, json: { message: '401: Unauthorized', code: 0 } };
+    if (me) {
+      return {
+        status: 200,
+        json: {
+          id: this.applicationId,
+          name: 'reelbot',
+          icon: null,
+          description: '',
+          bot_public: true,
+          bot_require_code_grant: false,
+          verify_key: '0'.repeat(64),
+          flags: 0,
+          bot: { id: this.botUserId, username: 'reelbot', global_name: null, discriminator: '0', avatar: null, bot: true },
+        },
+      };
+    }
+    if (commands![1] !== this.applicationId) return { status: 404, json: { message: 'Unknown Application', code: 10002 } };
+    const guildId = commands![2];
+    if (guildId !== undefined && guildId !== this.guildId && !this.otherGuildIds.has(guildId)) return { status: 403, json: { message: 'Missing Access', code: 50001 } };
+    this.registeredCommands.set(guildId ?? 'global', Array.isArray(body) ? body : []);
+    return undefined;
   }
 
   // --- Payloads ---------------------------------------------------------------------------------
