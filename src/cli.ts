@@ -8,6 +8,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { registerDiscord } from './cli-discord.js';
 import { registerModels } from './cli-models.js';
 import { registerServe } from './cli-serve.js';
 import { registerEdit, registerRender } from './cli-video.js';
@@ -368,6 +369,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     now,
   };
   registerServe(program, videoContext);
+  registerDiscord(program, videoContext);
   registerRender(program, videoContext);
   registerEdit(program, videoContext);
 
