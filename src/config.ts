@@ -143,6 +143,14 @@ export const configSchema = z
     slackBotToken: z.string().min(1).optional(),
     slackAppToken: z.string().min(1).optional(),
     slackSigningSecret: z.string().min(1).optional(),
+    /** Slack's Web API base, passed to Bolt as `clientOptions.slackApiUrl` (GovSlack, proxies and the test fakes use another). */
+    slackApiUrl: z.url({ protocol: /^https?$/ }).default('https://slack.com/api/'),
+    /** `socket`: Socket Mode (needs the app token, no public URL); `http`: Events API requests checked with the signing secret. */
+    slackMode: z.enum(['socket', 'http']).default('socket'),
+    /** Port of the HTTP receiver in `http` mode (requests go to `/slack/events`). */
+    slackPort: z.number().int().min(0).max(65535).default(3000),
+    /** Slack channel ids where any thread reply to a clip is an edit, without mentioning the bot. */
+    slackEditChannels: z.array(z.string().min(1)).default([]),
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -194,6 +202,10 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_SLACK_BOT_TOKEN: { path: ['slackBotToken'], kind: 'string' },
   REELBOT_SLACK_APP_TOKEN: { path: ['slackAppToken'], kind: 'string' },
   REELBOT_SLACK_SIGNING_SECRET: { path: ['slackSigningSecret'], kind: 'string' },
+  REELBOT_SLACK_API_URL: { path: ['slackApiUrl'], kind: 'string' },
+  REELBOT_SLACK_MODE: { path: ['slackMode'], kind: 'string' },
+  REELBOT_SLACK_PORT: { path: ['slackPort'], kind: 'number' },
+  REELBOT_SLACK_EDIT_CHANNELS: { path: ['slackEditChannels'], kind: 'list' },
 };
 /** Environment variables that hold secrets: never logged, never passed to worker processes. */
 export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));
