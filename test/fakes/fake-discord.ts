@@ -84,6 +84,10 @@ export class FakeDiscord {
   #sequence = 0;
   #waiters = new Set<() => void>();
   #commandIds = new Map<string, string>();
+  /** Files served under `/attachments/…` (the fake's CDN), by path. */
+  #files = new Map<string, { data: Buffer; contentType: string }>();
+  /** Messages `GET /channels/:id/messages/:id` returns, by message id. */
+  #messages = new Map<string, Record<string, unknown>>();
   // Gateway sessions and application commands (resume, invalid session, registration).
   /** Every dispatch sent, by sequence, for RESUME replays. */
   #dispatched: { s: number; frame: string }[] = [];
@@ -291,6 +295,59 @@ export class FakeDiscord {
     };
   }
 
+  // --- Clips: the fake's CDN, stored messages, /edit, "Edit clip…" and modals --------------------
+
+  /**
+   * Serves `data` as a Discord attachment at `http://127.0.0.1:PORT/attachments/…` and returns the
+   * attachment object a message or a resolved option carries. `size` is what Discord declares
+   * (defaults to the real size; a test may lie).
+   */
+  hostFile(name: string, data: Buffer, options: { contentType?: string; size?: number } = {}): Record<string, unknown> & { id: string; url: string } {
+    const id = snowflake();
+    const filePath = `/attachments/${this.channelId}/${id}/${name}`;
+    const contentType = options.contentType ?? 'video/mp4';
+    this.#files.set(filePath, { data, contentType });
+    const url = `http://127.0.0.1:${this.port}${filePath}?ex=${Math.floor(Date.now() / 1000 + 86_400).toString(16)}&is=0&hm=fake`;
+    return { id, filename: name, size: options.size ?? data.length, url, proxy_url: url, content_type: contentType };
+  }
+
+  /** A message by `author` in the fake channel, with attachments; `GET /channels/…/messages/:id` returns it. */
+  storeMessage(author: FakeUser, attachments: Record<string, unknown>[], content = ''): Record<string, unknown> & { id: string } {
+    const id = snowflake();
+    const message = { ...this.#message(id, content, [], [], author.id), id, author: { ...this.user(author), bot: false }, attachments, webhook_id: undefined };
+    this.#messages.set(id, message);
+    return message;
+  }
+
+  /** `/edit clip:<attachment> instruction:<text>` (type 2), with the attachment in `data.resolved`. */
+  editCommand(user: FakeUser, attachment: Record<string, unknown> & { id: string }, instruction: string): Record<string, unknown> & { id: string; token: string } {
+    const interaction = this.#chatInput(user, 'edit', [
+      { name: 'clip', type: 11, value: attachment.id },
+      { name: 'instruction', type: 3, value: instruction },
+    ]);
+    (interaction.data as Record<string, unknown>).resolved = { attachments: { [attachment.id]: attachment } };
+    return interaction;
+  }
+
+  /** A message context-menu command (type 2, command type 3) on `message`, as Apps → `name` sends it. */
+  messageCommand(user: FakeUser, name: string, message: Record<string, unknown> & { id: string }): Record<string, unknown> & { id: string; token: string } {
+    return {
+      ...this.#base(user, 2),
+      data: { id: this.#commandId(name), name, type: 3, target_id: message.id, resolved: { messages: { [message.id]: message } } },
+    };
+  }
+
+  /** A modal submit (type 5) with text inputs by custom id. */
+  modalSubmit(user: FakeUser, customId: string, fields: Record<string, string>): Record<string, unknown> & { id: string; token: string } {
+    return {
+      ...this.#base(user, 5),
+      data: {
+        custom_id: customId,
+        components: Object.entries(fields).map(([field, value]) => ({ type: 1, components: [{ type: 4, custom_id: field, value }] })),
+      },
+    };
+  }
+
   /** Stops the gateway and the HTTP server. */
   async close(): Promise<void> {
     for (const socket of this.#sockets) socket.terminate();
@@ -364,15 +421,20 @@ export class FakeDiscord {
       body = JSON.parse(raw.toString('utf8')) as unknown;
     }
     const record: RecordedRequest = { method, path, query: url.searchParams, headers: req.headers, body, files, multipart, status: 0, at: Date.now() };
-    const { status, json, headers } = this.#answer(method, path, body, files, req.headers);
+    const { status, json, headers, raw: file } = this.#answer(method, path, body, files, req.headers);
     record.status = status;
     this.requests.push(record);
     for (const wake of [...this.#waiters]) wake();
+    if (file !== undefined) {
+      res.writeHead(status, { 'content-type': file.contentType, 'content-length': String(file.data.length) });
+      res.end(file.data);
+      return;
+    }
     res.writeHead(status, { ...(json === undefined ? {} : { 'content-type': 'application/json' }), ...headers });
     res.end(json === undefined ? undefined : JSON.stringify(json));
   }
 
-  #answer(method: string, path: string, body: unknown, files: RecordedFile[], requestHeaders: IncomingMessage['headers'] = {}): { status: number; json?: unknown; headers?: Record<string, string> } {
+  #answer(method: string, path: string, body: unknown, files: RecordedFile[], requestHeaders: IncomingMessage['headers'] = {}): { status: number; json?: unknown; headers?: Record<string, string>; raw?: { data: Buffer; contentType: string } } {
     const rule = this.#rules.find((candidate) => candidate.method === method && candidate.path.test(path) && candidate.times > 0 && (!candidate.uploadsOnly || files.length > 0));
     if (rule !== undefined) {
       rule.times--;
@@ -380,6 +442,13 @@ export class FakeDiscord {
     }
     const application = this.#answerApplication(method, path, body, requestHeaders);
     if (application !== undefined) return application;
+    const hosted = method === 'GET' ? this.#files.get(path) : undefined;
+    if (hosted !== undefined) return { status: 200, raw: hosted };
+    const stored = method === 'GET' ? /^\/channels\/\d+\/messages\/(\d+)$/.exec(path) : null;
+    if (stored !== null) {
+      const message = this.#messages.get(stored[1]!);
+      return message === undefined ? { status: 404, json: { message: 'Unknown Message', code: 10008 } } : { status: 200, json: message };
+    }
     if (method === 'GET' && path === '/gateway/bot') {
       return { status: 200, json: { url: this.wsUrl, shards: 1, session_start_limit: { total: 1000, remaining: 999, reset_after: 0, max_concurrency: 1 } } };
     }

@@ -1,5 +1,14 @@
 /** The slash commands the Discord adapter registers, built from the shared command grammar. */
-import { InteractionContextType, PermissionFlagsBits, SlashCommandBuilder, type RESTPostAPIChatInputApplicationCommandsJSONBody } from 'discord.js';
+import {
+  ApplicationCommandType,
+  ContextMenuCommandBuilder,
+  InteractionContextType,
+  PermissionFlagsBits,
+  SlashCommandBuilder,
+  type RESTPostAPIApplicationCommandsJSONBody,
+  type RESTPostAPIChatInputApplicationCommandsJSONBody,
+  type RESTPostAPIContextMenuApplicationCommandsJSONBody,
+} from 'discord.js';
 import { TEXT_TO_VIDEO_LIMITS } from '../../engine/params.js';
 
 const T = TEXT_TO_VIDEO_LIMITS;
@@ -17,6 +26,29 @@ export function videoCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
     .addIntegerOption((o) => o.setName('steps').setDescription(`Denoising steps, ${T.steps.min} to ${T.steps.max}`).setMinValue(T.steps.min).setMaxValue(T.steps.max))
     .addIntegerOption((o) => o.setName('fps').setDescription(`Frames per second, ${T.fps.min} to ${T.fps.max}`).setMinValue(T.fps.min).setMaxValue(T.fps.max))
     .toJSON();
+}
+
+/** Longest edit instruction (with its `--flags`) a user can type. */
+export const INSTRUCTION_MAX_LENGTH = 1000;
+
+/** `/edit clip instruction`: the clip is an attachment; the instruction may carry `--anchors N` and the other edit flags. */
+export function editCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
+  return new SlashCommandBuilder()
+    .setName('edit')
+    .setDescription('Change a video clip by an instruction, like "make it snowy"')
+    .addAttachmentOption((o) => o.setName('clip').setDescription('The video to edit (MP4, MOV, WebM, MKV, GIF or AVI)').setRequired(true))
+    .addStringOption((o) =>
+      o.setName('instruction').setDescription('How the clip should change; options: --anchors N --steps N --image-guidance X --seed N').setRequired(true).setMaxLength(INSTRUCTION_MAX_LENGTH),
+    )
+    .toJSON();
+}
+
+/** Name of the message context-menu command (Apps → Edit clip…) that edits the video in a message. */
+export const EDIT_CLIP_MENU_NAME = 'Edit clip…';
+
+/** The "Edit clip…" message command: opens a modal that asks for the instruction. */
+export function editClipMenuData(): RESTPostAPIContextMenuApplicationCommandsJSONBody {
+  return new ContextMenuCommandBuilder().setName(EDIT_CLIP_MENU_NAME).setType(ApplicationCommandType.Message).toJSON();
 }
 
 /** `/queue`: what runs and what waits. */
@@ -118,6 +150,6 @@ export function adminCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
 }
 
 /** Every command the adapter registers, in one `set` call. */
-export function allCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody[] {
-  return [videoCommandData(), queueCommandData(), usageCommandData(), historyCommandData(), cancelCommandData(), adminCommandData()];
+export function allCommandData(): RESTPostAPIApplicationCommandsJSONBody[] {
+  return [videoCommandData(), editCommandData(), editClipMenuData(), queueCommandData(), usageCommandData(), historyCommandData(), cancelCommandData(), adminCommandData()];
 }

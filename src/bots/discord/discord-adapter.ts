@@ -1,14 +1,18 @@
 /**
  * The Discord adapter: a discord.js Client (Guilds intent only) that turns `/video` and the
  * buttons under a job's message into JobService calls, and follows the job's events by editing
- * the interaction's reply: queued → throttled progress → the MP4 with Re-roll / Cancel buttons,
- * or the failure. `/queue`, `/usage`, `/history`, `/cancel` and `/admin …` answer with ephemeral replies.
- * Every interaction is acknowledged (deferred) before anything else is awaited.
+ * the interaction's reply: queued → throttled progress → the MP4 with Re-roll / Edit / Cancel
+ * buttons, or the failure. `/queue`, `/usage`, `/history`, `/cancel` and `/admin …` answer with
+ * ephemeral replies. Clip edits come from `/edit` (an attachment), Apps → "Edit clip…" on a
+ * message with a video, and the Edit button under a result; the last two ask for the instruction
+ * in a modal. Clips are downloaded at once, only from Discord's CDN over https (or the configured
+ * API host). Every interaction is acknowledged (deferred) before anything else is awaited, except
+ * the ones answered with a modal, which must be the first answer.
  * After a restart, jobs it did not submit in this process are followed again from the Discord
  * refs stored with them (`messageRefs.discord`): the reply is edited through the interaction
  * webhook while its token lives, and through the bot token in the channel after that.
  */
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   ActionRowBuilder,
@@ -19,21 +23,30 @@ import {
   Events,
   GatewayIntentBits,
   MessageFlags,
+  ModalBuilder,
   Routes,
+  TextInputBuilder,
+  TextInputStyle,
+  type APIAttachment,
+  type APIMessage,
+  type Attachment,
   type ButtonInteraction,
   type ChatInputCommandInteraction,
   type Interaction,
+  type MessageContextMenuCommandInteraction,
+  type ModalSubmitInteraction,
 } from 'discord.js';
-import { UserError } from '../../errors.js';
+import { ErrorCode, UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
 import { periodsAt } from '../../jobs/quota-policy.js';
 import type { Actor, JobEvent, JobRecord, JobRequest, SubmitResult, UserRecord } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
-import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
+import { decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } from '../shared/custom-id.js';
+import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { adminStatsText, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
-import { videoCommandFromOptions } from '../shared/video-command.js';
-import { ADMIN_PERIODS, allCommandData, HISTORY_PAGE_SIZE, type AdminPeriod } from './commands.js';
+import { parseEditCommandText, videoCommandFromOptions, type EditCommand } from '../shared/video-command.js';
+import { ADMIN_PERIODS, allCommandData, EDIT_CLIP_MENU_NAME, HISTORY_PAGE_SIZE, INSTRUCTION_MAX_LENGTH, type AdminPeriod } from './commands.js';
 import { MessageEditor } from './message-editor.js';
 
 /** Discord's per-file default; any interaction may upload this much. */
@@ -49,6 +62,16 @@ const REQUEST_ENTITY_TOO_LARGE = 40005;
 export const DISCORD_CONTENT_LIMIT = 2000;
 /** What a user sees when a command fails on our side (details go to the log only). */
 export const GENERIC_FAILURE_TEXT = 'Something went wrong on our side. Please try again in a moment.';
+/** Hosts Discord serves attachments from; clips are fetched from nowhere else (over https). */
+export const DISCORD_CDN_HOSTS: readonly string[] = ['cdn.discordapp.com', 'media.discordapp.net'];
+/** Largest clip the bot downloads when no limit is given (the job core's `input.maxBytes` default). */
+const DEFAULT_MAX_CLIP_BYTES = 50 * 1024 * 1024;
+/** A clip downloaded for an "Edit clip…" modal nobody submitted is removed after this long. */
+const PENDING_CLIP_TTL_MS = 15 * 60 * 1000;
+/** Downloaded clips are kept this long (so Re-roll of an edit and a restart mid-queue still find them). */
+export const CLIP_RETENTION_MS = 24 * 60 * 60 * 1000;
+/** File extensions of the video formats the editor accepts, for attachments without a content type. */
+const VIDEO_EXTENSIONS = ['.mp4', '.m4v', '.mov', '.webm', '.mkv', '.gif', '.avi'];
 /** Job states `/cancel` without a job number looks for. */
 const ACTIVE_STATES: readonly JobRecord['state'][] = ['queued', 'running'];
 
@@ -68,9 +91,16 @@ export interface DiscordAdapterOptions {
   progressIntervalMs?: number;
   /** Discord user ids treated as admins (cancel any job). The JobService allowlist still decides. */
   adminIds?: readonly string[];
+  /**
+   * Folder for clips downloaded to edit (default `<tempDir>/clips`). It should outlive the process
+   * (the job core's output folder is a good place), since a queued edit reads its clip after a restart.
+   */
+  clipDir?: string;
+  /** Largest clip accepted, in bytes (the job core's `input.maxBytes`; default 50 MiB). */
+  maxClipBytes?: number;
 }
 
-type Replyable = ChatInputCommandInteraction | ButtonInteraction;
+type Replyable = ChatInputCommandInteraction | ButtonInteraction | ModalSubmitInteraction;
 
 /** What the adapter stores with each job (`messageRefs.discord`): enough to reach the reply after a restart. */
 interface DiscordRefs {
@@ -110,6 +140,10 @@ export class DiscordAdapter {
   #unsubscribe: (() => void) | undefined;
   /** Job events that arrived before the client was ready (recovery notices at JobService.start()). */
   #early: JobEvent[] | undefined = [];
+  /** Clips being downloaded for an open "Edit clip…" modal, by `<userId>:<messageId>`. */
+  #pendingClips = new Map<string, { download: Promise<DownloadedClip>; timer: NodeJS.Timeout }>();
+  /** Removes old downloaded clips every hour. */
+  #clipSweep: NodeJS.Timeout | undefined;
 
   /**
    * Subscribes to job events at once, so an adapter built before `JobService.start()` (as
@@ -139,6 +173,9 @@ export class DiscordAdapter {
     await this.client.login(this.#options.token);
     await ready;
     if (this.#options.registerCommands !== false) await this.client.application?.commands.set(allCommandData());
+    await this.#removeOldClips();
+    this.#clipSweep = setInterval(() => void this.#removeOldClips(), 60 * 60 * 1000);
+    this.#clipSweep.unref();
     this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
     const early = this.#early ?? [];
     this.#early = undefined;
@@ -153,6 +190,8 @@ export class DiscordAdapter {
     this.#early = undefined;
     for (const followed of this.#followed.values()) followed.editor.close();
     this.#followed.clear();
+    for (const [key, pending] of this.#pendingClips) this.#dropPendingClip(key, pending);
+    clearInterval(this.#clipSweep);
     await this.client.destroy();
   }
 
@@ -163,6 +202,8 @@ export class DiscordAdapter {
       switch (interaction.commandName) {
         case 'video':
           return this.#onVideo(interaction);
+        case 'edit':
+          return this.#onEdit(interaction);
         case 'queue':
           return this.#ephemeralCommand(interaction, () => this.#onQueue());
         case 'usage':
@@ -178,6 +219,8 @@ export class DiscordAdapter {
       }
     }
     if (interaction.isButton()) return this.#onButton(interaction);
+    if (interaction.isMessageContextMenuCommand() && interaction.commandName === EDIT_CLIP_MENU_NAME) return this.#onEditClipMenu(interaction);
+    if (interaction.isModalSubmit()) return this.#onModalSubmit(interaction);
   }
 
   /**
@@ -364,16 +407,203 @@ export class DiscordAdapter {
         await this.#safeEdit(interaction, `There is no job #${button.jobId} any more.`);
         return;
       }
+      if (original.kind === 'edit' && !(await isFile(original.params.inputFile))) {
+        await this.#safeEdit(interaction, `The clip of job #${original.id} is no longer kept. Use /edit with the clip attached to edit it again.`);
+        return;
+      }
       // No seed: the service draws a new one.
       await this.#submitAndFollow(interaction, { actor: this.#actor(interaction), kind: original.kind, params: original.params });
       return;
     }
-    // This bot's messages carry no Edit button, so such an id was not made by it.
-    await interaction.reply({ content: 'This button does not belong to this bot.', flags: MessageFlags.Ephemeral }).catch(() => undefined);
+    // Edit: a modal asks for the instruction. No defer first: a deferred interaction cannot show a modal.
+    await interaction
+      .showModal(instructionModal(encodeCustomId('edit', button.jobId), `Edit the video of job #${button.jobId}`))
+      .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not show the edit form'));
   }
 
-  /** Submits, shows the queued text and follows the job. */
-  async #submitAndFollow(interaction: Replyable, base: Omit<JobRequest, 'eventId' | 'groupId' | 'channelId'>): Promise<void> {
+  // --- Edits ------------------------------------------------------------------------------------
+
+  /** `/edit clip instruction`: downloads the attachment at once (its link expires), then submits the edit. */
+  async #onEdit(interaction: ChatInputCommandInteraction): Promise<void> {
+    if (!(await this.#defer(interaction, false))) return;
+    const command = await this.#editCommand(interaction, interaction.options.getString('instruction') ?? '');
+    if (command === undefined) return;
+    const attachment = interaction.options.getAttachment('clip');
+    if (attachment === null || !isVideoAttachment(attachment)) {
+      await this.#safeEdit(interaction, notAVideoText(attachment?.name));
+      return;
+    }
+    const clip = await this.#tryDownload(interaction, () => this.#download(attachment));
+    if (clip !== undefined) await this.#submitEdit(interaction, command, clip.file, true);
+  }
+
+  /**
+   * Apps → "Edit clip…" on a message: shows the instruction modal (the answer to the interaction,
+   * so nothing else may come first) and starts downloading the clip at once, because the
+   * attachment's signed link can expire before the modal is submitted.
+   */
+  async #onEditClipMenu(interaction: MessageContextMenuCommandInteraction): Promise<void> {
+    const attachment = videoAttachmentIn([...interaction.targetMessage.attachments.values()]);
+    if (attachment === undefined || attachment.size > this.#maxClipBytes) {
+      const content = attachment === undefined ? notAVideoText(undefined) : tooLargeText(attachment.size, this.#maxClipBytes);
+      await interaction.reply({ content, flags: MessageFlags.Ephemeral }).catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not answer'));
+      return;
+    }
+    try {
+      await interaction.showModal(instructionModal(encodeClipModalId(interaction.targetId), 'Edit clip'));
+    } catch (error) {
+      this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not show the edit form');
+      return;
+    }
+    const key = `${interaction.user.id}:${interaction.targetId}`;
+    const earlier = this.#pendingClips.get(key);
+    if (earlier !== undefined) this.#dropPendingClip(key, earlier);
+    const download = this.#download(attachment);
+    // Awaited when the modal comes back; until then a failure must not count as unhandled.
+    download.catch(() => undefined);
+    const timer = setTimeout(() => this.#dropPendingClip(key, { download, timer }), PENDING_CLIP_TTL_MS);
+    timer.unref();
+    this.#pendingClips.set(key, { download, timer });
+  }
+
+  /** The instruction modal came back: from "Edit clip…" (`v1:clip:<messageId>`) or a result's Edit button (`v1:edit:<jobId>`). */
+  async #onModalSubmit(interaction: ModalSubmitInteraction): Promise<void> {
+    const messageId = decodeClipModalId(interaction.customId);
+    const button = messageId === null ? decodeCustomId(interaction.customId) : null;
+    if (messageId === null && button?.action !== 'edit') {
+      await interaction.reply({ content: 'This form is from an older version of the bot; please start the edit again.', flags: MessageFlags.Ephemeral }).catch(() => undefined);
+      return;
+    }
+    if (!(await this.#defer(interaction, false))) return;
+    const command = await this.#editCommand(interaction, interaction.fields.getTextInputValue('instruction'));
+    if (messageId !== null) {
+      if (command === undefined) {
+        this.#dropPendingClip(`${interaction.user.id}:${messageId}`);
+        return;
+      }
+      const clip = await this.#tryDownload(interaction, () => this.#claimClip(interaction, messageId));
+      if (clip !== undefined) await this.#submitEdit(interaction, command, clip.file, true);
+      return;
+    }
+    if (command === undefined || button === null) return;
+    const source = this.#options.jobs.status(button.jobId)?.job;
+    const file = source?.state === 'succeeded' ? resultFile(source.result) : undefined;
+    if (file === undefined || !(await isFile(file))) {
+      await this.#safeEdit(interaction, `The video of job #${button.jobId} is no longer kept. Use /edit with the clip attached instead.`);
+      return;
+    }
+    // The job's own output is the clip; the engine copies it, so it is never ours to remove.
+    await this.#submitEdit(interaction, command, file, false);
+  }
+
+  /** Parses the instruction; answers a refusal or the help itself and returns undefined then. */
+  async #editCommand(interaction: Replyable, text: string): Promise<EditCommand | undefined> {
+    const parsed = parseEditCommandText(text);
+    if (parsed.type === 'command') return parsed.command;
+    await this.#safeEdit(interaction, parsed.type === 'error' ? refusalText(parsed.error) : editHelpText());
+    return undefined;
+  }
+
+  /**
+   * The clip of an "Edit clip…" modal: the download started when the modal opened or, when there
+   * is none (the bot restarted) or its link had expired, a fresh download from the message as
+   * Discord returns it now (with newly signed links).
+   */
+  async #claimClip(interaction: ModalSubmitInteraction, messageId: string): Promise<DownloadedClip> {
+    const key = `${interaction.user.id}:${messageId}`;
+    const pending = this.#pendingClips.get(key);
+    if (pending !== undefined) {
+      this.#pendingClips.delete(key);
+      clearTimeout(pending.timer);
+      try {
+        return await pending.download;
+      } catch (error) {
+        if (!(error instanceof UserError && error.code === ErrorCode.InputDownloadFailed)) throw error;
+        this.#logger.info({ messageId }, 'the clip download failed; fetching the message again for fresh links');
+      }
+    }
+    const channelId = interaction.channelId;
+    let message: APIMessage;
+    try {
+      if (channelId === null) throw new Error('the modal has no channel');
+      message = (await this.client.rest.get(Routes.channelMessage(channelId, messageId))) as APIMessage;
+    } catch (error) {
+      this.#logger.warn({ err: error, messageId }, 'could not fetch the message of a clip');
+      throw new UserError(ErrorCode.InputDownloadFailed, 'I could not read that message again (it may be deleted, or I cannot see this channel). Use /edit with the clip attached instead.');
+    }
+    const attachment = videoAttachmentIn(message.attachments);
+    if (attachment === undefined) throw new UserError(ErrorCode.InputNotVideo, notAVideoText(undefined));
+    return this.#download(attachment);
+  }
+
+  #download(attachment: Pick<Attachment | APIAttachment, 'url' | 'size'> & { name?: string; filename?: string }): Promise<DownloadedClip> {
+    return downloadClip({
+      url: attachment.url,
+      allowedHosts: DISCORD_CDN_HOSTS,
+      ...(this.#options.apiUrl === undefined ? {} : { extraOrigins: [this.#options.apiUrl] }),
+      declaredBytes: attachment.size,
+      maxBytes: this.#maxClipBytes,
+      destDir: this.#clipDir,
+      platformName: 'Discord',
+      ...(attachment.name ?? attachment.filename ? { fileName: attachment.name ?? attachment.filename } : {}),
+    });
+  }
+
+  /** Runs a download; a refusal is shown to the user, anything else logged and answered generically. */
+  async #tryDownload(interaction: Replyable, download: () => Promise<DownloadedClip>): Promise<DownloadedClip | undefined> {
+    try {
+      return await download();
+    } catch (error) {
+      if (error instanceof UserError) {
+        await this.#safeEdit(interaction, refusalText(error));
+      } else {
+        this.#logger.error({ err: error, interactionId: interaction.id }, 'clip download failed');
+        await this.#safeEdit(interaction, GENERIC_FAILURE_TEXT);
+      }
+      return undefined;
+    }
+  }
+
+  /** Submits an edit of `inputFile`; a clip we downloaded is removed again when no job took it. */
+  async #submitEdit(interaction: Replyable, command: EditCommand, inputFile: string, downloaded: boolean): Promise<void> {
+    const created = await this.#submitAndFollow(interaction, {
+      actor: this.#actor(interaction),
+      kind: 'edit',
+      params: { ...command.params, inputFile },
+      ...(command.seed === undefined ? {} : { seed: command.seed }),
+    });
+    if (!created && downloaded) await rm(inputFile, { force: true });
+  }
+
+  #dropPendingClip(key: string, pending = this.#pendingClips.get(key)): void {
+    if (pending === undefined) return;
+    clearTimeout(pending.timer);
+    if (this.#pendingClips.get(key) === pending) this.#pendingClips.delete(key);
+    void pending.download.then((clip) => rm(clip.file, { force: true })).catch(() => undefined);
+  }
+
+  /** Removes downloaded clips older than {@link CLIP_RETENTION_MS}. */
+  async #removeOldClips(): Promise<void> {
+    const dir = this.#clipDir;
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const cutoff = Date.now() - CLIP_RETENTION_MS;
+    for (const name of names.filter((entry) => entry.startsWith('clip-'))) {
+      const file = path.join(dir, name);
+      const info = await stat(file).catch(() => undefined);
+      if (info !== undefined && info.mtimeMs < cutoff) await rm(file, { force: true });
+    }
+  }
+
+  get #clipDir(): string {
+    return this.#options.clipDir ?? path.join(this.#options.tempDir, 'clips');
+  }
+
+  get #maxClipBytes(): number {
+    return this.#options.maxClipBytes ?? DEFAULT_MAX_CLIP_BYTES;
+  }
+
+  /** Submits, shows the queued text and follows the job; true when a new job was made. */
+  async #submitAndFollow(interaction: Replyable, base: Omit<JobRequest, 'eventId' | 'groupId' | 'channelId'>): Promise<boolean> {
     let submitted: SubmitResult;
     try {
       submitted = await this.#options.jobs.submit({
@@ -385,7 +615,7 @@ export class DiscordAdapter {
     } catch (error) {
       if (!(error instanceof UserError)) throw error;
       await this.#safeEdit(interaction, refusalText(error));
-      return;
+      return false;
     }
     const { job } = submitted;
     if (submitted.duplicate) {
@@ -393,11 +623,11 @@ export class DiscordAdapter {
       const refs = job.messageRefs.discord as { interactionId?: unknown } | undefined;
       if (this.#followed.has(job.id) || refs?.interactionId === interaction.id) {
         this.#logger.info({ jobId: job.id, interactionId: interaction.id }, 'redelivered interaction; the job exists');
-        return;
+        return false;
       }
       const where = job.channelId === null ? '' : ` in <#${job.channelId}>`;
       await this.#safeEdit(interaction, `This request already made job #${job.id}${where}; it is ${job.state}.`);
-      return;
+      return false;
     }
     const followed = this.#follow(job.id, { interaction });
     this.#storeRefs(job.id, followed);
@@ -411,6 +641,7 @@ export class DiscordAdapter {
         this.#storeRefs(job.id, followed);
       })
       .catch((error: unknown) => this.#logger.warn({ err: error, jobId: job.id }, 'could not show the queued message'));
+    return true;
   }
 
   // --- Job events -------------------------------------------------------------------------------
@@ -505,7 +736,7 @@ export class DiscordAdapter {
     });
     const name = `reelbot-${job.id}.${fitted.format}`;
     try {
-      await this.#edit(followed, { content, components: [this.#buttons(job.id)], files: [{ attachment: fitted.file, name }] });
+      await this.#edit(followed, { content, components: [this.#buttons(job.id, { edit: true })], files: [{ attachment: fitted.file, name }] });
     } finally {
       // A re-encoded copy is ours to remove; the job's own output stays.
       if (fitted.file !== path.resolve(file)) await rm(fitted.file, { force: true });
@@ -631,12 +862,14 @@ export class DiscordAdapter {
     };
   }
 
-  /** Re-roll and Cancel; the job row decides what a click does, so the buttons survive restarts. */
-  #buttons(jobId: number): ActionRowBuilder<ButtonBuilder> {
-    return new ActionRowBuilder<ButtonBuilder>().addComponents(
-      new ButtonBuilder().setCustomId(encodeCustomId('reroll', jobId)).setLabel('Re-roll').setStyle(ButtonStyle.Primary),
-      new ButtonBuilder().setCustomId(encodeCustomId('cancel', jobId)).setLabel('Cancel').setStyle(ButtonStyle.Danger),
-    );
+  /**
+   * Re-roll and Cancel, and Edit under a finished video; the job row decides what a click does,
+   * so the buttons survive restarts.
+   */
+  #buttons(jobId: number, options: { edit?: boolean } = {}): ActionRowBuilder<ButtonBuilder> {
+    const row = new ActionRowBuilder<ButtonBuilder>().addComponents(new ButtonBuilder().setCustomId(encodeCustomId('reroll', jobId)).setLabel('Re-roll').setStyle(ButtonStyle.Primary));
+    if (options.edit === true) row.addComponents(new ButtonBuilder().setCustomId(encodeCustomId('edit', jobId)).setLabel('Edit').setStyle(ButtonStyle.Secondary));
+    return row.addComponents(new ButtonBuilder().setCustomId(encodeCustomId('cancel', jobId)).setLabel('Cancel').setStyle(ButtonStyle.Danger));
   }
 }
 
@@ -702,6 +935,59 @@ function restBody(body: EditBody, files: RawUpload[]): Record<string, unknown> {
     components: body.components.map((row) => row.toJSON()),
     ...(files.length === 0 ? {} : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
   };
+}
+
+/** The modal that asks for an edit instruction (its one field is `instruction`). */
+function instructionModal(customId: string, title: string): ModalBuilder {
+  return new ModalBuilder()
+    .setCustomId(customId)
+    .setTitle(title)
+    .addComponents(
+      new ActionRowBuilder<TextInputBuilder>().addComponents(
+        new TextInputBuilder()
+          .setCustomId('instruction')
+          .setLabel('How should the clip change?')
+          .setStyle(TextInputStyle.Paragraph)
+          .setPlaceholder('make it snowy --anchors 4')
+          .setRequired(true)
+          .setMaxLength(INSTRUCTION_MAX_LENGTH),
+      ),
+    );
+}
+
+/** The first attachment that is a video (by content type, or by extension when Discord gave none). */
+function videoAttachmentIn<A extends { content_type?: string | null | undefined; contentType?: string | null; name?: string; filename?: string }>(attachments: readonly A[]): A | undefined {
+  return attachments.find((attachment) => isVideoAttachment(attachment));
+}
+
+function isVideoAttachment(attachment: { content_type?: string | null | undefined; contentType?: string | null; name?: string; filename?: string }): boolean {
+  const type = (attachment.contentType ?? attachment.content_type ?? '').toLowerCase();
+  if (type.startsWith('video/') || type === 'image/gif') return true;
+  if (type !== '') return false;
+  return VIDEO_EXTENSIONS.includes(path.extname(attachment.name ?? attachment.filename ?? '').toLowerCase());
+}
+
+function notAVideoText(name: string | undefined): string {
+  return `${name === undefined ? 'That message has no video' : `${name} is not a video`} to edit. Edits take MP4, MOV, WebM, MKV, GIF or AVI clips.`;
+}
+
+function tooLargeText(bytes: number, maxBytes: number): string {
+  return `That clip is ${(bytes / 2 ** 20).toFixed(1)} MiB; clips up to ${(maxBytes / 2 ** 20).toFixed(1)} MiB can be edited.`;
+}
+
+function editHelpText(): string {
+  return 'Say how the clip should change, like "make it snowy". Options: --anchors N, --steps N, --image-guidance X, --seed N.';
+}
+
+/** The `file` of a job's result, when it has one. */
+function resultFile(result: unknown): string | undefined {
+  const file = typeof result === 'object' && result !== null ? (result as { file?: unknown }).file : undefined;
+  return typeof file === 'string' && file !== '' ? file : undefined;
+}
+
+async function isFile(file: unknown): Promise<boolean> {
+  if (typeof file !== 'string') return false;
+  return stat(file).then((info) => info.isFile(), () => false);
 }
 
 function contentTypeOf(name: string): string {

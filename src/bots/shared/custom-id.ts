@@ -58,3 +58,26 @@ export function decodeCustomId(value: unknown): ButtonId | null {
 function isButtonAction(value: string): value is ButtonAction {
   return (BUTTON_ACTIONS as readonly string[]).includes(value);
 }
+
+/**
+ * Id of the instruction modal that Discord's "Edit clip…" opens on a message: `v1:clip:<messageId>`.
+ * The message id (a Discord snowflake) is enough to find the clip again after a restart; the
+ * channel comes with the modal's own interaction.
+ *
+ * @example
+ * encodeClipModalId('1234567890123456789'); // 'v1:clip:1234567890123456789'
+ */
+export function encodeClipModalId(messageId: string): string {
+  if (!SNOWFLAKE.test(messageId)) throw new RangeError(`A message id must be a Discord snowflake, got ${JSON.stringify(messageId)}.`);
+  return `${VERSION}:clip:${messageId}`;
+}
+
+/** The message id in a clip modal's id, or null for anything else. */
+export function decodeClipModalId(value: unknown): string | null {
+  if (typeof value !== 'string' || value.length > CUSTOM_ID_MAX_LENGTH) return null;
+  const match = CLIP_MODAL_PATTERN.exec(value);
+  return match?.[1] ?? null;
+}
+
+const SNOWFLAKE = /^[1-9][0-9]{0,19}$/;
+const CLIP_MODAL_PATTERN = /^v1:clip:([1-9][0-9]{0,19})$/;

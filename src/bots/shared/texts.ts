@@ -302,9 +302,12 @@ export function helpText(format: Format): string {
       ? [
           bold(format, 'reelbot makes short videos'),
           `${code('/video prompt')} a video from a description; options: frames, seed, motion (dx,dy), negative, steps, fps`,
-          `${code('Apps → Edit clip')} on a message with a video: change it with an instruction, like "make it snowy"`,
+          `${code('/edit clip instruction')} change an attached video by an instruction, like "make it snowy". Options in the instruction:`,
+          ...flagLines(EDIT_FLAGS),
+          `${code('Apps → Edit clip…')} on a message with a video does the same and asks for the instruction.`,
           `${code('/queue')} what is running and waiting · ${code('/usage')} your limits and use · ${code('/history')} your videos · ${code('/cancel job')} stop a job`,
-          'Buttons under a video: 🔁 re-roll (new seed), ✏️ edit, ⛔ cancel.',
+          'Buttons under a video: Re-roll (new seed), Edit (asks for an instruction), Cancel.',
+          `Server admins: ${code('/admin')} usage, quota set, ban, unban, queue pause|resume|clear, stats.`,
         ]
       : [
           bold(format, 'reelbot makes short videos'),

@@ -46,11 +46,11 @@ describe('DiscordAdapter', () => {
   it('logs in and registers the slash commands', async () => {
     await startAll();
     const put = await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`);
-    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video', 'queue', 'usage', 'history', 'cancel', 'admin']);
+    expect((put.body as { name: string }[]).map((c) => c.name)).toEqual(['video', 'edit', 'Edit clip…', 'queue', 'usage', 'history', 'cancel', 'admin']);
     expect(fake.gatewayFrames.find((f) => f.op === 2)).toBeDefined();
   });
 
-  it('/video: defers first, shows the queued text, then uploads the MP4 with Re-roll and Cancel', async () => {
+  it('/video: defers first, shows the queued text, then uploads the MP4 with Re-roll, Edit and Cancel', async () => {
     await startAll();
     const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing', frames: 8 });
     fake.sendInteraction(interaction);
@@ -80,6 +80,7 @@ describe('DiscordAdapter', () => {
     const jobId = Number(/Job #(\d+)/.exec(done.content ?? '')?.[1]);
     expect(buttons.map((b) => [b.label, b.custom_id])).toEqual([
       ['Re-roll', `v1:reroll:${jobId}`],
+      ['Edit', `v1:edit:${jobId}`],
       ['Cancel', `v1:cancel:${jobId}`],
     ]);
     // The upload is the last edit: nothing overwrote it.

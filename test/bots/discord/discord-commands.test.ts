@@ -66,7 +66,7 @@ describe('DiscordAdapter commands', () => {
   it('registers /video, /queue, /usage, /history, /cancel and /admin in one call', async () => {
     const put = await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`);
     const commands = put.body as { name: string; options?: { name: string; type: number; min_value?: number; required?: boolean }[] }[];
-    expect(commands.map((c) => c.name)).toEqual(['video', 'queue', 'usage', 'history', 'cancel', 'admin']);
+    expect(commands.map((c) => c.name)).toEqual(['video', 'edit', 'Edit clip…', 'queue', 'usage', 'history', 'cancel', 'admin']);
     expect(commands.find((c) => c.name === 'history')?.options).toEqual([expect.objectContaining({ name: 'page', type: 4, min_value: 1 })]);
     expect(commands.find((c) => c.name === 'cancel')?.options).toEqual([expect.objectContaining({ name: 'job', type: 4, min_value: 1 })]);
     expect(fake.requests.filter((r) => r.method === 'PUT')).toHaveLength(1);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BUTTON_ACTIONS, decodeCustomId, encodeCustomId } from '../../../src/bots/shared/custom-id.js';
+import { BUTTON_ACTIONS, decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } from '../../../src/bots/shared/custom-id.js';
 
 describe('custom ids', () => {
   it('GIVEN every action THEN encode and decode round-trip', () => {
@@ -37,5 +37,16 @@ describe('custom ids', () => {
     expect(() => encodeCustomId('cancel', 0)).toThrow(RangeError);
     expect(() => encodeCustomId('cancel', 1.5)).toThrow(RangeError);
     expect(() => encodeCustomId('delete' as 'cancel', 1)).toThrow(/Unknown button action/);
+  });
+
+  it('GIVEN a message snowflake THEN the clip modal id round-trips, and other ids are not clip modal ids', () => {
+    const id = encodeClipModalId('1234567890123456789');
+    expect(id).toBe('v1:clip:1234567890123456789');
+    expect(decodeClipModalId(id)).toBe('1234567890123456789');
+    expect(decodeCustomId(id)).toBeNull();
+    expect(decodeClipModalId('v1:edit:42')).toBeNull();
+    expect(decodeClipModalId('v1:clip:0123')).toBeNull();
+    expect(decodeClipModalId('v1:clip:12 ')).toBeNull();
+    expect(() => encodeClipModalId('../etc')).toThrow(RangeError);
   });
 });
