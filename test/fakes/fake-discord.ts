@@ -25,6 +25,8 @@ export interface RecordedFile {
   name: string;
   size: number;
   contentType: string;
+  /** The bytes uploaded. */
+  data: Buffer;
 }
 
 export interface RecordedRequest {
@@ -101,6 +103,8 @@ export class FakeDiscord {
   readonly registeredCommands = new Map<string, unknown[]>();
   /** When each interaction (by id) was last dispatched on the gateway, from `performance.now()`. */
   readonly dispatchedAt = new Map<string, number>();
+  /** Sequence numbers of the dispatches replayed after a RESUME. */
+  readonly replayed: number[] = [];
 
   private constructor(server: Server) {
     this.#server = server;
@@ -520,7 +524,11 @@ export class FakeDiscord {
       return;
     }
     const after = resume.seq ?? 0;
-    for (const entry of this.#dispatched) if (entry.s > after) socket.send(entry.frame);
+    for (const entry of this.#dispatched) {
+      if (entry.s <= after) continue;
+      socket.send(entry.frame);
+      this.replayed.push(entry.s);
+    }
     socket.send(JSON.stringify({ op: 0, t: 'RESUMED', s: ++this.#sequence, d: {} }));
   }
 
@@ -654,7 +662,7 @@ function parseMultipart(raw: Buffer, contentType: string): { files: RecordedFile
       const name = /name="([^"]*)"/i.exec(head)?.[1] ?? '';
       const filename = /filename="([^"]*)"/i.exec(head)?.[1];
       const type = /content-type:\s*([^\r\n]+)/i.exec(head)?.[1]?.trim() ?? 'application/octet-stream';
-      if (filename !== undefined) files.push({ field: name, name: filename, size: content.length, contentType: type });
+      if (filename !== undefined) files.push({ field: name, name: filename, size: content.length, contentType: type, data: Buffer.from(content) });
       else if (name === 'payload_json') payload = JSON.parse(content.toString('utf8')) as unknown;
     }
     start = next;
