@@ -65,7 +65,8 @@ describe('reelbot discord register', () => {
     expect(run.code).toBe(0);
     expect(puts().map((r) => r.path)).toEqual([`/applications/${fake.applicationId}/commands`]);
     expect((fake.registeredCommands.get('global') ?? []).length).toBe(names().length);
-    expect(run.stdout).toMatch(/globally: \/video, \/queue/);
+    expect(run.stdout).toContain(`globally: ${allCommandData().map(describeCommand).join(', ')}.`);
+    expect(run.stdout).toContain('/video, ');
     expect(run.stdout).toMatch(/up to an hour/);
   });
 
@@ -79,6 +80,13 @@ describe('reelbot discord register', () => {
     expect(global.code).toBe(0);
     expect(fake.registeredCommands.get('global')).toEqual([]);
     expect(puts().at(-1)!.body).toEqual([]);
+  });
+
+  it('names slash commands with a slash and context menus by their kind', () => {
+    expect(describeCommand({ name: 'video', type: 1 })).toBe('/video');
+    expect(describeCommand({ name: 'queue' })).toBe('/queue');
+    expect(describeCommand({ name: 'Edit clip…', type: 3 })).toBe('Edit clip… (message menu)');
+    expect(describeCommand({ name: 'Profile', type: 2 })).toBe('Profile (user menu)');
   });
 
   it('without REELBOT_DISCORD_TOKEN says what to set and exits 78 without calling Discord', async () => {
