@@ -55,6 +55,8 @@ export const DISCORD_UPLOAD_FLOOR_BYTES = 10 * 1024 * 1024;
 export const PROGRESS_EDIT_INTERVAL_MS = 2500;
 /** Interaction tokens stop working after 15 minutes. */
 const TOKEN_LIFETIME_MS = 15 * 60 * 1000;
+/** Edits switch from the interaction token to the bot token this long after the interaction, a minute before the token dies. */
+export const TOKEN_SWITCH_AFTER_MS = 14 * 60 * 1000;
 /** Discord error codes the adapter reacts to. */
 const INVALID_WEBHOOK_TOKEN = 50027;
 const REQUEST_ENTITY_TOO_LARGE = 40005;
@@ -98,6 +100,8 @@ export interface DiscordAdapterOptions {
   clipDir?: string;
   /** Largest clip accepted, in bytes (the job core's `input.maxBytes`; default 50 MiB). */
   maxClipBytes?: number;
+  /** When edits stop using the interaction token (default {@link TOKEN_SWITCH_AFTER_MS}; tests shorten it). */
+  tokenSwitchAfterMs?: number;
 }
 
 type Replyable = ChatInputCommandInteraction | ButtonInteraction | ModalSubmitInteraction;
@@ -128,6 +132,8 @@ interface Followed {
   editor: MessageEditor;
   /** Id of the reply message, once known (for the bot-token fallback). */
   messageId?: string;
+  /** Set once the interaction token answered 50027: later edits go straight to the bot token. */
+  tokenDead?: boolean;
 }
 
 type EditBody = { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] };
@@ -744,35 +750,36 @@ export class DiscordAdapter {
   }
 
   /**
-   * Edits the reply through the interaction token; once the token has expired (401 / 50027, or
-   * past its stored expiry for a reattached job) the same edit goes through the bot token on the
-   * channel message, with no retry of the dead token. A reattached job whose message id is unknown
-   * gets a new channel message that mentions its owner.
+   * Edits the reply through the interaction token while it is fresh. From
+   * {@link TOKEN_SWITCH_AFTER_MS} after the interaction (a minute before the token dies), or as
+   * soon as the token answers 401 / 50027, the same edit goes through the bot token on the channel
+   * message instead, and the dead token is never tried again (no 50027 retry storm). A job whose
+   * message id is unknown gets a new channel message that mentions its owner.
    */
   async #edit(followed: Followed, body: EditBody): Promise<void> {
     const { interaction, refs } = followed;
     const channelId = interaction?.channelId ?? refs?.channelId ?? null;
-    try {
-      if (interaction !== undefined) {
-        const message = await interaction.editReply(body);
-        followed.messageId = message.id;
-        return;
-      }
-      if (refs === undefined) throw new Error('a followed job has neither an interaction nor message refs');
-      if (Date.now() < refs.tokenExpiresAt) {
+    if (interaction === undefined && refs === undefined) throw new Error('a followed job has neither an interaction nor message refs');
+    if (this.#tokenUsable(followed)) {
+      try {
+        if (interaction !== undefined) {
+          const message = await interaction.editReply(body);
+          followed.messageId = message.id;
+          return;
+        }
         const files = await rawFiles(body);
-        const message = (await this.client.rest.patch(Routes.webhookMessage(refs.applicationId, refs.interactionToken, '@original'), {
+        const message = (await this.client.rest.patch(Routes.webhookMessage(refs!.applicationId, refs!.interactionToken, '@original'), {
           body: restBody(body, files),
           ...(files.length === 0 ? {} : { files }),
           auth: false,
         })) as { id?: unknown };
         if (typeof message.id === 'string' && message.id !== followed.messageId) this.#rememberMessage(followed, message.id);
         return;
+      } catch (error) {
+        if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN) || channelId === null) throw error;
+        followed.tokenDead = true;
+        this.#logger.warn({ jobId: followed.jobId }, 'interaction token expired; editing with the bot token from now on');
       }
-    } catch (error) {
-      if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN) || channelId === null) throw error;
-      if (interaction !== undefined && followed.messageId === undefined) throw error;
-      this.#logger.warn({ jobId: followed.jobId }, 'interaction token expired; editing with the bot token');
     }
     if (channelId === null) throw new Error(`job #${followed.jobId} has no channel to post in`);
     const files = await rawFiles(body);
@@ -789,6 +796,14 @@ export class DiscordAdapter {
       ...(files.length === 0 ? {} : { files }),
     })) as { id?: unknown };
     if (typeof message.id === 'string') this.#rememberMessage(followed, message.id);
+  }
+
+  /** Whether edits may still use the interaction token (fresh, and never refused). */
+  #tokenUsable(followed: Followed): boolean {
+    if (followed.tokenDead === true) return false;
+    const switchAfter = this.#options.tokenSwitchAfterMs ?? TOKEN_SWITCH_AFTER_MS;
+    const createdAt = followed.interaction?.createdTimestamp ?? (followed.refs === undefined ? 0 : followed.refs.tokenExpiresAt - TOKEN_LIFETIME_MS);
+    return Date.now() < createdAt + switchAfter;
   }
 
   /** Keeps a reattached job's message id, in memory and in its refs, so later edits find it. */
@@ -809,6 +824,7 @@ export class DiscordAdapter {
     const followed: Followed = {
       jobId,
       ...source,
+      ...('interaction' in source ? { userId: source.interaction.user.id } : {}),
       editor: new MessageEditor({
         intervalMs: this.#options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS,
         send: async (content) => {

@@ -192,6 +192,22 @@ describe('DiscordAdapter', () => {
     expect(edit.headers.authorization).toBe('Bot fake-bot-token');
     expect(edit.files[0]!.contentType).toBe('video/mp4');
     expect((edit.body as Payload).content).toMatch(/done/);
+    // The dead token was tried once; every later edit went straight to the bot token.
+    expect(fake.requests.filter((r) => isOriginalEdit(interaction.token)(r) && r.status === 401)).toHaveLength(1);
+  });
+
+  it('switches to the bot token on its own before the interaction token dies (at 14 minutes; here shortened)', async () => {
+    adapter = newAdapter(fake, harness.service, dir, { tokenSwitchAfterMs: 900 });
+    await adapter.start();
+    const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
+    fake.sendInteraction(interaction);
+    await fake.waitForRequest(isOriginalEdit(interaction.token));
+    const upload = await fake.waitForRequest((r) => r.method === 'PATCH' && r.path.startsWith(`/channels/${fake.channelId}/messages/`) && r.files.length > 0, 20_000);
+    expect(upload.headers.authorization).toBe('Bot fake-bot-token');
+    expect((upload.body as Payload).content).toMatch(/done/);
+    // Nothing was refused: the switch came before any 50027, and the token was left alone after it.
+    expect(fake.requests.some((r) => r.status === 401)).toBe(false);
+    expect(fake.requests.filter(isOriginalEdit(interaction.token)).every((r) => r.at < upload.at)).toBe(true);
   });
 
   it('retries an upload refused with 413 / 40005 at the 10 MiB floor', async () => {
