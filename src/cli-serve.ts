@@ -51,6 +51,9 @@ export function registerServe(program: Command, context: ServeContext): void {
             ffprobePath: ffmpeg.ffprobe,
             tempDir,
             adminIds: config.admins.discord,
+            // Clips to edit outlive the process: a queued edit reads its clip after a restart.
+            clipDir: join(config.outputDir, 'clips'),
+            maxClipBytes: config.input.maxBytes,
           });
         },
       });
