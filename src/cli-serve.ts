@@ -1,12 +1,14 @@
 /**
  * `reelbot serve`: the bot itself. Opens the database, recovers what a crash left, starts the
- * worker pool and connects the platforms whose tokens are set; SIGTERM / SIGINT drain it.
+ * worker pool and connects the platforms whose tokens are set (Discord, Slack or both);
+ * SIGTERM / SIGINT drain it.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { DiscordAdapter } from './bots/discord/discord-adapter.js';
+import { SlackAdapter } from './bots/slack/slack-adapter.js';
 import type { Config } from './config.js';
 import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
 import { createLogger } from './log.js';
@@ -21,16 +23,34 @@ export interface ServeContext {
 /** sysexits.h EX_CONFIG: nothing to serve without a platform token. */
 const EXIT_CONFIG = 78;
 
+/**
+ * What is missing for Slack, or undefined when its settings are complete (or absent altogether:
+ * then Slack is simply not served).
+ */
+export function slackProblem(config: Config): string | undefined {
+  const any = config.slackBotToken || config.slackAppToken || config.slackSigningSecret;
+  if (!any) return undefined;
+  if (!config.slackBotToken) return 'Slack needs REELBOT_SLACK_BOT_TOKEN (the xoxb- bot token).';
+  if (config.slackMode === 'socket' && !config.slackAppToken) {
+    return 'Slack Socket Mode needs REELBOT_SLACK_APP_TOKEN (an xapp- app-level token with connections:write), or set REELBOT_SLACK_MODE=http with REELBOT_SLACK_SIGNING_SECRET.';
+  }
+  if (config.slackMode === 'http' && !config.slackSigningSecret) return 'Slack HTTP mode needs REELBOT_SLACK_SIGNING_SECRET (Basic Information → Signing Secret).';
+  return undefined;
+}
+
 export function registerServe(program: Command, context: ServeContext): void {
   program
     .command('serve')
-    .description('run the bot: the job queue and workers, and Discord when REELBOT_DISCORD_TOKEN is set')
+    .description('run the bot: the job queue and workers, Discord when REELBOT_DISCORD_TOKEN is set, Slack when its tokens are set')
     .action(async () => {
       const config = context.config();
-      if (!config.discordToken) {
-        const slack = config.slackBotToken || config.slackAppToken ? ' The Slack adapter is not part of this build yet, so Slack tokens alone are not enough.' : '';
+      const slackMissing = slackProblem(config);
+      if (slackMissing !== undefined) context.fail(`${slackMissing} See docs/slack.md.`, EXIT_CONFIG);
+      const withDiscord = Boolean(config.discordToken);
+      const withSlack = Boolean(config.slackBotToken);
+      if (!withDiscord && !withSlack) {
         context.fail(
-          `Nothing to serve: set REELBOT_DISCORD_TOKEN to the bot token of your Discord application (see the README).${slack}`,
+          'Nothing to serve: set REELBOT_DISCORD_TOKEN to the bot token of your Discord application (see the README), and/or REELBOT_SLACK_BOT_TOKEN with REELBOT_SLACK_APP_TOKEN for Slack (see docs/slack.md).',
           EXIT_CONFIG,
         );
       }
@@ -38,42 +58,67 @@ export function registerServe(program: Command, context: ServeContext): void {
       const tempDir = await mkdtemp(join(tmpdir(), 'reelbot-uploads-'));
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
+      let slack: SlackAdapter | undefined;
       const app = startApp(config, {
         logger,
-        // The adapter follows job events from the start, so recovery notices reach it too.
+        // The adapters follow job events from the start, so recovery notices reach them too.
         beforeStart: ({ jobs }) => {
-          discord = new DiscordAdapter({
-            token: config.discordToken!,
-            apiUrl: config.discordApiUrl,
-            jobs,
-            logger,
-            ffmpegPath: ffmpeg.ffmpeg,
-            ffprobePath: ffmpeg.ffprobe,
-            tempDir,
-            adminIds: config.admins.discord,
-            // Clips to edit outlive the process: a queued edit reads its clip after a restart.
-            clipDir: join(config.outputDir, 'clips'),
-            maxClipBytes: config.input.maxBytes,
-          });
+          if (withDiscord) {
+            discord = new DiscordAdapter({
+              token: config.discordToken!,
+              apiUrl: config.discordApiUrl,
+              jobs,
+              logger,
+              ffmpegPath: ffmpeg.ffmpeg,
+              ffprobePath: ffmpeg.ffprobe,
+              tempDir,
+              adminIds: config.admins.discord,
+            });
+          }
+          if (withSlack) {
+            slack = new SlackAdapter({
+              botToken: config.slackBotToken!,
+              mode: config.slackMode,
+              ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
+              apiUrl: config.slackApiUrl,
+              jobs,
+              logger,
+              ffmpegPath: ffmpeg.ffmpeg,
+              ffprobePath: ffmpeg.ffprobe,
+              tempDir,
+              inputDir: join(config.outputDir, 'inputs'),
+              maxInputBytes: config.input.maxBytes,
+              adminIds: config.admins.slack,
+              editChannels: config.slackEditChannels,
+            });
+          }
         },
       });
+      const stopAdapters = async () => {
+        await discord?.stop().catch(() => undefined);
+        await slack?.stop().catch(() => undefined);
+      };
       const stopped = new Promise<void>((resolve) =>
         drainOnSignals(app, () => {
           void (async () => {
-            await discord?.stop().catch(() => undefined);
+            await stopAdapters();
             await rm(tempDir, { recursive: true, force: true });
             resolve();
           })();
         }),
       );
-      try {
-        await discord!.start();
-      } catch (error) {
+      const failStart = async (platform: string, error: unknown): Promise<never> => {
+        await stopAdapters();
         await app.stop();
         await rm(tempDir, { recursive: true, force: true });
-        context.fail(`Could not connect to Discord: ${(error as Error).message}`, 1);
-      }
-      context.out(`reelbot is running on Discord (${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}). Stop it with Ctrl-C or SIGTERM.`);
+        return context.fail(`Could not connect to ${platform}: ${(error as Error).message}`, 1);
+      };
+      if (discord !== undefined) await discord.start().catch((error: unknown) => failStart('Discord', error));
+      if (slack !== undefined) await slack.start().catch((error: unknown) => failStart('Slack', error));
+      const platforms = [discord === undefined ? undefined : 'Discord', slack === undefined ? undefined : `Slack (${config.slackMode === 'socket' ? 'Socket Mode' : `HTTP on port ${slack.port ?? config.slackPort}`})`]
+        .filter((name) => name !== undefined)
+        .join(' and ');
+      context.out(`reelbot is running on ${platforms} (${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}). Stop it with Ctrl-C or SIGTERM.`);
       await stopped;
     });
 }

@@ -1,0 +1,69 @@
+/**
+ * `reelbot serve` with Slack as an operator runs it: the real bin in its own process, Slack's API
+ * base set to the fake by REELBOT_SLACK_API_URL, a /video over Socket Mode answered with an MP4,
+ * SIGTERM draining it; incomplete Slack settings say what is missing and exit 78.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { APP_TOKEN, BOT_TOKEN, FakeSlack } from '../../fakes/fake-slack.js';
+import { removeDir, tempDir } from '../../helpers/harness.js';
+import { alice, MP4_ENGINE } from './setup.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/reelbot.js', import.meta.url));
+
+let dir: string;
+let fake: FakeSlack;
+beforeEach(async () => {
+  dir = tempDir();
+  fake = await FakeSlack.start();
+});
+afterEach(async () => {
+  await fake.close();
+  removeDir(dir);
+});
+
+function serve(env: Record<string, string>) {
+  const child = spawn(process.execPath, [BIN, 'serve'], {
+    env: { PATH: process.env.PATH, REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'out'), REELBOT_LOG_LEVEL: 'debug', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}
+
+test('serve connects to Slack through REELBOT_SLACK_API_URL, answers /video with an MP4, drains on SIGTERM, and logs no secret', async () => {
+  const bot = serve({ REELBOT_SLACK_BOT_TOKEN: BOT_TOKEN, REELBOT_SLACK_APP_TOKEN: APP_TOKEN, REELBOT_SLACK_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE });
+  try {
+    await fake.connected();
+    const ack = await fake.slashCommand('/video', 'a corgi surfing', alice).ack;
+    expect(String(ack.payload?.text)).toMatch(/\*Job #1\* is queued/);
+    const upload = await fake.waitForRequest((r) => r.method === 'upload' && r.status === 200, 30_000);
+    expect(upload.bytes!.subarray(4, 8).toString('latin1')).toBe('ftyp');
+    await fake.waitForRequest((r) => r.method === 'chat.update' && /done/.test(String(r.body.text)), 30_000);
+    bot.child.kill('SIGTERM');
+    expect(await bot.exited).toBe(0);
+    expect(bot.output()).toMatch(/reelbot is running on Slack \(Socket Mode\)/);
+    expect(bot.output()).not.toContain(BOT_TOKEN);
+    expect(bot.output()).not.toContain(APP_TOKEN);
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+});
+
+test('serve with a Slack bot token but no app token says what is missing and exits 78', async () => {
+  const bot = serve({ REELBOT_SLACK_BOT_TOKEN: BOT_TOKEN });
+  expect(await bot.exited).toBe(78);
+  expect(bot.output()).toMatch(/Socket Mode needs REELBOT_SLACK_APP_TOKEN/);
+  expect(bot.output()).not.toContain(BOT_TOKEN);
+});
+
+test('serve without any platform token names both platforms and exits 78', async () => {
+  const bot = serve({});
+  expect(await bot.exited).toBe(78);
+  expect(bot.output()).toMatch(/Nothing to serve: set REELBOT_DISCORD_TOKEN .* REELBOT_SLACK_BOT_TOKEN/);
+});
