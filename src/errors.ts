@@ -18,6 +18,8 @@ export const ErrorCode = {
   GroupQuotaGpuPerDay: 'group_quota_gpu_per_day',
   GroupQuotaGpuPerMonth: 'group_quota_gpu_per_month',
   QueuePaused: 'queue_paused',
+  /** Another process held the database's write lock for too long. */
+  DatabaseBusy: 'database_busy',
   ShuttingDown: 'shutting_down',
   InvalidRequest: 'invalid_request',
   JobNotFound: 'job_not_found',

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { SECRET_ENV_VARS, type Config } from '../config.js';
 import { AppError, asAppError, ErrorCode, UserError } from '../errors.js';
 import { AuditLog } from '../store/audit-log.js';
-import type { Db } from '../store/db.js';
+import { isBusyError, writeWithoutBlocking, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
 import { ProcessedEvents } from '../store/processed-events.js';
 import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
@@ -44,6 +44,8 @@ import { WorkerPool } from './worker-pool.js';
 
 /** A job is started at most this often: once, and once more after a crash, hang or restart. */
 export const MAX_ATTEMPTS = 2;
+/** How long a submit waits for another process's write lock before the user is asked to try again. */
+export const ADMISSION_LOCK_WAIT_MS = 10_000;
 const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
 /** Failures that are ours to look into (logged as warnings with their cause), as opposed to bad input. */
 const OUR_FAULT: ReadonlySet<string> = new Set([...RETRYABLE, ErrorCode.EngineFailed, ErrorCode.EngineUnavailable]);
@@ -212,13 +214,23 @@ export class JobService {
     if (request.seed !== undefined && !(Number.isInteger(request.seed) && request.seed >= 0 && request.seed < 2 ** 32)) {
       throw new UserError(ErrorCode.InvalidRequest, 'The seed must be a whole number from 0 to 4294967295.');
     }
-    const { job, duplicate, quotaLeft } = this.#admission.admit(request, {
-      seed: request.seed ?? randomInt(0, 2 ** 32),
-      priority: request.priority === 'high' && this.isAdmin(request.actor) ? 1 : 0,
-      estimatedGpuSeconds: this.#mean(request.kind),
-      now: this.#now(),
-    });
-    if (!duplicate) this.#enqueue(job);
+    const seed = request.seed ?? randomInt(0, 2 ** 32);
+    const priority = request.priority === 'high' && this.isAdmin(request.actor) ? 1 : 0;
+    const estimatedGpuSeconds = this.#mean(request.kind);
+    let admitted: ReturnType<Admission['admit']>;
+    try {
+      // Another process (a CLI render, a second bot) may hold the write lock: wait for it without
+      // stopping the event loop, so the platforms' acks and heartbeats keep flowing.
+      admitted = await writeWithoutBlocking(this.#db, () => this.#admission.admit(request, { seed, priority, estimatedGpuSeconds, now: this.#now() }), {
+        deadlineMs: ADMISSION_LOCK_WAIT_MS,
+      });
+    } catch (error) {
+      if (!isBusyError(error)) throw error;
+      throw new UserError(ErrorCode.DatabaseBusy, 'The bot is too busy to take the job right now. Please try again in a moment.', { cause: error });
+    }
+    const { job, duplicate, quotaLeft } = admitted;
+    if (this.#state !== 'started' && !duplicate) this.#logger.warn({ jobId: job.id }, 'a job was admitted while stopping; it stays queued for the next start');
+    if (!duplicate && this.#state === 'started') this.#enqueue(job);
     const result: SubmitResult = { job, duplicate, ...this.#positionAndEta(job), quotaLeft };
     if (!duplicate) this.#emit({ type: 'queued', job, position: result.position, etaMs: result.etaMs });
     return result;

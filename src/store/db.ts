@@ -35,3 +35,30 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): D
   }
   return db;
 }
+
+/** Whether SQLite gave up waiting for another connection's lock. */
+export function isBusyError(error: unknown): boolean {
+  return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
+}
+
+/**
+ * Runs a synchronous write transaction without holding the event loop while another process has
+ * the write lock: better-sqlite3 waits out `busy_timeout` synchronously, so each try here waits at
+ * most `tryMs` inside SQLite and the next try comes after an asynchronous pause (5 ms, doubling to
+ * 100 ms). After `deadlineMs` (default: the connection's busy timeout) the SQLITE_BUSY error is thrown.
+ */
+export async function writeWithoutBlocking<T>(db: Db, write: () => T, options: { deadlineMs?: number; tryMs?: number } = {}): Promise<T> {
+  const saved = Number(db.pragma('busy_timeout', { simple: true }));
+  const deadline = Date.now() + (options.deadlineMs ?? saved);
+  for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
+    db.pragma(`busy_timeout = ${options.tryMs ?? 20}`);
+    try {
+      return write();
+    } catch (error) {
+      if (!isBusyError(error) || Date.now() >= deadline) throw error;
+    } finally {
+      db.pragma(`busy_timeout = ${saved}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+}

@@ -619,8 +619,13 @@ export class DiscordAdapter {
         ...(interaction.channelId === null ? {} : { channelId: interaction.channelId }),
       });
     } catch (error) {
-      if (!(error instanceof UserError)) throw error;
-      await this.#safeEdit(interaction, refusalText(error));
+      if (error instanceof UserError) {
+        await this.#safeEdit(interaction, refusalText(error));
+      } else {
+        // The reply is already deferred: it must not stay "thinking…" for ever.
+        this.#logger.error({ err: error, interactionId: interaction.id }, 'could not submit a job');
+        await this.#safeEdit(interaction, GENERIC_FAILURE_TEXT);
+      }
       return false;
     }
     const { job } = submitted;

@@ -137,8 +137,7 @@ describe('Discord failure mode 2: slow database before the ack', () => {
     expect(bot.output()).not.toMatch(/SQLITE_BUSY|database is locked/);
   }, 45_000);
 
-  // Bug (src/store/db.ts + JobService.submit): better-sqlite3 waits out busy_timeout synchronously on the main thread, so the gateway is not read and B's defer is late (~3.7 s).
-  it.skip('defers a second /video that arrives while the first waits for the lock', async () => {
+  it('defers a second /video that arrives while the first waits for the lock', async () => {
     await serve();
     await lockDatabase(4000);
     const a = await videoAck(alice, 'a corgi while the database is locked');
@@ -146,18 +145,21 @@ describe('Discord failure mode 2: slow database before the ack', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const b = await videoAck(bob, 'a cat right behind it');
     expect(await b.ackMs()).toBeLessThan(ACK_DEADLINE_MS);
-    await fake.waitForRequest(isOriginalEdit(b.interaction.token), 20_000);
+    const aQueued = await fake.waitForRequest(isOriginalEdit(a.interaction.token), 20_000);
+    expect(contentOf(aQueued)).toMatch(/\*\*Job #\d\*\* is queued/);
+    const bQueued = await fake.waitForRequest(isOriginalEdit(b.interaction.token), 20_000);
+    expect(contentOf(bQueued)).toMatch(/\*\*Job #\d\*\* is queued/);
     expect(jobCount()).toBe(2);
   }, 45_000);
 
-  // Bug (DiscordAdapter #submitAndFollow): SQLITE_BUSY after busy_timeout (5 s) is not a UserError, so it is rethrown and the deferred reply is never edited.
-  it.skip('answers /video with a refusal, not silence, when the lock outlasts the busy timeout', async () => {
+  it('answers /video with "try again", not silence, when the lock outlasts the 10 s a submit waits', async () => {
     await serve();
-    const lock = await lockDatabase(6500);
+    // Longer than a submit waits for the lock (ADMISSION_LOCK_WAIT_MS, 10 s).
+    const lock = await lockDatabase(11_500);
     const a = await videoAck(alice, 'a corgi while the database is locked');
     expect(await a.ackMs()).toBeLessThan(ACK_DEADLINE_MS);
     const answer = await fake.waitForRequest(isOriginalEdit(a.interaction.token), 15_000);
-    expect(contentOf(answer)).toMatch(/try again/i);
+    expect(contentOf(answer)).toMatch(/too busy to take the job right now\. Please try again/);
     await lock.released;
     expect(jobCount()).toBe(0);
   }, 45_000);
