@@ -6,9 +6,10 @@
  *   "big"         a real 640×360 H.264 MP4 of high-bitrate noise, about 14 MiB (over Discord's
  *                 10 MiB floor, under a 25 MiB boosted limit), made with the bundled ffmpeg
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import type { CreateEngine } from '../../../src/jobs/engine.js';
 import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import { createEngine as createMp4Engine } from './mp4-engine.js';
@@ -37,12 +38,12 @@ export const createEngine: CreateEngine = async (options) => {
       const file = join(job.outputDir, 'out.mp4');
       const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
       const { width, height, fps, seconds } = BIG_VIDEO;
-      const run = spawnSync(ffmpeg, [
+      // Asynchronously: a blocked event loop would stop the worker's heartbeats (and get it killed as hung).
+      await promisify(execFile)(ffmpeg, [
         '-nostdin', '-loglevel', 'error', '-y',
         '-f', 'lavfi', '-i', `nullsrc=s=${width}x${height}:r=${fps}:d=${seconds},geq=lum='random(1)*255':cb=128:cr=128`,
         '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-preset', 'ultrafast', '-crf', '1', '-movflags', '+faststart', '-f', 'mp4', file,
-      ]);
-      if (run.status !== 0) throw new Error(`ffmpeg failed: ${String(run.stderr)}`);
+      ], { signal: context.signal });
       return { file, device: options.device, frames: fps * seconds, width, height };
     },
   };
