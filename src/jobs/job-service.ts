@@ -225,6 +225,7 @@ export class JobService {
         deadlineMs: ADMISSION_LOCK_WAIT_MS,
       });
     } catch (error) {
+      if (error instanceof UserError && error.code === ErrorCode.QuotaPending) throw this.#withQueuePositions(error, request.actor);
       if (!isBusyError(error)) throw error;
       throw new UserError(ErrorCode.DatabaseBusy, 'The bot is too busy to take the job right now. Please try again in a moment.', { cause: error });
     }
@@ -277,6 +278,21 @@ export class JobService {
     const job = this.#jobs.get(jobId);
     if (!job) return undefined;
     return { job, ...this.#positionAndEta(job) };
+  }
+
+  /** The per-user cap refusal, with where the user's jobs stand now ("job #12 running now, job #13 next in line"). */
+  #withQueuePositions(error: UserError, actor: Actor): UserError {
+    const { running, waiting } = this.queue();
+    const mine = [...running, ...waiting].filter((entry) => entry.job.platform === actor.platform && entry.job.userExternalId === actor.externalId);
+    if (mine.length === 0) return error;
+    const where = mine
+      .slice(0, 5)
+      .map(({ job, position }) => `job #${job.id} ${position === 0 ? 'running now' : position === 1 ? 'next in line' : `at position ${position} in the queue`}`)
+      .join(', ');
+    return new UserError(error.code, `${error.userMessage} Your jobs now: ${where}${mine.length > 5 ? ', …' : ''}.`, {
+      cause: error,
+      context: { ...error.context, positions: mine.map(({ job, position }) => ({ jobId: job.id, position })) },
+    });
   }
 
   /** What is running and what waits, in the order it will start. */

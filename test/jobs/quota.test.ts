@@ -125,7 +125,9 @@ test('limits: pending jobs, GPU-seconds per day and month, guild caps, admin ove
   await h.service.cancel(alice, first.id); // refund, frees a pending slot
   await h.service.submit(video(alice)); // the cancelled job gave its pending slot and its daily job back
   const pending = await refusal(h.service.submit(video(alice)));
-  expect(pending.userMessage).toBe('You already have 2 jobs waiting or running (the limit is 2). Wait for one to finish or cancel one.');
+  expect(pending.userMessage).toBe(
+    `You already have 2 jobs waiting or running (the limit is 2). Wait for one to finish or cancel one. Your jobs now: job #${first.id + 1} next in line, job #${first.id + 2} at position 2 in the queue.`,
+  );
 
   // Next day: the daily counts reset, the month's GPU-seconds (2 × 60 reserved) do not.
   now = Date.UTC(2026, 10, 26, 1, 0);

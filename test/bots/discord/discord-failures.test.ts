@@ -87,8 +87,7 @@ describe('Discord failure modes', () => {
     await fake!.waitForRequest(isUpload(b.interaction.token));
   }, 60_000);
 
-  // Bug (job core / texts, not the adapter): platforms.md mode 11 says "per-user caps reject with the current position"; the refusal only counts the jobs.
-  it.skip('mode 11: the per-user cap refusal says where the user\'s jobs stand in the queue', async () => {
+  it('mode 11: the per-user cap refusal says where the user\'s jobs stand in the queue', async () => {
     const tiers = { free: { jobsPerDay: 100, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 2 } };
     await startAll({ quota: { tiers } });
     await video(bob, 'a slow cat');
