@@ -100,6 +100,23 @@ describe('Discord failure modes', () => {
     expect(contentOf(refused.first)).toMatch(/next in line|#1 in the queue|position 1/);
   });
 
+  it('mode 12: two /video at once at the daily quota edge make one job, and the other reply is the refusal', async () => {
+    const tiers = { free: { jobsPerDay: 1, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 5 } };
+    await startAll({ quota: { tiers } });
+    const first = fake!.slashCommand(alice, { prompt: 'a corgi from the phone' });
+    const second = fake!.slashCommand(alice, { prompt: 'a corgi from the laptop' });
+    // Back to back on the gateway: both handlers are deferred before either submits.
+    fake!.sendInteraction(first);
+    fake!.sendInteraction(second);
+    const answers = await Promise.all([first, second].map((interaction) => fake!.waitForRequest(isOriginalEdit(interaction.token))));
+    const texts = answers.map(contentOf);
+    expect(texts.filter((text) => /is queued/.test(text))).toHaveLength(1);
+    expect(texts.filter((text) => /^You have used all 1 videos? of your daily quota\. Your quota resets at 00:00 UTC/.test(text))).toHaveLength(1);
+    expect(jobRows()).toHaveLength(1);
+    const reserves = harness!.db.prepare("SELECT COUNT(*) AS n FROM quota_ledger WHERE entry = 'reserve'").get() as { n: number };
+    expect(reserves.n).toBe(1);
+  });
+
   it('mode 13: Cancel on a finished video is refused, ephemerally, and the video stays', async () => {
     await startAll();
     const { interaction } = await video(alice, 'a corgi surfing');
