@@ -78,7 +78,10 @@ export function checkQuota(check: QuotaCheck): UserError | null {
     );
   }
   if (limits.jobsPerDay !== null && userDay.jobs + 1 > limits.jobsPerDay) {
-    return new UserError(ErrorCode.QuotaJobsPerDay, `You have used all ${limits.jobsPerDay} videos of your daily quota. ${resetDay}`);
+    return new UserError(
+      ErrorCode.QuotaJobsPerDay,
+      limits.jobsPerDay === 0 ? `Your quota allows no videos at the moment; an admin can change that.` : `You have used ${videos(limits.jobsPerDay)} of your daily quota. ${resetDay}`,
+    );
   }
   if (limits.gpuSecondsPerDay !== null && userDay.gpuSeconds + cost > limits.gpuSecondsPerDay) {
     return new UserError(
@@ -95,7 +98,10 @@ export function checkQuota(check: QuotaCheck): UserError | null {
   if (groupLimits && groupDay && groupMonth) {
     const server = 'this server';
     if (groupLimits.jobsPerDay !== null && groupDay.jobs + 1 > groupLimits.jobsPerDay) {
-      return new UserError(ErrorCode.GroupQuotaJobsPerDay, `${cap(server)} has used all ${groupLimits.jobsPerDay} videos it may make today. ${resetDay}`);
+      return new UserError(
+        ErrorCode.GroupQuotaJobsPerDay,
+        groupLimits.jobsPerDay === 0 ? `${cap(server)} may not make videos at the moment.` : `${cap(server)} has used ${videos(groupLimits.jobsPerDay)} it may make today. ${resetDay}`,
+      );
     }
     if (groupLimits.gpuSecondsPerDay !== null && groupDay.gpuSeconds + cost > groupLimits.gpuSecondsPerDay) {
       return new UserError(ErrorCode.GroupQuotaGpuPerDay, `${cap(server)} has used its GPU time for today. ${resetDay}`);
@@ -130,4 +136,9 @@ export function inTime(ms: number): string {
   const hours = Math.floor(minutes / 60);
   if (hours < 48) return `in ${hours} h${minutes % 60 ? ` ${minutes % 60} min` : ''}`;
   return `in ${Math.round(hours / 24)} days`;
+}
+
+/** "all 10 videos", "the 1 video". */
+function videos(limit: number): string {
+  return limit === 1 ? 'the 1 video' : `all ${limit} videos`;
 }

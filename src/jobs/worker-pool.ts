@@ -6,6 +6,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { setPriority } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode } from '../errors.js';
@@ -20,6 +21,9 @@ const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).
  * start once the process runs; booting Node and the loader on a busy machine can take seconds.
  */
 const WORKER_BOOT_TIMEOUT_MS = 60_000;
+
+/** Niceness of worker processes (0 is normal, 19 the lowest priority). */
+const WORKER_NICENESS = 10;
 
 export interface WorkerPoolOptions {
   devices: readonly string[];
@@ -143,6 +147,15 @@ export class WorkerPool {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
     });
+    // Below the bot's own priority: on a busy CPU the acks, heartbeats and uploads of the main
+    // process come first (the 3 s interaction deadline does not wait for a denoising step).
+    if (child.pid !== undefined) {
+      try {
+        setPriority(child.pid, WORKER_NICENESS);
+      } catch (error) {
+        this.#options.logger.debug({ err: error, pid: child.pid }, 'could not lower the worker priority');
+      }
+    }
     let settleReady!: { resolve(): void; reject(error: AppError): void };
     const ready = new Promise<void>((resolve, reject) => (settleReady = { resolve, reject }));
     ready.catch(() => undefined); // observed through run(); never an unhandled rejection

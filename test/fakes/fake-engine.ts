@@ -9,6 +9,7 @@
  *            'hang' (blocks the event loop forever: heartbeats stop) | 'ignore-cancel'
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError, ErrorCode } from '../../src/errors.js';
@@ -56,7 +57,7 @@ export const createEngine: CreateEngine = ({ device }) => {
       mkdirSync(job.outputDir, { recursive: true });
       const file = join(job.outputDir, 'out.txt');
       writeFileSync(file, `job ${job.id} seed ${job.seed} on ${device}`);
-      return { file, device, attempt: job.attempt };
+      return { file, device, attempt: job.attempt, niceness: getPriority() };
     },
   };
   return engine;

@@ -102,6 +102,13 @@ test('a running job that ignores cancel is killed after the grace period; the ne
   expect(succeeded.type === 'succeeded' && succeeded.result).toMatchObject({ attempt: 1 });
 });
 
+test('workers run below the bot process priority (niceness 10), so acks and heartbeats come first on a busy CPU', async () => {
+  h = startService(tempDir());
+  const { job } = await h.service.submit(video(alice, { ms: 1 }));
+  const done = await h.waitFor(isType('succeeded', job.id));
+  expect(done.type === 'succeeded' && done.result).toMatchObject({ niceness: 10 });
+});
+
 test('a redelivered event id never makes a second job', async () => {
   h = startService(tempDir());
   const request = video(alice, { ms: 1 }, { eventId: 'interaction-123' });

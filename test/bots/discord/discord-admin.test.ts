@@ -114,7 +114,7 @@ describe('DiscordAdapter /admin', () => {
     expect(await runAdmin(admin, ['quota', 'set'], { user: alice, jobs_per_day: 1 })).toBe(`Quota of <@${alice.id}>: tier default; jobsPerDay 1.`);
     expect(harness.service.usage(actorOf(alice)).limits.jobsPerDay).toBe(1);
     expect(await videoReply(alice, 'the first corgi')).toContain('Job #');
-    expect(await videoReply(alice, 'the second corgi')).toContain('You have used all 1 videos of your daily quota.');
+    expect(await videoReply(alice, 'the second corgi')).toContain('You have used the 1 video of your daily quota.');
     expect(await runAdmin(admin, ['quota', 'set'], { user: alice, tier: 'no-such-tier' })).toContain('Unknown tier "no-such-tier"');
   });
 
