@@ -23,23 +23,21 @@ export interface SlackMessage {
   blocks: unknown[];
 }
 
-/** A job's message: its mrkdwn text, and the buttons unless `buttons: false`. */
-export function jobMessage(text: string, jobId: number, options: { buttons?: boolean } = {}): SlackMessage {
+/**
+ * A job's message: its mrkdwn text, and the Re-roll and Cancel buttons (`buttons: 'cancel'`: only
+ * Cancel, as on the queued notice; `false`: none).
+ */
+export function jobMessage(text: string, jobId: number, options: { buttons?: boolean | 'cancel' } = {}): SlackMessage {
   const blocks: unknown[] = [{ type: 'section', text: { type: 'mrkdwn', text: fitText(text, SECTION_TEXT_LIMIT) } }];
-  if (options.buttons !== false) blocks.push(jobButtons(jobId));
+  if (options.buttons !== false) blocks.push(jobButtons(jobId, options.buttons === 'cancel'));
   return { text: fitText(text, MESSAGE_TEXT_LIMIT), blocks };
 }
 
-/** The Re-roll and Cancel buttons of a job. */
-export function jobButtons(jobId: number): unknown {
-  return {
-    type: 'actions',
-    block_id: `job-${jobId}`,
-    elements: [
-      { type: 'button', action_id: encodeCustomId('reroll', jobId), text: { type: 'plain_text', text: '🔁 Re-roll' }, value: String(jobId) },
-      { type: 'button', action_id: encodeCustomId('cancel', jobId), text: { type: 'plain_text', text: '⛔ Cancel' }, style: 'danger', value: String(jobId) },
-    ],
-  };
+/** The Re-roll and Cancel buttons of a job (only Cancel with `cancelOnly`). */
+export function jobButtons(jobId: number, cancelOnly = false): unknown {
+  const reroll = { type: 'button', action_id: encodeCustomId('reroll', jobId), text: { type: 'plain_text', text: '🔁 Re-roll' }, value: String(jobId) };
+  const cancel = { type: 'button', action_id: encodeCustomId('cancel', jobId), text: { type: 'plain_text', text: '⛔ Cancel' }, style: 'danger', value: String(jobId) };
+  return { type: 'actions', block_id: `job-${jobId}`, elements: cancelOnly ? [cancel] : [reroll, cancel] };
 }
 
 /** What the modal carries from the shortcut to its submission (`private_metadata`, at most 3000 chars). */

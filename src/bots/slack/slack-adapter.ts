@@ -153,6 +153,8 @@ interface Followed {
   editor: MessageEditor;
   /** Progress edits are skipped until then (a 429's Retry-After). */
   rateLimitedUntil: number;
+  /** chat.postMessage said the bot is not in the channel. */
+  cannotPost: boolean;
 }
 
 /** The parts of a slash command payload the adapter reads. */
@@ -167,7 +169,7 @@ interface SlashCommand {
   response_url: string;
 }
 
-type Ack = (response?: { response_type: 'ephemeral'; text: string }) => Promise<void>;
+type Ack = (response?: { response_type: 'ephemeral'; text: string; blocks?: unknown[] }) => Promise<void>;
 
 export class SlackAdapter {
   readonly app: App;
@@ -329,7 +331,9 @@ export class SlackAdapter {
     const first = await Promise.race([outcome.then((value) => ({ value })), timer.promise.then(() => undefined)]);
     timer.cancel();
     if (first !== undefined) {
-      await ack(ephemeral(first.value.text));
+      const { text, submitted } = first.value;
+      // A new job's notice carries its Cancel button (the public message comes when it starts).
+      await ack(first.value.after === undefined || submitted === undefined ? ephemeral(text) : { ...ephemeral(text), blocks: jobMessage(text, submitted.job.id, { buttons: 'cancel' }).blocks });
       first.value.after?.();
       return;
     }
@@ -363,10 +367,8 @@ export class SlackAdapter {
     return {
       text,
       submitted,
-      after: () => {
-        const followed = this.#follow(job.id, refs);
-        void this.#postStatus(followed, job).catch((error: unknown) => this.#logger.warn({ err: error, jobId: job.id }, 'could not post the job message'));
-      },
+      // The public message is posted when the job starts: a long queue does not flood the channel.
+      after: () => void this.#follow(job.id, refs),
     };
   }
 
@@ -748,9 +750,12 @@ export class SlackAdapter {
       case 'failed':
         this.#finish(followed, () => this.#showFinal(followed, failedText('slack', { jobId, message: event.message, refunded: event.refunded }), true));
         return;
-      case 'cancelled':
-        this.#finish(followed, () => this.#showFinal(followed, cancelledText('slack', { jobId, refunded: event.refunded }), false));
+      case 'cancelled': {
+        const text = cancelledText('slack', { jobId, refunded: event.refunded });
+        // A job cancelled before it started has no public message: tell its owner only.
+        this.#finish(followed, () => (followed.refs.statusTs === undefined ? this.#notify(followed.refs, this.#storedResponseUrl(followed.refs), text) : this.#showFinal(followed, text, false)));
         return;
+      }
       default:
         return;
     }
@@ -856,23 +861,18 @@ export class SlackAdapter {
     await this.#show(followed, jobMessage(text, followed.jobId, { buttons }), 'final');
   }
 
-  /** Posts the job's public message (queued) right after the ack. */
-  async #postStatus(followed: Followed, job: JobRecord): Promise<void> {
-    const text = `${bold(job.id)} for ${mention(followed.refs.userId)} is queued: ${describeJob(job) === '' ? '' : `“${describeJob(job).slice(0, 200)}”`}`;
-    await followed.editor.now(() => this.#show(followed, jobMessage(text, job.id), 'post'));
-  }
-
   /**
    * Shows a message as the job's public message: chat.update when it exists, else chat.postMessage
-   * (into the thread for edits). Progress goes through the client that does not wait out a 429;
-   * a rate-limited progress edit is dropped and later ones wait for the Retry-After. When the bot
-   * cannot post in the channel, a final text goes to the user through the command's response_url
-   * (within its 5 uses and 30 minutes) or as an ephemeral message.
+   * (into the thread for edits). Progress edits go through the client that does not wait out a
+   * 429; a rate-limited progress edit is dropped and later ones wait for the Retry-After. When the
+   * bot cannot post in the channel, the user hears it once, and the final text goes to them
+   * through the command's response_url (within its 5 uses and 30 minutes) or as an ephemeral message.
    */
-  async #show(followed: Followed, message: SlackMessage, kind: 'post' | 'progress' | 'final'): Promise<void> {
+  async #show(followed: Followed, message: SlackMessage, kind: 'progress' | 'final'): Promise<void> {
     const { refs } = followed;
-    if (kind === 'progress' && this.#now() < followed.rateLimitedUntil) return;
-    const client = kind === 'progress' ? this.#progressClient : this.app.client;
+    if (kind === 'progress' && (this.#now() < followed.rateLimitedUntil || followed.cannotPost)) return;
+    // The first post is never dropped: only edits of an existing message go through the impatient client.
+    const client = kind === 'progress' && refs.statusTs !== undefined ? this.#progressClient : this.app.client;
     try {
       if (refs.statusTs !== undefined) {
         await client.chat.update({ channel: refs.channelId, ts: refs.statusTs, text: message.text, blocks: message.blocks as never });
@@ -894,14 +894,20 @@ export class SlackAdapter {
         return;
       }
       const code = slackErrorCode(error);
-      if (code !== undefined && NOT_IN_CHANNEL.has(code) && kind !== 'progress') {
-        const responseUrl = refs.responseUrl === undefined ? undefined : this.#responseUrl(refs.responseUrl.url, refs.responseUrl);
-        const hint = kind === 'post' ? '\n_I cannot post in this channel; invite me with `/invite @reelbot` to get the video here._' : '';
-        await this.#notify(refs, responseUrl, `${message.text}${hint}`);
+      if (code !== undefined && NOT_IN_CHANNEL.has(code)) {
+        const first = !followed.cannotPost;
+        followed.cannotPost = true;
+        if (kind === 'progress' && !first) return;
+        const hint = first ? '\n_I cannot post in this channel; invite me with `/invite @reelbot` to get the video here._' : '';
+        await this.#notify(refs, this.#storedResponseUrl(refs), `${message.text}${hint}`);
         return;
       }
       throw error;
     }
+  }
+
+  #storedResponseUrl(refs: SlackRefs): ResponseUrl | undefined {
+    return refs.responseUrl === undefined ? undefined : this.#responseUrl(refs.responseUrl.url, refs.responseUrl);
   }
 
   /** A private notice to the job's user: the response_url while it lasts, else an ephemeral message. */
@@ -936,6 +942,7 @@ export class SlackAdapter {
       jobId,
       refs,
       rateLimitedUntil: 0,
+      cannotPost: false,
       editor: new MessageEditor({
         intervalMs: this.#options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS,
         send: (content) => this.#show(followed, jobMessage(content, jobId), 'progress'),

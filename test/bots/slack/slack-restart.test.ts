@@ -39,11 +39,14 @@ describe('SlackAdapter after a restart', () => {
     const before = await startBoth();
     await fake.connected();
     const first = Number(/Job #(\d+)/.exec(String((await fake.slashCommand('/video', 'a slow corgi', alice).ack).payload?.text))?.[1]);
-    const second = Number(/Job #(\d+)/.exec(String((await fake.slashCommand('/video', 'another slow corgi', alice).ack).payload?.text))?.[1]);
+    const secondCommand = fake.slashCommand('/video', 'another slow corgi', alice);
+    const secondAck = await secondCommand.ack;
+    const second = Number(/Job #(\d+)/.exec(String(secondAck.payload?.text))?.[1]);
+    // The queued notice carries the Cancel button; the public message comes when the job starts.
+    expect(buttonsOf({ blocks: secondAck.payload?.blocks })).toEqual([`v1:cancel:${second}`]);
     await before.harness.waitFor(isType('progress', first));
-    await fake.waitForCount((r) => r.method === 'chat.postMessage', 2);
+    await fake.waitForCount((r) => r.method === 'chat.postMessage', 1);
     const refs = before.harness.service.status(first)!.job.messageRefs.slack as { statusTs: string };
-    const secondRefs = before.harness.service.status(second)!.job.messageRefs.slack as { statusTs: string };
     expect(refs.statusTs).toMatch(/^\d+\.\d+$/);
 
     // Everything stops; the running job is requeued.
@@ -54,10 +57,15 @@ describe('SlackAdapter after a restart', () => {
     const restartedAt = performance.now();
 
     const after = await startBoth();
-    // Cancel on the second job's old message: resolved from the job row by the new adapter.
-    const secondMessage = fake.message(CHANNEL, secondRefs.statusTs)!;
-    await fake.clickButton(alice, CHANNEL, secondMessage, `v1:cancel:${second}`).ack;
+    // Cancel on the second job's queued notice (an ephemeral message): resolved from the job row by the new adapter.
+    const clickUrl = fake.responseUrl();
+    await fake.clickButton(alice, CHANNEL, { type: 'message', ts: 'ephemeral', text: String(secondAck.payload?.text) }, `v1:cancel:${second}`, clickUrl).ack;
     await after.harness.waitFor(isType('cancelled', second));
+    const confirmed = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(clickUrl).pathname);
+    expect(String(confirmed.body.text)).toBe(`Job #${second} is cancelled.`);
+    // Its owner hears it through the command's stored response_url (the job never had a public message).
+    const notice = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(String(secondCommand.payload.response_url)).pathname);
+    expect(String(notice.body.text)).toContain(`*Job #${second}* was cancelled.`);
 
     await after.harness.waitFor(isType('succeeded', first), 30_000);
     const final = await fake.waitForRequest((r) => r.method === 'chat.update' && r.at > restartedAt && r.body.ts === refs.statusTs && /done/.test(textOf(r)), 30_000);
@@ -66,8 +74,6 @@ describe('SlackAdapter after a restart', () => {
     const complete = fake.requests.find((r) => r.method === 'files.completeUploadExternal' && r.at > restartedAt)!;
     expect(complete.body.channel_id).toBe(CHANNEL);
     // No second public message for the job: it was followed, not re-posted.
-    expect(fake.calls('chat.postMessage')).toHaveLength(2);
-    const cancelled = await fake.waitForRequest((r) => r.method === 'chat.update' && r.body.ts === secondRefs.statusTs && /cancelled/.test(textOf(r)));
-    expect(textOf(cancelled)).toContain(`*Job #${second}* was cancelled.`);
+    expect(fake.calls('chat.postMessage')).toHaveLength(1);
   });
 });

@@ -68,6 +68,8 @@ describe('SlackAdapter /video', () => {
     expect(ackText).toContain('a slow corgi surfing');
     expect(ackText).toMatch(/videos? left today/);
     const jobId = jobIdOf(ackText);
+    // The queued notice carries the Cancel button.
+    expect(buttonsOf({ blocks: ack.payload?.blocks })).toEqual([`v1:cancel:${jobId}`]);
     expect(harness.service.status(jobId)?.job.params).toMatchObject({ prompt: 'a slow corgi surfing', numFrames: 8 });
     expect(harness.service.status(jobId)?.job.seed).toBe(7);
 
