@@ -45,6 +45,7 @@ import {
   mention,
   progressText,
   queuedText,
+  quoted,
   queueText,
   refusalText,
   usageText,
@@ -618,8 +619,9 @@ export class SlackAdapter {
       ...(teamId === null ? {} : { groupId: teamId }),
       refs,
     });
-    if (outcome.after === undefined) await notice(outcome.text);
-    else outcome.after();
+    // The queued text (or the refusal) goes to the user privately, in the thread.
+    outcome.after?.();
+    await notice(outcome.text);
   }
 
   /** Downloads the clip and submits the edit; the clip is removed again when the job is refused. */
@@ -697,10 +699,7 @@ export class SlackAdapter {
       ...(teamId === null ? {} : { groupId: teamId }),
       refs,
     });
-    if (outcome.after !== undefined) {
-      outcome.after();
-      return;
-    }
+    outcome.after?.();
     await this.app.client.chat
       .postEphemeral({ channel: metadata.channelId, user: userId, thread_ts: metadata.threadTs, text: outcome.text })
       .catch((error: unknown) => this.#logger.warn({ err: error }, 'could not post a notice'));
@@ -740,8 +739,8 @@ export class SlackAdapter {
     switch (event.type) {
       case 'started':
       case 'progress': {
-        const text = event.type === 'progress' ? progressText('slack', { jobId, progress: event.progress }) : `${bold(jobId)} is running…`;
-        followed.editor.progress(text);
+        const line = event.type === 'progress' ? progressText('slack', { jobId, progress: event.progress }) : `${bold(jobId)} is running…`;
+        followed.editor.progress(`${line}\n${whoAndWhat(job, followed.refs)}`);
         return;
       }
       case 'succeeded':
@@ -1001,6 +1000,12 @@ function periodStart(period: AdminPeriod, now: number): number {
   if (period === 'all') return 0;
   const periods = periodsAt(now);
   return period === 'today' ? periods.dayStart : periods.monthStart;
+}
+
+/** The second line of a running job's message: who asked for what. */
+function whoAndWhat(job: JobRecord, refs: SlackRefs): string {
+  const text = describeJob(job);
+  return `_${job.kind === 'edit' ? 'Edit' : 'Video'} for ${mention(refs.userId)}${text === '' ? '' : `: ${quoted(text, 120)}`}_`;
 }
 
 function ephemeral(text: string): { response_type: 'ephemeral'; text: string } {

@@ -70,9 +70,13 @@ describe('SlackAdapter edits', () => {
     expect((done as { result: { inputBytes: number } }).result.inputBytes).toBe(smallMp4(dir).length);
     expect(job.userExternalId).toBe(bob.id);
 
-    // Status in the thread, updated to done with the buttons.
+    // The queued text privately in the thread; the job's message in the thread, updated to done with the buttons.
+    const queued = fake.calls('chat.postEphemeral')[0]!;
+    expect(queued.body).toMatchObject({ channel: CHANNEL, user: bob.id, thread_ts: parent.ts });
+    expect(textOf(queued)).toMatch(new RegExp(`\\*Job #${job.id}\\* is queued`));
     const post = fake.calls('chat.postMessage')[0]!;
     expect(post.body.thread_ts).toBe(parent.ts);
+    expect(textOf(post)).toContain(`_Edit for <@${bob.id}>: “make it snowy”_`);
     const final = await fake.waitForRequest((r) => r.method === 'chat.update' && /edited/.test(textOf(r)));
     expect(textOf(final)).toContain(`*Job #${job.id}* edited: “make it snowy”`);
     expect(buttonsOf(final)).toEqual([`v1:reroll:${job.id}`, `v1:cancel:${job.id}`]);
@@ -135,6 +139,18 @@ describe('SlackAdapter edits', () => {
     const deniedNotice = await fake.waitForCount(isMethod('chat.postEphemeral'), 2);
     expect(textOf(deniedNotice[1]!)).toMatch(/refused to share the clip with the bot \(403\)/);
     for (const notice of deniedNotice) expect(textOf(notice)).not.toMatch(/\n\s+at /);
+
+    // A link off Slack's file hosts (and off the configured API host) is never fetched.
+    const elsewhere = fake.addMessage(CHANNEL, {
+      user: alice.id,
+      text: '',
+      subtype: 'file_share',
+      files: [{ ...fake.addFile(smallMp4(dir)), url_private_download: 'https://evil.example.com/clip.mp4', url_private: 'https://evil.example.com/clip.mp4' }],
+    });
+    fake.threadReply(CHANNEL, elsewhere.ts, bob.id, `<@${BOT_USER_ID}> make it snowy`);
+    const offHost = await fake.waitForCount(isMethod('chat.postEphemeral'), 3);
+    expect(textOf(offHost[2]!)).toMatch(/not a Slack file/);
+    expect(fake.calls('download')).toHaveLength(2);
 
     expect(slackJobs()).toBe(0);
     expect(inputs()).toEqual([]);
