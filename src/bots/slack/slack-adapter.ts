@@ -334,21 +334,21 @@ export class SlackAdapter {
     if (first !== undefined) {
       const { text, submitted } = first.value;
       // A new job's notice carries its Cancel button (the public message comes when it starts).
-      await ack(first.value.after === undefined || submitted === undefined ? ephemeral(text) : { ...ephemeral(text), blocks: jobMessage(text, submitted.job.id, { buttons: 'cancel' }).blocks });
-      first.value.after?.();
+      await ack(first.value.created !== true || submitted === undefined ? ephemeral(text) : { ...ephemeral(text), blocks: jobMessage(text, submitted.job.id, { buttons: 'cancel' }).blocks });
       return;
     }
     await ack(ephemeral('Working on it…'));
     const late = await outcome;
-    await this.#notify(refs, responseUrl, late.text);
-    late.after?.();
+    // A new job keeps the response_url's use count in its refs (a duplicate's refs are not ours to change).
+    await this.#notify(refs, responseUrl, late.text, late.created === true ? late.submitted?.job.id : undefined);
   }
 
   /**
-   * Submits a job and says what to tell its user. For a new job, `after` posts its public
-   * message and follows it (run once the ack is out, so the ack is never held up by Slack calls).
+   * Submits a job and says what to tell its user. A new job (`created`) is followed at once, so
+   * none of its events is missed; its public message is posted when it starts, so a long queue
+   * does not flood the channel.
    */
-  async #submit(request: JobRequest, refs: SlackRefs, onRefused?: () => Promise<void>): Promise<{ text: string; submitted?: SubmitResult; after?: () => void }> {
+  async #submit(request: JobRequest, refs: SlackRefs, onRefused?: () => Promise<void>): Promise<Submitted> {
     let submitted: SubmitResult;
     try {
       submitted = await this.#options.jobs.submit(request);
@@ -365,12 +365,8 @@ export class SlackAdapter {
       return { text: `This request already made job #${job.id}; it is ${job.state}.`, submitted };
     }
     const text = queuedText('slack', { jobId: job.id, position: submitted.position, etaMs: submitted.etaMs, quotaLeft: submitted.quotaLeft, prompt: describeJob(job) });
-    return {
-      text,
-      submitted,
-      // The public message is posted when the job starts: a long queue does not flood the channel.
-      after: () => void this.#follow(job.id, refs),
-    };
+    this.#follow(job.id, refs);
+    return { text, submitted, created: true };
   }
 
   /** `/reelbot usage|history [page]|queue|cancel [job]|help`. */
@@ -569,7 +565,6 @@ export class SlackAdapter {
       refs,
       downloaded === undefined ? undefined : () => rm(downloaded, { force: true }),
     );
-    outcome.after?.();
     await reply(outcome.text);
   }
 
@@ -620,7 +615,6 @@ export class SlackAdapter {
       refs,
     });
     // The queued text (or the refusal) goes to the user privately, in the thread.
-    outcome.after?.();
     await notice(outcome.text);
   }
 
@@ -629,7 +623,7 @@ export class SlackAdapter {
     clip: ClipFile,
     command: { params: Record<string, unknown>; seed?: number },
     context: { actor: Actor; eventId: string; groupId?: string; refs: SlackRefs },
-  ): Promise<{ text: string; after?: () => void }> {
+  ): Promise<Submitted> {
     let file: string;
     try {
       file = await this.#download(clip);
@@ -699,7 +693,6 @@ export class SlackAdapter {
       ...(teamId === null ? {} : { groupId: teamId }),
       refs,
     });
-    outcome.after?.();
     await this.app.client.chat
       .postEphemeral({ channel: metadata.channelId, user: userId, thread_ts: metadata.threadTs, text: outcome.text })
       .catch((error: unknown) => this.#logger.warn({ err: error }, 'could not post a notice'));
@@ -752,7 +745,7 @@ export class SlackAdapter {
       case 'cancelled': {
         const text = cancelledText('slack', { jobId, refunded: event.refunded });
         // A job cancelled before it started has no public message: tell its owner only.
-        this.#finish(followed, () => (followed.refs.statusTs === undefined ? this.#notify(followed.refs, this.#storedResponseUrl(followed.refs), text) : this.#showFinal(followed, text, false)));
+        this.#finish(followed, () => (followed.refs.statusTs === undefined ? this.#notify(followed.refs, this.#storedResponseUrl(followed.refs), text, followed.jobId) : this.#showFinal(followed, text, false)));
         return;
       }
       default:
@@ -898,7 +891,7 @@ export class SlackAdapter {
         followed.cannotPost = true;
         if (kind === 'progress' && !first) return;
         const hint = first ? '\n_I cannot post in this channel; invite me with `/invite @reelbot` to get the video here._' : '';
-        await this.#notify(refs, this.#storedResponseUrl(refs), `${message.text}${hint}`);
+        await this.#notify(refs, this.#storedResponseUrl(refs), `${message.text}${hint}`, followed.jobId);
         return;
       }
       throw error;
@@ -909,11 +902,26 @@ export class SlackAdapter {
     return refs.responseUrl === undefined ? undefined : this.#responseUrl(refs.responseUrl.url, refs.responseUrl);
   }
 
-  /** A private notice to the job's user: the response_url while it lasts, else an ephemeral message. */
-  async #notify(refs: SlackRefs, responseUrl: ResponseUrl | undefined, text: string): Promise<void> {
+  /**
+   * A private notice to the job's user: the response_url while it lasts, else an ephemeral
+   * message. With a job id, the response_url's new use count is stored in the job's refs, so that
+   * the 5 uses hold across a restart.
+   */
+  async #notify(refs: SlackRefs, responseUrl: ResponseUrl | undefined, text: string, jobId?: number): Promise<void> {
     if (responseUrl !== undefined) {
+      const usable = responseUrl.usable();
       const sent = await responseUrl.send({ response_type: 'ephemeral', text } satisfies ResponseBody);
       refs.responseUrl = responseUrl.state();
+      if (usable && jobId !== undefined) {
+        // The job may be followed through another copy of its refs (its first events can come before submit returns).
+        const followed = this.#followed.get(jobId);
+        const stored = followed === undefined ? refs : (followed.refs = { ...followed.refs, responseUrl: responseUrl.state() });
+        try {
+          this.#options.jobs.setMessageRefs(jobId, { slack: stored });
+        } catch (error) {
+          this.#logger.warn({ err: error, jobId }, 'could not store the response_url use count');
+        }
+      }
       if (sent) return;
     }
     await this.app.client.chat
@@ -988,6 +996,13 @@ export class SlackAdapter {
       ...(this.#options.adminIds?.includes(userId) === true ? { isAdmin: true } : {}),
     };
   }
+}
+
+/** What a submit tells the user, and whether it made a new job. */
+interface Submitted {
+  text: string;
+  submitted?: SubmitResult;
+  created?: boolean;
 }
 
 type ModalAck = (response?: { response_action: 'errors'; errors: Record<string, string> }) => Promise<void>;

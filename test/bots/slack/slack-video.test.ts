@@ -218,6 +218,9 @@ describe('SlackAdapter /video', () => {
     const late = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(String(sent.payload.response_url)).pathname);
     expect(late.body).toMatchObject({ response_type: 'ephemeral' });
     expect(String(late.body.text)).toMatch(/Job #\d+\* is queued/);
+    // The use is counted in the job's stored refs, so the 5-use budget holds after a restart.
+    const jobId = jobIdOf(String(late.body.text));
+    await expect.poll(() => (harness.service.status(jobId)?.job.messageRefs.slack as { responseUrl?: { uses: number } } | undefined)?.responseUrl?.uses).toBe(1);
   });
 
   it('failure mode 7: a failed POST to the upload URL gets a fresh upload; empty shares are fine', async () => {
