@@ -790,7 +790,7 @@ export class SlackAdapter {
     try {
       if (fitted.steps.length > 0) this.#logger.info({ jobId: job.id, steps: fitted.steps }, 'fitted the video to the upload limit');
       const bytes = fitted.bytes || (await stat(fitted.file)).size;
-      const record_ = result as Record<string, unknown>;
+      const fields = result as Record<string, unknown>;
       const text = doneText('slack', {
         jobId: job.id,
         kind: job.kind,
@@ -798,9 +798,9 @@ export class SlackAdapter {
         seed: job.seed,
         elapsedMs: (job.finishedAt ?? Date.now()) - (job.startedAt ?? job.queuedAt),
         bytes,
-        ...numberField(record_, 'frames'),
-        ...numberField(record_, 'width'),
-        ...numberField(record_, 'height'),
+        ...numberField(fields, 'frames'),
+        ...numberField(fields, 'width'),
+        ...numberField(fields, 'height'),
         ...(fitted.note === undefined ? {} : { note: fitted.note }),
       });
       const uploaded = await this.#upload(followed, job, fitted.file, `reelbot-${job.id}.${fitted.format}`);
