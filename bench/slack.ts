@@ -3,26 +3,32 @@
  *
  * Prints one JSON line: {"bench":"slack_ack","commands":200,"p50_ms":…,"p99_ms":…,"lost":0,"duplicates":0}
  *
- * A real SlackAdapter (Bolt in Socket Mode) on the fake Slack, a real JobService on a SQLite file
- * with a real worker process kept busy by a long CPU-bound job. 200 `/video` slash commands are
- * sent through the fake's WebSocket as fast as possible, each redelivered once right after as a
- * retry (same payload, `retry_attempt: 1`). Latency is from the fake's send of an envelope to its
- * receipt of the ack, over all 400 envelopes; `lost` counts envelopes never acked within 10 s;
- * `duplicates` counts jobs beyond 200. Target: p99 < 250 ms, duplicates 0.
+ * A real SlackAdapter (Bolt in Socket Mode) and a real JobService on a SQLite file, with a real
+ * worker process kept busy by a long CPU-bound job; the fake Slack runs in its own process
+ * (bench/slack-fake-child.ts), as Slack is on another machine. 200 `/video` slash commands are sent
+ * through its WebSocket as fast as possible, each redelivered once right after as a retry (same
+ * payload, `retry_attempt: 1`). Latency is from the fake's send of an envelope to its receipt of
+ * the ack, over all 400 envelopes; `lost` counts envelopes not acked within 10 s; `duplicates`
+ * counts jobs beyond 200. Target: p99 < 250 ms, duplicates 0.
  */
+import { fork } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { SlackAdapter } from '../src/bots/slack/slack-adapter.js';
 import { loadConfig } from '../src/config.js';
 import { resolveFfmpegPaths } from '../src/engine/video/ffmpeg-paths.js';
 import { JobService } from '../src/jobs/job-service.js';
 import { createLogger } from '../src/log.js';
 import { openDatabase } from '../src/store/db.js';
-import { APP_TOKEN, BOT_TOKEN, FakeSlack, type Ack, type SentEnvelope } from '../test/fakes/fake-slack.js';
+import { APP_TOKEN, BOT_TOKEN } from '../test/fakes/fake-slack.js';
+import type { FakeChildCommand, FakeChildMessage } from './slack-fake-child.js';
 
 const FAKE_ENGINE = fileURLToPath(new URL('../test/fakes/fake-engine.ts', import.meta.url));
+const FAKE_CHILD = fileURLToPath(new URL('./slack-fake-child.ts', import.meta.url));
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const COMMANDS = 200;
 const USERS = 20;
 const ACK_WAIT_MS = 10_000;
@@ -39,18 +45,22 @@ function percentile(sorted: readonly number[], p: number): number {
 
 const round = (value: number, digits = 1): number => Number(value.toFixed(digits));
 
-async function ackOrTimeout(sent: SentEnvelope): Promise<Ack | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ACK_WAIT_MS)));
-  try {
-    return await Promise.race([sent.ack, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'reelbot-bench-slack-'));
+  const child = fork(FAKE_CHILD, [], { execArgv: ['--import', TSX_LOADER], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const next = <T extends FakeChildMessage['type']>(type: T) =>
+    new Promise<Extract<FakeChildMessage, { type: T }>>((resolve) => {
+      const onMessage = (message: FakeChildMessage) => {
+        if (message.type !== type) return;
+        child.off('message', onMessage);
+        resolve(message as Extract<FakeChildMessage, { type: T }>);
+      };
+      child.on('message', onMessage);
+    });
+  const command = (message: FakeChildCommand) => child.send(message);
+  const ready = await next('ready');
+  const connected = next('connected');
+
   const config = loadConfig({
     overrides: {
       dbPath: join(dir, 'reelbot.db'),
@@ -65,13 +75,12 @@ async function main(): Promise<void> {
   const logger = createLogger('silent');
   const jobs = new JobService({ config, db, logger });
   jobs.start();
-  const fake = await FakeSlack.start();
   const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
   mkdirSync(join(dir, 'tmp'), { recursive: true });
   const adapter = new SlackAdapter({
     botToken: BOT_TOKEN,
     appToken: APP_TOKEN,
-    apiUrl: fake.apiUrl,
+    apiUrl: ready.apiUrl,
     jobs,
     logger,
     ffmpegPath: ffmpeg,
@@ -82,7 +91,7 @@ async function main(): Promise<void> {
   });
   try {
     await adapter.start();
-    await fake.connected();
+    await connected;
     // Keep the worker busy computing for the whole run, so the commands queue behind it.
     const busyStarted = new Promise<void>((resolve) => {
       const off = jobs.onEvent((event) => {
@@ -94,15 +103,11 @@ async function main(): Promise<void> {
     });
     await jobs.submit({ actor: { platform: 'cli', externalId: 'bench' }, kind: 'text2video', params: { prompt: 'busy', ms: 120_000, cpu: true, steps: 1000 } });
     await busyStarted;
-    const sent: SentEnvelope[] = [];
-    for (let i = 0; i < COMMANDS; i++) {
-      const payload = fake.slashPayload('/video', `a corgi surfing, take ${i} --frames 8`, { id: `UBENCH${String(i % USERS).padStart(3, '0')}` });
-      sent.push(fake.sendEnvelope('slash_commands', payload));
-      sent.push(fake.sendEnvelope('slash_commands', payload, { retry_attempt: 1, retry_reason: 'timeout' }));
-    }
-    const acks = await Promise.all(sent.map(ackOrTimeout));
-    const latencies = acks.flatMap((ack, index) => (ack === undefined ? [] : [ack.at - sent[index]!.at])).sort((a, b) => a - b);
-    const lost = acks.filter((ack) => ack === undefined).length;
+
+    const result = next('result');
+    command({ type: 'burst', commands: COMMANDS, users: USERS, ackWaitMs: ACK_WAIT_MS });
+    const { latencies, lost } = await result;
+    latencies.sort((a, b) => a - b);
     const made = db.prepare(`SELECT count(*) FROM jobs WHERE platform = 'slack'`).pluck().get() as number;
     process.stdout.write(
       `${JSON.stringify({
@@ -118,7 +123,8 @@ async function main(): Promise<void> {
     await adapter.stop();
     await jobs.shutdown(0);
     db.close();
-    await fake.close();
+    command({ type: 'close' });
+    await new Promise((resolve) => child.once('exit', resolve));
     rmSync(dir, { recursive: true, force: true });
   }
 }

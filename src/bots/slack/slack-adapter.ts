@@ -183,6 +183,8 @@ export class SlackAdapter {
   readonly #responseUrls = new Map<string, ResponseUrl>();
   /** Event ids being handled or handled (non-job outcomes: hints, refusals). */
   readonly #seenEvents = new Set<string>();
+  /** Slash-command submits by trigger id, so that a redelivery shares the first one's outcome. */
+  readonly #recentSubmits = new Map<string, Promise<Submitted>>();
   /** Threads that got the no-clip hint. */
   readonly #hintedThreads = new Set<string>();
   #botUserId: string | undefined;
@@ -327,7 +329,21 @@ export class SlackAdapter {
    * otherwise acks with a short text first and sends the outcome through the response_url.
    */
   async #submitWithAck(request: JobRequest, refs: SlackRefs, ack: Ack, responseUrl: ResponseUrl): Promise<void> {
+    const key = request.eventId ?? '';
+    const earlier = this.#recentSubmits.get(key);
+    if (earlier !== undefined) {
+      // A redelivery while this process still remembers the first: answer from it (the job core
+      // would say the same, from SQLite, a little later).
+      const first = await earlier;
+      const job = first.submitted?.job;
+      await ack(ephemeral(job === undefined ? first.text : `This request already made job #${job.id}; it is ${this.#options.jobs.status(job.id)?.job.state ?? job.state}.`));
+      return;
+    }
     const outcome = this.#submit(request, refs);
+    if (key !== '') {
+      if (this.#recentSubmits.size >= MEMORY_LIMIT) this.#recentSubmits.delete(this.#recentSubmits.keys().next().value!);
+      this.#recentSubmits.set(key, outcome);
+    }
     const timer = delay(this.#options.ackDeadlineMs ?? ACK_DEADLINE_MS);
     const first = await Promise.race([outcome.then((value) => ({ value })), timer.promise.then(() => undefined)]);
     timer.cancel();
