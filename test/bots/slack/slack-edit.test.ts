@@ -124,6 +124,29 @@ describe('SlackAdapter edits', () => {
     expect(fake.calls('files.completeUploadExternal')).toHaveLength(1);
   });
 
+  it('failure mode 5 across an adapter restart: redeliveries that only SQLite remembers make no second job', async () => {
+    await startAdapter();
+    const parent = clipMessage();
+    const reply = fake.threadReply(CHANNEL, parent.ts, bob.id, `<@${BOT_USER_ID}> make it snowy`);
+    const command = fake.slashPayload('/video', 'a corgi', alice);
+    await fake.sendEnvelope('slash_commands', command).ack;
+    await harness.waitFor((e) => e.type === 'succeeded' && e.job.kind === 'edit', 30_000);
+    // A new adapter (nothing in memory) on the same job core gets both again as retries.
+    await adapter!.stop();
+    adapter = undefined;
+    const connections = fake.calls('apps.connections.open').length;
+    await startAdapter();
+    await fake.waitForCount(isMethod('apps.connections.open'), connections + 1);
+    const event = { ...reply.message, channel: CHANNEL, event_ts: reply.message.ts, channel_type: 'channel' };
+    await fake.sendEvent(event, { eventId: reply.eventId, retryAttempt: 2 }).ack;
+    const again = await fake.sendEnvelope('slash_commands', command, { retry_attempt: 1, retry_reason: 'timeout' }).ack;
+    expect(String(again.payload?.text)).toMatch(/^This request already made job #\d+; it is (queued|running|succeeded)\.$/);
+    await sleep(500);
+    expect(slackJobs()).toBe(2);
+    // The clip fetched again for the redelivered reply was removed when the job core said "seen".
+    await expect.poll(inputs).toEqual([]);
+  });
+
   it('failure mode 8: a sign-in page (HTML) or a 403 instead of the clip is a clear message and never reaches the engine', async () => {
     await startAdapter();
     const htmlParent = clipMessage();
