@@ -47,7 +47,7 @@ import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { adminStatsText, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
 import { parseEditCommandText, videoCommandFromOptions, type EditCommand } from '../shared/video-command.js';
 import { ADMIN_PERIODS, allCommandData, EDIT_CLIP_MENU_NAME, HISTORY_PAGE_SIZE, INSTRUCTION_MAX_LENGTH, type AdminPeriod } from './commands.js';
-import { MessageEditor } from './message-editor.js';
+import { MessageEditor } from '../shared/message-editor.js';
 
 /** Discord's per-file default; any interaction may upload this much. */
 export const DISCORD_UPLOAD_FLOOR_BYTES = 10 * 1024 * 1024;

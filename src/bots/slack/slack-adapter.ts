@@ -29,7 +29,7 @@ import type { JobService } from '../../jobs/job-service.js';
 import { periodsAt } from '../../jobs/quota-policy.js';
 import { type Actor, type JobEvent, type JobRecord, type JobRequest, type SubmitResult } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
-import { MessageEditor } from '../discord/message-editor.js';
+import { MessageEditor } from '../shared/message-editor.js';
 import { decodeCustomId } from '../shared/custom-id.js';
 import { downloadClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';

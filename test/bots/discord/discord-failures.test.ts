@@ -111,7 +111,7 @@ describe('Discord failure modes', () => {
     const answers = await Promise.all([first, second].map((interaction) => fake!.waitForRequest(isOriginalEdit(interaction.token))));
     const texts = answers.map(contentOf);
     expect(texts.filter((text) => /is queued/.test(text))).toHaveLength(1);
-    expect(texts.filter((text) => /^You have used all 1 videos? of your daily quota\. Your quota resets at 00:00 UTC/.test(text))).toHaveLength(1);
+    expect(texts.filter((text) => /^You have used the 1 video of your daily quota\. Your quota resets at 00:00 UTC/.test(text))).toHaveLength(1);
     expect(jobRows()).toHaveLength(1);
     const reserves = harness!.db.prepare("SELECT COUNT(*) AS n FROM quota_ledger WHERE entry = 'reserve'").get() as { n: number };
     expect(reserves.n).toBe(1);

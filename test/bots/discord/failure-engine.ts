@@ -1,6 +1,6 @@
 /**
  * A worker engine for the Discord failure-mode tests, loaded by real worker processes through
- * `engineModule`. The prompt steers it; anything else is the MP4 test engine (mp4-engine.ts):
+ * `engineModule`. The prompt steers it; anything else is the MP4 test engine (test/fakes/mp4-engine.ts):
  *   "crash once"  the worker process exits during the first attempt only (a marker file remembers it)
  *   "crash"       the worker process exits on every attempt
  *   "big"         a real 640×360 H.264 MP4 of high-bitrate noise, about 14 MiB (over Discord's
@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { CreateEngine } from '../../../src/jobs/engine.js';
 import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
-import { createEngine as createMp4Engine } from './mp4-engine.js';
+import { createEngine as createMp4Engine } from '../../fakes/mp4-engine.js';
 
 /** Size and length of the "big" video: 48 frames of noise, lossless-ish. */
 export const BIG_VIDEO = { width: 640, height: 360, fps: 12, seconds: 4 } as const;

@@ -10,7 +10,7 @@ import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-d
 import { removeDir, tempDir } from '../../helpers/harness.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/reelbot.js', import.meta.url));
-const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
+import { MP4_ENGINE } from '../../fakes/mp4-engine.js';
 
 let dir: string;
 let fake: FakeDiscord;

@@ -1,5 +1,4 @@
 /** What the Discord tests share: the MP4 test engine, an adapter on the fake, request matchers. */
-import { fileURLToPath } from 'node:url';
 import { DiscordAdapter, type DiscordAdapterOptions } from '../../../src/bots/discord/discord-adapter.js';
 import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import type { JobService } from '../../../src/jobs/job-service.js';
@@ -7,8 +6,8 @@ import type { Actor } from '../../../src/jobs/types.js';
 import { createLogger } from '../../../src/log.js';
 import type { FakeDiscord, FakeUser, RecordedRequest } from '../../fakes/fake-discord.js';
 
-/** A worker engine module that makes a real small MP4 (see mp4-engine.ts). */
-export const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
+/** A worker engine module that makes a real small MP4 (see test/fakes/mp4-engine.ts). */
+export { MP4_ENGINE } from '../../fakes/mp4-engine.js';
 
 /** A DiscordAdapter logged in to the fake (after `start()`), with the bundled ffmpeg and silent logs. */
 export function newAdapter(fake: FakeDiscord, jobs: JobService, tempDir: string, extra: Partial<DiscordAdapterOptions> = {}): DiscordAdapter {

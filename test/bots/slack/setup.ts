@@ -2,15 +2,14 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { SlackAdapter, type SlackAdapterOptions } from '../../../src/bots/slack/slack-adapter.js';
 import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import type { JobService } from '../../../src/jobs/job-service.js';
 import { createLogger } from '../../../src/log.js';
 import { APP_TOKEN, BOT_TOKEN, type FakeSlack, type RecordedRequest } from '../../fakes/fake-slack.js';
 
-/** A worker engine module that makes a real small MP4 (see mp4-engine.ts). */
-export const MP4_ENGINE = fileURLToPath(new URL('./mp4-engine.ts', import.meta.url));
+/** A worker engine module that makes a real small MP4 (see test/fakes/mp4-engine.ts). */
+export { MP4_ENGINE } from '../../fakes/mp4-engine.js';
 
 export const alice = { id: 'UALICE001', name: 'alice' };
 export const bob = { id: 'UBOB00001', name: 'bob' };

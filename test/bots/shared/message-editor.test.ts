@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { MessageEditor } from '../../../src/bots/discord/message-editor.js';
+import { MessageEditor } from '../../../src/bots/shared/message-editor.js';
 
 describe('MessageEditor', () => {
   beforeEach(() => {

@@ -1,0 +1,52 @@
+/**
+ * An engine for the bot adapter tests, loaded by real worker processes through `engineModule`:
+ * it reports progress and writes a real (tiny) MP4 with the bundled ffmpeg, so an upload is what
+ * the platform would get. The prompt (or an edit's instruction) steers it: "slow" makes each of 6
+ * steps take 300 ms, "fail" makes it fail after the steps. An edit must name an `inputFile` that
+ * is an MP4 (the downloaded clip); it returns a copy of that clip, with its size as `inputBytes`,
+ * so a test can tell which file went through.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AppError, ErrorCode } from '../../src/errors.js';
+import type { CreateEngine } from '../../src/jobs/engine.js';
+import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+
+/** Absolute path of this module, for `engineModule`. */
+export const MP4_ENGINE = fileURLToPath(import.meta.url);
+
+export const createEngine: CreateEngine = ({ device }) => ({
+  async run(job, { signal, onProgress }) {
+    const text = String(job.params.prompt ?? job.params.instruction ?? '');
+    let input: Buffer | undefined;
+    if (job.kind === 'edit') {
+      try {
+        input = readFileSync(String(job.params.inputFile));
+      } catch (error) {
+        throw new AppError(ErrorCode.InvalidRequest, 'The clip to edit could not be read.', { cause: error });
+      }
+      if (input.subarray(4, 8).toString('latin1') !== 'ftyp') throw new AppError(ErrorCode.InvalidRequest, 'The clip to edit is not an MP4.');
+    }
+    const slow = text.includes('slow');
+    const steps = slow ? 6 : 3;
+    for (let step = 1; step <= steps; step++) {
+      signal.throwIfAborted();
+      if (slow) await sleep(300, undefined, { signal });
+      onProgress({ step, total: steps, stage: 'denoising' });
+    }
+    if (text.includes('fail')) throw new Error('mp4 engine failure');
+    mkdirSync(job.outputDir, { recursive: true });
+    const file = join(job.outputDir, 'out.mp4');
+    if (input !== undefined) {
+      writeFileSync(file, input);
+      return { file, device, frames: 8, width: 64, height: 64, inputBytes: input.length };
+    }
+    const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
+    const run = spawnSync(ffmpeg, ['-nostdin', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=64x64:rate=8:duration=1', '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-f', 'mp4', file]);
+    if (run.status !== 0) throw new Error(`ffmpeg failed: ${String(run.stderr)}`);
+    return { file, device, frames: 8, width: 64, height: 64 };
+  },
+});
