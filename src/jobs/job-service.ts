@@ -18,6 +18,7 @@ import { AppError, asAppError, ErrorCode, UserError } from '../errors.js';
 import { AuditLog } from '../store/audit-log.js';
 import { isBusyError, writeWithoutBlocking, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
+import { HandledNotices } from '../store/handled-notices.js';
 import { ProcessedEvents } from '../store/processed-events.js';
 import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
@@ -34,6 +35,7 @@ import {
   type JobKind,
   type JobRecord,
   type JobRequest,
+  type Platform,
   type QuotaLeft,
   type SubmitResult,
   type Usage,
@@ -44,6 +46,8 @@ import { WorkerPool } from './worker-pool.js';
 
 /** A job is started at most this often: once, and once more after a crash, hang or restart. */
 export const MAX_ATTEMPTS = 2;
+/** Once-only notices are remembered this long (then a thread could be hinted again). */
+const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
 /** How long a submit waits for another process's write lock before the user is asked to try again. */
 export const ADMISSION_LOCK_WAIT_MS = 10_000;
 const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
@@ -100,6 +104,7 @@ export class JobService {
   readonly #ledger: QuotaLedger;
   readonly #audit: AuditLog;
   readonly #settings: Settings;
+  readonly #notices: HandledNotices;
   readonly #admission: Admission;
   readonly #policy: PromptPolicy;
   readonly #db: Db;
@@ -127,6 +132,7 @@ export class JobService {
     this.#ledger = new QuotaLedger(db);
     this.#audit = new AuditLog(db);
     this.#settings = new Settings(db);
+    this.#notices = new HandledNotices(db);
     this.#admission = new Admission(db, config.quota, {
       jobs: this.#jobs,
       users: this.#users,
@@ -188,6 +194,7 @@ export class JobService {
       }
     }).immediate();
     for (const notice of notices) this.#emit(notice);
+    this.#notices.prune(now - NOTICE_MEMORY_MS);
     this.#fair.seedLastServed(this.#jobs.lastStartedByUser());
     const queued = this.#jobs.listByState('queued');
     for (const job of queued) this.#enqueue(job);
@@ -293,6 +300,14 @@ export class JobService {
       cause: error,
       context: { ...error.context, positions: mine.map(({ job, position }) => ({ jobId: job.id, position })) },
     });
+  }
+
+  /**
+   * Claims a notice that a bot sends at most once (a hint to a thread with no clip): true the
+   * first time `key` is claimed on `platform`, false ever after, across redeliveries and restarts.
+   */
+  claimNotice(platform: Platform, key: string): boolean {
+    return this.#notices.claim(platform, key, this.#now());
   }
 
   /** What is running and what waits, in the order it will start. */

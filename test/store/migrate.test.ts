@@ -18,9 +18,9 @@ test('opening a new file applies every migration with WAL and foreign keys on', 
   const db = openDatabase(join(dir, 'nested', 'reelbot.db'), { migrationsDir: migrations });
   expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
   expect(db.pragma('foreign_keys', { simple: true })).toBe(1);
-  expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(['applied']);
+  expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(['applied', 'applied']);
   const tables = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all();
-  expect(tables).toEqual(expect.arrayContaining(['users', 'jobs', 'quota_ledger', 'processed_events', 'admin_audit', 'schema_migrations']));
+  expect(tables).toEqual(expect.arrayContaining(['users', 'jobs', 'quota_ledger', 'processed_events', 'handled_notices', 'admin_audit', 'schema_migrations']));
   expect(() => db.prepare(`INSERT INTO jobs (kind, params, state, user_id, platform, seed, estimated_gpu_s, queued_at)
     VALUES ('text2video', '{}', 'queued', 999, 'discord', 1, 1, 1)`).run()).toThrow(/FOREIGN KEY/);
   db.close();
@@ -29,11 +29,11 @@ test('opening a new file applies every migration with WAL and foreign keys on', 
 test('pending migrations are applied in order, each once, and status shows them', () => {
   const path = join(dir, 'reelbot.db');
   openDatabase(path, { migrationsDir: migrations }).close();
-  writeFileSync(join(migrations, '002_add_notes.sql'), 'ALTER TABLE jobs ADD COLUMN notes TEXT;');
-  writeFileSync(join(migrations, '003_more.sql'), 'CREATE TABLE extra (id INTEGER PRIMARY KEY);');
+  writeFileSync(join(migrations, '902_add_notes.sql'), 'ALTER TABLE jobs ADD COLUMN notes TEXT;');
+  writeFileSync(join(migrations, '903_more.sql'), 'CREATE TABLE extra (id INTEGER PRIMARY KEY);');
   const db = openDatabase(path, { migrate: false, migrationsDir: migrations });
-  expect(migrationStatus(db, migrations).map((m) => `${m.version}:${m.state}`)).toEqual(['1:applied', '2:pending', '3:pending']);
-  expect(migrate(db, migrations)).toEqual([2, 3]);
+  expect(migrationStatus(db, migrations).map((m) => `${m.version}:${m.state}`)).toEqual(['1:applied', '2:applied', '902:pending', '903:pending']);
+  expect(migrate(db, migrations)).toEqual([902, 903]);
   expect(migrate(db, migrations)).toEqual([]);
   expect(migrationStatus(db, migrations).every((m) => m.state === 'applied')).toBe(true);
   db.close();
@@ -42,11 +42,11 @@ test('pending migrations are applied in order, each once, and status shows them'
 test('a failing migration is rolled back entirely and not recorded', () => {
   const path = join(dir, 'reelbot.db');
   openDatabase(path, { migrationsDir: migrations }).close();
-  writeFileSync(join(migrations, '002_broken.sql'), 'CREATE TABLE half (id INTEGER); INSERT INTO nowhere VALUES (1);');
+  writeFileSync(join(migrations, '902_broken.sql'), 'CREATE TABLE half (id INTEGER); INSERT INTO nowhere VALUES (1);');
   expect(() => openDatabase(path, { migrationsDir: migrations })).toThrow(/nowhere/);
   const db = openDatabase(path, { migrate: false, migrationsDir: migrations });
   expect(db.prepare(`SELECT count(*) FROM sqlite_master WHERE name = 'half'`).pluck().get()).toBe(0);
-  expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(['applied', 'pending']);
+  expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(['applied', 'applied', 'pending']);
   db.close();
 });
 

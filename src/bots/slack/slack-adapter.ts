@@ -181,12 +181,10 @@ export class SlackAdapter {
   readonly #progressClient: webApi.WebClient;
   readonly #followed = new Map<number, Followed>();
   readonly #responseUrls = new Map<string, ResponseUrl>();
-  /** Event ids being handled or handled (non-job outcomes: hints, refusals). */
+  /** Event ids being handled or handled in this process (a retry arriving while the first is still downloading its clip); jobs themselves are deduplicated in SQLite. */
   readonly #seenEvents = new Set<string>();
   /** Slash-command submits by trigger id, so that a redelivery shares the first one's outcome. */
   readonly #recentSubmits = new Map<string, Promise<Submitted>>();
-  /** Threads that got the no-clip hint. */
-  readonly #hintedThreads = new Set<string>();
   #botUserId: string | undefined;
   /** The HTTP receiver's port once started (HTTP mode), for tests and logs. */
   port: number | undefined;
@@ -615,7 +613,7 @@ export class SlackAdapter {
     const clip = videoFileOf(event.files) ?? (await this.#parentClip(channelId, threadTs));
     if (clip === undefined) {
       // One hint per thread, whatever the number of replies or redeliveries.
-      if (this.#remember(this.#hintedThreads, `${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
+      if (this.#options.jobs.claimNotice('slack', `hint:${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
       return;
     }
     const instruction = mentionTag === undefined ? text : text.split(mentionTag).join(' ');

@@ -5,9 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SlackAdapter } from '../../../src/bots/slack/slack-adapter.js';
-import { FakeSlack } from '../../fakes/fake-slack.js';
+import { BOT_USER_ID, FakeSlack } from '../../fakes/fake-slack.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
-import { alice, buttonsOf, CHANNEL, MP4_ENGINE, newAdapter, textOf } from './setup.js';
+import { alice, buttonsOf, CHANNEL, isMethod, MP4_ENGINE, newAdapter, textOf } from './setup.js';
 
 let dir: string | undefined;
 let fake: FakeSlack | undefined;
@@ -75,5 +75,26 @@ describe('SlackAdapter after a restart', () => {
     expect(complete.body.channel_id).toBe(CHANNEL);
     // No second public message for the job: it was followed, not re-posted.
     expect(fake.calls('chat.postMessage')).toHaveLength(1);
+  });
+
+  it('a thread without a clip is hinted once, even across a restart', async () => {
+    dir = tempDir();
+    fake = await FakeSlack.start();
+    const before = await startBoth();
+    await fake.connected();
+    const parent = fake.addMessage(CHANNEL, { user: alice.id, text: 'no video here' });
+    await fake.threadReply(CHANNEL, parent.ts, alice.id, `<@${BOT_USER_ID}> make it snowy`).ack;
+    await fake.waitForRequest(isMethod('chat.postEphemeral'));
+
+    adapters.splice(0);
+    await before.adapter.stop();
+    harnesses.splice(0);
+    await before.harness.close();
+    await startBoth();
+    await fake.connected();
+    await fake.threadReply(CHANNEL, parent.ts, alice.id, `<@${BOT_USER_ID}> make it foggy`).ack;
+    await fake.waitForCount(isMethod('conversations.replies'), 2);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(fake.calls('chat.postEphemeral')).toHaveLength(1);
   });
 });
