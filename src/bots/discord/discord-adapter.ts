@@ -44,6 +44,7 @@ import type { Logger } from '../../log.js';
 import { decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } from '../shared/custom-id.js';
 import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
+import { JobEventFeed } from '../shared/job-event-feed.js';
 import { adminStatsText, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
 import { parseEditCommandText, videoCommandFromOptions, type EditCommand } from '../shared/video-command.js';
 import { ADMIN_PERIODS, allCommandData, EDIT_CLIP_MENU_NAME, HISTORY_PAGE_SIZE, INSTRUCTION_MAX_LENGTH, type AdminPeriod } from './commands.js';
@@ -143,9 +144,8 @@ export class DiscordAdapter {
   #options: DiscordAdapterOptions;
   #logger: Logger;
   #followed = new Map<number, Followed>();
-  #unsubscribe: (() => void) | undefined;
-  /** Job events that arrived before the client was ready (recovery notices at JobService.start()). */
-  #early: JobEvent[] | undefined = [];
+  /** Job events, held until the client is ready (recovery notices at JobService.start()). */
+  #events: JobEventFeed;
   /** Clips being downloaded for an open "Edit clip…" modal, by `<userId>:<messageId>`. */
   #pendingClips = new Map<string, { download: Promise<DownloadedClip>; timer: NodeJS.Timeout }>();
   /** Removes old downloaded clips every hour. */
@@ -164,10 +164,7 @@ export class DiscordAdapter {
       // Video uploads can take longer than the default 15 s.
       rest: { ...(options.apiUrl === undefined ? {} : { api: options.apiUrl }), timeout: 120_000 },
     });
-    this.#unsubscribe = options.jobs.onEvent((event) => {
-      if (this.#early !== undefined) this.#early.push(event);
-      else this.#onJobEvent(event);
-    });
+    this.#events = new JobEventFeed(options.jobs, (event) => this.#onJobEvent(event));
   }
 
   /** Logs in and resolves once the gateway is ready (and the commands are registered, unless turned off). */
@@ -183,17 +180,12 @@ export class DiscordAdapter {
     this.#clipSweep = setInterval(() => void this.#removeOldClips(), 60 * 60 * 1000);
     this.#clipSweep.unref();
     this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
-    const early = this.#early ?? [];
-    this.#early = undefined;
-    if (this.#unsubscribe === undefined) return; // stopped meanwhile
-    for (const event of early) this.#onJobEvent(event);
+    this.#events.open();
   }
 
   /** Stops following jobs and disconnects. */
   async stop(): Promise<void> {
-    this.#unsubscribe?.();
-    this.#unsubscribe = undefined;
-    this.#early = undefined;
+    this.#events.close();
     for (const followed of this.#followed.values()) followed.editor.close();
     this.#followed.clear();
     for (const [key, pending] of this.#pendingClips) this.#dropPendingClip(key, pending);

@@ -33,6 +33,7 @@ import { MessageEditor } from '../shared/message-editor.js';
 import { decodeCustomId } from '../shared/custom-id.js';
 import { downloadClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
+import { JobEventFeed } from '../shared/job-event-feed.js';
 import {
   adminStatsText,
   adminUsageText,
@@ -188,9 +189,8 @@ export class SlackAdapter {
   #botUserId: string | undefined;
   /** The HTTP receiver's port once started (HTTP mode), for tests and logs. */
   port: number | undefined;
-  #unsubscribe: (() => void) | undefined;
-  /** Job events that arrived before the app was connected (recovery notices at JobService.start()). */
-  #early: JobEvent[] | undefined = [];
+  /** Job events, held until the app is connected (recovery notices at JobService.start()). */
+  #events: JobEventFeed;
 
   /**
    * Subscribes to job events at once, so recovery notices emitted by `JobService.start()` are
@@ -224,10 +224,7 @@ export class SlackAdapter {
       logger: boltLogger(this.#logger),
     });
     this.#register();
-    this.#unsubscribe = options.jobs.onEvent((event) => {
-      if (this.#early !== undefined) this.#early.push(event);
-      else this.#onJobEvent(event);
-    });
+    this.#events = new JobEventFeed(options.jobs, (event) => this.#onJobEvent(event));
   }
 
   /** Connects (Socket Mode) or listens (HTTP mode); resolves once Slack input can arrive. */
@@ -242,17 +239,12 @@ export class SlackAdapter {
       await this.app.start();
     }
     this.#logger.info({ botUserId: this.#botUserId, mode: this.#options.mode ?? 'socket', port: this.port }, 'slack adapter ready');
-    const early = this.#early ?? [];
-    this.#early = undefined;
-    if (this.#unsubscribe === undefined) return; // stopped meanwhile
-    for (const event of early) this.#onJobEvent(event);
+    this.#events.open();
   }
 
   /** Stops following jobs and disconnects. */
   async stop(): Promise<void> {
-    this.#unsubscribe?.();
-    this.#unsubscribe = undefined;
-    this.#early = undefined;
+    this.#events.close();
     for (const followed of this.#followed.values()) followed.editor.close();
     this.#followed.clear();
     await this.app.stop().catch((error: unknown) => this.#logger.warn({ err: error }, 'error while stopping the Slack app'));
