@@ -13,9 +13,9 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { removeDir, tempDir } from '../../helpers/harness.js';
+import { startServe } from '../../helpers/serve-process.js';
 import { isOriginalEdit, MP4_ENGINE } from './setup.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/reelbot.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** Discord invalidates the interaction token unless it is answered this soon. */
 const ACK_DEADLINE_MS = 3000;
@@ -56,24 +56,10 @@ const dbPath = () => join(dir, 'reelbot.db');
 
 /** `reelbot serve` on the fake; resolves once it has registered its commands (it is ready). */
 async function serve(): Promise<{ output: () => string }> {
-  const child = spawn(process.execPath, [BIN, 'serve'], {
-    env: {
-      PATH: process.env.PATH,
-      REELBOT_DB_PATH: dbPath(),
-      REELBOT_OUTPUT_DIR: join(dir, 'out'),
-      REELBOT_LOG_LEVEL: 'warn',
-      REELBOT_ENGINE_MODULE: MP4_ENGINE,
-      REELBOT_DISCORD_TOKEN: 'fake-bot-token',
-      REELBOT_DISCORD_API_URL: fake.apiUrl,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const bot = startServe(dir, { REELBOT_LOG_LEVEL: 'warn', REELBOT_ENGINE_MODULE: MP4_ENGINE, REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl });
+  children.push(bot.child);
   await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
-  return { output: () => output };
+  return { output: bot.output };
 }
 
 /** Takes the write lock from another process for `ms`; resolves once it is held. */

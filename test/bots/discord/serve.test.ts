@@ -2,15 +2,11 @@
  * `reelbot serve` as an operator runs it: the real bin in its own process, Discord's API base set
  * to the fake by REELBOT_DISCORD_API_URL, a /video answered with an MP4, and SIGTERM draining it.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
-import { removeDir, tempDir } from '../../helpers/harness.js';
-
-const BIN = fileURLToPath(new URL('../../../bin/reelbot.js', import.meta.url));
 import { MP4_ENGINE } from '../../fakes/mp4-engine.js';
+import { removeDir, tempDir } from '../../helpers/harness.js';
+import { startServe } from '../../helpers/serve-process.js';
 
 let dir: string;
 let fake: FakeDiscord;
@@ -23,17 +19,7 @@ afterEach(async () => {
   removeDir(dir);
 });
 
-function serve(env: Record<string, string>) {
-  const child = spawn(process.execPath, [BIN, 'serve'], {
-    env: { PATH: process.env.PATH, REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'out'), REELBOT_LOG_LEVEL: 'silent', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, exited, output: () => output };
-}
+const serve = (env: Record<string, string>) => startServe(dir, env);
 
 test('serve connects to Discord through REELBOT_DISCORD_API_URL, answers /video, and drains on SIGTERM', async () => {
   const bot = serve({ REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE });

@@ -3,15 +3,11 @@
  * base set to the fake by REELBOT_SLACK_API_URL, a /video over Socket Mode answered with an MP4,
  * SIGTERM draining it; incomplete Slack settings say what is missing and exit 78.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { APP_TOKEN, BOT_TOKEN, FakeSlack } from '../../fakes/fake-slack.js';
 import { removeDir, tempDir } from '../../helpers/harness.js';
+import { startServe } from '../../helpers/serve-process.js';
 import { alice, MP4_ENGINE } from './setup.js';
-
-const BIN = fileURLToPath(new URL('../../../bin/reelbot.js', import.meta.url));
 
 let dir: string;
 let fake: FakeSlack;
@@ -24,17 +20,8 @@ afterEach(async () => {
   removeDir(dir);
 });
 
-function serve(env: Record<string, string>) {
-  const child = spawn(process.execPath, [BIN, 'serve'], {
-    env: { PATH: process.env.PATH, REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'out'), REELBOT_LOG_LEVEL: 'debug', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, exited, output: () => output };
-}
+/** Debug logs, so the test can check that no secret is in them. */
+const serve = (env: Record<string, string>) => startServe(dir, { REELBOT_LOG_LEVEL: 'debug', ...env });
 
 test('serve connects to Slack through REELBOT_SLACK_API_URL, answers /video with an MP4, drains on SIGTERM, and logs no secret', async () => {
   const bot = serve({ REELBOT_SLACK_BOT_TOKEN: BOT_TOKEN, REELBOT_SLACK_APP_TOKEN: APP_TOKEN, REELBOT_SLACK_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE });
