@@ -73,6 +73,9 @@ export function registerServe(program: Command, context: ServeContext): void {
               ffprobePath: ffmpeg.ffprobe,
               tempDir,
               adminIds: config.admins.discord,
+              // Clips to edit outlive the process: a queued edit reads its clip after a restart.
+              clipDir: join(config.outputDir, 'clips', 'discord'),
+              maxClipBytes: config.input.maxBytes,
             });
           }
           if (withSlack) {
@@ -86,7 +89,7 @@ export function registerServe(program: Command, context: ServeContext): void {
               ffmpegPath: ffmpeg.ffmpeg,
               ffprobePath: ffmpeg.ffprobe,
               tempDir,
-              inputDir: join(config.outputDir, 'inputs'),
+              inputDir: join(config.outputDir, 'clips', 'slack'),
               maxInputBytes: config.input.maxBytes,
               adminIds: config.admins.slack,
               editChannels: config.slackEditChannels,

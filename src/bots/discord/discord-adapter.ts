@@ -45,7 +45,7 @@ import { decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } 
 import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
-import { adminStatsText, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
+import { adminStatsText, GENERIC_FAILURE_TEXT, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
 import { parseEditCommandText, videoCommandFromOptions, type EditCommand } from '../shared/video-command.js';
 import { ADMIN_PERIODS, allCommandData, EDIT_CLIP_MENU_NAME, HISTORY_PAGE_SIZE, INSTRUCTION_MAX_LENGTH, type AdminPeriod } from './commands.js';
 import { MessageEditor } from '../shared/message-editor.js';
@@ -63,8 +63,6 @@ const INVALID_WEBHOOK_TOKEN = 50027;
 const REQUEST_ENTITY_TOO_LARGE = 40005;
 /** Longest message content Discord accepts. */
 export const DISCORD_CONTENT_LIMIT = 2000;
-/** What a user sees when a command fails on our side (details go to the log only). */
-export const GENERIC_FAILURE_TEXT = 'Something went wrong on our side. Please try again in a moment.';
 /** Hosts Discord serves attachments from; clips are fetched from nowhere else (over https). */
 export const DISCORD_CDN_HOSTS: readonly string[] = ['cdn.discordapp.com', 'media.discordapp.net'];
 /** Largest clip the bot downloads when no limit is given (the job core's `input.maxBytes` default). */

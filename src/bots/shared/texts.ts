@@ -11,6 +11,9 @@ import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
 
 export type Format = 'discord' | 'slack';
 
+/** What a user sees when something fails on our side (the details go to the log only). */
+export const GENERIC_FAILURE_TEXT = 'Something went wrong on our side. Please try again in a moment.';
+
 /** Longest prompt shown in a message before it is cut with an ellipsis. */
 export const PROMPT_PREVIEW_CHARS = 200;
 

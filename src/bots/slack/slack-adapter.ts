@@ -41,6 +41,7 @@ import {
   describeJob,
   doneText,
   failedText,
+  GENERIC_FAILURE_TEXT,
   helpText,
   historyText,
   mention,
@@ -74,8 +75,6 @@ export const ACK_DEADLINE_MS = 2000;
 export const SLACK_UPLOAD_LIMIT_BYTES = 1024 * 1024 * 1024;
 /** Slack's own file hosts: clips are downloaded only from these (over https), or the configured API origin. */
 export const SLACK_FILE_HOSTS: readonly string[] = ['files.slack.com'];
-/** What a user sees when something fails on our side (details go to the log only). */
-export const GENERIC_FAILURE_TEXT = 'Something went wrong on our side. Please try again in a moment.';
 /** The hint for a reply in a thread that holds no clip. */
 export const NO_CLIP_HINT = 'To edit a video, reply in the thread of a message that has the video, e.g. "make it snowy". I found no video here.';
 /** Retries of Web API calls: short, so a dead call fails while the user still waits (429s are waited out first). */

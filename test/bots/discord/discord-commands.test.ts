@@ -4,7 +4,8 @@
  * is acknowledged with an ephemeral defer (type 5, flags 64) before it reads the database.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { DiscordAdapter, fitContent, GENERIC_FAILURE_TEXT } from '../../../src/bots/discord/discord-adapter.js';
+import { DiscordAdapter, fitContent } from '../../../src/bots/discord/discord-adapter.js';
+import { GENERIC_FAILURE_TEXT } from '../../../src/bots/shared/texts.js';
 import type { Actor } from '../../../src/jobs/types.js';
 import { actorOf, isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../../fakes/fake-discord.js';

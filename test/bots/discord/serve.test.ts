@@ -2,6 +2,8 @@
  * `reelbot serve` as an operator runs it: the real bin in its own process, Discord's API base set
  * to the fake by REELBOT_DISCORD_API_URL, a /video answered with an MP4, and SIGTERM draining it.
  */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { MP4_ENGINE } from '../../fakes/mp4-engine.js';
@@ -33,6 +35,13 @@ test('serve connects to Discord through REELBOT_DISCORD_API_URL, answers /video,
     );
     expect(upload.files[0]).toMatchObject({ contentType: 'video/mp4' });
     expect(fake.requestsFor(interaction)[0]).toMatchObject({ method: 'POST', body: { type: 5 } });
+
+    // /edit of that video: the clip is kept under the output folder (a queued edit survives a restart).
+    const edit = fake.editCommand({ id: snowflake(), username: 'bob' }, fake.hostFile('corgi.mp4', upload.files[0]!.data), 'make it snowy');
+    fake.sendInteraction(edit);
+    const edited = await fake.waitForRequest((r: RecordedRequest) => r.path.endsWith(`/${edit.token}/messages/@original`) && r.files.length > 0, 30_000);
+    expect(edited.files[0]!.size).toBe(upload.files[0]!.size);
+    expect(readdirSync(join(dir, 'out', 'clips', 'discord'))).toHaveLength(1);
     bot.child.kill('SIGTERM');
     expect(await bot.exited).toBe(0);
     expect(bot.output()).toMatch(/reelbot is running on Discord/);
