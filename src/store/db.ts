@@ -51,6 +51,8 @@ export async function writeWithoutBlocking<T>(db: Db, write: () => T, options: {
   const saved = Number(db.pragma('busy_timeout', { simple: true }));
   const deadline = Date.now() + (options.deadlineMs ?? saved);
   for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
+    // SQLite applies PRAGMA busy_timeout when the statement is prepared, so a cached statement
+    // would not set it again: db.pragma() prepares it each time, as it must.
     db.pragma(`busy_timeout = ${options.tryMs ?? 20}`);
     try {
       return write();
