@@ -96,6 +96,12 @@ export interface CrossFrameResult {
 }
 
 const Q_SUFFIX = '/attn1/to_q/MatMul';
+/**
+ * The output projection's node, as torch's exporter names it: older versions scope a ModuleList
+ * element under its list (`to_out/to_out.0`), torch 2.x names it `to_out.0` (seen on a diffusers
+ * export made with torch 2.11).
+ */
+const TO_OUT_SUFFIXES = ['/to_out/to_out.0/MatMul', '/to_out.0/MatMul'] as const;
 
 /**
  * Rewrites every self-attention block of a UNet for cross-frame attention. The input model is not
@@ -273,15 +279,17 @@ interface BlockAnalysis {
 
 /** Finds a block's projections, checks its core is a Softmax attention over q/k/v, reads heads and scale. */
 function analyzeBlock(index: GraphIndex, prefix: string, fallbackHeads: number): BlockAnalysis {
-  const need = (suffix: string): onnx.INodeProto => {
-    const node = index.nodesByName.get(prefix + suffix);
-    if (!node) throw new Error(`Self-attention block ${prefix} has no ${prefix}${suffix} node; cannot rewrite it for cross-frame attention`);
-    return node;
+  const need = (...suffixes: string[]): onnx.INodeProto => {
+    for (const suffix of suffixes) {
+      const node = index.nodesByName.get(prefix + suffix);
+      if (node) return node;
+    }
+    throw new Error(`Self-attention block ${prefix} has no ${suffixes.map((suffix) => prefix + suffix).join(' or ')} node; cannot rewrite it for cross-frame attention`);
   };
   const toQ = need('/to_q/MatMul');
   const toK = need('/to_k/MatMul');
   const toV = need('/to_v/MatMul');
-  const toOut = need('/to_out/to_out.0/MatMul');
+  const toOut = need(...TO_OUT_SUFFIXES);
   const q = toQ.output?.[0];
   const k = toK.output?.[0];
   const v = toV.output?.[0];
@@ -358,7 +366,7 @@ function traceCore(index: GraphIndex, prefix: string, coreOut: string, qkv: Set<
   }
   const coreNodes = [...found];
   if (!coreNodes.some((n) => n.opType === 'Softmax')) {
-    throw new Error(`Self-attention block ${prefix}: no Softmax between its to_q/to_k/to_v MatMuls and ${prefix}/to_out/to_out.0/MatMul; it is not the unfused attention this rewrite replaces`);
+    throw new Error(`Self-attention block ${prefix}: no Softmax between its to_q/to_k/to_v MatMuls and its to_out MatMul; it is not the unfused attention this rewrite replaces`);
   }
   const missing = [...qkv].filter((t) => !reached.has(t));
   if (missing.length > 0) {
