@@ -164,7 +164,7 @@ export function readSchedulerConfig(json: unknown): SchedulerConfig {
 }
 
 /** numpy's `round`: halves go to the even neighbour (matters for "linspace"/"trailing" spacing). */
-function roundHalfEven(x: number): number {
+export function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
@@ -182,7 +182,7 @@ function linspace(start: number, end: number, n: number): Float64Array {
   return out;
 }
 
-function makeBetas(config: SchedulerConfig): Float64Array {
+export function makeBetas(config: Pick<SchedulerConfig, 'numTrainTimesteps' | 'betaStart' | 'betaEnd' | 'betaSchedule'>): Float64Array {
   const n = config.numTrainTimesteps;
   switch (config.betaSchedule) {
     case 'linear':

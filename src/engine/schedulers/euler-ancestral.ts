@@ -28,7 +28,7 @@
  * Pure math on typed arrays: imports nothing from onnx/.
  */
 import type { Random } from '../random.js';
-import type { SchedulerConfig, TimestepSpacing } from './ddim.js';
+import { makeBetas, roundHalfEven, type SchedulerConfig, type TimestepSpacing } from './ddim.js';
 
 /** The beta-schedule and spacing settings EA reads; a {@link SchedulerConfig} fits. */
 export type EulerAncestralConfig = Pick<SchedulerConfig, 'numTrainTimesteps' | 'betaStart' | 'betaEnd' | 'betaSchedule' | 'stepsOffset' | 'predictionType' | 'timestepSpacing'>;
@@ -227,35 +227,4 @@ function interp(x: number, table: Float64Array): number {
   const low = Math.floor(x);
   const frac = x - low;
   return table[low]! + frac * (table[low + 1]! - table[low]!);
-}
-
-// Copied from ddim.ts (single-file policy: schedulers do not share helpers).
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-// Copied from ddim.ts makeBetas.
-function makeBetas(config: EulerAncestralConfig): Float64Array {
-  const n = config.numTrainTimesteps;
-  const linspace = (a: number, b: number): Float64Array => {
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = n === 1 ? a : a + ((b - a) * i) / (n - 1);
-    return out;
-  };
-  switch (config.betaSchedule) {
-    case 'linear':
-      return linspace(config.betaStart, config.betaEnd);
-    case 'scaled_linear': {
-      const betas = linspace(Math.sqrt(config.betaStart), Math.sqrt(config.betaEnd));
-      for (let i = 0; i < n; i++) betas[i] = betas[i]! * betas[i]!;
-      return betas;
-    }
-    case 'squaredcos_cap_v2': {
-      const alphaBar = (t: number): number => Math.cos(((t + 0.008) / 1.008) * Math.PI * 0.5) ** 2;
-      const betas = new Float64Array(n);
-      for (let i = 0; i < n; i++) betas[i] = Math.min(1 - alphaBar((i + 1) / n) / alphaBar(i / n), 0.999);
-      return betas;
-    }
-  }
 }
