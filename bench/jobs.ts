@@ -5,6 +5,7 @@
  *   lifecycle            5000 no-op jobs: submit → run on a real worker → settle, in a file DB
  *   submit_latency_busy  latency of 1000 submits while every worker computes
  *   fairness             a user with 1 job is not stuck behind a user with 20
+ *   fairness_arrivals    a returning user is not stuck behind a stream of newcomers arriving over time
  *   quota_race           50 admissions by one user from 5 processes against jobsPerDay = 10
  * Everything runs in temp dirs with a real SQLite file and real worker processes running the fake
  * engine. Exits non-zero only when a bench crashes; a missed target is reported in its line.
@@ -337,6 +338,67 @@ async function benchFairness(): Promise<void> {
   }
 }
 
+/**
+ * Users arriving over time: R's first job runs, three newcomers queue, R submits again, and a new
+ * user arrives every time a job starts (40 in all). R's second job must start after only the
+ * newcomers who were already waiting. `max_wait_jobs` is, over every job, how many jobs started
+ * between its submit and its own start.
+ */
+async function benchFairnessArrivals(): Promise<void> {
+  const NEWCOMERS = 40;
+  const run = startService(tempDir());
+  const { service } = run;
+  try {
+    const startOrder: number[] = [];
+    const startsAtSubmit = new Map<number, number>();
+    const waits: number[] = [];
+    let newcomers = 0;
+    let finished = 0;
+    let resolveDone!: () => void;
+    const done = new Promise<void>((resolve) => (resolveDone = resolve));
+    const submit = async (user: string): Promise<number> => {
+      const before = startOrder.length;
+      const { job } = await service.submit(request(user, { ms: 30, steps: 1 }));
+      startsAtSubmit.set(job.id, before);
+      return job.id;
+    };
+    const arrive = (): void => {
+      if (newcomers >= NEWCOMERS) return;
+      newcomers++;
+      void submit(`newcomer-${newcomers}`);
+    };
+    let streaming = false;
+    service.onEvent((event) => {
+      if (event.type === 'started') {
+        startOrder.push(event.job.id);
+        const at = startsAtSubmit.get(event.job.id);
+        if (at !== undefined) waits.push(startOrder.length - 1 - at);
+        if (streaming) arrive();
+      }
+      if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') {
+        if (++finished === NEWCOMERS + 2) resolveDone();
+      }
+    });
+    await submit('returning');
+    for (let i = 0; i < 3; i++) arrive();
+    const second = await submit('returning');
+    streaming = true;
+    await withTimeout(done, 120_000, 'fairness_arrivals: jobs did not finish in 120 s');
+    const rank = startOrder.indexOf(second) - startsAtSubmit.get(second)!;
+    const maxWait = Math.max(...waits);
+    print({
+      bench: 'fairness_arrivals',
+      ok: rank <= 4 && maxWait <= 6,
+      returning_user_start_rank: rank,
+      max_wait_jobs: maxWait,
+      newcomers: NEWCOMERS,
+      jobs: startOrder.length,
+    });
+  } finally {
+    await run.close();
+  }
+}
+
 async function benchQuotaRace(): Promise<void> {
   const PROCESSES = 5;
   const PER_PROCESS = 10;
@@ -425,6 +487,7 @@ async function main(): Promise<void> {
     lifecycle: benchLifecycle,
     submit_latency_busy: benchSubmitLatencyBusy,
     fairness: benchFairness,
+    fairness_arrivals: benchFairnessArrivals,
     quota_race: benchQuotaRace,
   };
   const selected = process.argv.slice(2);

@@ -108,7 +108,7 @@ export class JobService {
   readonly #admission: Admission;
   readonly #policy: PromptPolicy;
   readonly #db: Db;
-  readonly #fair = new FairQueue();
+  readonly #fair: FairQueue;
   readonly #queue: PQueue<FairQueue, FairQueueOptions>;
   readonly #pool: WorkerPool;
   readonly #emitter = new EventEmitter();
@@ -127,6 +127,7 @@ export class JobService {
     this.#db = db;
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
+    this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
     this.#users = new UserRepo(db);
     this.#ledger = new QuotaLedger(db);
@@ -195,9 +196,10 @@ export class JobService {
     }).immediate();
     for (const notice of notices) this.#emit(notice);
     this.#notices.prune(now - NOTICE_MEMORY_MS);
-    this.#fair.seedLastServed(this.#jobs.lastStartedByUser());
+    this.#fair.seedLastServed(this.#jobs.lastEndedByUser());
     const queued = this.#jobs.listByState('queued');
-    for (const job of queued) this.#enqueue(job);
+    // Recovered jobs keep their place: their turn is when they were submitted.
+    for (const job of queued) this.#enqueue(job, { arrivedAt: job.queuedAt });
     this.#state = 'started';
     if (!this.#settings.queuePaused()) this.#queue.start();
     this.#logger.info({ requeued: queued.length, failedOrCancelled: notices.length, devices: this.#config.devices }, 'job service started');
@@ -458,7 +460,7 @@ export class JobService {
 
   // ---------------------------------------------------------------------------------------------
 
-  #enqueue(job: JobRecord): void {
+  #enqueue(job: JobRecord, options: { arrivedAt?: number } = {}): void {
     const controller = new AbortController();
     this.#waiting.set(job.id, { kind: job.kind, controller });
     this.#waitingByKind[job.kind]++;
@@ -467,6 +469,8 @@ export class JobService {
         id: String(job.id),
         userId: job.userId,
         priority: job.priority,
+        arrivedAt: options.arrivedAt,
+        cost: job.estimatedGpuSeconds * 1000,
         signal: controller.signal,
       })
       .catch((error: unknown) => {
@@ -488,6 +492,15 @@ export class JobService {
 
   /** Runs a job whose turn has come (p-queue calls this with a slot free). */
   async #execute(jobId: number, kind: JobKind): Promise<void> {
+    try {
+      await this.#executeAttempts(jobId, kind);
+    } finally {
+      // Its user's turn now follows its real end, not its estimate.
+      this.#fair.finished(String(jobId), this.#now());
+    }
+  }
+
+  async #executeAttempts(jobId: number, kind: JobKind): Promise<void> {
     // From here on the job counts as running for positions and ETAs.
     this.#removeWaiting(jobId);
     const running = { kind, startedAt: this.#now(), cancelRequested: false };

@@ -116,7 +116,10 @@ export class JobRepo {
     this.#pendingCount = db.prepare(`SELECT count(*) AS n FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')`);
     this.#recentGpu = db.prepare(`SELECT gpu_seconds FROM jobs
       WHERE kind = ? AND state = 'succeeded' AND gpu_seconds IS NOT NULL ORDER BY finished_at DESC LIMIT ?`);
-    this.#lastStarted = db.prepare(`SELECT user_id, max(started_at) AS t FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id`);
+    this.#lastStarted = db.prepare(
+      // When each user's last job ended, or (left running by a crash) was expected to end.
+      `SELECT user_id, max(coalesce(finished_at, started_at + estimated_gpu_s * 1000)) AS t FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id`,
+    );
     this.#messageRefs = db.prepare(`UPDATE jobs SET message_refs = ? WHERE id = ?`);
   }
 
@@ -196,8 +199,8 @@ export class JobRepo {
     return (this.#recentGpu.pluck().all(kind, window) as number[]).reverse();
   }
 
-  /** When each user's most recent job started: seeds queue fairness after a restart. */
-  lastStartedByUser(): Map<number, number> {
+  /** When each user's most recent job ended (or, if left running by a crash, was expected to): seeds queue fairness after a restart. */
+  lastEndedByUser(): Map<number, number> {
     const rows = this.#lastStarted.all() as { user_id: number; t: number }[];
     return new Map(rows.map((row) => [row.user_id, row.t]));
   }

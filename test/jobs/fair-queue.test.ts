@@ -62,11 +62,62 @@ test('positions agree with the dequeue order for many users with uneven queues',
   expect(drain(queue, ids)).toEqual(expected);
 });
 
-test('a user served recently waits behind users not served for longer (state seeded after a restart)', () => {
-  const queue = new FairQueue();
+test('a user served after the others arrived waits behind them (state seeded after a restart)', () => {
+  const queue = new FairQueue({ now: () => 1_000 });
   queue.seedLastServed(new Map([[1, 500], [2, 100]]));
-  const ids = tagged(queue, [['a1', 1], ['b1', 2], ['c1', 3]]);
-  expect(drain(queue, ids)).toEqual(['c1', 'b1', 'a1']);
+  // All three were waiting since 50 when the bot stopped; A was served last, then B.
+  for (const [id, userId] of [['a1', 1], ['b1', 2], ['c1', 3]] as const) queue.enqueue(noop, { id, userId, priority: 0, arrivedAt: 50 });
+  expect(queue.order().map((entry) => entry.id)).toEqual(['c1', 'b1', 'a1']);
+});
+
+test('GIVEN a stream of newcomers THEN a returning user waits only for those who arrived before them', () => {
+  let now = 0;
+  const queue = new FairQueue({ now: () => now });
+  // The returning user was served an hour ago; three newcomers are already waiting when they come back.
+  queue.seedLastServed(new Map([[1, -3_600_000]]));
+  const ids = new Map<() => Promise<unknown>, string>();
+  const arrive = (id: string, userId: number) => {
+    const run = async () => id;
+    ids.set(run, id);
+    queue.enqueue(run, { id, userId, priority: 0 });
+  };
+  for (let i = 0; i < 3; i++) arrive(`n${i}`, 100 + i);
+  now = 1;
+  arrive('r1', 1);
+  const started: string[] = [];
+  // One one-minute job after another, and a new user arrives during each: 60 minutes of newcomers.
+  for (let minute = 0; minute < 60; minute++) {
+    now = 2 + minute * 60_000;
+    arrive(`n${minute + 3}`, 103 + minute);
+    started.push(ids.get(queue.dequeue()!)!);
+  }
+  expect(started.indexOf('r1')).toBe(3);
+});
+
+test('GIVEN newcomers arriving THEN the position of a waiting first job never grows', () => {
+  let now = 0;
+  const queue = new FairQueue({ now: () => ++now });
+  fill(queue, [['a1', 1], ['a2', 1], ['b1', 2], ['c1', 3]]);
+  queue.seedLastServed(new Map([[2, 0]]));
+  let before = queue.aheadCount('c1')!;
+  for (let i = 0; i < 20; i++) {
+    queue.enqueue(noop, { id: `n${i}`, userId: 10 + i, priority: 0 });
+    const after = queue.aheadCount('c1');
+    if (after === undefined) break; // c1 has started
+    expect(after).toBeLessThanOrEqual(before);
+    before = after;
+    if (i % 3 === 0) queue.dequeue();
+  }
+});
+
+test('jobs recovered with their arrival times keep their order against new ones', () => {
+  const queue = new FairQueue({ now: () => 1_000 });
+  queue.seedLastServed(new Map([[1, 400]]));
+  queue.enqueue(noop, { id: 'new', userId: 3, priority: 0 });
+  queue.enqueue(noop, { id: 'old-a', userId: 1, priority: 0, arrivedAt: 300 });
+  queue.enqueue(noop, { id: 'old-b', userId: 2, priority: 0, arrivedAt: 200 });
+  // old-a's user was served at 400, after old-b arrived (200) but before the new job (1000).
+  expect(queue.order().map((entry) => entry.id)).toEqual(['old-b', 'old-a', 'new']);
 });
 
 test('remove() takes a waiting task out; size and order follow', () => {
