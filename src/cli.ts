@@ -428,9 +428,11 @@ function startOrder(jobs: JobRepo): JobRecord[] {
   const queued = jobs.listByState('queued'); // id order, as the service enqueues them on start
   const byId = new Map(queued.map((job) => [String(job.id), job]));
   const fair = new FairQueue();
-  fair.seedLastServed(jobs.lastStartedByUser());
+  fair.seedLastServed(jobs.lastEndedByUser());
   const noop = async (): Promise<void> => {};
-  for (const job of queued) fair.enqueue(noop, { id: String(job.id), userId: job.userId, priority: job.priority });
+  for (const job of queued) {
+    fair.enqueue(noop, { id: String(job.id), userId: job.userId, priority: job.priority, arrivedAt: job.queuedAt, cost: job.estimatedGpuSeconds * 1000 });
+  }
   return fair.order().map((entry) => byId.get(entry.id)!);
 }
 
