@@ -15,6 +15,7 @@ import { registerEdit, registerRender } from './cli-video.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
 import type { JobRecord, Platform, Usage, UserRecord } from './jobs/types.js';
+import { maskSecrets } from './log.js';
 import { openDatabase, type Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
 import { migrate, migrationStatus, MigrationError, readMigrations, type MigrationStatus } from './store/migrate.js';
@@ -577,8 +578,10 @@ function jobFields(job: JobRecord): [string, string][] {
 }
 
 /** Platform message refs may hold short-lived interaction tokens: never print them. */
+/** Message refs as an operator may see them: token fields redacted, and tokens inside URLs (Slack's response_url) masked. */
 function redactTokens(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redactTokens);
+  if (typeof value === 'string') return maskSecrets(value);
   if (value === null || typeof value !== 'object') return value;
   return Object.fromEntries(
     Object.entries(value).map(([key, inner]) => [key, /token|secret/i.test(key) && !/expires/i.test(key) ? '[redacted]' : redactTokens(inner)]),

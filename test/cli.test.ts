@@ -370,3 +370,15 @@ test('jobs show never prints the interaction tokens kept in message refs', async
     expect(run.stdout).toContain('tokenExpiresAt');
   }
 });
+
+test('jobs show masks the token part of a Slack response_url kept in message refs', async () => {
+  const { jobs, user, job } = seed();
+  const id = job(user('slack', 'U0123'));
+  jobs.setMessageRefs(id, { slack: { responseUrl: 'https://hooks.slack.com/commands/T0001/1234567890/SeCrEtPaRt42', responseUrlUses: 1 } });
+  for (const args of [['jobs', 'show', String(id)], ['jobs', 'show', String(id), '--json']]) {
+    const run = await cli(args);
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toContain('SeCrEtPaRt42');
+    expect(run.stdout).toContain('https://hooks.slack.com/commands/***');
+  }
+});
