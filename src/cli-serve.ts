@@ -22,6 +22,10 @@ export interface ServeContext {
 
 /** sysexits.h EX_CONFIG: nothing to serve without a platform token. */
 const EXIT_CONFIG = 78;
+/** How long a drain waits for the uploads and final messages of jobs that finished during the grace period. */
+const FINAL_DELIVERY_TIMEOUT_MS = 30_000;
+/** After a complete stop, how long the process may take to exit by itself before it is ended. */
+const EXIT_AFTER_STOP_MS = 1_000;
 
 /**
  * What is missing for Slack, or undefined when its settings are complete (or absent altogether:
@@ -101,15 +105,18 @@ export function registerServe(program: Command, context: ServeContext): void {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
       };
-      const stopped = new Promise<void>((resolve) =>
-        drainOnSignals(app, () => {
-          void (async () => {
-            await stopAdapters();
-            await rm(tempDir, { recursive: true, force: true });
-            resolve();
-          })();
-        }),
-      );
+      // The drain, in order: the job service stops starting jobs and gives running ones their grace
+      // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
+      // then do the adapters disconnect, the database close and the temp files go.
+      const drain = async () => {
+        await app.jobs.shutdown();
+        const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
+        if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
+        await stopAdapters();
+        await app.stop();
+        await rm(tempDir, { recursive: true, force: true });
+      };
+      const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
       const failStart = async (platform: string, error: unknown): Promise<never> => {
         await stopAdapters();
         await app.stop();
@@ -123,5 +130,8 @@ export function registerServe(program: Command, context: ServeContext): void {
         .join(' and ');
       context.out(`reelbot is running on ${platforms} (${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}). Stop it with Ctrl-C or SIGTERM.`);
       await stopped;
+      // Everything is stopped and closed: a library's stray timer or socket (a reconnect attempt
+      // to a platform that went away) must not keep the process alive.
+      setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
     });
 }

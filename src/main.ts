@@ -42,8 +42,12 @@ export function startApp(config: Config, options: { logger?: Logger; beforeStart
 /**
  * SIGTERM / SIGINT drain the app: no new starts, running jobs get their grace period, the rest
  * stay queued for the next start. A second signal exits at once (jobs are recovered at start).
+ *
+ * `drain` is the whole stop sequence (default: {@link App.stop}); a process with platform
+ * adapters passes its own, in the order: job service drained, final deliveries sent, adapters
+ * stopped, database closed, temp files removed. `onStopped` runs after it (default: exit 0).
  */
-export function drainOnSignals(app: App, onStopped: () => void = () => process.exit(0)): void {
+export function drainOnSignals(app: App, onStopped: () => void = () => process.exit(0), drain: () => Promise<void> = () => app.stop()): void {
   let received = false;
   const handler = (signal: NodeJS.Signals) => {
     if (received) {
@@ -52,7 +56,7 @@ export function drainOnSignals(app: App, onStopped: () => void = () => process.e
     }
     received = true;
     app.logger.info({ signal, graceMs: app.config.jobs.shutdownGraceMs }, 'draining');
-    void app.stop().then(onStopped, (error: unknown) => {
+    void drain().then(onStopped, (error: unknown) => {
       app.logger.error({ err: error }, 'error while stopping');
       process.exit(1);
     });

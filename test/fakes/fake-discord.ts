@@ -42,6 +42,15 @@ export interface RecordedRequest {
   /** What the fake answered. */
   status: number;
   at: number;
+  /** Set once the whole answer went out to the client (a client that hung up never gets it). */
+  answeredAt?: number;
+}
+
+interface SlowRule {
+  method: string;
+  path: RegExp;
+  delayMs: number;
+  uploadsOnly: boolean;
 }
 
 export interface FailRule {
@@ -83,6 +92,7 @@ export class FakeDiscord {
   #wss: WebSocketServer;
   #sockets = new Set<WebSocket>();
   #rules: FailRule[] = [];
+  readonly #slowRules: SlowRule[] = [];
   #sequence = 0;
   #waiters = new Set<() => void>();
   #commandIds = new Map<string, string>();
@@ -140,6 +150,11 @@ export class FakeDiscord {
   /** Makes the next `times` requests matching `method` and `path` (decoded, without `/api/v10`) fail. */
   fail(method: string, path: RegExp, status: number, body: unknown, options: { times?: number; headers?: Record<string, string>; uploadsOnly?: boolean } = {}): void {
     this.#rules.push({ method: method.toUpperCase(), path, status, body, headers: options.headers ?? {}, times: options.times ?? 1, uploadsOnly: options.uploadsOnly ?? false });
+  }
+
+  /** Answers requests matching `method` and `path` normally, but only after `delayMs` (a slow upload). */
+  slowDown(method: string, path: RegExp, delayMs: number, options: { uploadsOnly?: boolean } = {}): void {
+    this.#slowRules.push({ method: method.toUpperCase(), path, delayMs, uploadsOnly: options.uploadsOnly ?? false });
   }
 
   /** A 429 as Discord sends it: the `Retry-After` header (which @discordjs/rest reads) and the JSON `retry_after`. */
@@ -429,6 +444,12 @@ export class FakeDiscord {
     record.status = status;
     this.requests.push(record);
     for (const wake of [...this.#waiters]) wake();
+    const slow = this.#slowRules.find((rule) => rule.method === method && rule.path.test(path) && (!rule.uploadsOnly || files.length > 0));
+    if (slow !== undefined) await new Promise((resolve) => setTimeout(resolve, slow.delayMs));
+    res.once('finish', () => {
+      record.answeredAt = Date.now();
+      for (const wake of [...this.#waiters]) wake();
+    });
     if (file !== undefined) {
       res.writeHead(status, { 'content-type': file.contentType, 'content-length': String(file.data.length) });
       res.end(file.data);

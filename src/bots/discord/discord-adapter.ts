@@ -42,6 +42,7 @@ import { periodsAt } from '../../jobs/quota-policy.js';
 import type { Actor, JobEvent, JobRecord, JobRequest, SubmitResult, UserRecord } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } from '../shared/custom-id.js';
+import { FinalDeliveries } from '../shared/final-deliveries.js';
 import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
@@ -142,6 +143,7 @@ export class DiscordAdapter {
   #options: DiscordAdapterOptions;
   #logger: Logger;
   #followed = new Map<number, Followed>();
+  readonly #finalDeliveries = new FinalDeliveries();
   /** Job events, held until the client is ready (recovery notices at JobService.start()). */
   #events: JobEventFeed;
   /** Clips being downloaded for an open "Edit clip…" modal, by `<userId>:<messageId>`. */
@@ -179,6 +181,14 @@ export class DiscordAdapter {
     this.#clipSweep.unref();
     this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
     this.#events.open();
+  }
+
+  /**
+   * Waits (up to `timeoutMs`) for the final messages of finished jobs that are still being sent:
+   * a drain calls it after the job service stopped, before {@link stop}.
+   */
+  async finalDeliveriesSettled(timeoutMs: number): Promise<'settled' | 'timed_out'> {
+    return this.#finalDeliveries.settled(timeoutMs);
   }
 
   /** Stops following jobs and disconnects. */
@@ -690,7 +700,9 @@ export class DiscordAdapter {
 
   #finish(jobId: number, followed: Followed, edit: () => Promise<void>): void {
     this.#followed.delete(jobId);
-    void followed.editor.now(edit, { final: true }).catch((error: unknown) => this.#logger.error({ err: error, jobId }, 'could not post the outcome of a job'));
+    void this.#finalDeliveries.track(
+      followed.editor.now(edit, { final: true }).catch((error: unknown) => this.#logger.error({ err: error, jobId }, 'could not post the outcome of a job')),
+    );
   }
 
   /** Uploads the video, fitted to the interaction's upload limit (retrying at 10 MiB on a 413). */

@@ -31,6 +31,7 @@ import { type Actor, type JobEvent, type JobRecord, type JobRequest, type Submit
 import type { Logger } from '../../log.js';
 import { MessageEditor } from '../shared/message-editor.js';
 import { decodeCustomId } from '../shared/custom-id.js';
+import { FinalDeliveries } from '../shared/final-deliveries.js';
 import { downloadClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
@@ -180,6 +181,7 @@ export class SlackAdapter {
   /** Posts progress edits without waiting out a 429 (it rejects at once; the edit is skipped). */
   readonly #progressClient: webApi.WebClient;
   readonly #followed = new Map<number, Followed>();
+  readonly #finalDeliveries = new FinalDeliveries();
   readonly #responseUrls = new Map<string, ResponseUrl>();
   /** Event ids being handled or handled in this process (a retry arriving while the first is still downloading its clip); jobs themselves are deduplicated in SQLite. */
   readonly #seenEvents = new Set<string>();
@@ -239,6 +241,14 @@ export class SlackAdapter {
     }
     this.#logger.info({ botUserId: this.#botUserId, mode: this.#options.mode ?? 'socket', port: this.port }, 'slack adapter ready');
     this.#events.open();
+  }
+
+  /**
+   * Waits (up to `timeoutMs`) for the final messages of finished jobs that are still being sent:
+   * a drain calls it after the job service stopped, before {@link stop}.
+   */
+  async finalDeliveriesSettled(timeoutMs: number): Promise<'settled' | 'timed_out'> {
+    return this.#finalDeliveries.settled(timeoutMs);
   }
 
   /** Stops following jobs and disconnects. */
@@ -769,7 +779,9 @@ export class SlackAdapter {
 
   #finish(followed: Followed, show: () => Promise<void>): void {
     this.#followed.delete(followed.jobId);
-    void followed.editor.now(show, { final: true }).catch((error: unknown) => this.#logger.error({ err: error, jobId: followed.jobId }, 'could not post the outcome of a job'));
+    void this.#finalDeliveries.track(
+      followed.editor.now(show, { final: true }).catch((error: unknown) => this.#logger.error({ err: error, jobId: followed.jobId }, 'could not post the outcome of a job')),
+    );
   }
 
   /** Uploads the video into the channel (the thread, for edits), then shows the done text on the job's message. */

@@ -56,3 +56,42 @@ test('serve without a platform token says what is missing and exits 78', async (
   expect(await bot.exited).toBe(78);
   expect(bot.output()).toMatch(/Nothing to serve: set REELBOT_DISCORD_TOKEN/);
 });
+
+test('SIGTERM while a job runs: the job finishes in its grace period and its slow upload completes before serve exits', async () => {
+  const bot = serve({ REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE, REELBOT_SHUTDOWN_GRACE_MS: '20000' });
+  try {
+    await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
+    // Every edit of the reply takes 3 s on Discord's side: the final upload waits behind the last progress edit, and the drain must wait for both.
+    fake.slowDown('PATCH', /\/messages\/@original$/, 3_000);
+    const interaction = fake.slashCommand({ id: snowflake(), username: 'alice' }, { prompt: 'a slow corgi' });
+    fake.sendInteraction(interaction);
+    // The reply is being edited (queued, then running); the job takes about 2 s.
+    await fake.waitForRequest((r) => r.method === 'PATCH' && r.path.endsWith(`/${interaction.token}/messages/@original`), 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    bot.child.kill('SIGTERM');
+    expect(await bot.exited).toBe(0);
+    const upload = fake.requests.find((r) => r.method === 'PATCH' && r.path.endsWith(`/${interaction.token}/messages/@original`) && r.files.length > 0);
+    expect(upload).toBeDefined();
+    expect(upload!.answeredAt).toBeDefined();
+    const done = JSON.stringify(fake.requests.filter((r) => r.path.endsWith(`/${interaction.token}/messages/@original`)).at(-1)?.body ?? '');
+    expect(done).toMatch(/done/);
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+}, 60_000);
+
+test('SIGTERM after Discord went away: serve still exits within the grace period plus a few seconds', async () => {
+  const bot = serve({ REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE, REELBOT_SHUTDOWN_GRACE_MS: '2000' });
+  try {
+    await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
+    await fake.close();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const signalled = Date.now();
+    bot.child.kill('SIGTERM');
+    const code = await Promise.race([bot.exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 2_000 + 8_000))]);
+    expect(code).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(10_000);
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+});
