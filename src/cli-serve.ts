@@ -123,15 +123,53 @@ export function registerServe(program: Command, context: ServeContext): void {
         await rm(tempDir, { recursive: true, force: true });
         return context.fail(`Could not connect to ${platform}: ${(error as Error).message}`, 1);
       };
-      if (discord !== undefined) await discord.start().catch((error: unknown) => failStart('Discord', error));
-      if (slack !== undefined) await slack.start().catch((error: unknown) => failStart('Slack', error));
-      const platforms = [discord === undefined ? undefined : 'Discord', slack === undefined ? undefined : `Slack (${config.slackMode === 'socket' ? 'Socket Mode' : `HTTP on port ${slack.port ?? config.slackPort}`})`]
-        .filter((name) => name !== undefined)
-        .join(' and ');
-      context.out(`reelbot is running on ${platforms} (${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}). Stop it with Ctrl-C or SIGTERM.`);
+      // Each platform connects on its own: one that is down or slow does not keep the others from serving.
+      const platformName = (adapter: DiscordAdapter | SlackAdapter) =>
+        adapter === discord ? 'Discord' : `Slack (${config.slackMode === 'socket' ? 'Socket Mode' : `HTTP on port ${slack?.port ?? config.slackPort}`})`;
+      const adapters = [discord, slack].filter((adapter): adapter is DiscordAdapter | SlackAdapter => adapter !== undefined);
+      const outcomes = await Promise.all(adapters.map((adapter) => startWithin(adapter.start(), config.platformStartTimeoutMs)));
+      for (const [index, outcome] of outcomes.entries()) {
+        if (outcome.state === 'failed') await failStart(adapters[index] === discord ? 'Discord' : 'Slack', outcome.error);
+      }
+      for (const [index, outcome] of outcomes.entries()) {
+        if (outcome.state !== 'pending') continue;
+        const name = adapters[index] === discord ? 'Discord' : 'Slack';
+        logger.warn({ platform: name, timeoutMs: config.platformStartTimeoutMs }, `${name} is not connected yet; still trying while the other platforms serve`);
+        void outcome.started.then(
+          () => {
+            logger.info({ platform: name }, `${name} connected`);
+            context.out(`${name} is connected now.`);
+          },
+          (error: unknown) => logger.error({ err: error, platform: name }, `${name} could not connect`),
+        );
+      }
+      const ready = adapters.filter((_, index) => outcomes[index]!.state === 'ready').map(platformName);
+      const waiting = adapters.filter((_, index) => outcomes[index]!.state === 'pending').map((adapter) => (adapter === discord ? 'Discord' : 'Slack'));
+      const workers = `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
+      context.out(
+        ready.length > 0
+          ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
+          : `reelbot is still connecting to ${waiting.join(' and ')} (${workers}). Stop it with Ctrl-C or SIGTERM.`,
+      );
       await stopped;
       // Everything is stopped and closed: a library's stray timer or socket (a reconnect attempt
       // to a platform that went away) must not keep the process alive.
       setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
     });
+}
+
+type StartOutcome = { state: 'ready' } | { state: 'failed'; error: unknown } | { state: 'pending'; started: Promise<void> };
+
+/** How a platform's start went within `timeoutMs`: connected, refused, or still going (then `started` settles later). */
+async function startWithin(started: Promise<void>, timeoutMs: number): Promise<StartOutcome> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'pending'>((resolve) => (timer = setTimeout(() => resolve('pending'), timeoutMs)));
+  try {
+    const first = await Promise.race([started.then(() => 'ready' as const), timedOut]);
+    return first === 'ready' ? { state: 'ready' } : { state: 'pending', started };
+  } catch (error) {
+    return { state: 'failed', error };
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -151,6 +151,11 @@ export const configSchema = z
     slackPort: z.number().int().min(0).max(65535).default(3000),
     /** Slack channel ids where any thread reply to a clip is an edit, without mentioning the bot. */
     slackEditChannels: z.array(z.string().min(1)).default([]),
+    /**
+     * How long `serve` waits for each platform to connect before it starts serving the others; a
+     * platform still connecting by then goes on trying in the background.
+     */
+    platformStartTimeoutMs: positiveInt.default(30_000),
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -206,6 +211,7 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_SLACK_MODE: { path: ['slackMode'], kind: 'string' },
   REELBOT_SLACK_PORT: { path: ['slackPort'], kind: 'number' },
   REELBOT_SLACK_EDIT_CHANNELS: { path: ['slackEditChannels'], kind: 'list' },
+  REELBOT_PLATFORM_START_TIMEOUT_MS: { path: ['platformStartTimeoutMs'], kind: 'number' },
 };
 /** Environment variables that hold secrets: never logged, never passed to worker processes. */
 export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));

@@ -167,8 +167,16 @@ export class JobService {
 
   /** Subscribes to job events; returns the unsubscribe function. */
   onEvent(listener: (event: JobEvent) => void): () => void {
-    this.#emitter.on('job', listener);
-    return () => this.#emitter.off('job', listener);
+    // Each listener on its own: one adapter's bug must not keep the event from the others.
+    const isolated = (event: JobEvent) => {
+      try {
+        listener(event);
+      } catch (error) {
+        this.#logger.error({ err: error, event: event.type, jobId: event.job.id }, 'job event listener threw');
+      }
+    };
+    this.#emitter.on('job', isolated);
+    return () => this.#emitter.off('job', isolated);
   }
 
   /**
@@ -667,13 +675,9 @@ export class JobService {
       .immediate();
   }
 
+  /** Listeners are isolated by {@link onEvent}: an adapter's bug never breaks the job core or another adapter. */
   #emit(event: JobEvent): void {
-    try {
-      this.#emitter.emit('job', event);
-    } catch (error) {
-      // An adapter's bug must never break the job core.
-      this.#logger.error({ err: error, event: event.type, jobId: event.job.id }, 'job event listener threw');
-    }
+    this.#emitter.emit('job', event);
   }
 }
 

@@ -40,6 +40,19 @@ test('fairness: a user with many queued jobs does not block a user with one', as
   expect(first.slice(0, 2)).toEqual(['queued', 'started']);
 });
 
+test('a listener that throws does not keep job events from the other listeners, nor break the job', async () => {
+  h = startService(tempDir());
+  const seenByOther: string[] = [];
+  h.service.onEvent(() => {
+    throw new Error('adapter bug');
+  });
+  h.service.onEvent((event) => seenByOther.push(event.type));
+  const { job } = await h.service.submit(video(alice, { ms: 10 }));
+  await h.waitFor(isType('succeeded', job.id));
+  expect(seenByOther).toEqual(expect.arrayContaining(['queued', 'started', 'succeeded']));
+  expect(h.service.status(job.id)?.job.state).toBe('succeeded');
+});
+
 test('queue positions and ETAs come from the moving average of recent durations', async () => {
   h = startService(tempDir(), { jobs: { defaultGpuSeconds: { text2video: 10, edit: 20 } } });
   const first = await h.service.submit(video(alice, { ms: 300 }));
