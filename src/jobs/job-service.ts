@@ -50,9 +50,21 @@ export const MAX_ATTEMPTS = 2;
 const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
 /** How long a submit waits for another process's write lock before the user is asked to try again. */
 export const ADMISSION_LOCK_WAIT_MS = 10_000;
+/**
+ * Failures retried once on a fresh worker: a crash or a silent process may be a one-off. A stalled
+ * engine or a model load past its deadline is not retried: the same job on the same models would
+ * most likely stall or load as slowly again, holding the device twice as long. (The job timeout
+ * keeps its retry for now.)
+ */
 const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
 /** Failures that are ours to look into (logged as warnings with their cause), as opposed to bad input. */
-const OUR_FAULT: ReadonlySet<string> = new Set([...RETRYABLE, ErrorCode.EngineFailed, ErrorCode.EngineUnavailable]);
+const OUR_FAULT: ReadonlySet<string> = new Set([
+  ...RETRYABLE,
+  ErrorCode.EngineStalled,
+  ErrorCode.ModelLoadTimedOut,
+  ErrorCode.EngineFailed,
+  ErrorCode.EngineUnavailable,
+]);
 
 export interface JobServiceOptions {
   config: Config;
@@ -146,6 +158,8 @@ export class JobService {
       engineSettings: engineSettings(config),
       heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
       heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
+      stallTimeoutMs: config.jobs.stallTimeoutSeconds * 1000,
+      modelLoadTimeoutMs: config.jobs.modelLoadTimeoutSeconds * 1000,
       logLevel: config.logLevel,
       logger: this.#logger.child({ module: 'pool' }),
       env: options.workerEnv ?? workerEnvironment(process.env),
@@ -523,6 +537,10 @@ export class JobService {
           {
             timeoutMs: this.#config.jobs.timeoutSeconds * 1000,
             onProgress: (progress) => this.#emit({ type: 'progress', job, progress }),
+            // Model loading is not part of the job's expected duration: its ETA counts from here.
+            onRunning: () => {
+              running.startedAt = this.#now();
+            },
           },
         );
         this.#running.delete(jobId);
@@ -538,7 +556,7 @@ export class JobService {
           })
           .immediate();
         this.#recordDuration(job.kind, outcome.gpuSeconds);
-        this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds }, 'job succeeded');
+        this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds, loadSeconds: outcome.loadSeconds }, 'job succeeded');
         this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
         return;
       } catch (thrown) {

@@ -142,9 +142,9 @@ test('a worker crash is retried once on a fresh worker; a second crash fails the
   expect(h.service.usage(alice).today.jobs).toBe(1);
 });
 
-test('a hung worker (no heartbeats) is killed, retried once, then failed; the queue does not stall', async () => {
+test('a hung worker (no heartbeats: the whole process stopped) is killed, retried once, then failed; the queue does not stall', async () => {
   h = startService(tempDir(), { jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 1000 } });
-  const hung = await h.service.submit(video(alice, { mode: 'hang' }));
+  const hung = await h.service.submit(video(alice, { mode: 'freeze' }));
   const after = await h.service.submit(video(bob, { ms: 1 }));
   const failed = await h.waitFor(isType('failed', hung.job.id));
   expect(failed).toMatchObject({ code: ErrorCode.WorkerHung, refunded: true, job: { attempts: 2 } });
