@@ -97,9 +97,9 @@ export const configSchema = z
         /** A running job is killed after this long and retried once (model loading is not counted). */
         timeoutSeconds: positiveInt.default(900),
         /**
-         * A running job that reports no progress for this long is stopped (not retried). The engine
-         * reports after every UNet call; one SD 1.5 call at 512² on 8 frames with guidance takes tens
-         * of seconds to about a minute on 2 CPU cores, so the default leaves room for a slow machine.
+         * A running job that reports no progress for this long is stopped (not retried). The built-in
+         * engine reports after every UNet call; one SD 1.5 call at 512² on 8 frames blocks for tens of
+         * seconds on a 2-core CPU, so the default leaves several times that.
          */
         stallTimeoutSeconds: positiveInt.default(300),
         /**

@@ -127,7 +127,11 @@ export class JobService {
   /** Queued jobs: their kind (for ETAs) and the controller that removes them from p-queue. */
   readonly #waiting = new Map<number, { kind: JobKind; controller: AbortController }>();
   readonly #waitingByKind: Record<JobKind, number> = { text2video: 0, edit: 0 };
-  readonly #running = new Map<number, { kind: JobKind; startedAt: number; cancelRequested: boolean }>();
+  /**
+   * Running jobs: their kind, and when the engine's `run` began (undefined while the worker starts
+   * and loads the models: that time is in no estimate, so the job's ETA does not count it down).
+   */
+  readonly #running = new Map<number, { kind: JobKind; runningSince: number | undefined; cancelRequested: boolean }>();
   readonly #tasks = new Set<Promise<void>>();
   /** Measured GPU-seconds of the last `etaWindow` succeeded jobs per kind: ETAs and cost estimates. */
   readonly #recentSeconds = new Map<JobKind, number[]>();
@@ -504,7 +508,7 @@ export class JobService {
   async #execute(jobId: number, kind: JobKind): Promise<void> {
     // From here on the job counts as running for positions and ETAs.
     this.#removeWaiting(jobId);
-    const running = { kind, startedAt: this.#now(), cancelRequested: false };
+    const running: { kind: JobKind; runningSince: number | undefined; cancelRequested: boolean } = { kind, runningSince: undefined, cancelRequested: false };
     this.#running.set(jobId, running);
     // p-queue starts a task inside add(): go on at the next microtask, so that submit() has
     // emitted `queued` before this emits `started`.
@@ -519,7 +523,7 @@ export class JobService {
         return;
       }
       attempts++;
-      running.startedAt = now;
+      running.runningSince = undefined;
       this.#running.set(jobId, running);
       const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
       this.#emit({ type: 'started', job, device, attempt: attempts });
@@ -537,9 +541,9 @@ export class JobService {
           {
             timeoutMs: this.#config.jobs.timeoutSeconds * 1000,
             onProgress: (progress) => this.#emit({ type: 'progress', job, progress }),
-            // Model loading is not part of the job's expected duration: its ETA counts from here.
+            // Model loading is not part of the job's expected duration: its ETA counts down from here.
             onRunning: () => {
-              running.startedAt = this.#now();
+              running.runningSince = this.#now();
             },
           },
         );
@@ -621,11 +625,11 @@ export class JobService {
     const now = this.#now();
     const own = this.#mean(job.kind) * 1000;
     const running = this.#running.get(job.id);
-    if (running) return { position: 0, etaMs: Math.max(0, own - (now - running.startedAt)) };
+    if (running) return { position: 0, etaMs: Math.max(0, own - ranFor(running.runningSince, now)) };
     const ahead = job.state === 'queued' ? this.#fair.aheadCount(String(job.id)) : undefined;
     if (ahead === undefined) return { position: 0, etaMs: this.#waiting.has(job.id) ? Math.round(own) : 0 }; // starting now, or finished
     let workMs = 0;
-    for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - (now - other.startedAt));
+    for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - ranFor(other.runningSince, now));
     // The jobs ahead are costed at the mean of the kinds waiting, weighted by how many of each wait.
     let waitingMs = 0;
     for (const kind of JOB_KINDS) waitingMs += this.#waitingByKind[kind] * this.#mean(kind) * 1000;
@@ -680,6 +684,11 @@ export class JobService {
       this.#logger.error({ err: error, event: event.type, jobId: event.job.id }, 'job event listener threw');
     }
   }
+}
+
+/** How long a running job's engine `run` has gone on (0 while it is still loading). */
+function ranFor(runningSince: number | undefined, now: number): number {
+  return runningSince === undefined ? 0 : now - runningSince;
 }
 
 /** The user-facing text for a failed job. */

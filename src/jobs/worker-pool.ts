@@ -130,14 +130,19 @@ export class WorkerPool {
         this.#options.logger.warn({ device: slot.device, jobId: job.id, loadTimeoutMs }, 'the engine was not ready to run the job by the load deadline: killing the worker');
         this.#fail(slot, new AppError(ErrorCode.ModelLoadTimedOut, `Loading the video models took longer than ${seconds(loadTimeoutMs)} s on this server, so the job was stopped. The operator can see why in the bot's log.`));
       }, loadTimeoutMs);
-      slot.task = { jobId: job.id, options, resolve, reject, deadline, timers: [] };
+      const task: Task = { jobId: job.id, options, resolve, reject, deadline, timers: [] };
+      slot.task = task;
       const worker = slot.worker ?? this.#spawn(slot);
+      // Both only for this task on this worker: a job cancelled or failed while its worker still
+      // booted must not start on it later, nor fail the next task when that worker exits.
       worker.ready.then(
         () => {
-          if (slot.task?.jobId !== job.id || slot.worker !== worker) return;
+          if (slot.task !== task || slot.worker !== worker) return;
           this.#send(worker, { type: 'start', job: { ...job, device: slot.device } });
         },
-        (error: AppError) => this.#fail(slot, error),
+        (error: AppError) => {
+          if (slot.task === task) this.#fail(slot, error);
+        },
       );
     });
   }

@@ -3,6 +3,7 @@
  * real worker processes with the fake engine on the worker's engine thread: its calls block that
  * thread synchronously, as onnxruntime-node's `run` and model loading do.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, expect, test } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
@@ -89,6 +90,9 @@ test('a slow model load is not charged: gpu_seconds, the ledger and the ETAs exc
   const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
   h = startService(tempDir(), { jobs: { ...QUICK, defaultGpuSeconds: { text2video: 100, edit: 100 } } }, { logger });
   const { job } = await h.service.submit(video(alice, { loadMs: 4000, ms: 200, steps: 2 }));
+  // While the models load, the job's ETA is its whole expected run: loading does not count it down.
+  await sleep(1500);
+  expect(h.service.status(job.id)).toMatchObject({ position: 0, etaMs: 100_000 });
   await succeeded(job.id);
   const charged = gpuSecondsOf(job.id);
   expect(charged).toBeGreaterThanOrEqual(0.2);
