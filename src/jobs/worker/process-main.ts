@@ -29,7 +29,7 @@ function init(message: Extract<ParentMessage, { type: 'init' }>): void {
     settings: message.settings,
     logLevel: message.logLevel,
   };
-  const thread = new Worker(ENGINE_THREAD_ENTRY, { workerData, stdout: false, stderr: false });
+  const thread = new Worker(ENGINE_THREAD_ENTRY, { workerData });
   engineThread = thread;
   let fatal = false;
   thread.on('message', (reply: ThreadMessage) => {
