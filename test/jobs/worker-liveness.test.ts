@@ -4,11 +4,13 @@
  * thread synchronously, as onnxruntime-node's `run` and model loading do.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { alice, bob, isType, removeDir, startService, tempDir, video, type Harness } from '../helpers/harness.js';
 
+const ORT_ENGINE = fileURLToPath(new URL('../fakes/ort-engine.ts', import.meta.url));
 /** The harness's quick heartbeats and grace periods; a test adds the deadline it is about. */
 const QUICK = { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 500, shutdownGraceMs: 2000, timeoutSeconds: 20 };
 
@@ -37,6 +39,18 @@ test('one engine call that blocks its thread for 30 s finishes with the default 
   expect(result.attempt).toBe(1);
   expect(h.events.filter(isType('started', job.id))).toHaveLength(1);
   expect(gpuSecondsOf(job.id)).toBeGreaterThanOrEqual(30);
+});
+
+test('a real ONNX Runtime call that blocks the engine thread longer than the heartbeat timeout does not get the worker killed', { timeout: 90_000 }, async () => {
+  h = startService(tempDir(), { engineModule: ORT_ENGINE, jobs: { ...QUICK, heartbeatTimeoutMs: 1000 } });
+  const { job } = await h.service.submit(video(alice));
+  const done = await h.waitFor(isType('succeeded', job.id), 80_000);
+  const result = (done as Extract<typeof done, { type: 'succeeded' }>).result as { longestPauseMs: number; value: number };
+  expect(done.job.attempts).toBe(1);
+  // The call really held the engine thread past the heartbeat timeout…
+  expect(result.longestPauseMs).toBeGreaterThan(1000);
+  // …and computed what it should: all-ones times 200 matrices of 1/N stays all ones.
+  expect(result.value).toBeCloseTo(1, 3);
 });
 
 test('an engine blocked forever is stopped after the stall timeout with a clear message, not retried; the next job gets a fresh worker', async () => {
