@@ -4,9 +4,11 @@
  *
  * A submitted job is admitted in one SQLite transaction (quota reserve + job row + dedup row),
  * waits in a p-queue whose queue class is round-robin across users, and runs on a worker process
- * of the pool. Completion settles the quota with the measured GPU-seconds; failure and cancel
- * refund it. A worker crash or hang gets one retry on a fresh worker. On start, jobs left running by
- * a crash are requeued once; SIGTERM drains (see {@link JobService.shutdown}).
+ * of the pool. Completion settles the quota with the measured GPU-seconds (the engine's run, not
+ * its model loading); failure and cancel refund it. A worker crash, hang or job timeout gets one
+ * retry on a fresh worker; a stalled engine or a model load past its deadline fails the job at
+ * once. On start, jobs left running by a crash are requeued once; SIGTERM drains (see
+ * {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
