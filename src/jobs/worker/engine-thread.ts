@@ -14,7 +14,7 @@ import type { ThreadCommand, ThreadInit, ThreadMessage } from './protocol.js';
 const port = parentPort;
 if (!port) throw new Error('engine-thread.ts runs as a worker thread of the worker process');
 const init = workerData as ThreadInit;
-const logger = createLogger(init.logLevel).child({ module: 'engine-thread', device: init.device });
+const logger = createLogger(init.logLevel).child({ module: 'worker', device: init.device });
 
 function send(message: ThreadMessage): void {
   port!.postMessage(message);
