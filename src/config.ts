@@ -94,8 +94,20 @@ export const configSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     jobs: z
       .strictObject({
-        /** A running job is killed after this long and retried once. */
+        /** A running job is killed after this long and retried once (model loading is not counted). */
         timeoutSeconds: positiveInt.default(900),
+        /**
+         * A running job that reports no progress for this long is stopped (not retried). The built-in
+         * engine reports after every UNet call; one SD 1.5 call at 512² on 8 frames blocks for tens of
+         * seconds on a 2-core CPU, so the default leaves several times that.
+         */
+        stallTimeoutSeconds: positiveInt.default(300),
+        /**
+         * Starting a worker's engine and loading the models a job needs may take this long (a 3.4 GB
+         * SD 1.5 UNet plus its graph rewrite can take minutes on a slow disk); past it the job fails
+         * (not retried). Loading is logged with its duration and is not charged to the user.
+         */
+        modelLoadTimeoutSeconds: positiveInt.default(600),
         /** Workers report they are alive this often… */
         heartbeatIntervalMs: positiveInt.default(1000),
         /** …and are killed when silent for this long. */
@@ -188,6 +200,8 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   FFMPEG_PATH: { path: ['ffmpegPath'], kind: 'string' },
   FFPROBE_PATH: { path: ['ffprobePath'], kind: 'string' },
   REELBOT_JOB_TIMEOUT_SECONDS: { path: ['jobs', 'timeoutSeconds'], kind: 'number' },
+  REELBOT_STALL_TIMEOUT_SECONDS: { path: ['jobs', 'stallTimeoutSeconds'], kind: 'number' },
+  REELBOT_MODEL_LOAD_TIMEOUT_SECONDS: { path: ['jobs', 'modelLoadTimeoutSeconds'], kind: 'number' },
   REELBOT_HEARTBEAT_INTERVAL_MS: { path: ['jobs', 'heartbeatIntervalMs'], kind: 'number' },
   REELBOT_HEARTBEAT_TIMEOUT_MS: { path: ['jobs', 'heartbeatTimeoutMs'], kind: 'number' },
   REELBOT_CANCEL_GRACE_MS: { path: ['jobs', 'cancelGraceMs'], kind: 'number' },

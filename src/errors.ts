@@ -46,7 +46,12 @@ export const ErrorCode = {
   InputDownloadFailed: 'input_download_failed',
   // Outcomes of a run.
   WorkerCrashed: 'worker_crashed',
+  /** The worker process stopped sending heartbeats. */
   WorkerHung: 'worker_hung',
+  /** The engine reported no progress for `jobs.stallTimeoutSeconds` while running a job. */
+  EngineStalled: 'engine_stalled',
+  /** The engine and the job's models were not ready within `jobs.modelLoadTimeoutSeconds`. */
+  ModelLoadTimedOut: 'model_load_timed_out',
   JobTimedOut: 'job_timed_out',
   Cancelled: 'cancelled',
   EngineFailed: 'engine_failed',

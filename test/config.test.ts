@@ -20,6 +20,18 @@ test('embedded defaults need no settings at all', () => {
   expect(config.devices).toEqual(['cpu']);
   expect(config.quota.tiers.free?.jobsPerDay).toBe(20);
   expect(config.jobs.defaultGpuSeconds.text2video).toBe(60);
+  // Longer than a real SD 1.5 step on a CPU, and than loading its 3.4 GB UNet.
+  expect(config.jobs.stallTimeoutSeconds).toBe(300);
+  expect(config.jobs.modelLoadTimeoutSeconds).toBe(600);
+});
+
+test('the stall and model-load deadlines are read from the environment and checked', () => {
+  const config = loadConfig({ env: { REELBOT_STALL_TIMEOUT_SECONDS: '90', REELBOT_MODEL_LOAD_TIMEOUT_SECONDS: '1200' } });
+  expect(config.jobs).toMatchObject({ stallTimeoutSeconds: 90, modelLoadTimeoutSeconds: 1200, timeoutSeconds: 900 });
+  const problems = problemsOf(() => loadConfig({ env: { REELBOT_STALL_TIMEOUT_SECONDS: '0', REELBOT_MODEL_LOAD_TIMEOUT_SECONDS: 'long' } }));
+  expect(problems).toHaveLength(2);
+  expect(problems.join('\n')).toContain('REELBOT_STALL_TIMEOUT_SECONDS (jobs.stallTimeoutSeconds):');
+  expect(problems.join('\n')).toContain('REELBOT_MODEL_LOAD_TIMEOUT_SECONDS: expected a number, got "long"');
 });
 
 test('environment variables are read and typed', () => {

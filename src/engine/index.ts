@@ -119,6 +119,12 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
   };
 
   const engine: Engine = {
+    /** Loads the job's model before `run` (the worker times it apart: loading is not charged). */
+    async prepare(job, { onProgress }) {
+      if (job.kind !== 'edit' && job.kind !== 'text2video') return; // run() refuses it
+      onProgress({ step: 0, total: 1, stage: 'loading' });
+      await (job.kind === 'edit' ? loadVideoEdit() : loadTextToVideo());
+    },
     async run(job, context) {
       if (job.kind === 'edit') return edit(job, context);
       if (job.kind !== 'text2video') throw new AppError(ErrorCode.EngineUnavailable, `Unknown job kind ${String(job.kind)}.`);

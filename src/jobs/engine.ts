@@ -1,7 +1,10 @@
 /**
  * The contract between the job core and the video engine. A worker process loads an engine module
  * (the built-in one, or `engineModule` from config) that exports `createEngine`, then calls
- * `run()` for each job it is given. The engine never knows about users, quotas or platforms.
+ * `prepare()` (when the engine has one) and `run()` for each job it is given. The engine runs on a
+ * thread of its own inside the worker process, so it may block that thread (ONNX Runtime's `run`
+ * and model loading do) without stopping the worker's heartbeats. The engine never knows about
+ * users, quotas or platforms.
  */
 import type { Logger } from 'pino';
 import type { JobKind, JobProgress } from './types.js';
@@ -29,6 +32,16 @@ export interface EngineRunContext {
 export type EngineResult = Record<string, unknown>;
 
 export interface Engine {
+  /**
+   * Loads what the job needs (models), before `run`. It has its own deadline
+   * (`jobs.modelLoadTimeoutSeconds`), its time is logged, and it is not charged to the user nor
+   * counted in ETAs. Called for every job: it returns at once when the models are already loaded.
+   */
+  prepare?(job: EngineJob, context: EngineRunContext): Promise<void>;
+  /**
+   * Makes the job's result. Its time is the job's GPU-seconds. It must report progress at least
+   * every `jobs.stallTimeoutSeconds`, or the job is stopped as stalled.
+   */
   run(job: EngineJob, context: EngineRunContext): Promise<EngineResult>;
   dispose?(): Promise<void>;
 }

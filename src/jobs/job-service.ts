@@ -4,9 +4,11 @@
  *
  * A submitted job is admitted in one SQLite transaction (quota reserve + job row + dedup row),
  * waits in a p-queue whose queue class is round-robin across users, and runs on a worker process
- * of the pool. Completion settles the quota with the measured GPU-seconds; failure and cancel
- * refund it. A worker crash or hang gets one retry on a fresh worker. On start, jobs left running by
- * a crash are requeued once; SIGTERM drains (see {@link JobService.shutdown}).
+ * of the pool. Completion settles the quota with the measured GPU-seconds (the engine's run, not
+ * its model loading); failure and cancel refund it. A worker crash, hang or job timeout gets one
+ * retry on a fresh worker; a stalled engine or a model load past its deadline fails the job at
+ * once. On start, jobs left running by a crash are requeued once; SIGTERM drains (see
+ * {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -50,9 +52,21 @@ export const MAX_ATTEMPTS = 2;
 const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
 /** How long a submit waits for another process's write lock before the user is asked to try again. */
 export const ADMISSION_LOCK_WAIT_MS = 10_000;
+/**
+ * Failures retried once on a fresh worker: a crash or a silent process may be a one-off. A stalled
+ * engine or a model load past its deadline is not retried: the same job on the same models would
+ * most likely stall or load as slowly again, holding the device twice as long. (The job timeout
+ * keeps its retry for now.)
+ */
 const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
 /** Failures that are ours to look into (logged as warnings with their cause), as opposed to bad input. */
-const OUR_FAULT: ReadonlySet<string> = new Set([...RETRYABLE, ErrorCode.EngineFailed, ErrorCode.EngineUnavailable]);
+const OUR_FAULT: ReadonlySet<string> = new Set([
+  ...RETRYABLE,
+  ErrorCode.EngineStalled,
+  ErrorCode.ModelLoadTimedOut,
+  ErrorCode.EngineFailed,
+  ErrorCode.EngineUnavailable,
+]);
 
 export interface JobServiceOptions {
   config: Config;
@@ -115,7 +129,11 @@ export class JobService {
   /** Queued jobs: their kind (for ETAs) and the controller that removes them from p-queue. */
   readonly #waiting = new Map<number, { kind: JobKind; controller: AbortController }>();
   readonly #waitingByKind: Record<JobKind, number> = { text2video: 0, edit: 0 };
-  readonly #running = new Map<number, { kind: JobKind; startedAt: number; cancelRequested: boolean }>();
+  /**
+   * Running jobs: their kind, and when the engine's `run` began (undefined while the worker starts
+   * and loads the models: that time is in no estimate, so the job's ETA does not count it down).
+   */
+  readonly #running = new Map<number, { kind: JobKind; runningSince: number | undefined; cancelRequested: boolean }>();
   readonly #tasks = new Set<Promise<void>>();
   /** Measured GPU-seconds of the last `etaWindow` succeeded jobs per kind: ETAs and cost estimates. */
   readonly #recentSeconds = new Map<JobKind, number[]>();
@@ -147,6 +165,8 @@ export class JobService {
       engineSettings: engineSettings(config),
       heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
       heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
+      stallTimeoutMs: config.jobs.stallTimeoutSeconds * 1000,
+      modelLoadTimeoutMs: config.jobs.modelLoadTimeoutSeconds * 1000,
       logLevel: config.logLevel,
       logger: this.#logger.child({ module: 'pool' }),
       env: options.workerEnv ?? workerEnvironment(process.env),
@@ -511,7 +531,7 @@ export class JobService {
   async #executeAttempts(jobId: number, kind: JobKind): Promise<void> {
     // From here on the job counts as running for positions and ETAs.
     this.#removeWaiting(jobId);
-    const running = { kind, startedAt: this.#now(), cancelRequested: false };
+    const running: { kind: JobKind; runningSince: number | undefined; cancelRequested: boolean } = { kind, runningSince: undefined, cancelRequested: false };
     this.#running.set(jobId, running);
     // p-queue starts a task inside add(): go on at the next microtask, so that submit() has
     // emitted `queued` before this emits `started`.
@@ -526,7 +546,7 @@ export class JobService {
         return;
       }
       attempts++;
-      running.startedAt = now;
+      running.runningSince = undefined;
       this.#running.set(jobId, running);
       const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
       this.#emit({ type: 'started', job, device, attempt: attempts });
@@ -544,6 +564,10 @@ export class JobService {
           {
             timeoutMs: this.#config.jobs.timeoutSeconds * 1000,
             onProgress: (progress) => this.#emit({ type: 'progress', job, progress }),
+            // Model loading is not part of the job's expected duration: its ETA counts down from here.
+            onRunning: () => {
+              running.runningSince = this.#now();
+            },
           },
         );
         this.#running.delete(jobId);
@@ -559,7 +583,7 @@ export class JobService {
           })
           .immediate();
         this.#recordDuration(job.kind, outcome.gpuSeconds);
-        this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds }, 'job succeeded');
+        this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds, loadSeconds: outcome.loadSeconds }, 'job succeeded');
         this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
         return;
       } catch (thrown) {
@@ -624,11 +648,11 @@ export class JobService {
     const now = this.#now();
     const own = this.#mean(job.kind) * 1000;
     const running = this.#running.get(job.id);
-    if (running) return { position: 0, etaMs: Math.max(0, own - (now - running.startedAt)) };
+    if (running) return { position: 0, etaMs: Math.max(0, own - ranFor(running.runningSince, now)) };
     const ahead = job.state === 'queued' ? this.#fair.aheadCount(String(job.id)) : undefined;
     if (ahead === undefined) return { position: 0, etaMs: this.#waiting.has(job.id) ? Math.round(own) : 0 }; // starting now, or finished
     let workMs = 0;
-    for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - (now - other.startedAt));
+    for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - ranFor(other.runningSince, now));
     // The jobs ahead are costed at the mean of the kinds waiting, weighted by how many of each wait.
     let waitingMs = 0;
     for (const kind of JOB_KINDS) waitingMs += this.#waitingByKind[kind] * this.#mean(kind) * 1000;
@@ -679,6 +703,11 @@ export class JobService {
   #emit(event: JobEvent): void {
     this.#emitter.emit('job', event);
   }
+}
+
+/** How long a running job's engine `run` has gone on (0 while it is still loading). */
+function ranFor(runningSince: number | undefined, now: number): number {
+  return runningSince === undefined ? 0 : now - runningSince;
 }
 
 /** The user-facing text for a failed job. */

@@ -1,8 +1,16 @@
 /**
  * One worker process per device slot. The pool starts workers lazily, keeps them between jobs
  * (models stay loaded), and isolates failures: a worker that exits mid-job, stops sending
- * heartbeats or runs past the job timeout is killed and the job's promise rejects with a coded
- * AppError; the next job on that slot gets a fresh worker.
+ * heartbeats, takes longer than the load deadline to get its engine and models ready, reports no
+ * progress for the stall timeout, or runs past the job timeout is killed and the job's promise
+ * rejects with a coded AppError; the next job on that slot gets a fresh worker.
+ *
+ * A job has two phases. *Preparing* runs from `run()` until the engine starts the job's `run`:
+ * a fresh worker boots and loads its engine module, then the engine's `prepare` loads the models
+ * the job needs; the load deadline covers all of it. *Running* is the engine's `run`: its time is
+ * the job's GPU-seconds, the job timeout counts from its start, and every progress report resets
+ * the stall timer. Heartbeats come from the worker's main thread, which the engine (on its own
+ * thread) cannot block, so they only stop when the whole process is stuck.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -12,9 +20,9 @@ import type { Logger } from 'pino';
 import { AppError, ErrorCode } from '../errors.js';
 import type { EngineJob, EngineResult, EngineSettings } from './engine.js';
 import type { JobProgress } from './types.js';
-import type { ChildMessage, ParentMessage } from './worker-protocol.js';
+import type { ChildMessage, ParentMessage } from './worker/protocol.js';
 
-const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
+const WORKER_ENTRY = fileURLToPath(new URL('./worker/process-main.ts', import.meta.url));
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 /**
  * How long a new worker process may take to boot before it sends its first message. Heartbeats
@@ -31,6 +39,10 @@ export interface WorkerPoolOptions {
   engineSettings: EngineSettings;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  /** A running job that reports no progress for this long is stopped (`engine_stalled`). */
+  stallTimeoutMs: number;
+  /** Getting a job's engine and models ready may take this long (`model_load_timed_out`). */
+  modelLoadTimeoutMs: number;
   logLevel: string;
   logger: Logger;
   /** Environment of the workers; secrets of the bot adapters are left out by the caller. */
@@ -39,8 +51,19 @@ export interface WorkerPoolOptions {
 
 export interface RunOutcome {
   result: EngineResult;
+  /** The time of the engine's `run` alone: what the user is charged. */
   gpuSeconds: number;
+  /** The time of the engine's `prepare` (model loading) for this job; not charged. */
+  loadSeconds: number;
   device: string;
+}
+
+export interface RunOptions {
+  /** The longest the engine's `run` may take. */
+  timeoutMs: number;
+  onProgress(progress: JobProgress): void;
+  /** Called when the models are loaded and the engine's `run` begins. */
+  onRunning?(loadSeconds: number): void;
 }
 
 interface Worker {
@@ -54,13 +77,20 @@ interface Worker {
 interface Slot {
   device: string;
   worker?: Worker;
-  task?: {
-    jobId: number;
-    resolve(outcome: RunOutcome): void;
-    reject(error: AppError): void;
-    onProgress(progress: JobProgress): void;
-    timers: NodeJS.Timeout[];
-  };
+  task?: Task;
+}
+
+interface Task {
+  jobId: number;
+  options: RunOptions;
+  resolve(outcome: RunOutcome): void;
+  reject(error: AppError): void;
+  /** Undefined while preparing; when the engine's `run` began, then when it last reported progress. */
+  lastProgressAt?: number;
+  /** The load deadline, then the job timeout. */
+  deadline: NodeJS.Timeout;
+  /** Cancel grace timers. */
+  timers: NodeJS.Timeout[];
 }
 
 export class WorkerPool {
@@ -87,27 +117,32 @@ export class WorkerPool {
 
   /**
    * Runs a job on an idle slot. Rejects with an AppError whose code says what happened:
-   * `worker_crashed`, `worker_hung`, `job_timed_out`, `cancelled`, `interrupted` (pool closed),
-   * `engine_unavailable`, or the engine's own code.
+   * `worker_crashed`, `worker_hung`, `model_load_timed_out`, `engine_stalled`, `job_timed_out`,
+   * `cancelled`, `interrupted` (pool closed), `engine_unavailable`, or the engine's own code.
    */
-  run(job: Omit<EngineJob, 'device'>, options: { timeoutMs: number; onProgress(progress: JobProgress): void }): Promise<RunOutcome> {
+  run(job: Omit<EngineJob, 'device'>, options: RunOptions): Promise<RunOutcome> {
     const slot = this.#slots.find((candidate) => !candidate.task);
     if (!slot) return Promise.reject(new Error('WorkerPool.run called with no idle slot'));
     if (this.#closed) return Promise.reject(new AppError(ErrorCode.Interrupted, 'The bot is shutting down.'));
     return new Promise<RunOutcome>((resolve, reject) => {
-      const timers = [
-        setTimeout(() => {
-          this.#fail(slot, new AppError(ErrorCode.JobTimedOut, `The job ran longer than ${Math.round(options.timeoutMs / 1000)} s.`));
-        }, options.timeoutMs),
-      ];
-      slot.task = { jobId: job.id, resolve, reject, onProgress: options.onProgress, timers };
+      const loadTimeoutMs = this.#options.modelLoadTimeoutMs;
+      const deadline = setTimeout(() => {
+        this.#options.logger.warn({ device: slot.device, jobId: job.id, loadTimeoutMs }, 'the engine was not ready to run the job by the load deadline: killing the worker');
+        this.#fail(slot, new AppError(ErrorCode.ModelLoadTimedOut, `Loading the video models took longer than ${seconds(loadTimeoutMs)} s on this server, so the job was stopped. The operator can see why in the bot's log.`));
+      }, loadTimeoutMs);
+      const task: Task = { jobId: job.id, options, resolve, reject, deadline, timers: [] };
+      slot.task = task;
       const worker = slot.worker ?? this.#spawn(slot);
+      // Both only for this task on this worker: a job cancelled or failed while its worker still
+      // booted must not start on it later, nor fail the next task when that worker exits.
       worker.ready.then(
         () => {
-          if (slot.task?.jobId !== job.id || slot.worker !== worker) return;
+          if (slot.task !== task || slot.worker !== worker) return;
           this.#send(worker, { type: 'start', job: { ...job, device: slot.device } });
         },
-        (error: AppError) => this.#fail(slot, error),
+        (error: AppError) => {
+          if (slot.task === task) this.#fail(slot, error);
+        },
       );
     });
   }
@@ -200,13 +235,21 @@ export class WorkerPool {
         return;
       case 'heartbeat':
         return;
+      case 'loading':
+        if (task?.jobId === message.jobId) this.#options.logger.debug({ device: slot.device, jobId: message.jobId }, 'engine preparing the job');
+        return;
+      case 'running':
+        if (task?.jobId === message.jobId) this.#onRunning(slot, task, message.loadSeconds);
+        return;
       case 'progress':
-        if (task?.jobId === message.jobId) task.onProgress(message.progress);
+        if (task?.jobId !== message.jobId) return;
+        if (task.lastProgressAt !== undefined) task.lastProgressAt = Date.now();
+        task.options.onProgress(message.progress);
         return;
       case 'result':
         if (task?.jobId !== message.jobId) return;
         this.#release(slot);
-        task.resolve({ result: message.result, gpuSeconds: message.gpuSeconds, device: slot.device });
+        task.resolve({ result: message.result, gpuSeconds: message.gpuSeconds, loadSeconds: message.loadSeconds, device: slot.device });
         return;
       case 'error': {
         if (task?.jobId !== message.jobId) return;
@@ -221,6 +264,21 @@ export class WorkerPool {
         return;
       }
     }
+  }
+
+  /** The models are loaded and the engine's `run` begins: the job timeout and the stall timer start. */
+  #onRunning(slot: Slot, task: Task, loadSeconds: number): void {
+    clearTimeout(task.deadline);
+    const { timeoutMs } = task.options;
+    task.deadline = setTimeout(() => {
+      this.#fail(slot, new AppError(ErrorCode.JobTimedOut, `The job ran longer than ${seconds(timeoutMs)} s.`));
+    }, timeoutMs);
+    task.lastProgressAt = Date.now();
+    // A warm worker has its models already: only real loads are worth an info line.
+    const log = { device: slot.device, jobId: task.jobId, loadSeconds: Math.round(loadSeconds * 1000) / 1000 };
+    if (loadSeconds >= 1) this.#options.logger.info(log, 'models loaded for the job');
+    else this.#options.logger.debug(log, 'engine ready for the job');
+    task.options.onRunning?.(loadSeconds);
   }
 
   /** Ends the slot's task with an error and kills its worker (the next job gets a fresh one). */
@@ -239,19 +297,30 @@ export class WorkerPool {
   }
 
   #release(slot: Slot): void {
-    for (const timer of slot.task?.timers ?? []) clearTimeout(timer);
+    const task = slot.task;
+    if (!task) return;
+    clearTimeout(task.deadline);
+    for (const timer of task.timers) clearTimeout(timer);
     slot.task = undefined;
   }
 
+  /** Kills workers that went silent (the whole process stuck) and engines that stopped making progress. */
   #checkHeartbeats(): void {
     const now = Date.now();
     for (const slot of this.#slots) {
       const worker = slot.worker;
-      if (!slot.task || !worker) continue;
+      const task = slot.task;
+      if (!task || !worker) continue;
       const silentFor = now - (worker.lastSeen ?? worker.spawnedAt);
       if (silentFor > (worker.lastSeen === undefined ? WORKER_BOOT_TIMEOUT_MS : this.#options.heartbeatTimeoutMs)) {
-        this.#options.logger.warn({ device: slot.device, jobId: slot.task.jobId, silentFor }, 'worker missed its heartbeats: killing it');
+        this.#options.logger.warn({ device: slot.device, jobId: task.jobId, silentFor }, 'worker missed its heartbeats: killing it');
         this.#fail(slot, new AppError(ErrorCode.WorkerHung, 'The video worker stopped responding.'));
+        continue;
+      }
+      const stalledFor = task.lastProgressAt === undefined ? 0 : now - task.lastProgressAt;
+      if (stalledFor > this.#options.stallTimeoutMs) {
+        this.#options.logger.warn({ device: slot.device, jobId: task.jobId, stalledFor }, 'the engine made no progress for the stall timeout: killing the worker');
+        this.#fail(slot, new AppError(ErrorCode.EngineStalled, `The video engine made no progress for ${seconds(this.#options.stallTimeoutMs)} s on this job, so it was stopped.`));
       }
     }
   }
@@ -268,4 +337,9 @@ export class WorkerPool {
       child.kill('SIGKILL');
     });
   }
+}
+
+/** Milliseconds as whole seconds, for messages. */
+function seconds(ms: number): number {
+  return Math.round(ms / 1000);
 }

@@ -1,12 +1,15 @@
 /**
  * A deterministic engine for tests and benchmarks, loaded by real worker processes through
- * `engineModule`. Job params say what it does:
+ * `engineModule` (it runs on the worker's engine thread). Job params say what it does:
  *   ms       how long the job takes (default 0)
- *   cpu      true: spend that time computing (in slices that let heartbeats out); false: sleep
+ *   cpu      true: spend that time computing (in 5 ms slices); false: sleep
  *   steps    progress events (default 4)
+ *   loadMs   `prepare` blocks its thread this long, once per worker (as loading a model does)
  *   mode     'ok' | 'noop' (returns at once, writes nothing) | 'fail' (engine error) | 'user-error' | 'crash' (process exits) |
- *            'crash-once' (crashes when `marker` file is absent, creating it) |
- *            'hang' (blocks the event loop forever: heartbeats stop) | 'ignore-cancel'
+ *            'crash-once' (crashes when `marker` file is absent, creating it) | 'ignore-cancel' |
+ *            'block' (one synchronous call of `ms` that blocks the engine thread, as a real session.run does) |
+ *            'hang' (blocks the engine thread forever) | 'never' (awaits a promise that never settles) |
+ *            'freeze' (stops the whole worker process with SIGSTOP: its heartbeats stop)
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
@@ -21,10 +24,19 @@ function busy(ms: number): void {
   while (performance.now() < end) x += Math.sqrt(x + 1);
 }
 
+type FakeParams = { ms?: number; cpu?: boolean; steps?: number; loadMs?: number; mode?: string; marker?: string };
+
 export const createEngine: CreateEngine = ({ device }) => {
+  let loaded = false;
   const engine: Engine = {
+    async prepare(job) {
+      const { loadMs } = job.params as FakeParams;
+      if (loaded || !loadMs) return;
+      busy(loadMs);
+      loaded = true;
+    },
     async run(job, { signal, onProgress }) {
-      const params = job.params as { ms?: number; cpu?: boolean; steps?: number; mode?: string; marker?: string };
+      const params = job.params as FakeParams;
       const mode = params.mode ?? 'ok';
       const steps = params.steps ?? 4;
       const ms = params.ms ?? 0;
@@ -35,11 +47,19 @@ export const createEngine: CreateEngine = ({ device }) => {
         process.exit(3);
       }
       if (mode === 'hang') for (;;) busy(1000);
-      for (let step = 1; step <= steps; step++) {
+      if (mode === 'never') await new Promise(() => undefined);
+      if (mode === 'freeze') process.kill(process.pid, 'SIGSTOP');
+      if (mode === 'block') {
+        onProgress({ step: 0, total: 1, stage: 'denoising' });
+        busy(ms);
+        signal.throwIfAborted(); // a cancel sent during the call is seen after it, as at a real step's end
+        onProgress({ step: 1, total: 1, stage: 'denoising' });
+      }
+      for (let step = 1; step <= steps && mode !== 'block'; step++) {
         if (mode !== 'ignore-cancel') signal.throwIfAborted();
         const slice = ms / steps;
         if (params.cpu) {
-          // Compute in 5 ms slices so the worker's heartbeat timer still runs, as ONNX Runtime's async run allows.
+          // Compute in 5 ms slices, yielding between them so that a cancel reaches the engine thread.
           for (let done = 0; done < slice; done += 5) {
             busy(Math.min(5, slice - done));
             await new Promise((resolve) => setImmediate(resolve));
@@ -57,7 +77,7 @@ export const createEngine: CreateEngine = ({ device }) => {
       mkdirSync(job.outputDir, { recursive: true });
       const file = join(job.outputDir, 'out.txt');
       writeFileSync(file, `job ${job.id} seed ${job.seed} on ${device}`);
-      return { file, device, attempt: job.attempt, niceness: getPriority() };
+      return { file, device, attempt: job.attempt, niceness: getPriority(), pid: process.pid };
     },
   };
   return engine;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import { openDatabase, type Db } from '../../src/store/db.js';
 import { JobService } from '../../src/jobs/job-service.js';
 import type { Actor, JobEvent, JobRequest } from '../../src/jobs/types.js';
@@ -41,10 +41,10 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export function startService(dir: string, overrides: Record<string, unknown> = {}, options: { now?: () => number } = {}): Harness {
+export function startService(dir: string, overrides: Record<string, unknown> = {}, options: { now?: () => number; logger?: Logger } = {}): Harness {
   const config = testConfig(dir, overrides);
   const db = openDatabase(config.dbPath);
-  const service = new JobService({ config, db, logger: createLogger('silent'), now: options.now });
+  const service = new JobService({ config, db, logger: options.logger ?? createLogger('silent'), now: options.now });
   const events: JobEvent[] = [];
   const waiters = new Set<() => void>();
   service.onEvent((event) => {

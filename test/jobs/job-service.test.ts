@@ -115,6 +115,18 @@ test('a running job that ignores cancel is killed after the grace period; the ne
   expect(succeeded.type === 'succeeded' && succeeded.result).toMatchObject({ attempt: 1 });
 });
 
+test('a job cancelled while its worker still boots: the worker is killed, and its exit does not fail the next job', async () => {
+  h = startService(tempDir(), { jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 0, timeoutSeconds: 20 } });
+  const first = await h.service.submit(video(alice, { ms: 5000 }));
+  const next = await h.service.submit(video(alice, { ms: 1 }));
+  await h.waitFor(isType('started', first.job.id));
+  await h.service.cancel(alice, first.job.id); // no grace: the booting worker is killed at once
+  await h.waitFor(isType('cancelled', first.job.id));
+  const done = await h.waitFor(isType('succeeded', next.job.id));
+  expect(done.type === 'succeeded' && done.result).toMatchObject({ attempt: 1 });
+  expect(h.events.filter(isType('started', next.job.id))).toHaveLength(1);
+});
+
 test('workers run below the bot process priority (niceness 10), so acks and heartbeats come first on a busy CPU', async () => {
   h = startService(tempDir());
   const { job } = await h.service.submit(video(alice, { ms: 1 }));
@@ -155,9 +167,9 @@ test('a worker crash is retried once on a fresh worker; a second crash fails the
   expect(h.service.usage(alice).today.jobs).toBe(1);
 });
 
-test('a hung worker (no heartbeats) is killed, retried once, then failed; the queue does not stall', async () => {
+test('a hung worker (no heartbeats: the whole process stopped) is killed, retried once, then failed; the queue does not stall', async () => {
   h = startService(tempDir(), { jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 1000 } });
-  const hung = await h.service.submit(video(alice, { mode: 'hang' }));
+  const hung = await h.service.submit(video(alice, { mode: 'freeze' }));
   const after = await h.service.submit(video(bob, { ms: 1 }));
   const failed = await h.waitFor(isType('failed', hung.job.id));
   expect(failed).toMatchObject({ code: ErrorCode.WorkerHung, refunded: true, job: { attempts: 2 } });
