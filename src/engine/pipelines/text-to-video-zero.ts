@@ -19,6 +19,10 @@
  *   chunk loop also puts frame 0 into the first chunk twice, `[0] + range(0, …)`, and returns the
  *   second copy, a re-noised one; here frame 0 of the video is frame 0's own trajectory.) With a
  *   draws file (`draws`), x_T and each frame's forward noise are read from it instead.
+ * - As diffusers, guidance is applied only when `guidanceScale > 1`; otherwise the text-conditioned
+ *   prediction is used alone (diffusers then runs one group; here the 2-group batch still runs, since
+ *   the rewritten UNet is built for 2 groups). diffusers 0.31's own pipeline cannot run that case
+ *   (it concatenates the missing negative embeddings); the golden reference patches it.
  * - Frame 0's DDIM phase runs the cross-frame UNet with anchor 0 on a one-frame batch, which is the
  *   plain UNet (a frame attending to itself), as in diffusers.
  */
