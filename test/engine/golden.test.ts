@@ -5,51 +5,30 @@
  * editing), step by step, on the committed tiny export test/fixtures/diffusers-pipeline, with the
  * very same random draws (test/fixtures/golden, written by scripts/golden-diffusers-reference.py).
  *
- * Tolerances ({@link TOLERANCE}): torch (Debian's 1.13, CPU) and onnxruntime 1.30 (CPU) compute the
- * same float32 graphs with other kernels and summation orders (ORT's fused MultiHeadAttention and
- * its conv algorithms against torch's bmm/softmax and im2col), so each UNet, VAE or text-encoder
- * call differs by a few float32 ulps of its largest values, ~1e-7…1e-6 relative. Along a trajectory
- * that difference is carried from step to step and multiplied by guidance 7.5 (a difference of two
- * predictions times 7.5), so latents are compared relative to their largest value: measured worst
- * 2.1e-6 over every case (50 steps included), bound 2e-5. A real slip (swapped guidance halves, a
- * missing 1/0.18215, a wrong forward factor or warp, another anchor) moves them by 1e-2 or more.
- * Pixels: 1 of 255, for VAE outputs within 1e-6 of a rounding boundary (reelbot rounds half up,
- * numpy half to even); measured 1.
+ * Tolerances (test/helpers/golden.ts TOLERANCE): torch (Debian's 1.13, CPU) and onnxruntime 1.30
+ * (CPU) compute the same float32 graphs with other kernels and summation orders (ORT's fused
+ * MultiHeadAttention and its conv algorithms against torch's bmm/softmax and im2col), so each UNet,
+ * VAE or text-encoder call differs by a few float32 ulps of its largest values, ~1e-7…1e-6
+ * relative. Along a trajectory that difference is carried from step to step and multiplied by
+ * guidance 7.5 (a difference of two predictions times 7.5), so latents are compared relative to
+ * their largest value: measured worst 2.1e-6 over every case (50 steps included), bound 2e-5. A
+ * real slip (swapped guidance halves, a missing 1/0.18215, a wrong forward factor or warp, another
+ * anchor) moves them by 1e-2 or more. Pixels: 1 of 255, for VAE outputs within 1e-6 of a rounding
+ * boundary (reelbot rounds half up, numpy half to even); measured 1.
  */
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DrawsFile } from '../../src/engine/draws.js';
-import { LatentRecorder } from '../../src/engine/pipelines/latent-dump.js';
+import { framesTensor, LatentRecorder } from '../../src/engine/pipelines/latent-dump.js';
 import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-components.js';
 import { TextToVideoZeroPipeline, type TextToVideoZeroInput } from '../../src/engine/pipelines/text-to-video-zero.js';
 import { VideoEditPipeline, type VideoEditInput } from '../../src/engine/pipelines/video-edit.js';
-import { parseSafetensors, type NamedTensor } from '../../src/engine/safetensors.js';
+import type { NamedTensor } from '../../src/engine/safetensors.js';
+import { compareWithReference, GOLDEN, goldenCases, goldenClip, maxAbs, maxAbsDiff, PIPELINE_FIXTURE, readTensors, TOLERANCE, type GoldenCase } from '../helpers/golden.js';
 
-const PIPELINE_FIXTURE = fileURLToPath(new URL('../fixtures/diffusers-pipeline/', import.meta.url));
-const GOLDEN = fileURLToPath(new URL('../fixtures/golden/', import.meta.url));
-
-/**
- * Latents: max |reelbot − diffusers| ≤ `latent` · max |diffusers| at every point of the trajectory;
- * text embeddings likewise; frames: max pixel difference ≤ `pixels`.
- */
-const TOLERANCE = { latent: 2e-5, text: 1e-5, pixels: 1 };
-
-interface GoldenCase {
-  name: string;
-  pipeline: 'text-to-video-zero' | 'video-edit';
-  draws: string;
-  reference: string;
-  clip?: string;
-  input: Record<string, unknown>;
-  anchorFrames?: number[];
-  timesteps: number[];
-  promptTokens: number[];
-}
-
-const index = JSON.parse(await readFile(join(GOLDEN, 'cases.json'), 'utf8')) as { cases: GoldenCase[] };
+const cases = await goldenCases();
 let dir: string;
 let t2v: StableDiffusionComponents;
 let edit: StableDiffusionComponents;
@@ -71,65 +50,33 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function tensors(file: string): Promise<Map<string, NamedTensor>> {
-  return parseSafetensors(await readFile(join(GOLDEN, file))).tensors;
-}
-
-function maxAbs(data: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < data.length; i++) max = Math.max(max, Math.abs(data[i]!));
-  return max;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return Number.isNaN(max) ? Infinity : max;
-}
-
-/** Runs one case through reelbot; returns its recorded latents as tensors and its frames. */
-async function runReelbot(golden: GoldenCase): Promise<{ latents: Map<string, NamedTensor>; frames: Uint8Array[]; anchors?: number[] }> {
+/** Runs one case through reelbot with the case's draws; its latents and frames as tensors. */
+async function runReelbot(golden: GoldenCase): Promise<{ tensors: Map<string, NamedTensor>; anchors?: number[] }> {
   const draws = DrawsFile.fromBytes(await readFile(join(GOLDEN, golden.draws)), golden.draws);
   const recorder = new LatentRecorder();
   const { height, width } = golden.input as { height: number; width: number };
   const latentShape = [4, height / 8, width / 8] as const;
+  let frames: Uint8Array[];
+  let anchors: number[] | undefined;
   if (golden.pipeline === 'text-to-video-zero') {
     const input = { ...(golden.input as unknown as TextToVideoZeroInput), seed: 0, draws };
-    const out = await new TextToVideoZeroPipeline(t2v).run(input, { onLatent: recorder.record });
-    return { latents: recorder.tensors(latentShape), frames: out.frames };
+    frames = (await new TextToVideoZeroPipeline(t2v).run(input, { onLatent: recorder.record })).frames;
+  } else {
+    const clip = await goldenClip(golden.clip!);
+    const input = { ...(golden.input as unknown as Omit<VideoEditInput, 'frames' | 'seed'>), frames: clip.frames, seed: 0, draws };
+    const out = await new VideoEditPipeline(edit).run(input, { onLatent: recorder.record });
+    frames = out.frames;
+    anchors = out.anchors;
   }
-  const clip = (await tensors(golden.clip!)).get('frames')!;
-  const [count, h, w] = clip.shape as [number, number, number];
-  const frames = Array.from({ length: count }, (_, i) => (clip.data as Uint8Array).slice(i * h * w * 3, (i + 1) * h * w * 3));
-  const input = { ...(golden.input as unknown as Omit<VideoEditInput, 'frames' | 'seed'>), frames, seed: 0, draws };
-  const out = await new VideoEditPipeline(edit).run(input, { onLatent: recorder.record });
-  return { latents: recorder.tensors(latentShape), frames: out.frames, anchors: out.anchors };
+  const tensors = recorder.tensors(latentShape);
+  tensors.set('frames', framesTensor(frames, width, height));
+  return { tensors, anchors };
 }
 
-/** Worst relative latent error over the trajectory, with where it is. */
-function compareLatents(reference: Map<string, NamedTensor>, ours: Map<string, NamedTensor>): { worst: number; at: string; points: number } {
-  let worst = 0;
-  let at = '';
-  let points = 0;
-  for (const [name, tensor] of reference) {
-    if (name === 'frames' || name.startsWith('text.')) continue;
-    const mine = ours.get(name);
-    expect(mine, `reelbot never reached "${name}"`).toBeDefined();
-    expect(mine!.shape, name).toEqual(tensor.shape);
-    const error = maxAbsDiff(mine!.data, tensor.data) / Math.max(1e-6, maxAbs(tensor.data));
-    points++;
-    if (!(error <= worst)) {
-      worst = error;
-      at = name;
-    }
-  }
-  return { worst, at, points };
-}
-
-describe.each(index.cases.map((golden) => [golden.name, golden] as const))('%s', (_name, golden) => {
+describe.each(cases.map((golden) => [golden.name, golden] as const))('%s', (_name, golden) => {
   test('matches diffusers step by step, with the same draws', async () => {
     const components = golden.pipeline === 'text-to-video-zero' ? t2v : edit;
-    const reference = await tensors(golden.reference);
+    const reference = await readTensors(join(GOLDEN, golden.reference));
     // The text side first: tokens and embeddings (a mismatch here would explain any below).
     const prompt = (golden.input.prompt ?? golden.input.instruction) as string;
     expect(Array.from(components.tokenizer.encode(prompt).ids)).toEqual(golden.promptTokens);
@@ -141,13 +88,11 @@ describe.each(index.cases.map((golden) => [golden.name, golden] as const))('%s',
 
     const ours = await runReelbot(golden);
     if (golden.anchorFrames) expect(ours.anchors).toEqual(golden.anchorFrames);
-    const latents = compareLatents(reference, ours.latents);
-    const refFrames = reference.get('frames')!;
-    const pixels = maxAbsDiff(Buffer.concat(ours.frames), refFrames.data);
-    console.log(JSON.stringify({ golden: golden.name, points: latents.points, worst_latent_relative_error: Number(latents.worst.toExponential(2)), at: latents.at, max_pixel_difference: pixels }));
-    expect(latents.points).toBeGreaterThan(golden.timesteps.length - 1);
-    expect(latents.worst, `worst latent error at ${latents.at}`).toBeLessThanOrEqual(TOLERANCE.latent);
-    expect(ours.frames.length).toBe(refFrames.shape[0]);
-    expect(pixels).toBeLessThanOrEqual(TOLERANCE.pixels);
+    const result = compareWithReference(reference, ours.tensors);
+    console.log(JSON.stringify({ golden: golden.name, points: result.points, worst_latent_relative_error: Number(result.worst.toExponential(2)), at: result.at, max_pixel_difference: result.maxPixelDifference }));
+    expect(result.missing).toEqual([]);
+    expect(result.points).toBeGreaterThanOrEqual(golden.timesteps.length);
+    expect(result.worst, `worst latent error at ${result.at}`).toBeLessThanOrEqual(TOLERANCE.latent);
+    expect(result.maxPixelDifference).toBeLessThanOrEqual(TOLERANCE.pixels);
   }, 120_000);
 });
