@@ -190,6 +190,7 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     const submitted = await app.jobs.submit({ actor, kind: job.kind, params: job.params, seed: job.seed });
     jobId = submitted.job.id;
     out(`Job #${jobId}, seed ${submitted.job.seed}${submitted.position > 0 ? `, position ${submitted.position} in the queue` : ''}.`);
+    if (typeof job.params.draws === 'string') out(`The random draws come from ${job.params.draws}; the seed decides nothing.`);
     onSignal = () => void app.jobs.cancel(actor, jobId).catch(() => undefined);
     process.once('SIGINT', onSignal);
     const result = await finished;
