@@ -11,12 +11,13 @@
  * VAE or text-encoder call differs by a few float32 ulps of its largest values, ~1e-7…1e-6
  * relative. Along a trajectory that difference is carried from step to step and multiplied by
  * guidance 7.5 (a difference of two predictions times 7.5), so latents are compared relative to
- * their largest value: measured worst 2.1e-6 over every case (50 steps included), bound 2e-5. A
- * real slip (swapped guidance halves, a missing 1/0.18215, a wrong forward factor or warp, another
- * anchor) moves them by 1e-2 or more. Pixels: 1 of 255, for VAE outputs within 1e-6 of a rounding
- * boundary (reelbot rounds half up, numpy half to even); measured 1.
+ * their largest value: measured worst 2.1e-6 over every case (50 steps included), bound 2e-5. Real
+ * slips land far outside it (tried): swapped guidance halves 0.06…0.7, the forward jump's product of
+ * alphas off by one step 6e-4…1.4e-3; a missing 1/0.18215 leaves the latents alone but moves pixels
+ * by 174. Pixels: 1 of 255, for VAE outputs within 1e-6 of a rounding boundary (reelbot rounds half
+ * up, numpy half to even); measured 1.
  */
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -26,7 +27,7 @@ import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-compone
 import { TextToVideoZeroPipeline, type TextToVideoZeroInput } from '../../src/engine/pipelines/text-to-video-zero.js';
 import { VideoEditPipeline, type VideoEditInput } from '../../src/engine/pipelines/video-edit.js';
 import type { NamedTensor } from '../../src/engine/safetensors.js';
-import { compareWithReference, GOLDEN, goldenCases, goldenClip, maxAbs, maxAbsDiff, PIPELINE_FIXTURE, readTensors, TOLERANCE, type GoldenCase } from '../helpers/golden.js';
+import { compareWithReference, copyPipelineFixture, GOLDEN, goldenCases, goldenClip, maxAbs, maxAbsDiff, readTensors, TOLERANCE, type GoldenCase } from '../helpers/golden.js';
 
 const cases = await goldenCases();
 let dir: string;
@@ -35,14 +36,10 @@ let edit: StableDiffusionComponents;
 const onnx = { intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: true };
 
 beforeAll(async () => {
-  // Copies: the cross-frame rewrite writes its graph beside the UNet.
   dir = await mkdtemp(join(tmpdir(), 'reelbot-golden-'));
-  await cp(join(PIPELINE_FIXTURE, 'sd'), join(dir, 'sd'), { recursive: true });
-  await cp(join(PIPELINE_FIXTURE, 'sd'), join(dir, 'ip2p'), { recursive: true });
-  await rm(join(dir, 'ip2p', 'unet'), { recursive: true });
-  await cp(join(PIPELINE_FIXTURE, 'ip2p', 'unet'), join(dir, 'ip2p', 'unet'), { recursive: true });
-  t2v = await StableDiffusionComponents.load(join(dir, 'sd'), { device: 'cpu', onnx, groups: 2 });
-  edit = await StableDiffusionComponents.load(join(dir, 'ip2p'), { device: 'cpu', onnx, groups: 3, vaeEncoder: true, anchorKvSessions: true });
+  const { sd, ip2p } = await copyPipelineFixture(dir);
+  t2v = await StableDiffusionComponents.load(sd, { device: 'cpu', onnx, groups: 2 });
+  edit = await StableDiffusionComponents.load(ip2p, { device: 'cpu', onnx, groups: 3, vaeEncoder: true, anchorKvSessions: true });
 }, 60_000);
 afterAll(async () => {
   await t2v?.release();

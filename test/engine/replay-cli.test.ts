@@ -5,14 +5,13 @@
  * with a clear message, and no platform but the CLI may set these options.
  */
 import { execFileSync } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { main } from '../../src/cli.js';
 import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
 import { ErrorCode } from '../../src/errors.js';
-import { compareWithReference, GOLDEN, goldenCases, goldenClip, PIPELINE_FIXTURE, readTensors, TOLERANCE, type GoldenCase } from '../helpers/golden.js';
+import { compareWithReference, copyPipelineFixture, GOLDEN, goldenCases, goldenClip, readTensors, reelbot, TOLERANCE, type GoldenCase } from '../helpers/golden.js';
 import { alice, startService, video } from '../helpers/harness.js';
 
 const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
@@ -22,20 +21,11 @@ let dir: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'reelbot-replay-'));
-  await cp(join(PIPELINE_FIXTURE, 'sd'), join(dir, 'sd'), { recursive: true });
-  await cp(join(PIPELINE_FIXTURE, 'sd'), join(dir, 'ip2p'), { recursive: true });
-  await rm(join(dir, 'ip2p', 'unet'), { recursive: true });
-  await cp(join(PIPELINE_FIXTURE, 'ip2p', 'unet'), join(dir, 'ip2p', 'unet'), { recursive: true });
+  await copyPipelineFixture(dir);
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-async function cli(...args: string[]): Promise<{ code: number; text: string }> {
-  const lines: string[] = [];
-  const sink = { write: (text: string) => lines.push(text) };
-  const env = { REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'outputs') };
-  const code = await main(['node', 'reelbot', ...args], { stdout: sink, stderr: sink, env });
-  return { code, text: lines.join('') };
-}
+const cli = (...args: string[]) => reelbot(dir, ...args);
 
 async function expectMatches(dump: string, golden: GoldenCase): Promise<void> {
   const result = compareWithReference(await readTensors(join(GOLDEN, golden.reference)), await readTensors(join(dump, 'latents.safetensors')));

@@ -2,9 +2,10 @@
  * The golden fixtures (test/fixtures/golden, diffusers' latents and frames written by
  * scripts/golden-diffusers-reference.py) and how a reelbot run is compared with them.
  */
-import { readFile } from 'node:fs/promises';
+import { cp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli.js';
 import { parseSafetensors, type NamedTensor } from '../../src/engine/safetensors.js';
 
 export const GOLDEN = fileURLToPath(new URL('../fixtures/golden/', import.meta.url));
@@ -27,6 +28,29 @@ export interface GoldenCase {
   anchorFrames?: number[];
   timesteps: number[];
   promptTokens: number[];
+}
+
+/**
+ * Copies the tiny export into `dir` as two model folders (copies: the cross-frame rewrite writes its
+ * graph beside the UNet): `sd` (text to video) and `ip2p` (sd's models with the 8-channel UNet).
+ */
+export async function copyPipelineFixture(dir: string): Promise<{ sd: string; ip2p: string }> {
+  const sd = join(dir, 'sd');
+  const ip2p = join(dir, 'ip2p');
+  await cp(join(PIPELINE_FIXTURE, 'sd'), sd, { recursive: true });
+  await cp(join(PIPELINE_FIXTURE, 'sd'), ip2p, { recursive: true });
+  await rm(join(ip2p, 'unet'), { recursive: true });
+  await cp(join(PIPELINE_FIXTURE, 'ip2p', 'unet'), join(ip2p, 'unet'), { recursive: true });
+  return { sd, ip2p };
+}
+
+/** Runs `reelbot …args` in this process with its database and outputs under `dir`; the exit code and everything printed. */
+export async function reelbot(dir: string, ...args: string[]): Promise<{ code: number; text: string }> {
+  const lines: string[] = [];
+  const sink = { write: (text: string) => lines.push(text) };
+  const env = { REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'outputs') };
+  const code = await main(['node', 'reelbot', ...args], { stdout: sink, stderr: sink, env });
+  return { code, text: lines.join('') };
 }
 
 export async function goldenCases(): Promise<GoldenCase[]> {
