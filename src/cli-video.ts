@@ -86,7 +86,15 @@ async function replayParams(flags: { draws?: string; dumpLatents?: string }, con
     }
     params.draws = path;
   }
-  if (flags.dumpLatents !== undefined) params.dumpLatents = resolve(flags.dumpLatents);
+  if (flags.dumpLatents !== undefined) {
+    const dir = resolve(flags.dumpLatents);
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (error) {
+      context.fail(`--dump-latents: the folder ${flags.dumpLatents} cannot be made (${(error as NodeJS.ErrnoException).code ?? 'error'}).`, 2);
+    }
+    params.dumpLatents = dir;
+  }
   return params;
 }
 

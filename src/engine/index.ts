@@ -45,7 +45,12 @@ async function asInvalidRequest<T>(work: () => Promise<T>): Promise<T> {
 /** `--dump-latents DIR`: every latent of the run and its frames in DIR/latents.safetensors. */
 async function dumpLatents(dir: string | undefined, recorder: LatentRecorder | undefined, output: { frames: Uint8Array[]; width: number; height: number }, metadata: Record<string, string>): Promise<void> {
   if (dir === undefined || recorder === undefined) return;
-  await writeLatentDump(dir, recorder, [4, output.height / 8, output.width / 8], output, metadata);
+  try {
+    await writeLatentDump(dir, recorder, [4, output.height / 8, output.width / 8], output, metadata);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new AppError(ErrorCode.InvalidRequest, `The latents could not be written to ${dir} (${code}).`, { cause: error });
+  }
 }
 
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {

@@ -76,7 +76,7 @@ test('reelbot edit --draws replays diffusers\' Instruct-Pix2Pix draws (3 anchors
   await expect(readFile(join(dir, 'no-dump', 'latents.safetensors'))).rejects.toThrow();
 }, 120_000);
 
-test('a draws file that is not one is refused before the job is queued', async () => {
+test('a draws file that is not one is refused before the job is queued; a dump folder that cannot be made is refused too', async () => {
   const bad = join(dir, 'bad.safetensors');
   await writeFile(bad, 'not a safetensors file at all');
   const { code, text } = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--draws', bad, '--out', join(dir, 'bad.mp4'));
@@ -85,6 +85,11 @@ test('a draws file that is not one is refused before the job is queued', async (
   const missing = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--draws', join(dir, 'nope.safetensors'), '--out', join(dir, 'bad.mp4'));
   expect(missing.code).toBe(2);
   expect(missing.text).toContain('--draws: no file at');
+  const blocked = join(dir, 'a-file');
+  await writeFile(blocked, '');
+  const unwritable = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--dump-latents', join(blocked, 'dump'), '--out', join(dir, 'bad.mp4'));
+  expect(unwritable.code).toBe(2);
+  expect(unwritable.text).toContain(`--dump-latents: the folder ${join(blocked, 'dump')} cannot be made (ENOTDIR).`);
   const alone = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--t0', '3', '--out', join(dir, 'bad.mp4'));
   expect(alone.code).toBe(2);
   expect(alone.text).toContain('Give both t0 and t1');
