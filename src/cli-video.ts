@@ -10,6 +10,7 @@ import { dirname, extname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
 import { AppError } from './errors.js';
+import { DrawsError, DrawsFile } from './engine/draws.js';
 import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
 import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
@@ -38,6 +39,11 @@ interface RenderFlags {
   fps?: number;
   guidance?: number;
   crossFrame: boolean;
+  size?: { width: number; height: number };
+  t0?: number;
+  t1?: number;
+  draws?: string;
+  dumpLatents?: string;
 }
 
 const integer = (label: string) => (value: string) => {
@@ -57,6 +63,41 @@ function motion(value: string): { dx: number; dy: number } {
   return { dx: Number(match[1]), dy: Number(match[2]) };
 }
 
+function size(value: string): { width: number; height: number } {
+  const match = /^\s*(\d+)\s*[x×]\s*(\d+)\s*$/i.exec(value);
+  if (!match) throw new InvalidArgumentError(`Size is WIDTHxHEIGHT in pixels, like 512x512; got "${value}".`);
+  return { width: Number(match[1]), height: Number(match[2]) };
+}
+
+/**
+ * The operator-only replay options (`--draws`, `--dump-latents`) as job params: absolute paths, the
+ * draws file read once here so that a wrong file is refused before the job is queued.
+ */
+async function replayParams(flags: { draws?: string; dumpLatents?: string }, context: RenderContext): Promise<Record<string, unknown>> {
+  const params: Record<string, unknown> = {};
+  if (flags.draws !== undefined) {
+    const path = resolve(flags.draws);
+    if (!(await isFile(path))) context.fail(`--draws: no file at ${flags.draws}.`, 2);
+    try {
+      await DrawsFile.read(path);
+    } catch (error) {
+      if (error instanceof DrawsError) context.fail(`--draws: ${error.message}`, 2);
+      throw error;
+    }
+    params.draws = path;
+  }
+  if (flags.dumpLatents !== undefined) {
+    const dir = resolve(flags.dumpLatents);
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (error) {
+      context.fail(`--dump-latents: the folder ${flags.dumpLatents} cannot be made (${(error as NodeJS.ErrnoException).code ?? 'error'}).`, 2);
+    }
+    params.dumpLatents = dir;
+  }
+  return params;
+}
+
 export function registerRender(program: Command, context: RenderContext): void {
   const L = TEXT_TO_VIDEO_LIMITS;
   program
@@ -73,6 +114,11 @@ export function registerRender(program: Command, context: RenderContext): void {
     .option('--fps <n>', `frames per second (default ${L.fps.default})`, integer('--fps'))
     .option('--guidance <x>', `text guidance scale (default ${L.guidance.default})`, decimal)
     .option('--no-cross-frame', 'turn cross-frame attention off (to compare; the method needs it on)')
+    .option('--size <WxH>', 'pixel size, multiples of 8 (default: the model\'s resolution)', size)
+    .option('--t0 <n>', 'Text2Video-Zero\'s step index t0 (with --t1; default 0.88 of the steps, 44 of 50)', integer('--t0'))
+    .option('--t1 <n>', 'Text2Video-Zero\'s step index t1 (with --t0; default 0.94 of the steps, 47 of 50)', integer('--t1'))
+    .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
+    .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: RenderFlags) => {
       await render(flags, context);
     });
@@ -93,6 +139,11 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     guidanceScale: flags.guidance,
     crossFrameAttention: flags.crossFrame,
     format: format.slice(1),
+    width: flags.size?.width,
+    height: flags.size?.height,
+    t0: flags.t0,
+    t1: flags.t1,
+    ...(await replayParams(flags, context)),
   };
   try {
     parseTextToVideoParams(params);
@@ -147,6 +198,7 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     const submitted = await app.jobs.submit({ actor, kind: job.kind, params: job.params, seed: job.seed });
     jobId = submitted.job.id;
     out(`Job #${jobId}, seed ${submitted.job.seed}${submitted.position > 0 ? `, position ${submitted.position} in the queue` : ''}.`);
+    if (typeof job.params.draws === 'string') out(`The random draws come from ${job.params.draws}; the seed decides nothing.`);
     onSignal = () => void app.jobs.cancel(actor, jobId).catch(() => undefined);
     process.once('SIGINT', onSignal);
     const result = await finished;
@@ -180,6 +232,9 @@ interface EditFlags {
   model?: string;
   scheduler?: 'euler-ancestral' | 'ddim';
   crossFrame: boolean;
+  resolution?: number;
+  draws?: string;
+  dumpLatents?: string;
 }
 
 export function registerEdit(program: Command, context: RenderContext): void {
@@ -199,6 +254,9 @@ export function registerEdit(program: Command, context: RenderContext): void {
     .option('--scheduler <name>', 'euler-ancestral (the reference) or ddim')
     .option('--model <dir>', 'instruct-pix2pix model folder (default: the built-in small set)')
     .option('--no-cross-frame', 'edit every frame on its own (to compare; the method needs anchors)')
+    .option('--resolution <px>', 'scale the clip so its long side is this, a multiple of 64 (default: the model\'s resolution)', integer('--resolution'))
+    .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
+    .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: EditFlags) => {
       const format = extname(flags.out).toLowerCase();
       if (format !== '.mp4' && format !== '.gif') context.fail(`--out must end in .mp4 or .gif, got "${flags.out}".`, 2);
@@ -216,6 +274,8 @@ export function registerEdit(program: Command, context: RenderContext): void {
         scheduler: flags.scheduler,
         crossFrameAttention: flags.crossFrame,
         format: format.slice(1),
+        resolution: flags.resolution,
+        ...(await replayParams(flags, context)),
       };
       try {
         parseEditParams(params);

@@ -9,7 +9,9 @@ import { availableParallelism } from 'node:os';
 import { extname, join } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
 import type { CreateEngine, Engine, EngineSettings } from '../jobs/engine.js';
+import { DrawsError, DrawsFile, type DrawSource } from './draws.js';
 import { ensureModelSet } from './models/built-in.js';
+import { LatentRecorder, writeLatentDump } from './pipelines/latent-dump.js';
 import { StableDiffusionComponents } from './pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from './pipelines/text-to-video-zero.js';
 import { parseEditParams, parseTextToVideoParams } from './params.js';
@@ -22,6 +24,33 @@ import { resolveFfmpegPaths } from './video/ffmpeg-paths.js';
 export function sessionThreads(settings: EngineSettings): EngineSettings['onnx'] {
   const intraOpThreads = settings.onnx.intraOpThreads || Math.max(1, Math.floor(availableParallelism() / Math.max(1, settings.workerCount)));
   return { ...settings.onnx, intraOpThreads };
+}
+
+/** The operator's draws file (`--draws`), read and checked; what is wrong with it is the operator's message. */
+async function readDraws(path: string | undefined): Promise<DrawSource | undefined> {
+  if (path === undefined) return undefined;
+  return asInvalidRequest(() => DrawsFile.read(path));
+}
+
+/** A draws file that does not fit the job fails it with the reason, not as an engine failure. */
+async function asInvalidRequest<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof DrawsError) throw new AppError(ErrorCode.InvalidRequest, error.message, { cause: error });
+    throw error;
+  }
+}
+
+/** `--dump-latents DIR`: every latent of the run and its frames in DIR/latents.safetensors. */
+async function dumpLatents(dir: string | undefined, recorder: LatentRecorder | undefined, output: { frames: Uint8Array[]; width: number; height: number }, metadata: Record<string, string>): Promise<void> {
+  if (dir === undefined || recorder === undefined) return;
+  try {
+    await writeLatentDump(dir, recorder, [4, output.height / 8, output.width / 8], output, metadata);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new AppError(ErrorCode.InvalidRequest, `The latents could not be written to ${dir} (${code}).`, { cause: error });
+  }
 }
 
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {
@@ -69,11 +98,13 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       ffmpegPath: ffmpeg.ffmpeg,
       ffprobePath: ffmpeg.ffprobe,
       limits: settings.input,
-      resolution: components.resolution,
+      resolution: params.resolution ?? components.resolution,
       tempDir: job.outputDir,
       signal,
     });
-    const output = await pipeline.run(
+    const draws = await readDraws(params.draws);
+    const recorder = params.dumpLatents ? new LatentRecorder() : undefined;
+    const output = await asInvalidRequest(() => pipeline.run(
       {
         frames: clip.frames,
         width: clip.width,
@@ -87,9 +118,11 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
         anchors: Math.min(params.anchors, clip.frames.length),
         scheduler: params.scheduler,
         crossFrameAttention: params.crossFrameAttention,
+        draws,
       },
-      { signal, onProgress },
-    );
+      { signal, onProgress, onLatent: recorder?.record },
+    ));
+    await dumpLatents(params.dumpLatents, recorder, output, { pipeline: 'video-edit', draws: draws?.description ?? `seed ${job.seed}`, scheduler: params.scheduler });
     onProgress({ step: 1, total: 1, stage: 'encoding' });
     const file = join(job.outputDir, `edited.${params.format}`);
     await encodeFrames({
@@ -132,7 +165,11 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       const params = parseTextToVideoParams(job.params);
       onProgress({ step: 0, total: 1, stage: 'loading' });
       const { pipeline } = await loadTextToVideo();
-      const output = await pipeline.run({ ...params, seed: job.seed }, { signal, onProgress });
+      const { draws: drawsFile, dumpLatents: dumpDir, ...input } = params;
+      const draws = await readDraws(drawsFile);
+      const recorder = dumpDir ? new LatentRecorder() : undefined;
+      const output = await asInvalidRequest(() => pipeline.run({ ...input, seed: job.seed, draws }, { signal, onProgress, onLatent: recorder?.record }));
+      await dumpLatents(dumpDir, recorder, output, { pipeline: 'text-to-video-zero', draws: draws?.description ?? `seed ${job.seed}` });
       onProgress({ step: 1, total: 1, stage: 'encoding' });
       await mkdir(job.outputDir, { recursive: true });
       const file = join(job.outputDir, `video.${params.format}`);

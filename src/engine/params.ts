@@ -2,6 +2,7 @@
  * Engine parameters of a text-to-video job, checked at the engine's door: the CLI and the bots
  * build them, and jobs stored before an upgrade come back through here too.
  */
+import { isAbsolute } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
 
 export interface TextToVideoParams {
@@ -17,6 +18,13 @@ export interface TextToVideoParams {
   /** Off only to compare: the method needs cross-frame attention. */
   crossFrameAttention: boolean;
   format: 'mp4' | 'gif';
+  /** Text2Video-Zero's phase step indices, both or neither (default: the reference's fractions of the steps). */
+  t0?: number;
+  t1?: number;
+  /** Operator only: a draws file to replay (absolute path on the worker's machine; docs/draws.md). */
+  draws?: string;
+  /** Operator only: a folder for latents.safetensors, every latent along the way (absolute path). */
+  dumpLatents?: string;
 }
 
 /** Limits that keep one job within reason on a shared server. */
@@ -31,6 +39,16 @@ export const TEXT_TO_VIDEO_LIMITS = Object.freeze({
 
 function invalid(message: string): AppError {
   return new AppError(ErrorCode.InvalidRequest, message);
+}
+
+/** An operator-only path parameter: absent, or an absolute path on the worker's machine. */
+function operatorPath(params: Record<string, unknown>, key: 'draws' | 'dumpLatents', label: string): string | undefined {
+  const value = params[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || value === '' || !isAbsolute(value) || value.includes('\0')) {
+    throw invalid(`${label} must be an absolute path to a file on the worker's machine.`);
+  }
+  return value;
 }
 
 function number(params: Record<string, unknown>, key: string, label: string, limits: { min: number; max: number }, integer: boolean, fallback?: number): number | undefined {
@@ -71,7 +89,22 @@ export function parseTextToVideoParams(params: Record<string, unknown>): TextToV
     width: size('width'),
     crossFrameAttention: params.crossFrameAttention !== false,
     format: params.format === 'gif' ? 'gif' : 'mp4',
+    ...phaseSteps(params),
+    draws: operatorPath(params, 'draws', 'The draws file'),
+    dumpLatents: operatorPath(params, 'dumpLatents', 'The latent dump folder'),
   };
+}
+
+/** t0 and t1 together (step indices, 0 ≤ t0 < t1 < steps), or neither. */
+function phaseSteps(params: Record<string, unknown>): { t0?: number; t1?: number } {
+  if (params.t0 === undefined && params.t1 === undefined) return {};
+  const steps = number(params, 'numInferenceSteps', 'The number of steps', TEXT_TO_VIDEO_LIMITS.steps, true, TEXT_TO_VIDEO_LIMITS.steps.default)!;
+  if (params.t0 === undefined || params.t1 === undefined) throw invalid('Give both t0 and t1 (the step indices of Text2Video-Zero\'s two phases), or neither.');
+  const limits = { min: 0, max: steps - 1 };
+  const t0 = number(params, 't0', 't0', limits, true)!;
+  const t1 = number(params, 't1', 't1', limits, true)!;
+  if (t0 >= t1) throw invalid(`t0 must be smaller than t1, got ${t0} and ${t1}.`);
+  return { t0, t1 };
 }
 
 export interface EditParams {
@@ -87,10 +120,17 @@ export interface EditParams {
   scheduler: 'euler-ancestral' | 'ddim';
   crossFrameAttention: boolean;
   format: 'mp4' | 'gif';
+  /** The long side the clip is scaled to, a multiple of 64 (default: the model's resolution). */
+  resolution?: number;
+  /** Operator only: a draws file to replay (absolute path on the worker's machine; docs/draws.md). */
+  draws?: string;
+  /** Operator only: a folder for latents.safetensors, every latent along the way (absolute path). */
+  dumpLatents?: string;
 }
 
 export const EDIT_LIMITS = Object.freeze({
   steps: { min: 2, max: 150 },
+  resolution: { min: 64, max: 1024 },
   guidance: { min: 0, max: 30, default: 7.5 },
   imageGuidance: { min: 0, max: 5, default: 1 },
   anchors: { min: 1, max: 8, default: 3 },
@@ -117,7 +157,16 @@ export function parseEditOptions(params: Record<string, unknown>): Omit<EditPara
     scheduler: (params.scheduler as EditParams['scheduler'] | undefined) ?? 'euler-ancestral',
     crossFrameAttention: params.crossFrameAttention !== false,
     format: params.format === 'gif' ? 'gif' : 'mp4',
+    resolution: editResolution(params),
+    draws: operatorPath(params, 'draws', 'The draws file'),
+    dumpLatents: operatorPath(params, 'dumpLatents', 'The latent dump folder'),
   };
+}
+
+function editResolution(params: Record<string, unknown>): number | undefined {
+  const value = number(params, 'resolution', 'The resolution', EDIT_LIMITS.resolution, true);
+  if (value !== undefined && value % 64 !== 0) throw invalid(`The resolution must be a multiple of 64, not ${value}.`);
+  return value;
 }
 
 /** Reads and checks the params of an edit job; throws an AppError with a message for the user. */

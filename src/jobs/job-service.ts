@@ -32,6 +32,7 @@ import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
 import {
   FINISHED_STATES,
   JOB_KINDS,
+  OPERATOR_ONLY_PARAMS,
   type Actor,
   type JobEvent,
   type JobKind,
@@ -248,6 +249,10 @@ export class JobService {
     }
     const refusal = checkParams(request.params, this.#policy);
     if (refusal) throw refusal;
+    const operatorOnly = OPERATOR_ONLY_PARAMS.filter((key) => request.params[key] !== undefined);
+    if (operatorOnly.length > 0 && request.actor.platform !== 'cli') {
+      throw new UserError(ErrorCode.InvalidRequest, `The option${operatorOnly.length > 1 ? 's' : ''} ${operatorOnly.join(', ')} can only be set by the operator on the command line.`);
+    }
     if (request.seed !== undefined && !(Number.isInteger(request.seed) && request.seed >= 0 && request.seed < 2 ** 32)) {
       throw new UserError(ErrorCode.InvalidRequest, 'The seed must be a whole number from 0 to 4294967295.');
     }

@@ -7,6 +7,11 @@ import type { ErrorCode } from '../errors.js';
 
 export type { JobKind };
 export const JOB_KINDS: readonly JobKind[] = ['text2video', 'edit'];
+/**
+ * Job parameters only the operator may set (`reelbot render|edit --draws / --dump-latents`): they
+ * name files on the worker's machine. JobService.submit refuses them from any platform but the CLI.
+ */
+export const OPERATOR_ONLY_PARAMS = ['draws', 'dumpLatents'] as const;
 export type Platform = 'discord' | 'slack' | 'cli';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 export const FINISHED_STATES: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];

@@ -34,6 +34,9 @@ test('guidance: uncond + scale · (text − uncond) over a [uncond…, text…] 
   const noise = Float32Array.from([1, 2, 3, 4, 3, 2, 1, 0]); // 2 items of size 2: uncond [1,2],[3,4]; text [3,2],[1,0]
   const out = applyGuidance(noise, 2, 2, 7.5, new Float32Array(4));
   expect(Array.from(out)).toEqual([1 + 7.5 * 2, 2, 3 + 7.5 * -2, 4 + 7.5 * -4]);
+  // Off at scale ≤ 1, as diffusers: the text prediction alone.
+  expect(Array.from(applyGuidance(noise, 2, 2, 1, new Float32Array(4)))).toEqual([3, 2, 1, 0]);
+  expect(Array.from(applyGuidance(noise, 2, 2, 0, new Float32Array(4)))).toEqual([3, 2, 1, 0]);
 });
 
 test('VAE images ↔ RGB frames', () => {

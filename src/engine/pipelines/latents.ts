@@ -8,10 +8,15 @@ export const VAE_SCALING_FACTOR = 0.18215;
 
 /**
  * Classifier-free guidance over a batch laid out [uncond × n, text × n]:
- * out = uncond + scale · (text − uncond), written to `out` (n items).
+ * out = uncond + scale · (text − uncond), written to `out` (n items). As diffusers, guidance is on
+ * only for `scale > 1`; otherwise `out` is the text prediction alone.
  */
 export function applyGuidance(noise: Float32Array, itemSize: number, items: number, scale: number, out: Float32Array): Float32Array {
   const half = itemSize * items;
+  if (!(scale > 1)) {
+    out.set(noise.subarray(half, 2 * half));
+    return out;
+  }
   for (let i = 0; i < half; i++) {
     const uncond = noise[i]!;
     out[i] = uncond + scale * (noise[half + i]! - uncond);

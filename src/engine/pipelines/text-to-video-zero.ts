@@ -15,12 +15,19 @@
  *   still has the two phases.
  * - The reference re-seeds and re-runs frame 0 for every chunk of a long video; here frame 0's
  *   trajectory is computed once and every chunk attends to it, and the noise of each frame comes
- *   from its own seeded stream, so chunked output equals unchunked output.
+ *   from its own seeded stream, so chunked output equals unchunked output. (diffusers' documented
+ *   chunk loop also puts frame 0 into the first chunk twice, `[0] + range(0, …)`, and returns the
+ *   second copy, a re-noised one; here frame 0 of the video is frame 0's own trajectory.) With a
+ *   draws file (`draws`), x_T and each frame's forward noise are read from it instead.
+ * - As diffusers, guidance is applied only when `guidanceScale > 1`; otherwise the text-conditioned
+ *   prediction is used alone (diffusers then runs one group; here the 2-group batch still runs, since
+ *   the rewritten UNet is built for 2 groups). diffusers 0.31's own pipeline cannot run that case
+ *   (it concatenates the missing negative embeddings); the golden reference patches it.
  * - Frame 0's DDIM phase runs the cross-frame UNet with anchor 0 on a one-frame batch, which is the
  *   plain UNet (a frame attending to itself), as in diffusers.
  */
 import { DDIMScheduler, ddpmForwardFactor } from '../schedulers/ddim.js';
-import { Random } from '../random.js';
+import { seededDraws, type DrawSource } from '../draws.js';
 import { applyGuidance, concat, imagesToRgb, repeat, VAE_SCALING_FACTOR, warpLatent } from './latents.js';
 import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
@@ -46,6 +53,8 @@ export interface TextToVideoZeroInput {
   chunkSize?: number;
   /** Off: every frame attends only to itself (for comparisons); on is the method. */
   crossFrameAttention?: boolean;
+  /** Where x_T and the forward-jump noise come from (default: {@link seededDraws} of `seed`). */
+  draws?: DrawSource;
 }
 
 export interface TextToVideoZeroOutput {
@@ -102,6 +111,9 @@ export class TextToVideoZeroPipeline {
     const h = height / 8;
     const w = width / 8;
     const latentSize = 4 * h * w;
+    const draws = input.draws ?? seededDraws(input.seed);
+    draws.check({ latentShape: [4, h, w], initialFrames: 1, forwardFrames: numFrames - 1, noisySteps: 0, stepFrames: 0, what: `this ${numFrames}-frame render at ${width}×${height}` });
+    const trace = context.onLatent;
 
     // 2. Text embeddings: [uncond, text].
     const text = await sd.encodeText(input.prompt);
@@ -123,7 +135,7 @@ export class TextToVideoZeroPipeline {
     };
 
     // 4. Frame 0: x_T, DDIM with guidance to T1 (kept), then to T0.
-    const frame0 = new Random(input.seed, 0).normals(latentSize);
+    const frame0 = draws.initialNoise(0, latentSize);
     let frame0AtT1 = frame0;
     const pairContext = concat([uncond.embedding, text.embedding]);
     const pairSample = new Float32Array(2 * latentSize);
@@ -136,6 +148,7 @@ export class TextToVideoZeroPipeline {
       const noise = await sd.unet(pairSample, 2, h, w, timesteps[i]!, pairContext, crossFrame ? [0] : null);
       applyGuidance(noise, latentSize, 1, guidance, guided);
       scheduler.step(guided, timesteps[i]!, frame0, frame0); // in place
+      trace?.({ stage: 'frame0', step: i, frame: 0, latent: frame0.slice() });
       progress();
     }
     if (startAll === startWarp) frame0AtT1 = frame0.slice();
@@ -148,10 +161,11 @@ export class TextToVideoZeroPipeline {
     const initial: Float32Array[] = [frame0AtT1];
     for (let k = 1; k < numFrames; k++) {
       const warped = warpLatent(frame0AtT0, 4, h, w, dx * k, dy * k, new Float32Array(latentSize));
-      const eps = new Random(input.seed, k).normals(latentSize);
+      const eps = draws.forwardNoise(k, latentSize);
       for (let j = 0; j < latentSize; j++) warped[j] = keep * warped[j]! + add * eps[j]!;
       initial.push(warped);
     }
+    if (trace) initial.forEach((latent, frame) => trace({ stage: 'initial', step: -1, frame, latent: latent.slice() }));
 
     // 6. All frames from T1, in chunks that all hold frame 0 (the anchor); one UNet call per step per chunk.
     const finals: Float32Array[] = new Array<Float32Array>(numFrames);
@@ -170,6 +184,7 @@ export class TextToVideoZeroPipeline {
         const noise = await sd.unet(batchSample, 2 * n, h, w, timesteps[i]!, batchContext, crossFrame ? [0] : null);
         applyGuidance(noise, latentSize, n, guidance, chunkGuided);
         scheduler.step(chunkGuided, timesteps[i]!, latents, latents); // in place
+        if (trace) chunk.forEach((frame, index) => trace({ stage: 'step', step: i, frame, latent: latents.slice(index * latentSize, (index + 1) * latentSize) }));
         progress();
       }
       chunk.forEach((frame, index) => {

@@ -30,7 +30,10 @@
  *   UNet runs `chunkSize` frames per call.
  * - The reference re-seeds the generator per chunk, so chunk k's frames get the same noise as
  *   chunk 0's; here each frame has its own stream (initial noise and Euler-Ancestral step noise),
- *   so results do not depend on chunking.
+ *   so results do not depend on chunking. (The authors' chunk loop also puts frame 0 into the
+ *   first chunk twice, `[0] + range(0, …)`, and returns the second copy, which has other noise
+ *   than the anchor; here frame 0 is the anchor itself.) With a draws file (`draws`), x_T and each
+ *   frame's step noise are read from it instead.
  * - Euler Ancestral uses "linspace" timesteps whatever the folder's `timestep_spacing` says: the
  *   reference (diffusers 0.14, pinned by Text2Video-Zero) had only linspace for this scheduler, and
  *   newer diffusers default to it. So init_noise_sigma = sigma_max (14.6146 for SD 1.x).
@@ -42,7 +45,7 @@
  * - The VAE encoder's output is used as the mode. optimum's export samples the posterior instead;
  *   for SD's VAE the difference is small (see shared/pipelines.md §4b).
  */
-import { Random } from '../random.js';
+import { seededDraws, type DrawSource } from '../draws.js';
 import { DDIMScheduler } from '../schedulers/ddim.js';
 import { EulerAncestralScheduler } from '../schedulers/euler-ancestral.js';
 import { concat, imagesToRgb, repeat, rgbToImages, VAE_SCALING_FACTOR } from './latents.js';
@@ -82,6 +85,8 @@ export interface VideoEditInput {
   scheduler?: VideoEditSchedulerName;
   /** Off: every frame edited on its own with the plain UNet (for comparisons; load components with `plainUnet: true`). */
   crossFrameAttention?: boolean;
+  /** Where x_T and Euler Ancestral's step noise come from (default: {@link seededDraws} of `seed`). */
+  draws?: DrawSource;
 }
 
 export interface VideoEditOutput {
@@ -108,12 +113,14 @@ export const VIDEO_EDIT_DEFAULTS = Object.freeze({
 
 const SCHEDULERS: readonly VideoEditSchedulerName[] = ['euler-ancestral', 'ddim'];
 
-/** The steps a pipeline needs from a scheduler; DDIM's noise-free step ignores `random`. */
+/** The steps a pipeline needs from a scheduler; DDIM's noise-free step never calls `noise`. */
 interface EditScheduler {
   readonly timesteps: number[];
   readonly initNoiseSigma: number;
+  /** Whether `step` draws noise (Euler Ancestral) or not (DDIM, eta = 0). */
+  readonly noisy: boolean;
   scaleModelInput(sample: Float32Array, timestep: number, out: Float32Array): Float32Array;
-  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, out: Float32Array, random: Random): Float32Array;
+  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, out: Float32Array, noise: () => Float32Array): Float32Array;
 }
 
 export class VideoEditPipeline {
@@ -164,9 +171,22 @@ export class VideoEditPipeline {
     const scheduler = makeScheduler(sd, schedulerName, steps);
     const timesteps = scheduler.timesteps;
 
-    // 5. Initial latents: randn × initNoiseSigma, one stream per frame (it also feeds that frame's step noise).
-    const randoms = Array.from({ length: numFrames }, (_, frame) => new Random(input.seed, frame));
-    const latents = randoms.map((random) => random.normals(latentSize, scheduler.initNoiseSigma));
+    // 5. Initial latents: randn × initNoiseSigma, per frame (seeded: one stream per frame, which also feeds that frame's step noise).
+    const draws = input.draws ?? seededDraws(input.seed);
+    draws.check({
+      latentShape: [4, h, w],
+      initialFrames: numFrames,
+      forwardFrames: 0,
+      noisySteps: scheduler.noisy ? timesteps.length : 0,
+      stepFrames: numFrames,
+      what: `this ${numFrames}-frame edit at ${width}×${height} with ${timesteps.length} ${schedulerName} steps`,
+    });
+    const latents = Array.from({ length: numFrames }, (_, frame) => draws.initialNoise(frame, latentSize, scheduler.initNoiseSigma));
+    const trace = context.onLatent;
+    if (trace) {
+      imageLatents.forEach((latent, frame) => trace({ stage: 'image', step: -1, frame, latent: latent.slice() }));
+      latents.forEach((latent, frame) => trace({ stage: 'initial', step: -1, frame, latent: latent.slice() }));
+    }
 
     // 6. Denoising: step-major. With cross-frame attention each step first runs the K anchors alone
     //    (their own update plus every attn1 block's anchor keys/values), then every chunk of the
@@ -198,9 +218,11 @@ export class VideoEditPipeline {
       return { batchSample: sample.subarray(0, 3 * m * 2 * latentSize), batchContext };
     };
     const advance = (noise: Float32Array, members: readonly number[], t: number): void => {
+      const stepIndex = timesteps.indexOf(t);
       members.forEach((frame, j) => {
         pix2pixGuidance(noise, latentSize, members.length, j, withGuidance ? guidance : null, imageGuidance, guided);
-        scheduler.step(guided, t, latents[frame]!, latents[frame]!, randoms[frame]!);
+        scheduler.step(guided, t, latents[frame]!, latents[frame]!, () => draws.stepNoise(frame, stepIndex, latentSize));
+        trace?.({ stage: 'step', step: stepIndex, frame, latent: latents[frame]!.slice() });
       });
     };
     const progress = (): void => {
@@ -312,6 +334,7 @@ function makeScheduler(sd: StableDiffusionComponents, name: VideoEditSchedulerNa
         return ddim.timesteps;
       },
       initNoiseSigma: ddim.initNoiseSigma,
+      noisy: false,
       scaleModelInput: (sample, _t, out) => {
         out.set(sample);
         return out;
@@ -328,8 +351,9 @@ function makeScheduler(sd: StableDiffusionComponents, name: VideoEditSchedulerNa
     get initNoiseSigma() {
       return ea.initNoiseSigma;
     },
+    noisy: true,
     scaleModelInput: (sample, t, out) => ea.scaleModelInput(sample, t, out),
-    step: (modelOutput, t, sample, out, random) => ea.step(modelOutput, t, sample, out, { random }),
+    step: (modelOutput, t, sample, out, noise) => ea.step(modelOutput, t, sample, out, { noise: noise() }),
   };
 }
 
