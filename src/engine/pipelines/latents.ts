@@ -3,9 +3,6 @@
  * classifier-free guidance, the Text2Video-Zero motion warp, and the VAE-output → RGB conversion.
  */
 
-/** SD 1.x VAE scaling factor (`vae/config.json` scaling_factor). */
-export const VAE_SCALING_FACTOR = 0.18215;
-
 /**
  * Classifier-free guidance over a batch laid out [uncond × n, text × n]:
  * out = uncond + scale · (text − uncond), written to `out` (n items).

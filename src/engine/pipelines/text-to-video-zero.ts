@@ -21,7 +21,7 @@
  */
 import { DDIMScheduler, ddpmForwardFactor } from '../schedulers/ddim.js';
 import { Random } from '../random.js';
-import { applyGuidance, concat, imagesToRgb, repeat, VAE_SCALING_FACTOR, warpLatent } from './latents.js';
+import { applyGuidance, concat, imagesToRgb, repeat, warpLatent } from './latents.js';
 import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 
@@ -182,7 +182,7 @@ export class TextToVideoZeroPipeline {
     context.onProgress?.({ step: totalCalls, total: totalCalls, stage: 'decoding' });
     const frames: Uint8Array[] = [];
     for (const latent of finals) {
-      const scaled = latent.map((value) => value / VAE_SCALING_FACTOR);
+      const scaled = latent.map((value) => value / sd.vaeScalingFactor);
       const image = await sd.decode(scaled, 1, h, w);
       frames.push(imagesToRgb(image, 1, height, width)[0]!);
     }
