@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
 import type { Config } from './config.js';
+import { untrainedWeightsNotice } from './engine/models/built-in.js';
 import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { drainOnSignals, startApp } from './main.js';
@@ -122,6 +123,11 @@ export function registerServe(program: Command, context: ServeContext): void {
         .filter((name) => name !== undefined)
         .join(' and ');
       context.out(`reelbot is running on ${platforms} (${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}). Stop it with Ctrl-C or SIGTERM.`);
+      const untrained = await untrainedWeightsNotice(config);
+      if (untrained !== undefined) {
+        logger.warn({ modelDir: config.modelDir || null, editModelDir: config.editModelDir || null }, untrained);
+        context.out(untrained);
+      }
       await stopped;
     });
 }

@@ -153,13 +153,15 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(result.message, 1);
-    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string };
+    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);
     if (video.droppedText) out(`Note: the text was too long; this part was left out: "${video.droppedText}"`);
     out(
       `Saved ${job.out}: ${video.frames} frames, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
     );
+    if (video.untrainedWeights === true) out('Note: made with untrained demo weights (a built-in set): abstract patterns, not what you asked for. Pass --model DIR with real weights.');
+    if (video.crossFrameUnavailable === true) out("Note: the model's attention could not be linked across frames, so each frame was made on its own and the video may flicker.");
   } finally {
     bar.done();
     if (onSignal) process.off('SIGINT', onSignal);

@@ -29,7 +29,8 @@ test('a text2video job runs in a worker process on the built-in engine and yield
     });
     const done = await h.waitFor(isType('succeeded', job.id));
     const result = (done.type === 'succeeded' ? done.result : {}) as { file: string; frames: number; width: number; height: number };
-    expect(result).toMatchObject({ frames: 5, width: 64, height: 64 });
+    // A built-in set (reelbot.json says untrained): the result says so, for the bots to tell the user.
+    expect(result).toMatchObject({ frames: 5, width: 64, height: 64, untrainedWeights: true });
     const info = await probeVideo(result.file, ffprobe);
     expect(info).toMatchObject({ codec: 'h264', pixelFormat: 'yuv420p', frames: 5, width: 64, height: 64, fps: 5 });
     // Denoising progress reached the bot adapters, step by step.
@@ -52,6 +53,7 @@ test('reelbot render: the whole path from the command line to a decodable MP4', 
   const code = await main(['node', 'reelbot', 'render', '--prompt', 'a corgi', '--model', modelDir, '--frames', '3', '--steps', '3', '--seed', '42', '--fps', '3', '--out', out], { stdout: sink, stderr: sink, env });
   expect(code, lines.join('')).toBe(0);
   expect(lines.join('')).toMatch(/seed 42/);
+  expect(lines.join('')).toContain('Note: made with untrained demo weights (a built-in set)');
   expect(await probeVideo(out, ffprobe)).toMatchObject({ frames: 3, width: 64, height: 64, fps: 3 });
 
   const bad = async (...args: string[]) => {
