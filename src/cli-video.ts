@@ -13,6 +13,7 @@ import { AppError } from './errors.js';
 import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
 import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
+import { checkUnetSize } from './engine/pipelines/latents.js';
 import { createLogger } from './log.js';
 import { startApp } from './main.js';
 
@@ -37,6 +38,8 @@ interface RenderFlags {
   model?: string;
   fps?: number;
   guidance?: number;
+  width?: number;
+  height?: number;
   crossFrame: boolean;
 }
 
@@ -72,6 +75,8 @@ export function registerRender(program: Command, context: RenderContext): void {
     .option('--model <dir>', 'Stable Diffusion 1.x model folder (default: the built-in small set)')
     .option('--fps <n>', `frames per second (default ${L.fps.default})`, integer('--fps'))
     .option('--guidance <x>', `text guidance scale (default ${L.guidance.default})`, decimal)
+    .option('--width <px>', 'width in pixels (default: the model\'s size; a multiple of 8 · 2^(UNet levels − 1), 64 for SD 1.x)', integer('--width'))
+    .option('--height <px>', 'height in pixels (default: the model\'s size)', integer('--height'))
     .option('--no-cross-frame', 'turn cross-frame attention off (to compare; the method needs it on)')
     .action(async (flags: RenderFlags) => {
       await render(flags, context);
@@ -91,6 +96,8 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     motion: flags.motion,
     fps: flags.fps,
     guidanceScale: flags.guidance,
+    width: flags.width,
+    height: flags.height,
     crossFrameAttention: flags.crossFrame,
     format: format.slice(1),
   };
@@ -101,6 +108,15 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     throw error;
   }
   const config = await settingsFor(context, flags.model, 'modelDir');
+  if ((flags.width !== undefined || flags.height !== undefined) && config.modelDir) {
+    // The folder says which sizes its UNet takes: refuse here rather than after loading it.
+    const info = await inspectModelFolder(config.modelDir);
+    try {
+      checkUnetSize(flags.width ?? info.resolution.pixels, flags.height ?? info.resolution.pixels, info.unet.sizeMultiple);
+    } catch (error) {
+      context.fail(`${(error as Error).message.replace(/^The (width|height)/, '--$1')}.`, 2);
+    }
+  }
   if (!config.modelDir) {
     out('Using the built-in small model set (made in ./models/small on first use). Its weights are untrained:');
     out('expect abstract moving patterns, not what the prompt says. For real videos, export Stable Diffusion 1.5');

@@ -10,6 +10,7 @@ import { extname, join } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
 import type { CreateEngine, Engine, EngineSettings } from '../jobs/engine.js';
 import { ensureModelSet } from './models/built-in.js';
+import { checkUnetSize } from './pipelines/latents.js';
 import { StableDiffusionComponents } from './pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from './pipelines/text-to-video-zero.js';
 import { parseEditParams, parseTextToVideoParams } from './params.js';
@@ -70,6 +71,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       ffprobePath: ffmpeg.ffprobe,
       limits: settings.input,
       resolution: components.resolution,
+      sizeMultiple: components.sizeMultiple,
       tempDir: job.outputDir,
       signal,
     });
@@ -127,6 +129,12 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       const params = parseTextToVideoParams(job.params);
       onProgress({ step: 0, total: 1, stage: 'loading' });
       const { components, pipeline } = await loadTextToVideo();
+      // A size the UNet cannot take is the user's to fix: say so before any UNet call, not as an ORT shape error.
+      try {
+        checkUnetSize(params.width ?? components.resolution, params.height ?? components.resolution, components.sizeMultiple);
+      } catch (error) {
+        throw new AppError(ErrorCode.InvalidRequest, `${(error as Error).message}.`);
+      }
       const output = await pipeline.run({ ...params, seed: job.seed }, { signal, onProgress });
       onProgress({ step: 1, total: 1, stage: 'encoding' });
       await mkdir(job.outputDir, { recursive: true });

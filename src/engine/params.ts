@@ -3,6 +3,7 @@
  * build them, and jobs stored before an upgrade come back through here too.
  */
 import { AppError, ErrorCode } from '../errors.js';
+import { phaseSteps } from './pipelines/text-to-video-zero.js';
 
 export interface TextToVideoParams {
   prompt: string;
@@ -14,6 +15,9 @@ export interface TextToVideoParams {
   fps: number;
   height?: number;
   width?: number;
+  /** Text2Video-Zero's phase steps (DDIM step indices); either alone is paired as {@link phaseSteps} says. */
+  t0?: number;
+  t1?: number;
   /** Off only to compare: the method needs cross-frame attention. */
   crossFrameAttention: boolean;
   format: 'mp4' | 'gif';
@@ -56,11 +60,20 @@ export function parseTextToVideoParams(params: Record<string, unknown>): TextToV
     if (value !== undefined && value % 8 !== 0) throw invalid(`The ${key} must be a multiple of 8, not ${value}.`);
     return value;
   };
+  const numInferenceSteps = number(params, 'numInferenceSteps', 'The number of steps', L.steps, true, L.steps.default)!;
+  const phaseStep = (key: 't0' | 't1') => number(params, key, key, { min: 0, max: numInferenceSteps - 1 }, true);
+  const t0 = phaseStep('t0');
+  const t1 = phaseStep('t1');
+  try {
+    phaseSteps(numInferenceSteps, t0, t1);
+  } catch (error) {
+    throw invalid(`${(error as Error).message.replaceAll('`', '')}.`);
+  }
   return {
     prompt: params.prompt,
     negativePrompt: params.negativePrompt as string | undefined,
     numFrames: number(params, 'numFrames', 'The number of frames', L.frames, true, L.frames.default)!,
-    numInferenceSteps: number(params, 'numInferenceSteps', 'The number of steps', L.steps, true, L.steps.default)!,
+    numInferenceSteps,
     guidanceScale: number(params, 'guidanceScale', 'The guidance scale', L.guidance, false, L.guidance.default)!,
     motion: {
       dx: number((motion ?? {}) as Record<string, unknown>, 'dx', 'The horizontal motion', L.motion, false, L.motion.default)!,
@@ -69,6 +82,8 @@ export function parseTextToVideoParams(params: Record<string, unknown>): TextToV
     fps: number(params, 'fps', 'The frame rate', L.fps, true, L.fps.default)!,
     height: size('height'),
     width: size('width'),
+    ...(t0 === undefined ? {} : { t0 }),
+    ...(t1 === undefined ? {} : { t1 }),
     crossFrameAttention: params.crossFrameAttention !== false,
     format: params.format === 'gif' ? 'gif' : 'mp4',
   };

@@ -46,7 +46,7 @@
 import { Random } from '../random.js';
 import { DDIMScheduler } from '../schedulers/ddim.js';
 import { EulerAncestralScheduler } from '../schedulers/euler-ancestral.js';
-import { concat, imagesToRgb, repeat, rgbToImages } from './latents.js';
+import { checkUnetSize, concat, imagesToRgb, repeat, rgbToImages } from './latents.js';
 import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 import type { Tensor } from '../onnx/session.js';
@@ -136,6 +136,7 @@ export class VideoEditPipeline {
     const schedulerName = input.scheduler ?? VIDEO_EDIT_DEFAULTS.scheduler;
     const crossFrame = input.crossFrameAttention ?? true;
     checkInputs({ ...input, steps, guidance, imageGuidance, anchorCount, chunkSize, schedulerName, crossFrame });
+    checkUnetSize(input.width, input.height, sd.sizeMultiple);
     if (sd.unetInChannels !== 8) {
       throw new RangeError(`Clip editing needs an instruct-edit (8-channel) UNet; ${sd.dir} has a ${sd.unetInChannels}-channel one`);
     }
