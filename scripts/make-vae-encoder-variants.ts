@@ -11,9 +11,11 @@
  *   diffusers' `DiagonalGaussianDistribution` traced by torch.onnx at opset 14, i.e. mean and logvar
  *   = the two halves (Slice) of the quant_conv output, std = Exp(0.5 · Clip(logvar, −30, 20)), and
  *   `mean + std · randn(mean.shape)` where torch's `randn` symbolic with a traced shape writes
- *   `ConstantOfShape(shape, 0.0) → RandomNormalLike(dtype float)`. No seed: every run differs.
+ *   `ConstantOfShape(shape, 0.0) → RandomNormalLike(dtype float)`. No seed: every run differs. The
+ *   tail is node for node a torch 1.13 export of that wrapper (the one check made by hand).
  *
- * Run from the repository root: `npx tsx scripts/make-vae-encoder-variants.ts`.
+ * Run from the repository root: `npx tsx scripts/make-vae-encoder-variants.ts`. To compare with what
+ * torch writes, scripts/export-optimum-vae-encoder-forms.py exports both wrappers of a tiny VAE.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -56,39 +58,47 @@ function save(name: string, graphNodes: onnx.INodeProto[], outputs: onnx.ValueIn
 const renamed = body.map((n) => (n.output?.[0] === QUANT_CONV ? onnx.NodeProto.create({ ...n, output: ['latent_parameters'] }) : n));
 await save('latent-parameters', renamed, [makeValueInfo('latent_parameters', DataType.FLOAT, ['batch_size', 8, 'height_latent', 'width_latent'])]);
 
-// 2. Older optimum: latent_dist.sample() in the graph.
+// 2. Older optimum: latent_dist.sample() in the graph. The tail below is node for node what torch's
+//    exporter wrote for optimum's old wrapper around diffusers' DiagonalGaussianDistribution (checked
+//    against a torch 1.13 / diffusers 0.31 export of `{"latent_sample": vae.encode(x).latent_dist.sample()}`
+//    at opset 14: the same chunk Slices as the mode export, then Clip, Mul, Exp; randn(mean.shape) as
+//    four Shape → Gather(scalar) → Unsqueeze, Concat, ConstantOfShape, RandomNormalLike, and the
+//    Cast of randn_tensor's `.to(dtype)`; then mean + std · noise).
 const mean = '/Slice_output_0';
-const half = meanSlice.input?.[2] as string; // (C + 1) / 2 · 1: the first chunk's end
+const half = meanSlice.input?.[2] as string; // ((C + 1) / 2) · 1: the first chunk's end
 const axis = meanSlice.input?.[3] as string;
-const c = (name: string, value: number): onnx.NodeProto =>
-  makeNode('Constant', [], [`/${name}_output_0`], { value: float32Initializer('', [], [value]) }, { name: `/${name}` });
-const i64 = (name: string, value: number[]): onnx.NodeProto =>
-  makeNode('Constant', [], [`/${name}_output_0`], { value: int64Initializer('', [value.length], value) }, { name: `/${name}` });
+const constant = (name: string, tensor: onnx.ITensorProto, output = `/${name}_output_0`): onnx.NodeProto =>
+  makeNode('Constant', [], [output], { value: tensor }, { name: output.startsWith('onnx::') ? name : `/${name}` });
+const f32 = (value: number): onnx.ITensorProto => float32Initializer('', [], [value]);
+const i64 = (dims: number[], value: number): onnx.ITensorProto => int64Initializer('', dims, [value]);
 const sampling: onnx.INodeProto[] = [
   ...body,
   ...chunk,
   onnx.NodeProto.create({ ...meanSlice, output: [mean] }),
-  // The second chunk ends at ((C + 1) / 2) · 2.
-  makeNode('Mul', ['/Div_output_0', '/Constant_3_output_0'], ['/Mul_1_output_0'], {}, { name: '/Mul_1' }),
+  constant('Constant_5', i64([1], 2)),
+  makeNode('Mul', ['/Div_output_0', '/Constant_5_output_0'], ['/Mul_1_output_0'], {}, { name: '/Mul_1' }),
   makeNode('Slice', [QUANT_CONV, half, '/Mul_1_output_0', axis], ['/Slice_1_output_0'], {}, { name: '/Slice_1' }),
-  c('Constant_5', -30),
-  c('Constant_6', 20),
-  makeNode('Clip', ['/Slice_1_output_0', '/Constant_5_output_0', '/Constant_6_output_0'], ['/Clip_output_0'], {}, { name: '/Clip' }),
-  c('Constant_7', 0.5),
-  makeNode('Mul', ['/Clip_output_0', '/Constant_7_output_0'], ['/Mul_2_output_0'], {}, { name: '/Mul_2' }),
+  constant('Constant_6', f32(-30)),
+  constant('Constant_7', f32(20)),
+  makeNode('Clip', ['/Slice_1_output_0', '/Constant_6_output_0', '/Constant_7_output_0'], ['/Clip_output_0'], {}, { name: '/Clip' }),
+  constant('Constant_8', f32(0.5)),
+  makeNode('Mul', ['/Clip_output_0', '/Constant_8_output_0'], ['/Mul_2_output_0'], {}, { name: '/Mul_2' }),
   makeNode('Exp', ['/Mul_2_output_0'], ['/Exp_output_0'], {}, { name: '/Exp' }),
-  // randn(self.mean.shape): each dim gathered and unsqueezed, concatenated, as torch traces a size list.
-  makeNode('Shape', [mean], ['/Shape_1_output_0'], {}, { name: '/Shape_1' }),
   ...[0, 1, 2, 3].flatMap((d) => [
-    i64(`Constant_${8 + d}`, [d]),
-    makeNode('Gather', ['/Shape_1_output_0', `/Constant_${8 + d}_output_0`], [`/Gather_${1 + d}_output_0`], { axis: 0 }, { name: `/Gather_${1 + d}` }),
+    makeNode('Shape', [mean], [`/Shape_${1 + d}_output_0`], {}, { name: `/Shape_${1 + d}` }),
+    constant(`Constant_${9 + d}`, i64([], d)),
+    makeNode('Gather', [`/Shape_${1 + d}_output_0`, `/Constant_${9 + d}_output_0`], [`/Gather_${1 + d}_output_0`], { axis: 0 }, { name: `/Gather_${1 + d}` }),
   ]),
-  makeNode('Concat', [1, 2, 3, 4].map((g) => `/Gather_${g}_output_0`), ['/Concat_output_0'], { axis: 0 }, { name: '/Concat' }),
+  ...[0, 1, 2, 3].flatMap((d) => [
+    constant(`Constant_${494 + 2 * d}`, i64([1], 0), `onnx::Unsqueeze_${741 + 2 * d}`),
+    makeNode('Unsqueeze', [`/Gather_${1 + d}_output_0`, `onnx::Unsqueeze_${741 + 2 * d}`], [`/Unsqueeze${d === 0 ? '' : `_${d}`}_output_0`], {}, { name: `/Unsqueeze${d === 0 ? '' : `_${d}`}` }),
+  ]),
+  makeNode('Concat', ['/Unsqueeze_output_0', '/Unsqueeze_1_output_0', '/Unsqueeze_2_output_0', '/Unsqueeze_3_output_0'], ['/Concat_output_0'], { axis: 0 }, { name: '/Concat' }),
   makeNode('ConstantOfShape', ['/Concat_output_0'], ['/ConstantOfShape_output_0'], { value: float32Initializer('', [1], [0]) }, { name: '/ConstantOfShape' }),
   makeNode('RandomNormalLike', ['/ConstantOfShape_output_0'], ['/RandomNormalLike_output_0'], { dtype: DataType.FLOAT }, { name: '/RandomNormalLike' }),
-  makeNode('Mul', ['/Exp_output_0', '/RandomNormalLike_output_0'], ['/Mul_3_output_0'], {}, { name: '/Mul_3' }),
+  makeNode('Cast', ['/RandomNormalLike_output_0'], ['/Cast_output_0'], { to: DataType.FLOAT }, { name: '/Cast' }),
+  makeNode('Mul', ['/Exp_output_0', '/Cast_output_0'], ['/Mul_3_output_0'], {}, { name: '/Mul_3' }),
   makeNode('Add', [mean, '/Mul_3_output_0'], ['latent_sample'], {}, { name: '/Add_1' }),
 ];
-// Gather with a [1] index keeps a [1] dim, so no Unsqueeze is needed before the Concat.
 await save('sampling-latent-sample', sampling, [makeValueInfo('latent_sample', DataType.FLOAT, ['batch_size', 'Addlatent_sample_dim_1', 'height_latent', 'width_latent'])]);
 console.log(`wrote ${join(OUT, 'latent-parameters', 'model.onnx')} and ${join(OUT, 'sampling-latent-sample', 'model.onnx')}`);

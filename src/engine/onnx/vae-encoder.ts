@@ -121,7 +121,9 @@ export function rewriteVaeEncoderToMean(model: onnx.ModelProto, path = 'vae_enco
   if (randomA === randomB) throw unexpected(randomA ? 'both operands of its final Add are random' : 'neither operand of its final Add is random');
   const [mean, noise] = randomA ? [b, a] : [a, b];
   const noiseNode = index.producers.get(noise);
-  if (noiseNode?.opType !== 'Mul' || !(noiseNode.input ?? []).some((input) => RANDOM_OPS.has(index.producers.get(input)?.opType ?? ''))) {
+  // std · noise, the noise straight from the random op or through a Cast (randn_tensor's `.to(dtype)`).
+  const noiseInputs = noiseNode?.opType === 'Mul' ? (noiseNode.input ?? []) : [];
+  if (noiseInputs.length !== 2 || noiseInputs.filter((input) => dependsOnRandom(index, input)).length !== 1) {
     throw unexpected(`its noise term comes from ${noiseNode?.opType ?? 'no node'}, not from std · RandomNormalLike`);
   }
   const nodes = (graph.node ?? []).map((node) => (node === add ? onnx.NodeProto.create({ opType: 'Identity', name: `${add.name ?? '/Add'}/mean`, input: [mean], output: ['latent_sample'] }) : node));
