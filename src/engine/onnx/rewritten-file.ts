@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
 /**
- * Writes `encode()` to `fileName` beside `originalPath` unless it is already there, and returns its
- * path. When that folder is read-only, a model without external data goes to `cacheDir` (default
+ * Writes `encode()` to `fileName` beside `originalPath` unless it is already there (`cached`), and
+ * returns where it is. When that folder is read-only, a model without external data goes to `cacheDir` (default
  * the OS temp folder's `reelbot-rewrites`); one with external data cannot move, so that is an error
  * that says which folder to make writable.
  */
@@ -19,13 +19,13 @@ export async function writeModelBeside(
   fileName: string,
   encode: () => Uint8Array,
   options: { cacheDir?: string; external: readonly string[] },
-): Promise<string> {
+): Promise<{ path: string; cached: boolean }> {
   const beside = join(dirname(originalPath), fileName);
-  if (await isFile(beside)) return beside;
+  if (await isFile(beside)) return { path: beside, cached: true };
   const data = encode();
   try {
     await writeAtomically(beside, data);
-    return beside;
+    return { path: beside, cached: false };
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
@@ -38,8 +38,9 @@ export async function writeModelBeside(
     const dir = options.cacheDir ?? join(tmpdir(), 'reelbot-rewrites');
     await mkdir(dir, { recursive: true });
     const elsewhere = join(dir, fileName);
-    if (!(await isFile(elsewhere))) await writeAtomically(elsewhere, data);
-    return elsewhere;
+    if (await isFile(elsewhere)) return { path: elsewhere, cached: true };
+    await writeAtomically(elsewhere, data);
+    return { path: elsewhere, cached: false };
   }
 }
 

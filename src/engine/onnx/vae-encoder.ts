@@ -175,6 +175,6 @@ export async function loadVaeEncoderForMean(encoderPath: string, options: { cach
   const rewritten = rewriteVaeEncoderToMean(model, encoderPath);
   const hash = createHash('sha256').update(bytes).update(`vae-mean-${VAE_MEAN_REWRITE_VERSION}`).digest('hex').slice(0, 16);
   const fileName = `${basename(encoderPath, '.onnx')}.mean-${hash}.onnx`;
-  const path = await writeModelBeside(encoderPath, fileName, () => encodeModel(rewritten), { cacheDir: options.cacheDir, external: externalDataLocations(model) });
+  const { path } = await writeModelBeside(encoderPath, fileName, () => encodeModel(rewritten), { cacheDir: options.cacheDir, external: externalDataLocations(model) });
   return { path, outputName: 'latent_sample', output: 'mean', expectedChannels: VAE_LATENT_CHANNELS };
 }
