@@ -194,6 +194,27 @@ describe('reelbot models check', () => {
     expect(check.text).toContain('attention: per-frame: no self-attention block (no node named …/attn1/to_q/MatMul). Each frame attends only to itself, so videos will flicker');
   });
 
+  test('the per-frame reason names a fused (--optimize) export and a dynamo-style one', async () => {
+    const fused = await exportLike();
+    const unetPath = join(fused, 'unet', 'model.onnx');
+    const { model } = await readModelFile(unetPath);
+    const graph = model.graph as onnx.GraphProto;
+    // What ORT's transformer optimizer leaves: no attn1 MatMuls, one com.microsoft MultiHeadAttention per block.
+    const nodes = (graph.node ?? []).map((n) => onnx.NodeProto.create({ ...n, name: (n.name ?? '').replaceAll('/attn1/', '/fused/') }));
+    const q = nodes.find((n) => n.name?.endsWith('/fused/to_q/MatMul'))!.output![0]!;
+    nodes.push(makeNode('MultiHeadAttention', [q, q, q], ['fused_out'], { num_heads: 2 }, { domain: 'com.microsoft' }));
+    await writeFile(unetPath, encodeModel(onnx.ModelProto.create({ ...model, graph: onnx.GraphProto.create({ ...graph, node: nodes }) })));
+    expect((await inspectModelFolder(fused)).unet.attention.reason).toMatch(/already fused into com\.microsoft MultiHeadAttention nodes \(an --optimize export/);
+
+    const dynamo = await exportLike();
+    const dynamoPath = join(dynamo, 'unet', 'model.onnx');
+    const plain = (graph.node ?? []).map((n, i) => onnx.NodeProto.create({ ...n, name: `node_${n.opType}_${i}` }));
+    await writeFile(dynamoPath, encodeModel(onnx.ModelProto.create({ ...model, graph: onnx.GraphProto.create({ ...graph, node: plain }) })));
+    const info = await inspectModelFolder(dynamo);
+    expect(info.unet.attention).toMatchObject({ mode: 'per-frame', reason: expect.stringMatching(/node names do not carry the module paths.*a dynamo export/) });
+    expect(info.warnings.join('\n')).toMatch(/videos will flicker/);
+  });
+
   test('the VAE encoder line names today\'s latent_parameters export', async () => {
     const dir = await exportLike();
     await cp(join(FIXTURE, 'vae-encoder-variants', 'latent-parameters', 'model.onnx'), join(dir, 'vae_encoder', 'model.onnx'));

@@ -457,7 +457,7 @@ function inspectUnet(info: OnnxModelInfo, model: onnx.ModelProto, config: Record
   const problem = selfAttention.find((block): block is SelfAttentionProblem => 'error' in block);
   const attention: UnetInfo['attention'] =
     selfAttention.length === 0
-      ? { mode: 'per-frame', reason: 'no self-attention block (no node named …/attn1/to_q/MatMul)' }
+      ? { mode: 'per-frame', reason: noSelfAttentionReason(index) }
       : problem
         ? { mode: 'per-frame', reason: problem.error }
         : { mode: 'cross-frame' };
@@ -485,6 +485,20 @@ function inspectUnet(info: OnnxModelInfo, model: onnx.ModelProto, config: Record
     sizeMultiple: VAE_SCALE * 2 ** (levels - 1),
     fp16: sample.elemType === 'float16',
   };
+}
+
+const FUSED_ATTENTION_OPS = new Set(['Attention', 'MultiHeadAttention', 'PackedAttention', 'PackedMultiHeadAttention', 'GroupQueryAttention']);
+
+/** Why a UNet shows no self-attention block the rewrite can use, as far as the graph tells. */
+function noSelfAttentionReason(index: GraphIndex): string {
+  const fused = (index.graph.node ?? []).find((n) => n.domain === 'com.microsoft' && FUSED_ATTENTION_OPS.has(n.opType ?? ''));
+  if (fused) {
+    return `no self-attention block: its attention is already fused into com.microsoft ${fused.opType} nodes (an --optimize export, or ORT's transformer optimizer); export again without --optimize for cross-frame attention`;
+  }
+  if (!(index.graph.node ?? []).some((n) => /\/(down|up)_blocks\.\d+\//.test(n.name ?? ''))) {
+    return "no self-attention block: its node names do not carry the module paths (…/attn1/to_q/MatMul) that torch's TorchScript exporter writes (a dynamo export?); export with optimum's default exporter for cross-frame attention";
+  }
+  return 'no self-attention block (no node named …/attn1/to_q/MatMul)';
 }
 
 /** Down blocks counted from node names (`/down_blocks.<i>/…`); null when the graph has no such names. */
