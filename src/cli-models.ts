@@ -5,7 +5,8 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { makeModelSet, ModelSetExistsError } from './engine/models/make.js';
-import { formatModelFolderInfo, inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
+import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
+import { formatModelFolderInfo } from './engine/onnx/model-folder-report.js';
 import { listProviders, probeProvider } from './engine/onnx/session.js';
 
 export interface ModelsContext {

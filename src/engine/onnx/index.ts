@@ -45,5 +45,6 @@ export {
   type SelfAttentionProblem,
 } from './cross-frame.js';
 export * from './model-folder.js';
+export * from './model-folder-report.js';
 export * from './vae-encoder.js';
 export { onnx } from './proto.js';

@@ -164,8 +164,7 @@ export class StableDiffusionComponents {
     const anchorKvUnets = options.anchorKvSessions ? await openAnchorKvUnets() : undefined;
     // The posterior mean in every export form: a sampling encoder is rewritten, latent_parameters is sliced in encode().
     const encoder = options.vaeEncoder ? await loadVaeEncoderForMean(join(dir, 'vae_encoder', 'model.onnx')) : undefined;
-    const vaeEncoder = encoder ? { ...(await open(encoder.path)).graph, encoder } : undefined;
-    if (vaeEncoder) vaeEncoder.output = encoder!.outputName;
+    const vaeEncoder = encoder ? { ...(await open(encoder.path)).graph, output: encoder.outputName, encoder } : undefined;
     // The text encoder's `last_hidden_state` is the first output by the export's convention; pick it by name when present.
     if (textEncoder.graph.session.outputNames.includes('last_hidden_state')) textEncoder.graph.output = 'last_hidden_state';
     return new StableDiffusionComponents({
