@@ -5,12 +5,15 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { makeModelSet, ModelSetExistsError } from './engine/models/make.js';
-import { formatModelFolderInfo, inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
-import { listProviders } from './engine/onnx/session.js';
+import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
+import { formatModelFolderInfo } from './engine/onnx/model-folder-report.js';
+import { listProviders, probeProvider } from './engine/onnx/session.js';
 
 export interface ModelsContext {
   out(line?: string): void;
   fail(message: string, exitCode: number): never;
+  /** The settings: which device a worker would use, and whether it falls back to the CPU. */
+  config?(): { devices: readonly string[]; onnx: { fallbackToCpu: boolean } };
 }
 
 function choice<T extends string>(name: string, values: readonly T[]) {
@@ -49,11 +52,20 @@ export function registerModels(program: Command, context: ModelsContext): void {
     });
   models
     .command('check')
-    .description('what a model folder holds: providers, each model\'s inputs and outputs, UNet kind, self-attention blocks')
+    .description('what will happen with a model folder (provider, UNet kind, cross-frame or per-frame attention, resolution, fp16, VAE encoder, scaling factor), and what it holds')
     .argument('<dir>', 'model folder (optimum SD 1.x ONNX export layout)')
-    .action(async (dir: string) => {
+    .option('--device <device>', 'the device to try the provider on: cpu, cuda, cuda:N or webgpu (default: the first configured device)')
+    .action(async (dir: string, flags: { device?: string }) => {
       try {
-        context.out(formatModelFolderInfo(await inspectModelFolder(dir), listProviders()));
+        const info = await inspectModelFolder(dir);
+        let settings: { devices: readonly string[]; onnx: { fallbackToCpu: boolean } } = { devices: ['cpu'], onnx: { fallbackToCpu: true } };
+        try {
+          settings = context.config?.() ?? settings;
+        } catch {
+          // A broken config file is `reelbot config`'s to report; the folder check still runs on the defaults.
+        }
+        const device = flags.device ?? settings.devices[0] ?? 'cpu';
+        context.out(formatModelFolderInfo(info, listProviders(), await probeProvider(device, settings.onnx.fallbackToCpu)));
       } catch (error) {
         if (error instanceof ModelFolderError) context.fail(error.message, 1);
         throw error;

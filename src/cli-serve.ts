@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
 import type { Config } from './config.js';
+import { untrainedWeightsNotice } from './engine/models/built-in.js';
 import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { drainOnSignals, startApp } from './main.js';
@@ -151,6 +152,11 @@ export function registerServe(program: Command, context: ServeContext): void {
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
           : `reelbot is still connecting to ${waiting.join(' and ')} (${workers}). Stop it with Ctrl-C or SIGTERM.`,
       );
+      const untrained = await untrainedWeightsNotice(config);
+      if (untrained !== undefined) {
+        logger.warn({ modelDir: config.modelDir || null, editModelDir: config.editModelDir || null }, untrained);
+        context.out(untrained);
+      }
       await stopped;
       // Everything is stopped and closed: a library's stray timer or socket (a reconnect attempt
       // to a platform that went away) must not keep the process alive.

@@ -14,6 +14,7 @@ import { DrawsError, DrawsFile } from './engine/draws.js';
 import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
 import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
+import { checkUnetSize } from './engine/pipelines/latents.js';
 import { createLogger } from './log.js';
 import { startApp } from './main.js';
 
@@ -38,8 +39,9 @@ interface RenderFlags {
   model?: string;
   fps?: number;
   guidance?: number;
+  width?: number;
+  height?: number;
   crossFrame: boolean;
-  size?: { width: number; height: number };
   t0?: number;
   t1?: number;
   draws?: string;
@@ -61,12 +63,6 @@ function motion(value: string): { dx: number; dy: number } {
   const match = /^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$/.exec(value);
   if (!match) throw new InvalidArgumentError(`Motion is two numbers "dx,dy" (pixels per frame on a 512 grid), like 12,12; got "${value}".`);
   return { dx: Number(match[1]), dy: Number(match[2]) };
-}
-
-function size(value: string): { width: number; height: number } {
-  const match = /^\s*(\d+)\s*[x×]\s*(\d+)\s*$/i.exec(value);
-  if (!match) throw new InvalidArgumentError(`Size is WIDTHxHEIGHT in pixels, like 512x512; got "${value}".`);
-  return { width: Number(match[1]), height: Number(match[2]) };
 }
 
 /**
@@ -113,10 +109,11 @@ export function registerRender(program: Command, context: RenderContext): void {
     .option('--model <dir>', 'Stable Diffusion 1.x model folder (default: the built-in small set)')
     .option('--fps <n>', `frames per second (default ${L.fps.default})`, integer('--fps'))
     .option('--guidance <x>', `text guidance scale (default ${L.guidance.default})`, decimal)
+    .option('--width <px>', 'width in pixels (default: the model\'s size; a multiple of 8 · 2^(UNet levels − 1), 64 for SD 1.x)', integer('--width'))
+    .option('--height <px>', 'height in pixels (default: the model\'s size)', integer('--height'))
     .option('--no-cross-frame', 'turn cross-frame attention off (to compare; the method needs it on)')
-    .option('--size <WxH>', 'pixel size, multiples of 8 (default: the model\'s resolution)', size)
-    .option('--t0 <n>', 'Text2Video-Zero\'s step index t0 (with --t1; default 0.88 of the steps, 44 of 50)', integer('--t0'))
-    .option('--t1 <n>', 'Text2Video-Zero\'s step index t1 (with --t0; default 0.94 of the steps, 47 of 50)', integer('--t1'))
+    .option('--t0 <n>', 'Text2Video-Zero\'s step index t0 (default 0.88 of the steps, 44 of 50; alone, t1 keeps its default or follows it)', integer('--t0'))
+    .option('--t1 <n>', 'Text2Video-Zero\'s step index t1 (default 0.94 of the steps, 47 of 50; alone, t0 keeps its default or precedes it)', integer('--t1'))
     .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
     .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: RenderFlags) => {
@@ -137,10 +134,10 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     motion: flags.motion,
     fps: flags.fps,
     guidanceScale: flags.guidance,
+    width: flags.width,
+    height: flags.height,
     crossFrameAttention: flags.crossFrame,
     format: format.slice(1),
-    width: flags.size?.width,
-    height: flags.size?.height,
     t0: flags.t0,
     t1: flags.t1,
     ...(await replayParams(flags, context)),
@@ -152,6 +149,15 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     throw error;
   }
   const config = await settingsFor(context, flags.model, 'modelDir');
+  if ((flags.width !== undefined || flags.height !== undefined) && config.modelDir) {
+    // The folder says which sizes its UNet takes: refuse here rather than after loading it.
+    const info = await inspectModelFolder(config.modelDir);
+    try {
+      checkUnetSize(flags.width ?? info.resolution.pixels, flags.height ?? info.resolution.pixels, info.unet.sizeMultiple);
+    } catch (error) {
+      context.fail(`${(error as Error).message.replace(/^The (width|height)/, '--$1')}.`, 2);
+    }
+  }
   if (!config.modelDir) {
     out('Using the built-in small model set (made in ./models/small on first use). Its weights are untrained:');
     out('expect abstract moving patterns, not what the prompt says. For real videos, export Stable Diffusion 1.5');
@@ -205,13 +211,15 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(result.message, 1);
-    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string };
+    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);
     if (video.droppedText) out(`Note: the text was too long; this part was left out: "${video.droppedText}"`);
     out(
       `Saved ${job.out}: ${video.frames} frames, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
     );
+    if (video.untrainedWeights === true) out('Note: made with untrained demo weights (a built-in set): abstract patterns, not what you asked for. Pass --model DIR with real weights.');
+    if (video.crossFrameUnavailable === true) out("Note: the model's attention could not be linked across frames, so each frame was made on its own and the video may flicker.");
   } finally {
     bar.done();
     if (onSignal) process.off('SIGINT', onSignal);

@@ -356,6 +356,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
 
   registerModels(program, {
     out,
+    config,
     fail: (message, code) => {
       throw new CliError(message, code);
     },

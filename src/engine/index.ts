@@ -12,6 +12,7 @@ import type { CreateEngine, Engine, EngineSettings } from '../jobs/engine.js';
 import { DrawsError, DrawsFile, type DrawSource } from './draws.js';
 import { ensureModelSet } from './models/built-in.js';
 import { LatentRecorder, writeLatentDump } from './pipelines/latent-dump.js';
+import { checkUnetSize } from './pipelines/latents.js';
 import { StableDiffusionComponents } from './pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from './pipelines/text-to-video-zero.js';
 import { parseEditParams, parseTextToVideoParams } from './params.js';
@@ -72,7 +73,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     const dir = settings.modelDir || (await ensureModelSet({ size: 'small', kind: 'text2video', dir: join('models', 'small') }));
     const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 2 });
     loaded.push(components);
-    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'text-to-video model loaded');
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, untrainedWeights: components.untrainedWeights }, 'text-to-video model loaded');
     return { components, pipeline: new TextToVideoZeroPipeline(components) };
   });
 
@@ -80,7 +81,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
     const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true, anchorKvSessions: true });
     loaded.push(components);
-    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'clip-edit model loaded');
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, untrainedWeights: components.untrainedWeights }, 'clip-edit model loaded');
     return { components, pipeline: new VideoEditPipeline(components) };
   });
 
@@ -99,6 +100,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       ffprobePath: ffmpeg.ffprobe,
       limits: settings.input,
       resolution: params.resolution ?? components.resolution,
+      sizeMultiple: components.sizeMultiple,
       tempDir: job.outputDir,
       signal,
     });
@@ -148,6 +150,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       seed: job.seed,
       promptTruncated: output.promptTruncated,
       droppedText: output.droppedText,
+      untrainedWeights: components.untrainedWeights,
     };
   };
 
@@ -164,7 +167,13 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       const { signal, onProgress } = context;
       const params = parseTextToVideoParams(job.params);
       onProgress({ step: 0, total: 1, stage: 'loading' });
-      const { pipeline } = await loadTextToVideo();
+      const { components, pipeline } = await loadTextToVideo();
+      // A size the UNet cannot take is the user's to fix: say so before any UNet call, not as an ORT shape error.
+      try {
+        checkUnetSize(params.width ?? components.resolution, params.height ?? components.resolution, components.sizeMultiple);
+      } catch (error) {
+        throw new AppError(ErrorCode.InvalidRequest, `${(error as Error).message}.`);
+      }
       const { draws: drawsFile, dumpLatents: dumpDir, ...input } = params;
       const draws = await readDraws(drawsFile);
       const recorder = dumpDir ? new LatentRecorder() : undefined;
@@ -192,6 +201,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
         seed: job.seed,
         promptTruncated: output.promptTruncated,
         droppedText: output.droppedText,
+        untrainedWeights: components.untrainedWeights,
       };
     },
     async dispose() {

@@ -4,6 +4,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
+import { phaseSteps } from './pipelines/text-to-video-zero.js';
 
 export interface TextToVideoParams {
   prompt: string;
@@ -15,12 +16,12 @@ export interface TextToVideoParams {
   fps: number;
   height?: number;
   width?: number;
+  /** Text2Video-Zero's phase steps (DDIM step indices); either alone is paired as {@link phaseSteps} says. */
+  t0?: number;
+  t1?: number;
   /** Off only to compare: the method needs cross-frame attention. */
   crossFrameAttention: boolean;
   format: 'mp4' | 'gif';
-  /** Text2Video-Zero's phase step indices, both or neither (default: the reference's fractions of the steps). */
-  t0?: number;
-  t1?: number;
   /** Operator only: a draws file to replay (absolute path on the worker's machine; docs/draws.md). */
   draws?: string;
   /** Operator only: a folder for latents.safetensors, every latent along the way (absolute path). */
@@ -74,11 +75,20 @@ export function parseTextToVideoParams(params: Record<string, unknown>): TextToV
     if (value !== undefined && value % 8 !== 0) throw invalid(`The ${key} must be a multiple of 8, not ${value}.`);
     return value;
   };
+  const numInferenceSteps = number(params, 'numInferenceSteps', 'The number of steps', L.steps, true, L.steps.default)!;
+  const phaseStep = (key: 't0' | 't1') => number(params, key, key, { min: 0, max: numInferenceSteps - 1 }, true);
+  const t0 = phaseStep('t0');
+  const t1 = phaseStep('t1');
+  try {
+    phaseSteps(numInferenceSteps, t0, t1);
+  } catch (error) {
+    throw invalid(`${(error as Error).message.replaceAll('`', '')}.`);
+  }
   return {
     prompt: params.prompt,
     negativePrompt: params.negativePrompt as string | undefined,
     numFrames: number(params, 'numFrames', 'The number of frames', L.frames, true, L.frames.default)!,
-    numInferenceSteps: number(params, 'numInferenceSteps', 'The number of steps', L.steps, true, L.steps.default)!,
+    numInferenceSteps,
     guidanceScale: number(params, 'guidanceScale', 'The guidance scale', L.guidance, false, L.guidance.default)!,
     motion: {
       dx: number((motion ?? {}) as Record<string, unknown>, 'dx', 'The horizontal motion', L.motion, false, L.motion.default)!,
@@ -87,24 +97,13 @@ export function parseTextToVideoParams(params: Record<string, unknown>): TextToV
     fps: number(params, 'fps', 'The frame rate', L.fps, true, L.fps.default)!,
     height: size('height'),
     width: size('width'),
+    ...(t0 === undefined ? {} : { t0 }),
+    ...(t1 === undefined ? {} : { t1 }),
     crossFrameAttention: params.crossFrameAttention !== false,
     format: params.format === 'gif' ? 'gif' : 'mp4',
-    ...phaseSteps(params),
     draws: operatorPath(params, 'draws', 'The draws file'),
     dumpLatents: operatorPath(params, 'dumpLatents', 'The latent dump folder'),
   };
-}
-
-/** t0 and t1 together (step indices, 0 ≤ t0 < t1 < steps), or neither. */
-function phaseSteps(params: Record<string, unknown>): { t0?: number; t1?: number } {
-  if (params.t0 === undefined && params.t1 === undefined) return {};
-  const steps = number(params, 'numInferenceSteps', 'The number of steps', TEXT_TO_VIDEO_LIMITS.steps, true, TEXT_TO_VIDEO_LIMITS.steps.default)!;
-  if (params.t0 === undefined || params.t1 === undefined) throw invalid('Give both t0 and t1 (the step indices of Text2Video-Zero\'s two phases), or neither.');
-  const limits = { min: 0, max: steps - 1 };
-  const t0 = number(params, 't0', 't0', limits, true)!;
-  const t1 = number(params, 't1', 't1', limits, true)!;
-  if (t0 >= t1) throw invalid(`t0 must be smaller than t1, got ${t0} and ${t1}.`);
-  return { t0, t1 };
 }
 
 export interface EditParams {

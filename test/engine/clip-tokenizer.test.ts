@@ -195,6 +195,15 @@ describe('a tokenizer folder', () => {
     expect(normalizeClipText('  A\u00a0 B\n')).toBe('a b');
   });
 
+  test('cleans text as CLIP does: HTML-unescaped twice (Slack sends &amp;), curly quotes straightened', () => {
+    expect(tok.encode('fish &amp; chips').ids).toEqual(tok.encode('fish & chips').ids);
+    expect(tok.encode('fish &amp;amp; chips').ids).toEqual(tok.encode('fish & chips').ids);
+    // Curly apostrophes split like straight ones ("don" + "'t"), curly double quotes become ".
+    expect(tok.tokenize('don\u2019t')).toEqual(tok.tokenize("don't"));
+    expect(tok.tokenize('\u201cmake it snowy\u201d')).toEqual(tok.tokenize('"make it snowy"'));
+    expect(normalizeClipText('A corgi &lt;3 \u2018Surfing\u2019')).toBe("a corgi <3 'surfing'");
+  });
+
   test('a word outside the corpus falls back to smaller pieces and decodes back', () => {
     for (const word of ['xylophone', 'quizzaciously', 'zürich']) {
       expect(built.vocab[`${word}</w>`]).toBeUndefined();

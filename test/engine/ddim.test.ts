@@ -234,9 +234,12 @@ describe('readSchedulerConfig', () => {
       setAlphaToOne: true,
       predictionType: 'epsilon',
       timestepSpacing: 'leading',
-      clipSample: true,
+      // diffusers defaults to true; a config without the key (instruct-pix2pix's Euler config) must not clamp latents.
+      clipSample: false,
       clipSampleRange: 1,
     });
+    expect(readSchedulerConfig({ _class_name: 'EulerAncestralDiscreteScheduler', beta_schedule: 'scaled_linear' }).clipSample).toBe(false);
+    expect(readSchedulerConfig({ clip_sample: true }).clipSample).toBe(true);
     const c = readSchedulerConfig({ prediction_type: 'v_prediction', timestep_spacing: 'trailing', clip_sample_range: 2 });
     expect(c.predictionType).toBe('v_prediction');
     expect(c.timestepSpacing).toBe('trailing');

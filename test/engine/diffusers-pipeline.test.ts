@@ -54,6 +54,8 @@ test('reelbot render and reelbot edit run on the exports, end to end', async () 
   const made = join(dir, 'made.mp4');
   const render = await cli('render', '--model', sd, '--prompt', 'a corgi surfing', '--frames', '3', '--steps', '3', '--fps', '3', '--seed', '1', '--out', made);
   expect(render.code, render.text).toBe(0);
+  // A real export (no reelbot.json): no untrained-weights note.
+  expect(render.text).not.toContain('untrained');
   expect(await probeVideo(made, ffprobe)).toMatchObject({ codec: 'h264', frames: 3, width: 512, height: 512, fps: 3 });
 
   const edited = join(dir, 'edited.mp4');

@@ -29,7 +29,8 @@ test('a text2video job runs in a worker process on the built-in engine and yield
     });
     const done = await h.waitFor(isType('succeeded', job.id));
     const result = (done.type === 'succeeded' ? done.result : {}) as { file: string; frames: number; width: number; height: number };
-    expect(result).toMatchObject({ frames: 5, width: 64, height: 64 });
+    // A built-in set (reelbot.json says untrained): the result says so, for the bots to tell the user.
+    expect(result).toMatchObject({ frames: 5, width: 64, height: 64, untrainedWeights: true });
     const info = await probeVideo(result.file, ffprobe);
     expect(info).toMatchObject({ codec: 'h264', pixelFormat: 'yuv420p', frames: 5, width: 64, height: 64, fps: 5 });
     // Denoising progress reached the bot adapters, step by step.
@@ -39,6 +40,11 @@ test('a text2video job runs in a worker process on the built-in engine and yield
     const failed = await h.waitFor(isType('failed', bad.job.id));
     expect(failed).toMatchObject({ code: 'invalid_request', refunded: true });
     expect(failed.type === 'failed' && failed.message).toMatch(/The number of frames must be from 1 to 64, not 500/);
+    // A size the UNet cannot take (the tiny UNet wants multiples of 16): a clear message, not an ORT shape error.
+    const odd = await h.service.submit({ actor: alice, kind: 'text2video', params: { prompt: 'x', numFrames: 2, numInferenceSteps: 2, width: 72 } });
+    const oddFailed = await h.waitFor(isType('failed', odd.job.id));
+    expect(oddFailed).toMatchObject({ code: 'invalid_request', refunded: true });
+    expect(oddFailed.type === 'failed' && oddFailed.message).toMatch(/^The width must be a multiple of 16 pixels for this model's UNet, not 72 \(try 80\)\./);
   } finally {
     await h.close();
   }
@@ -52,6 +58,7 @@ test('reelbot render: the whole path from the command line to a decodable MP4', 
   const code = await main(['node', 'reelbot', 'render', '--prompt', 'a corgi', '--model', modelDir, '--frames', '3', '--steps', '3', '--seed', '42', '--fps', '3', '--out', out], { stdout: sink, stderr: sink, env });
   expect(code, lines.join('')).toBe(0);
   expect(lines.join('')).toMatch(/seed 42/);
+  expect(lines.join('')).toContain('Note: made with untrained demo weights (a built-in set)');
   expect(await probeVideo(out, ffprobe)).toMatchObject({ frames: 3, width: 64, height: 64, fps: 3 });
 
   const bad = async (...args: string[]) => {
@@ -64,6 +71,10 @@ test('reelbot render: the whole path from the command line to a decodable MP4', 
   expect(await bad('--prompt', 'x', '--motion', '1', '--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/dx,dy/) });
   expect(await bad('--prompt', 'x', '--model', dir, '--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/not a complete Stable Diffusion export/) });
   expect(await bad('--out', 'x.mp4')).toMatchObject({ status: 2, text: expect.stringMatching(/--prompt/) });
+  expect(await bad('--prompt', 'x', '--model', modelDir, '--width', '72', '--out', 'x.mp4')).toMatchObject({
+    status: 2,
+    text: expect.stringContaining("--width must be a multiple of 16 pixels for this model's UNet, not 72 (try 80)."),
+  });
   expect(existsSync('x.mp4')).toBe(false);
 });
 

@@ -47,6 +47,15 @@ describe('EulerAncestralScheduler', () => {
     const s = new EulerAncestralScheduler({ ...LEADING, timestepSpacing: 'trailing' });
     s.setTimesteps(4);
     expect(s.timesteps).toEqual([999, 749, 499, 249]);
+    // diffusers: np.arange(1000, 0, -1000/3).round() - 1 = [999, 666, 332]; a float-accumulating loop gave a 4th step.
+    s.setTimesteps(3);
+    expect(s.timesteps).toEqual([999, 666, 332]);
+    expect(s.sigmas).toHaveLength(4);
+    s.setTimesteps(7);
+    expect(s.timesteps).toEqual([999, 856, 713, 570, 428, 285, 142]);
+    // numpy's own arange length quirk, kept as diffusers has it: 61 steps give 62 timesteps.
+    s.setTimesteps(61);
+    expect(s.timesteps).toHaveLength(62);
   });
 
   test('scaleModelInput divides by sqrt(σ² + 1)', () => {

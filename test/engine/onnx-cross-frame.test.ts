@@ -9,6 +9,7 @@ import {
   inspectSelfAttention,
   loadRewrittenUnet,
   rewriteCrossFrameAttention,
+  UnknownHeadsError,
 } from '../../src/engine/onnx/cross-frame.js';
 import { DataType, encodeModel, float32Initializer, int64Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
 import { createSession, releaseSession, type InferenceSession, type Tensor } from '../../src/engine/onnx/session.js';
@@ -477,7 +478,11 @@ describe('rewriteCrossFrameAttention: heads and scale', () => {
     const net = buildNet([{ prefix: SELF_A, self: true, headSplit: 'runtime', scale: 'single' }], 5);
     const result = rewriteCrossFrameAttention(net.model, { groups: 2, heads: H });
     expect(result.details).toEqual([{ name: SELF_A, heads: H, headsFrom: 'option', scale: expect.closeTo(1 / Math.sqrt(D), 6) }]);
-    expect(inspectSelfAttention(net.model)).toEqual([{ name: SELF_A, heads: 8, headsFrom: 'option', scale: expect.closeTo(1 / Math.sqrt(D), 6) }]);
+    expect(inspectSelfAttention(net.model, { heads: 8 })).toEqual([{ name: SELF_A, heads: 8, headsFrom: 'option', scale: expect.closeTo(1 / Math.sqrt(D), 6) }]);
+    expect(inspectSelfAttention(net.model, { heads: { [SELF_A]: 2 } })).toMatchObject([{ name: SELF_A, heads: 2, headsFrom: 'option' }]);
+    // Neither the graph nor the option says: refused, never a guessed 8.
+    expect(inspectSelfAttention(net.model)).toEqual([{ name: SELF_A, error: expect.stringMatching(/does not show its head count.*unet\/config\.json/), headsUnknown: true }]);
+    expect(() => rewriteCrossFrameAttention(net.model, { groups: 2 })).toThrow(UnknownHeadsError);
     const session = await open(result.model);
     const batch = 6;
     const { x, ctx } = inputs(batch, 9);

@@ -41,7 +41,7 @@ test('reelbot render --draws replays diffusers\' Text2Video-Zero draws; --dump-l
   const dump = join(dir, 'render-dump');
   const { code, text } = await cli(
     'render', '--model', join(dir, 'sd'), '--prompt', input.prompt, '--frames', '8', '--steps', '10', '--guidance', '7.5',
-    '--motion', `${input.motion.dx},${input.motion.dy}`, '--size', '64x64', '--t0', String(input.t0), '--t1', String(input.t1),
+    '--motion', `${input.motion.dx},${input.motion.dy}`, '--width', '64', '--height', '64', '--t0', String(input.t0), '--t1', String(input.t1),
     '--draws', join(GOLDEN, golden.draws), '--dump-latents', dump, '--out', join(dir, 'render.mp4'),
   );
   expect(code, text).toBe(0);
@@ -90,9 +90,9 @@ test('a draws file that is not one is refused before the job is queued; a dump f
   const unwritable = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--dump-latents', join(blocked, 'dump'), '--out', join(dir, 'bad.mp4'));
   expect(unwritable.code).toBe(2);
   expect(unwritable.text).toContain(`--dump-latents: the folder ${join(blocked, 'dump')} cannot be made (ENOTDIR).`);
-  const alone = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--t0', '3', '--out', join(dir, 'bad.mp4'));
-  expect(alone.code).toBe(2);
-  expect(alone.text).toContain('Give both t0 and t1');
+  const late = await cli('render', '--model', join(dir, 'sd'), '--prompt', 'a corgi', '--t0', '49', '--out', join(dir, 'bad.mp4'));
+  expect(late.code).toBe(2);
+  expect(late.text).toContain('t0 must be a step index from 0 to 48 for 50 steps');
 });
 
 test('only the operator on the command line may set draws or dumpLatents', async () => {

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { makeModelSet } from '../../src/engine/models/make.js';
 import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-components.js';
-import { TextToVideoZeroPipeline } from '../../src/engine/pipelines/text-to-video-zero.js';
+import { phaseSteps, TextToVideoZeroPipeline } from '../../src/engine/pipelines/text-to-video-zero.js';
 import { meanAbsFrameDiff } from '../../src/engine/video/metrics.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 
@@ -81,4 +81,26 @@ test('bad inputs are refused by name', async () => {
   await expect(pipeline.run({ ...base, numFrames: 0 })).rejects.toThrow(/`numFrames`/);
   await expect(pipeline.run({ ...base, height: 60 })).rejects.toThrow(/multiples of 8/);
   await expect(pipeline.run({ ...base, t0: 5, t1: 5 })).rejects.toThrow(/t0/);
+  // The tiny UNet has 2 levels: sides in multiples of 16, said before ORT meets the shape.
+  await expect(pipeline.run({ ...base, width: 72 })).rejects.toThrow("The width must be a multiple of 16 pixels for this model's UNet, not 72 (try 80)");
+  await expect(pipeline.run({ ...base, height: 40, width: 64 })).rejects.toThrow(/The height must be a multiple of 16 pixels.*not 40/);
+});
+
+test('t0 or t1 given alone is paired with a sensible other, as diffusers pairs it at 50 steps', async () => {
+  // diffusers keeps 44 / 47 for the missing one, whatever the steps (and t1 < 44 alone breaks t0 < t1).
+  expect(phaseSteps(50)).toEqual({ t0: 44, t1: 47 });
+  expect(phaseSteps(50, 30)).toEqual({ t0: 30, t1: 47 });
+  expect(phaseSteps(50, undefined, 48)).toEqual({ t0: 44, t1: 48 });
+  expect(phaseSteps(50, undefined, 20)).toEqual({ t0: 19, t1: 20 });
+  expect(phaseSteps(50, 47)).toEqual({ t0: 47, t1: 48 });
+  // Other step counts: that count's defaults (0.88 / 0.94 of the steps), or the neighbour step.
+  expect(phaseSteps(10)).toEqual({ t0: 8, t1: 9 });
+  expect(phaseSteps(10, 3)).toEqual({ t0: 3, t1: 9 });
+  expect(phaseSteps(10, undefined, 3)).toEqual({ t0: 2, t1: 3 });
+  expect(() => phaseSteps(10, 9)).toThrow('`t0` must be a step index from 0 to 8 for 10 steps (below t1), got 9');
+  expect(() => phaseSteps(10, undefined, 0)).toThrow('`t1` must be a step index from 1 to 9 for 10 steps (above t0), got 0');
+  // A lone t0 at 6 steps ran into the fixed t1 = 47 before.
+  const alone = await pipeline.run({ ...base, t0: 2 });
+  expect(alone.frames).toHaveLength(4);
+  expect(alone.unetCalls).toBe((await pipeline.run({ ...base, t0: 2, t1: 5 })).unetCalls);
 });

@@ -343,6 +343,12 @@ describe('pure parts', () => {
     expect(modelFrameSize(1080, 1920, 512)).toEqual({ width: 256, height: 512 });
     expect(modelFrameSize(640, 480, 512)).toEqual({ width: 512, height: 384 });
     expect(modelFrameSize(4000, 16, 512)).toEqual({ width: 512, height: 64 });
+    // A UNet with 5 levels needs multiples of 128: the sides round to that instead.
+    expect(modelFrameSize(640, 480, 512, 128)).toEqual({ width: 512, height: 384 });
+    expect(modelFrameSize(1920, 1080, 512, 128)).toEqual({ width: 512, height: 256 });
+    expect(modelFrameSize(4000, 16, 512, 128)).toEqual({ width: 512, height: 128 });
+    // A shallower UNet (multiples of 32) still gets the reference's 64.
+    expect(modelFrameSize(640, 480, 512, 32)).toEqual({ width: 512, height: 384 });
     expect(modelFrameSize(320, 240, 64)).toEqual({ width: 64, height: 64 });
   });
 

@@ -2,7 +2,9 @@
  * An engine for the bot adapter tests, loaded by real worker processes through `engineModule`:
  * it reports progress and writes a real (tiny) MP4 with the bundled ffmpeg, so an upload is what
  * the platform would get. The prompt (or an edit's instruction) steers it: "slow" makes each of 6
- * steps take 300 ms, "fail" makes it fail after the steps. An edit must name an `inputFile` that
+ * steps take 300 ms, "fail" makes it fail after the steps, "untrained" sets `untrainedWeights` and
+ * "per-frame" sets `crossFrameUnavailable` in the result (as the built-in engine does for a
+ * built-in set and for a UNet run per frame). An edit must name an `inputFile` that
  * is an MP4 (the downloaded clip); it returns a copy of that clip, with its size as `inputBytes`,
  * so a test can tell which file went through.
  */
@@ -38,15 +40,16 @@ export const createEngine: CreateEngine = ({ device }) => ({
       onProgress({ step, total: steps, stage: 'denoising' });
     }
     if (text.includes('fail')) throw new Error('mp4 engine failure');
+    const notes = { untrainedWeights: text.includes('untrained'), crossFrameUnavailable: text.includes('per-frame') };
     mkdirSync(job.outputDir, { recursive: true });
     const file = join(job.outputDir, 'out.mp4');
     if (input !== undefined) {
       writeFileSync(file, input);
-      return { file, device, frames: 8, width: 64, height: 64, inputBytes: input.length };
+      return { file, device, frames: 8, width: 64, height: 64, inputBytes: input.length, ...notes };
     }
     const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
     const run = spawnSync(ffmpeg, ['-nostdin', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=64x64:rate=8:duration=1', '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-f', 'mp4', file]);
     if (run.status !== 0) throw new Error(`ffmpeg failed: ${String(run.stderr)}`);
-    return { file, device, frames: 8, width: 64, height: 64 };
+    return { file, device, frames: 8, width: 64, height: 64, ...notes };
   },
 });

@@ -46,7 +46,7 @@ import { FinalDeliveries } from '../shared/final-deliveries.js';
 import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
-import { adminStatsText, GENERIC_FAILURE_TEXT, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
+import { adminStatsText, GENERIC_FAILURE_TEXT, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, resultNotes, usageText } from '../shared/texts.js';
 import { parseEditCommandText, videoCommandFromOptions, type EditCommand } from '../shared/video-command.js';
 import { ADMIN_PERIODS, allCommandData, EDIT_CLIP_MENU_NAME, HISTORY_PAGE_SIZE, INSTRUCTION_MAX_LENGTH, type AdminPeriod } from './commands.js';
 import { MessageEditor } from '../shared/message-editor.js';
@@ -746,6 +746,7 @@ export class DiscordAdapter {
       ...numberField(result, 'width'),
       ...numberField(result, 'height'),
       ...(fitted.note === undefined ? {} : { note: fitted.note }),
+      ...resultNotes(result),
     });
     const name = `reelbot-${job.id}.${fitted.format}`;
     try {

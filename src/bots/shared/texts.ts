@@ -150,6 +150,10 @@ export function doneText(
     bytes?: number;
     /** From fitting the upload (the GIF preview). */
     note?: string;
+    /** The engine ran a built-in set: say that the video shows untrained demo weights, not the prompt. */
+    untrainedWeights?: boolean;
+    /** The UNet ran per frame (the cross-frame rewrite found no attention): say that it flickers. */
+    crossFrameUnavailable?: boolean;
   },
 ): string {
   const facts = [`seed ${code(String(data.seed))}`, `took ${formatDuration(data.elapsedMs)}`];
@@ -158,7 +162,24 @@ export function doneText(
   if (data.bytes !== undefined) facts.push(formatBytes(data.bytes));
   const lines = [`${jobLabel(format, data.jobId)} ${data.kind === 'edit' ? 'edited' : 'done'}: ${quoted(data.text)}`, facts.join(' · ')];
   if (data.note !== undefined && data.note !== '') lines.push(`_${data.note}_`);
+  if (data.untrainedWeights === true) lines.push(`_${UNTRAINED_WEIGHTS_TEXT}_`);
+  if (data.crossFrameUnavailable === true) lines.push(`_${PER_FRAME_TEXT}_`);
   return lines.join('\n');
+}
+
+/** Shown with every result made from a built-in set. */
+export const UNTRAINED_WEIGHTS_TEXT =
+  'Made with untrained demo weights: it shows abstract patterns, not your prompt, until the operator sets a model folder with real Stable Diffusion weights.';
+
+/** Shown with every result whose UNet ran per frame. */
+export const PER_FRAME_TEXT = "This model's attention could not be linked across frames, so each frame was made on its own and the video may flicker.";
+
+/** The result flags {@link doneText} renders, read from an engine result (absent or non-boolean: false). */
+export function resultNotes(result: Record<string, unknown>): { untrainedWeights?: true; crossFrameUnavailable?: true } {
+  return {
+    ...(result.untrainedWeights === true ? { untrainedWeights: true } : {}),
+    ...(result.crossFrameUnavailable === true ? { crossFrameUnavailable: true } : {}),
+  };
 }
 
 /** A failed job: the job's user message (never a stack trace) and whether the quota came back. */

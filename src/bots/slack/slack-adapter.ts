@@ -51,6 +51,7 @@ import {
   quoted,
   queueText,
   refusalText,
+  resultNotes,
   usageText,
 } from '../shared/texts.js';
 import { parseEditCommandText, parseVideoCommandText } from '../shared/video-command.js';
@@ -819,6 +820,7 @@ export class SlackAdapter {
         ...numberField(fields, 'width'),
         ...numberField(fields, 'height'),
         ...(fitted.note === undefined ? {} : { note: fitted.note }),
+        ...resultNotes(fields),
       });
       const uploaded = await this.#upload(followed, job, fitted.file, `reelbot-${job.id}.${fitted.format}`);
       if (!uploaded.ok) {

@@ -51,14 +51,21 @@ export const CROSS_FRAME_ANCHORS_INPUT = 'cross_frame_anchors';
 /** Bumped whenever the rewrite's output changes, so cached rewritten files are rebuilt. */
 export const CROSS_FRAME_REWRITE_VERSION = 1;
 
-/** SD 1.x uses 8 heads in every block (`attention_head_dim: 8` in its config means heads). */
-const DEFAULT_HEADS = 8;
+/**
+ * Head counts for blocks whose graph does not show theirs: one for every block, or one per block
+ * path (`…/attn1`), as the folder check reads them from `unet/config.json`.
+ */
+export type HeadsOption = number | Readonly<Record<string, number>>;
 
 export interface CrossFrameOptions {
   /** CFG groups in the batch: 2 for text-to-video, 3 for instruct-pix2pix, 1 without guidance. */
   groups: number;
-  /** Heads to use where the graph does not say (the head-split Reshape has no constant head count). Default 8. */
-  heads?: number;
+  /**
+   * Heads to use where the graph does not say (the head-split Reshape has no constant head count):
+   * one number, or one per block path. No default: a block whose head count is neither in the
+   * graph nor here is refused rather than guessed.
+   */
+  heads?: HeadsOption;
   /**
    * Anchor K/V cache variants (both made from the same original graph, block `i` the same block):
    * - `export`: the usual rewrite, plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` = each attn1
@@ -82,7 +89,7 @@ export interface CrossFrameBlock {
   /** The attention module's path, e.g. `/down_blocks.0/attentions.0/transformer_blocks.0/attn1`. */
   name: string;
   heads: number;
-  /** `graph`: read from the head-split Reshape's shape; `option`: `options.heads` (or its default 8). */
+  /** `graph`: read from the head-split Reshape's shape; `option`: from `options.heads`. */
   headsFrom: 'graph' | 'option';
   /** Softmax scale: the constant found in the core, or MultiHeadAttention's default 1/√D. */
   scale: number | 'default';
@@ -119,10 +126,7 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
   if (!(Number.isInteger(groups) && groups >= 1)) {
     throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\` (${typeof groups})`);
   }
-  const fallbackHeads = options.heads ?? DEFAULT_HEADS;
-  if (!(Number.isInteger(fallbackHeads) && fallbackHeads >= 1)) {
-    throw new TypeError(`Expected \`heads\` to be an integer from 1 and up, got \`${String(options.heads)}\``);
-  }
+  checkHeadsOption(options.heads);
   const graph = model.graph;
   if (!graph) throw new Error('The model has no graph');
   if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_ANCHORS_INPUT || i.name === anchorKvName('key', 0))) {
@@ -140,7 +144,7 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
   const kvOutputs: onnx.ValueInfoProto[] = [];
 
   for (const [blockIndex, prefix] of selfAttentionPrefixes(index).entries()) {
-    const block = analyzeBlock(index, prefix, fallbackHeads);
+    const block = analyzeBlock(index, prefix, headsFor(options.heads, prefix));
     const { toQ, toK, toV, toOut, q, k, v, heads: numHeads, scale } = block;
 
     const p = `${prefix}/cross_frame`;
@@ -232,10 +236,11 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
  * head count came from, scale), without changing anything. A block the rewrite could not handle
  * is listed with its `error`.
  */
-export function inspectSelfAttention(model: onnx.IModelProto, options: { heads?: number } = {}): (CrossFrameBlock | { name: string; error: string })[] {
+export function inspectSelfAttention(model: onnx.IModelProto, options: { heads?: HeadsOption } = {}): (CrossFrameBlock | SelfAttentionProblem)[] {
   if (!model.graph) return [];
+  checkHeadsOption(options.heads);
   const index = new GraphIndex(model.graph);
-  const blocks: (CrossFrameBlock | { name: string; error: string })[] = [];
+  const blocks: (CrossFrameBlock | SelfAttentionProblem)[] = [];
   let prefixes: string[];
   try {
     prefixes = selfAttentionPrefixes(index);
@@ -244,13 +249,40 @@ export function inspectSelfAttention(model: onnx.IModelProto, options: { heads?:
   }
   for (const prefix of prefixes) {
     try {
-      const block = analyzeBlock(index, prefix, options.heads ?? DEFAULT_HEADS);
+      const block = analyzeBlock(index, prefix, headsFor(options.heads, prefix));
       blocks.push({ name: prefix, heads: block.heads, headsFrom: block.headsFrom, scale: block.scale });
     } catch (error) {
-      blocks.push({ name: prefix, error: (error as Error).message });
+      blocks.push({ name: prefix, error: (error as Error).message, ...(error instanceof UnknownHeadsError ? { headsUnknown: true } : {}) });
     }
   }
   return blocks;
+}
+
+/** A self-attention block the rewrite cannot handle, and why. */
+export interface SelfAttentionProblem {
+  name: string;
+  error: string;
+  /** The block is otherwise rewritable, but neither its graph nor the `heads` option gives its head count. */
+  headsUnknown?: true;
+}
+
+/** Thrown for a block whose head count is neither in the graph nor in the `heads` option. */
+export class UnknownHeadsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+function checkHeadsOption(heads: HeadsOption | undefined): void {
+  const values = heads === undefined ? [] : typeof heads === 'number' ? [heads] : Object.values(heads);
+  for (const value of values) {
+    if (!(Number.isInteger(value) && value >= 1)) throw new TypeError(`Expected \`heads\` to be integers from 1 and up, got \`${String(value)}\``);
+  }
+}
+
+function headsFor(heads: HeadsOption | undefined, prefix: string): number | undefined {
+  return heads === undefined || typeof heads === 'number' ? heads : heads[prefix];
 }
 
 /** Block paths (`…/attn1`) in graph order, from their to_q MatMuls; a to_k without a to_q is an error. */
@@ -278,7 +310,7 @@ interface BlockAnalysis {
 }
 
 /** Finds a block's projections, checks its core is a Softmax attention over q/k/v, reads heads and scale. */
-function analyzeBlock(index: GraphIndex, prefix: string, fallbackHeads: number): BlockAnalysis {
+function analyzeBlock(index: GraphIndex, prefix: string, fallbackHeads: number | undefined): BlockAnalysis {
   const need = (...suffixes: string[]): onnx.INodeProto => {
     for (const suffix of suffixes) {
       const node = index.nodesByName.get(prefix + suffix);
@@ -300,6 +332,12 @@ function analyzeBlock(index: GraphIndex, prefix: string, fallbackHeads: number):
   const width = projectionWidth(index, toQ);
   const found = findHeads(index, q, width);
   const heads = found ?? fallbackHeads;
+  if (heads === undefined) {
+    throw new UnknownHeadsError(
+      `Self-attention block ${prefix}: the graph does not show its head count (its head-split Reshape is computed at run time), and none was given; ` +
+        'reelbot reads it from unet/config.json (num_attention_heads, or attention_head_dim as SD 1.x names it)',
+    );
+  }
   if (width !== undefined && width % heads !== 0) {
     throw new Error(`Self-attention block ${prefix}: width ${width} is not divisible by ${heads} heads${found === undefined ? ' (from the `heads` option)' : ''}`);
   }

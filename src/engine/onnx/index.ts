@@ -1,7 +1,7 @@
 /**
  * The engine's ONNX layer: sessions on a device with CPU fallback (the only onnxruntime-node
- * importer is ./session.ts), tensor helpers, model-folder inspection and the cross-frame
- * attention rewrite.
+ * importer is ./session.ts), tensor helpers, model-folder inspection, the cross-frame
+ * attention rewrite and the VAE encoder's mean.
  */
 export {
   DEVICE_TO_EXECUTION_PROVIDER,
@@ -11,6 +11,7 @@ export {
   isTensor,
   listProviders,
   parseDevice,
+  probeProvider,
   providerPlan,
   releaseSession,
   type CreateSessionOptions,
@@ -19,6 +20,7 @@ export {
   type InferenceSession,
   type ProviderAttempt,
   type ProviderName,
+  type ProviderProbe,
   type SessionFeeds,
   type SessionLogger,
   type SessionResults,
@@ -33,11 +35,16 @@ export {
   inspectSelfAttention,
   loadRewrittenUnet,
   rewriteCrossFrameAttention,
+  UnknownHeadsError,
   type CrossFrameBlock,
   type CrossFrameOptions,
   type CrossFrameResult,
+  type HeadsOption,
   type LoadRewrittenUnetOptions,
   type RewrittenUnet,
+  type SelfAttentionProblem,
 } from './cross-frame.js';
 export * from './model-folder.js';
+export * from './model-folder-report.js';
+export * from './vae-encoder.js';
 export { onnx } from './proto.js';

@@ -10,14 +10,16 @@
  * tokenizer/vocab.json, merges.txt
  * text_encoder/model.onnx              input_ids → last_hidden_state
  * unet/model.onnx                      sample, timestep, encoder_hidden_states → out_sample
- * vae_encoder/model.onnx               sample → latent_sample (needed by instruct-edit)
+ * vae_encoder/model.onnx               sample → latent_sample or latent_parameters (needed by instruct-edit)
  * vae_decoder/model.onnx               latent_sample → sample
+ * unet/, vae_decoder/, vae_encoder/config.json   optional: sample_size, head counts, levels, scaling_factor
  * ```
  * Every problem is a {@link ModelFolderError} naming the file and what is wrong with it.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { inspectSelfAttention, type CrossFrameBlock } from './cross-frame.js';
+import { inspectSelfAttention, type CrossFrameBlock, type HeadsOption, type SelfAttentionProblem } from './cross-frame.js';
+import { inspectVaeEncoder, type VaeEncoderOutput } from './vae-encoder.js';
 import {
   GraphIndex,
   describeValueInfo,
@@ -81,9 +83,33 @@ export interface UnetInfo extends OnnxModelInfo {
   /** The `timestep` input differs between exporters: int64 [batch], float32 [batch] or a float32 scalar. */
   timestep: { elemType: ElemType; rank: number | null; dims: (number | string | null)[] | null };
   /** Self-attention blocks (`…/attn1`), with heads and scale as the cross-frame rewrite sees them. */
-  selfAttention: (CrossFrameBlock | { name: string; error: string })[];
+  selfAttention: (CrossFrameBlock | SelfAttentionProblem)[];
   /** Text cross-attention blocks (`…/attn2`). */
   crossAttention: string[];
+  /**
+   * `cross-frame` when every self-attention block can be rewritten; `per-frame` when none was found
+   * or one cannot be (each frame then attends only to itself, and videos flicker), with the reason.
+   */
+  attention: { mode: 'cross-frame' | 'per-frame'; reason?: string };
+  /** Head counts from unet/config.json for blocks whose graph does not show them (passed to the rewrite). */
+  configHeads: HeadsOption | undefined;
+  /** Resolution levels (down blocks): `block_out_channels` of unet/config.json, else counted in the graph. */
+  levels: number;
+  /** Pixel sides must be multiples of this: VAE scale 8 · 2^(levels − 1). */
+  sizeMultiple: number;
+  /** True when `sample` is float16 (runs natively on GPU providers; the CPU provider casts around its kernels). */
+  fp16: boolean;
+}
+
+export interface VaeEncoderInfo extends OnnxModelInfo {
+  /** `latent_parameters` (optimum now) or `latent_sample`. */
+  outputName: 'latent_sample' | 'latent_parameters';
+  /**
+   * `mean`: latent_sample is the posterior mean, used as it is; `sampled`: latent_sample is drawn
+   * inside the graph without a seed (older optimum), rewritten at load to output the mean;
+   * `parameters`: mean and log-variance, of which the first 4 channels (the mean) are used.
+   */
+  output: VaeEncoderOutput;
 }
 
 export interface ModelFolderInfo {
@@ -92,7 +118,7 @@ export interface ModelFolderInfo {
   textEncoder: TextEncoderInfo;
   unet: UnetInfo;
   /** Absent in text-to-video-only folders. */
-  vaeEncoder: OnnxModelInfo | null;
+  vaeEncoder: VaeEncoderInfo | null;
   vaeDecoder: OnnxModelInfo;
   tokenizer: { vocabPath: string; mergesPath: string; vocabSize: number; mergeCount: number };
   scheduler: { path: string; className: string | null; predictionType: string | null; config: Record<string, unknown> };
@@ -100,7 +126,11 @@ export interface ModelFolderInfo {
   /** `reelbot.json` of a built-in set. */
   reelbot: Record<string, unknown> | null;
   latentChannels: number;
-  /** Things that work but deserve a look (SD 2.x width, v-prediction, unknown dims). */
+  /** Default square size in pixels, and where it was read. */
+  resolution: { pixels: number; from: 'reelbot.json' | 'unet/config.json' | 'default' };
+  /** The VAE's latent scaling factor (0.18215 for SD 1.x), and where it was read. */
+  vaeScalingFactor: { value: number; from: string };
+  /** Things that work but deserve a look (SD 2.x width, v-prediction, unknown dims, per-frame attention). */
   warnings: string[];
 }
 
@@ -114,6 +144,12 @@ const REQUIRED = [
 ] as const;
 
 const LATENT_CHANNELS = 4;
+/** Pixels per latent cell: 2^(VAE levels − 1) = 8 for SD's VAE, which the pipelines assume. */
+const VAE_SCALE = 8;
+/** SD 1.x's VAE scaling factor, used only when no config says it (with a warning). */
+const SD1_VAE_SCALING_FACTOR = 0.18215;
+/** SD 1.x's default size in pixels, used only when no config says it (with a warning). */
+const SD1_RESOLUTION = 512;
 
 /**
  * Inspects and validates a model folder. Reads the graphs (not the weights) and the small JSON
@@ -122,7 +158,7 @@ const LATENT_CHANNELS = 4;
  *
  * @example
  * const info = await inspectModelFolder('models/sd15');
- * console.log(formatModelFolderInfo(info, listProviders()));
+ * console.log(formatModelFolderInfo(info, listProviders())); // model-folder-report.ts
  */
 export async function inspectModelFolder(dir: string): Promise<ModelFolderInfo> {
   const root = resolve(dir);
@@ -143,6 +179,14 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderInfo> 
   const decoder = await readGraph(root, 'vae_decoder/model.onnx');
   const encoder = (await isFile(join(root, 'vae_encoder/model.onnx'))) ? await readGraph(root, 'vae_encoder/model.onnx') : null;
 
+  const unetConfig = await readOptionalJson(join(root, 'unet/config.json'));
+  const vaeConfigPath = (await isFile(join(root, 'vae_decoder/config.json')))
+    ? join(root, 'vae_decoder/config.json')
+    : (await isFile(join(root, 'vae_encoder/config.json')))
+      ? join(root, 'vae_encoder/config.json')
+      : undefined;
+  const vaeConfig = vaeConfigPath ? await readJsonObject(vaeConfigPath) : null;
+
   // 2. Text encoder.
   expectIo(text.info, ['input_ids'], ['last_hidden_state'], 'a CLIP text encoder');
   const ids = findIo(text.info.inputs, 'input_ids');
@@ -154,7 +198,7 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderInfo> 
   const textEncoder: TextEncoderInfo = { ...text.info, hiddenWidth, sequenceLength: staticDim(ids.dims, 1), idsType: ids.elemType };
 
   // 3. UNet.
-  const unet = inspectUnet(unetGraph.info, unetGraph.model, warnings);
+  const unet = inspectUnet(unetGraph.info, unetGraph.model, unetConfig, warnings);
   if (hiddenWidth !== null && unet.contextWidth !== null && hiddenWidth !== unet.contextWidth) {
     throw new ModelFolderError(
       unet.path,
@@ -169,11 +213,14 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderInfo> 
   if (decoderChannels !== null && decoderChannels !== LATENT_CHANNELS) {
     throw new ModelFolderError(decoder.info.path, `${decoder.info.path}: latent_sample has ${decoderChannels} channels, expected ${LATENT_CHANNELS} (SD 1.x latents)`);
   }
+  let vaeEncoder: VaeEncoderInfo | null = null;
   if (encoder) {
-    expectIo(encoder.info, ['sample'], ['latent_sample'], 'a VAE encoder');
-    const channels = staticDim(findIo(encoder.info.outputs, 'latent_sample').dims, 1);
-    if (channels !== null && channels !== LATENT_CHANNELS) {
-      throw new ModelFolderError(encoder.info.path, `${encoder.info.path}: latent_sample has ${channels} channels, expected ${LATENT_CHANNELS} (SD 1.x latents)`);
+    expectIo(encoder.info, ['sample'], [], 'a VAE encoder');
+    try {
+      const found = inspectVaeEncoder(encoder.model, encoder.info.path);
+      vaeEncoder = { ...encoder.info, outputName: found.outputName, output: found.output };
+    } catch (error) {
+      throw new ModelFolderError(encoder.info.path, (error as Error).message);
     }
   } else if (unet.kind === 'instruct-edit') {
     const path = join(root, 'vae_encoder/model.onnx');
@@ -198,11 +245,25 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderInfo> 
     warnings.push(`Text width ${unet.contextWidth}: SD 1.x uses 768 (1024 is SD 2.x). The pipelines are written for SD 1.x.`);
   }
 
+  // 6. What the configs say: default size, VAE scale and scaling factor.
+  const vaeLevels = Array.isArray(vaeConfig?.block_out_channels) ? vaeConfig.block_out_channels.length : null;
+  if (vaeLevels !== null && 2 ** (vaeLevels - 1) !== VAE_SCALE) {
+    throw new ModelFolderError(vaeConfigPath as string, `${vaeConfigPath}: a VAE with ${vaeLevels} levels scales by ${2 ** (vaeLevels - 1)}; reelbot's pipelines need SD's ${VAE_SCALE}× VAE`);
+  }
+  const resolution = readResolution(root, reelbot, unetConfig, warnings);
+  if (resolution.pixels % unet.sizeMultiple !== 0) {
+    throw new ModelFolderError(
+      join(root, resolution.from),
+      `${join(root, resolution.from)}: the default size ${resolution.pixels} is not a multiple of ${unet.sizeMultiple} pixels, which this UNet (${unet.levels} levels) needs`,
+    );
+  }
+  const vaeScalingFactor = readScalingFactor(root, vaeConfig, vaeConfigPath, modelIndex, warnings);
+
   return {
     dir: root,
     textEncoder,
     unet,
-    vaeEncoder: encoder?.info ?? null,
+    vaeEncoder,
     vaeDecoder: decoder.info,
     tokenizer: { vocabPath, mergesPath, vocabSize: Object.keys(vocab).length, mergeCount: merges.length },
     scheduler: {
@@ -214,8 +275,76 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolderInfo> 
     modelIndex,
     reelbot,
     latentChannels: LATENT_CHANNELS,
+    resolution,
+    vaeScalingFactor,
     warnings,
   };
+}
+
+/** reelbot.json's `resolution` (built-in sets), else unet/config.json `sample_size` × 8, else SD 1.x's 512 with a warning. */
+function readResolution(root: string, reelbot: Record<string, unknown> | null, unetConfig: Record<string, unknown> | null, warnings: string[]): ModelFolderInfo['resolution'] {
+  const positiveInteger = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value > 0;
+  if (reelbot && positiveInteger(reelbot.resolution)) return { pixels: reelbot.resolution, from: 'reelbot.json' };
+  const sampleSize = unetConfig?.sample_size;
+  if (sampleSize !== undefined && sampleSize !== null) {
+    if (!positiveInteger(sampleSize)) {
+      throw new ModelFolderError(join(root, 'unet/config.json'), `${join(root, 'unet/config.json')}: sample_size must be a whole number of latent cells (64 for SD 1.x), got ${JSON.stringify(sampleSize)}`);
+    }
+    return { pixels: sampleSize * VAE_SCALE, from: 'unet/config.json' };
+  }
+  warnings.push(`unet/config.json has no sample_size; the default size is SD 1.x's ${SD1_RESOLUTION}×${SD1_RESOLUTION}.`);
+  return { pixels: SD1_RESOLUTION, from: 'default' };
+}
+
+/** The VAE config's `scaling_factor` (vae_decoder's, else vae_encoder's), else model_index.json's, else SD 1.x's with a warning. */
+function readScalingFactor(
+  root: string,
+  vaeConfig: Record<string, unknown> | null,
+  vaeConfigPath: string | undefined,
+  modelIndex: Record<string, unknown> | null,
+  warnings: string[],
+): ModelFolderInfo['vaeScalingFactor'] {
+  const candidates: [unknown, string][] = [
+    [vaeConfig?.scaling_factor, vaeConfigPath ? vaeConfigPath.slice(root.length + 1) : ''],
+    [modelIndex?.scaling_factor, 'model_index.json'],
+  ];
+  for (const [value, from] of candidates) {
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+      throw new ModelFolderError(join(root, from), `${join(root, from)}: scaling_factor must be a positive number (0.18215 for SD 1.x), got ${JSON.stringify(value)}`);
+    }
+    return { value, from };
+  }
+  warnings.push(`No VAE config gives scaling_factor; SD 1.x's ${SD1_VAE_SCALING_FACTOR} is used.`);
+  return { value: SD1_VAE_SCALING_FACTOR, from: 'default' };
+}
+
+/**
+ * Head counts from a diffusers UNet config for the rewrite: `num_attention_heads`, or
+ * `attention_head_dim` when that is null (diffusers' own reading: SD 1.x's `attention_head_dim: 8`
+ * is its head count). A list has one entry per down block; the mid block takes the last, up block
+ * i the reversed list's i-th, as UNet2DConditionModel builds them.
+ */
+export function headsFromUnetConfig(config: Record<string, unknown> | null, blockNames: readonly string[], path: string): HeadsOption | undefined {
+  if (!config) return undefined;
+  const key = config.num_attention_heads !== undefined && config.num_attention_heads !== null ? 'num_attention_heads' : 'attention_head_dim';
+  const value = config[key];
+  if (value === undefined || value === null) return undefined;
+  const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 1;
+  if (isCount(value)) return value;
+  if (!Array.isArray(value) || value.length === 0 || !value.every(isCount)) {
+    throw new ModelFolderError(path, `${path}: ${key} must be a whole number of heads or one per down block, got ${JSON.stringify(value)}`);
+  }
+  const perDown = value as number[];
+  const heads: Record<string, number> = {};
+  for (const name of blockNames) {
+    // Exports may scope the UNet under a wrapper (`/unet/down_blocks.1/…`).
+    const down = /\/down_blocks\.(\d+)\//.exec(name);
+    const up = /\/up_blocks\.(\d+)\//.exec(name);
+    const count = down ? perDown[Number(down[1])] : up ? [...perDown].reverse()[Number(up[1])] : name.includes('/mid_block/') ? perDown.at(-1) : undefined;
+    if (count !== undefined) heads[name] = count;
+  }
+  return heads;
 }
 
 async function readGraph(root: string, file: string): Promise<{ info: OnnxModelInfo; model: onnx.ModelProto }> {
@@ -285,7 +414,7 @@ function otherFamily(inputs: readonly string[]): string | undefined {
   return undefined;
 }
 
-function inspectUnet(info: OnnxModelInfo, model: onnx.ModelProto, warnings: string[]): UnetInfo {
+function inspectUnet(info: OnnxModelInfo, model: onnx.ModelProto, config: Record<string, unknown> | null, warnings: string[]): UnetInfo {
   expectIo(info, ['sample', 'timestep', 'encoder_hidden_states'], ['out_sample'], 'a Stable Diffusion UNet', otherFamily(info.inputs.map((i) => i.name)));
   const sample = findIo(info.inputs, 'sample');
   const out = findIo(info.outputs, 'out_sample');
@@ -313,9 +442,32 @@ function inspectUnet(info: OnnxModelInfo, model: onnx.ModelProto, warnings: stri
     if (weight) contextWidth = tensorDims(weight)[0] ?? null;
   }
 
-  const selfAttention = inspectSelfAttention(model);
-  if (selfAttention.length === 0) warnings.push(`${info.file}: no self-attention block (no node named …/attn1/to_q/MatMul); cross-frame attention cannot be applied and videos will flicker.`);
-  for (const block of selfAttention) if ('error' in block) warnings.push(`${info.file}: ${block.error}`);
+  const configPath = join(dirname(info.path), 'config.json');
+  const blockNames = index.nodesEndingWith('/attn1/to_q/MatMul').map((n) => (n.name ?? '').slice(0, -'/to_q/MatMul'.length));
+  const configHeads = headsFromUnetConfig(config, blockNames, configPath);
+  const selfAttention = inspectSelfAttention(model, { heads: configHeads });
+  const unknownHeads = selfAttention.find((block) => 'headsUnknown' in block && block.headsUnknown);
+  if (unknownHeads) {
+    throw new ModelFolderError(
+      info.path,
+      `${info.path}: the graph does not show the head count of ${unknownHeads.name} and ${config ? `${configPath} gives neither num_attention_heads nor attention_head_dim` : `there is no ${configPath}`}; ` +
+        'copy the UNet\'s config.json from the model it was exported from (SD 1.x: attention_head_dim 8) rather than let reelbot guess',
+    );
+  }
+  const problem = selfAttention.find((block): block is SelfAttentionProblem => 'error' in block);
+  const attention: UnetInfo['attention'] =
+    selfAttention.length === 0
+      ? { mode: 'per-frame', reason: noSelfAttentionReason(index) }
+      : problem
+        ? { mode: 'per-frame', reason: problem.error }
+        : { mode: 'cross-frame' };
+  if (attention.mode === 'per-frame') {
+    warnings.push(`${info.file}: ${attention.reason}. Cross-frame attention cannot be applied: the UNet runs per frame and videos will flicker.`);
+  }
+  const configLevels = Array.isArray(config?.block_out_channels) && config.block_out_channels.length > 0 ? config.block_out_channels.length : null;
+  const graphLevels = countDownBlocks(index);
+  const levels = configLevels ?? graphLevels ?? 4;
+  if (configLevels === null && graphLevels === null) warnings.push(`${info.file}: neither unet/config.json nor the graph shows the UNet's levels; assumed SD 1.x's 4 (sizes in multiples of 64).`);
 
   return {
     ...info,
@@ -327,7 +479,36 @@ function inspectUnet(info: OnnxModelInfo, model: onnx.ModelProto, warnings: stri
     timestep: { elemType: timestep.elemType, rank: timestep.dims === null ? null : timestep.dims.length, dims: timestep.dims },
     selfAttention,
     crossAttention: index.nodesEndingWith('/attn2/to_q/MatMul').map((n) => (n.name ?? '').slice(0, -'/to_q/MatMul'.length)),
+    attention,
+    configHeads,
+    levels,
+    sizeMultiple: VAE_SCALE * 2 ** (levels - 1),
+    fp16: sample.elemType === 'float16',
   };
+}
+
+const FUSED_ATTENTION_OPS = new Set(['Attention', 'MultiHeadAttention', 'PackedAttention', 'PackedMultiHeadAttention', 'GroupQueryAttention']);
+
+/** Why a UNet shows no self-attention block the rewrite can use, as far as the graph tells. */
+function noSelfAttentionReason(index: GraphIndex): string {
+  const fused = (index.graph.node ?? []).find((n) => n.domain === 'com.microsoft' && FUSED_ATTENTION_OPS.has(n.opType ?? ''));
+  if (fused) {
+    return `no self-attention block: its attention is already fused into com.microsoft ${fused.opType} nodes (an --optimize export, or ORT's transformer optimizer); export again without --optimize for cross-frame attention`;
+  }
+  if (!(index.graph.node ?? []).some((n) => /\/(down|up)_blocks\.\d+\//.test(n.name ?? ''))) {
+    return "no self-attention block: its node names do not carry the module paths (…/attn1/to_q/MatMul) that torch's TorchScript exporter writes (a dynamo export?); export with optimum's default exporter for cross-frame attention";
+  }
+  return 'no self-attention block (no node named …/attn1/to_q/MatMul)';
+}
+
+/** Down blocks counted from node names (`/down_blocks.<i>/…`); null when the graph has no such names. */
+function countDownBlocks(index: GraphIndex): number | null {
+  let most = -1;
+  for (const node of index.graph.node ?? []) {
+    const match = /\/down_blocks\.(\d+)\//.exec(node.name ?? '');
+    if (match) most = Math.max(most, Number(match[1]));
+  }
+  return most >= 0 ? most + 1 : null;
 }
 
 function findIo(list: readonly ValueInfo[], name: string): ValueInfo {
@@ -367,6 +548,10 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
+async function readOptionalJson(path: string): Promise<Record<string, unknown> | null> {
+  return (await isFile(path)) ? readJsonObject(path) : null;
+}
+
 async function readJsonObject(path: string): Promise<Record<string, unknown>> {
   let value: unknown;
   try {
@@ -376,70 +561,4 @@ async function readJsonObject(path: string): Promise<Record<string, unknown>> {
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ModelFolderError(path, `${path} should hold a JSON object`);
   return value as Record<string, unknown>;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Report text.
-
-function formatDims(dims: ValueInfo['dims']): string {
-  if (dims === null) return '(unknown shape)';
-  return `[${dims.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
-}
-
-function formatModel(info: OnnxModelInfo, lines: string[]): void {
-  const opset = info.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version;
-  const extras = [`opset ${opset ?? '?'}`, `${info.nodeCount} nodes`];
-  if (info.externalData.length > 0) extras.push(`weights in ${info.externalData.join(', ')}`);
-  lines.push(`${info.file} (${extras.join(', ')})`);
-  const width = Math.max(...[...info.inputs, ...info.outputs].map((i) => i.name.length), 4);
-  for (const input of info.inputs) lines.push(`  in   ${input.name.padEnd(width)}  ${input.elemType.padEnd(8)} ${formatDims(input.dims)}`);
-  for (const output of info.outputs) lines.push(`  out  ${output.name.padEnd(width)}  ${output.elemType.padEnd(8)} ${formatDims(output.dims)}`);
-}
-
-/**
- * The text `reelbot models check DIR` prints: providers, each model's inputs and outputs with
- * dtypes, the UNet kind, and its self-attention blocks.
- */
-export function formatModelFolderInfo(info: ModelFolderInfo, providers: readonly { name: string; bundled: boolean }[]): string {
-  const lines: string[] = [];
-  const { unet } = info;
-  lines.push(`Model folder ${info.dir}`);
-  lines.push(
-    `  UNet: ${unet.kind} (${unet.inChannels} input channels), ${info.latentChannels} latent channels, text width ${unet.contextWidth ?? '?'}, ${unet.sampleType} sample`,
-  );
-  if (info.reelbot) {
-    const r = info.reelbot;
-    lines.push(`  built-in set: ${String(r.size ?? '?')} ${String(r.kind ?? '')}${r.untrainedWeights ? ' (untrained weights: the output is noise-like)' : ''}`.trimEnd());
-  }
-  lines.push(`  scheduler: ${info.scheduler.className ?? '(no _class_name)'}, prediction_type ${info.scheduler.predictionType ?? 'epsilon (default)'}`);
-  lines.push(`  tokenizer: ${info.tokenizer.vocabSize} tokens, ${info.tokenizer.mergeCount} merges`);
-  lines.push(`  text encoder: ${info.textEncoder.idsType} ids, ${info.textEncoder.sequenceLength ?? '?'} tokens, width ${info.textEncoder.hiddenWidth ?? '?'}`);
-  lines.push(
-    `  timestep: ${unet.timestep.elemType}, ${unet.timestep.rank === null ? 'unknown rank' : unet.timestep.rank === 0 ? 'scalar' : `rank ${unet.timestep.rank} ${formatDims(unet.timestep.dims)}`}`,
-  );
-  lines.push(`  VAE encoder: ${info.vaeEncoder ? 'present' : 'absent (text-to-video only; editing needs it)'}`);
-  lines.push('');
-  lines.push(
-    `ONNX Runtime providers: ${providers.map((p) => (p.bundled ? p.name : `${p.name} (needs its libraries installed)`)).join(', ') || 'none'}`,
-  );
-  lines.push('');
-  formatModel(info.textEncoder, lines);
-  formatModel(unet, lines);
-  const good = unet.selfAttention.filter((b): b is CrossFrameBlock => !('error' in b));
-  const headCounts = [...new Set(good.map((b) => b.heads))];
-  const sources = [...new Set(good.map((b) => (b.headsFrom === 'graph' ? 'read from the graph' : 'assumed, not in the graph')))];
-  lines.push(
-    `  self-attention blocks (attn1): ${unet.selfAttention.length}` +
-      (good.length > 0 ? `, ${headCounts.join('/')} heads (${sources.join(', ')})` : ''),
-  );
-  for (const block of unet.selfAttention) lines.push(`    ${block.name}${'error' in block ? `  (cannot rewrite: ${block.error})` : ''}`);
-  lines.push(`  cross-attention blocks (attn2): ${unet.crossAttention.length}`);
-  if (info.vaeEncoder) formatModel(info.vaeEncoder, lines);
-  formatModel(info.vaeDecoder, lines);
-  if (info.warnings.length > 0) {
-    lines.push('');
-    lines.push('Warnings:');
-    for (const warning of info.warnings) lines.push(`  - ${warning}`);
-  }
-  return lines.join('\n');
 }

@@ -9,6 +9,7 @@
  * tried on its own and the errors are collected.
  */
 import * as ort from 'onnxruntime-node';
+import { DataType, encodeModel, makeNode, makeValueInfo, onnx } from './proto.js';
 
 /** The ORT tensor class and type, for the rest of the engine (which must not import onnxruntime-node). */
 export const Tensor = ort.Tensor;
@@ -183,4 +184,36 @@ export async function releaseSession(session: InferenceSession): Promise<void> {
 /** Is this value an ORT tensor? */
 export function isTensor(value: unknown): value is Tensor {
   return value instanceof ort.Tensor;
+}
+
+/** What {@link probeProvider} found: the provider a session on `device` starts on, and the attempts. */
+export interface ProviderProbe {
+  device: Device;
+  /** Undefined when no provider the device allows could start. */
+  provider?: ProviderName;
+  attempts: ProviderAttempt[];
+}
+
+/**
+ * Which provider a session on `device` starts on, found by creating one for a one-node graph (an
+ * Add of two floats) with the same fallback rule as {@link createSession}; never throws.
+ */
+export async function probeProvider(device: Device, fallbackToCpu: boolean): Promise<ProviderProbe> {
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    graph: onnx.GraphProto.create({
+      name: 'probe',
+      node: [makeNode('Add', ['a', 'a'], ['b'])],
+      input: [makeValueInfo('a', DataType.FLOAT, [1])],
+      output: [makeValueInfo('b', DataType.FLOAT, [1])],
+    }),
+  });
+  try {
+    const created = await createSession(encodeModel(model), { device, intraOpThreads: 1, interOpThreads: 1, fallbackToCpu });
+    await releaseSession(created.session);
+    return { device, provider: created.provider, attempts: created.attempts };
+  } catch (error) {
+    return { device, attempts: error instanceof SessionCreateError ? [...error.attempts] : [{ provider: device, error: (error as Error).message }] };
+  }
 }

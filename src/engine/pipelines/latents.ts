@@ -3,8 +3,19 @@
  * classifier-free guidance, the Text2Video-Zero motion warp, and the VAE-output → RGB conversion.
  */
 
-/** SD 1.x VAE scaling factor (`vae/config.json` scaling_factor). */
-export const VAE_SCALING_FACTOR = 0.18215;
+/**
+ * The UNet halves the latent at each of its levels and adds the skip connections back, so both
+ * pixel sides must be multiples of 8 · 2^(levels − 1) (64 for SD 1.x); otherwise ORT fails deep in
+ * the graph with a shape error.
+ * @throws RangeError naming the side and the multiple
+ */
+export function checkUnetSize(width: number, height: number, sizeMultiple: number): void {
+  for (const [name, value] of [['width', width], ['height', height]] as const) {
+    if (value % sizeMultiple !== 0) {
+      throw new RangeError(`The ${name} must be a multiple of ${sizeMultiple} pixels for this model's UNet, not ${value} (try ${Math.max(sizeMultiple, Math.round(value / sizeMultiple) * sizeMultiple)})`);
+    }
+  }
+}
 
 /**
  * Classifier-free guidance over a batch laid out [uncond × n, text × n]:

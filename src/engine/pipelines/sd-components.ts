@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inspectModelFolder, ModelFolderError } from '../onnx/model-folder.js';
 import { CROSS_FRAME_ANCHORS_INPUT, crossFrameAnchors, loadRewrittenUnet } from '../onnx/cross-frame.js';
+import { channelMessage, loadVaeEncoderForMean, VAE_LATENT_CHANNELS, type LoadableVaeEncoder } from '../onnx/vae-encoder.js';
 import { createSession, releaseSession, Tensor, type InferenceSession, type ProviderName, type SessionLogger } from '../onnx/session.js';
 import { float16ToFloat32Array, float32ArrayToFloat16 } from '../onnx/tensor.js';
 import { readSchedulerConfig, type SchedulerConfig } from '../schedulers/ddim.js';
@@ -59,8 +60,14 @@ export class StableDiffusionComponents {
   readonly textWidth: number;
   /** The UNet's input channels: 4 (text-to-image) or 8 (instruct-edit). */
   readonly unetInChannels: number;
-  /** Default pixel resolution: 512 for SD 1.x; the built-in sets say theirs in reelbot.json. */
+  /** Default pixel resolution: unet/config.json sample_size × 8 (512 for SD 1.x); the built-in sets say theirs in reelbot.json. */
   readonly resolution: number;
+  /** Pixel sides must be multiples of this (8 · 2^(UNet levels − 1): 64 for SD 1.x). */
+  readonly sizeMultiple: number;
+  /** The VAE's latent scaling factor from its config (0.18215 for SD 1.x). */
+  readonly vaeScalingFactor: number;
+  /** True for a built-in set (its reelbot.json says its weights are untrained). */
+  readonly untrainedWeights: boolean;
   readonly crossFrameBlocks: number;
   /** Seconds spent inside session.run since load. */
   ortSeconds = 0;
@@ -72,7 +79,7 @@ export class StableDiffusionComponents {
   #anchorKvUnets: Promise<{ exporter: Graph; importer: Graph }> | undefined;
   readonly #openAnchorKvUnets: () => Promise<{ exporter: Graph; importer: Graph }>;
   readonly #vaeDecoder: Graph;
-  readonly #vaeEncoder: Graph | undefined;
+  readonly #vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
   readonly #groups: number;
 
   private constructor(fields: {
@@ -82,6 +89,9 @@ export class StableDiffusionComponents {
     schedulerConfig: SchedulerConfig;
     provider: ProviderName;
     resolution: number;
+    sizeMultiple: number;
+    vaeScalingFactor: number;
+    untrainedWeights: boolean;
     crossFrameBlocks: number;
     textEncoder: Graph;
     unet: Graph | undefined;
@@ -93,13 +103,16 @@ export class StableDiffusionComponents {
     anchorKvUnets: { exporter: Graph; importer: Graph } | undefined;
     openAnchorKvUnets: () => Promise<{ exporter: Graph; importer: Graph }>;
     vaeDecoder: Graph;
-    vaeEncoder: Graph | undefined;
+    vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
   }) {
     this.dir = fields.dir;
     this.tokenizer = fields.tokenizer;
     this.schedulerConfig = fields.schedulerConfig;
     this.provider = fields.provider;
     this.resolution = fields.resolution;
+    this.sizeMultiple = fields.sizeMultiple;
+    this.vaeScalingFactor = fields.vaeScalingFactor;
+    this.untrainedWeights = fields.untrainedWeights;
     this.crossFrameBlocks = fields.crossFrameBlocks;
     this.#textEncoder = fields.textEncoder;
     this.#unet = fields.unet && Promise.resolve(fields.unet);
@@ -133,7 +146,8 @@ export class StableDiffusionComponents {
     }
     const tokenizer = await ClipTokenizer.load(join(dir, 'tokenizer'));
     const schedulerConfig = readSchedulerConfig(JSON.parse(await readFile(join(dir, 'scheduler', 'scheduler_config.json'), 'utf8')));
-    const openCrossFrameUnet = async () => (await open((await loadRewrittenUnet(join(dir, 'unet', 'model.onnx'), { groups: options.groups })).path)).graph;
+    const heads = info.unet.configHeads;
+    const openCrossFrameUnet = async () => (await open((await loadRewrittenUnet(join(dir, 'unet', 'model.onnx'), { groups: options.groups, heads })).path)).graph;
     // The edit pipeline uses the anchor K/V pair, not this one: only load what is used.
     const unet = options.anchorKvSessions ? undefined : await openCrossFrameUnet();
     const textEncoder = await open(join(dir, 'text_encoder', 'model.onnx'));
@@ -143,19 +157,14 @@ export class StableDiffusionComponents {
     const unetPath = join(dir, 'unet', 'model.onnx');
     const openAnchorKvUnets = async () => {
       // Sequential: each rewrite writes its own cache file; the block order (anchor_k.<i>) is the same in both.
-      const exporter = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, anchorKv: 'export' })).path);
-      const importer = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, anchorKv: 'import' })).path);
+      const exporter = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, heads, anchorKv: 'export' })).path);
+      const importer = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, heads, anchorKv: 'import' })).path);
       return { exporter: exporter.graph, importer: importer.graph };
     };
     const anchorKvUnets = options.anchorKvSessions ? await openAnchorKvUnets() : undefined;
-    const vaeEncoder = options.vaeEncoder ? (await open(join(dir, 'vae_encoder', 'model.onnx'))).graph : undefined;
-    let resolution = 512;
-    try {
-      const info = JSON.parse(await readFile(join(dir, 'reelbot.json'), 'utf8')) as { resolution?: unknown };
-      if (typeof info.resolution === 'number') resolution = info.resolution;
-    } catch {
-      // Not one of our built-in sets: SD 1.x's 512.
-    }
+    // The posterior mean in every export form: a sampling encoder is rewritten, latent_parameters is sliced in encode().
+    const encoder = options.vaeEncoder ? await loadVaeEncoderForMean(join(dir, 'vae_encoder', 'model.onnx')) : undefined;
+    const vaeEncoder = encoder ? { ...(await open(encoder.path)).graph, output: encoder.outputName, encoder } : undefined;
     // The text encoder's `last_hidden_state` is the first output by the export's convention; pick it by name when present.
     if (textEncoder.graph.session.outputNames.includes('last_hidden_state')) textEncoder.graph.output = 'last_hidden_state';
     return new StableDiffusionComponents({
@@ -164,7 +173,10 @@ export class StableDiffusionComponents {
       tokenizer,
       schedulerConfig,
       provider: textEncoder.provider,
-      resolution,
+      resolution: info.resolution.pixels,
+      sizeMultiple: info.unet.sizeMultiple,
+      vaeScalingFactor: info.vaeScalingFactor.value,
+      untrainedWeights: info.reelbot?.untrainedWeights === true,
       crossFrameBlocks: info.unet.selfAttention.length,
       textWidth: info.unet.contextWidth ?? textHiddenWidth(textEncoder.graph.session),
       unetInChannels: info.unet.inChannels,
@@ -264,10 +276,25 @@ export class StableDiffusionComponents {
     return this.#run(this.#vaeDecoder, { latent_sample: this.#floatTensor(this.#vaeDecoder, 'latent_sample', latents, [count, 4, height, width]) });
   }
 
-  /** VAE encode of images in [−1, 1]: [n, 3, H, W] → latents [n, 4, H/8, W/8] (unscaled). */
+  /**
+   * VAE encode of images in [−1, 1]: [n, 3, H, W] → the posterior mean [n, 4, H/8, W/8] (unscaled),
+   * whichever form the export has (the mean itself, latent_parameters, or a sampling graph rewritten at load).
+   */
   async encode(images: Float32Array, count: number, height: number, width: number): Promise<Float32Array> {
-    if (!this.#vaeEncoder) throw new Error('The VAE encoder was not loaded (pass vaeEncoder: true).');
-    return this.#run(this.#vaeEncoder, { sample: this.#floatTensor(this.#vaeEncoder, 'sample', images, [count, 3, height, width]) });
+    const graph = this.#vaeEncoder;
+    if (!graph) throw new Error('The VAE encoder was not loaded (pass vaeEncoder: true).');
+    const output = (await this.#runAll(graph, { sample: this.#floatTensor(graph, 'sample', images, [count, 3, height, width]) }))[graph.output]!;
+    const channels = output.dims[1];
+    if (output.dims.length !== 4 || channels !== graph.encoder.expectedChannels) {
+      throw new ModelFolderError(join(this.dir, 'vae_encoder', 'model.onnx'), channelMessage(join(this.dir, 'vae_encoder', 'model.onnx'), graph.output, channels ?? 0));
+    }
+    const data = this.#toFloat32(output);
+    if (graph.encoder.output !== 'parameters') return data;
+    // [n, mean 4 + logvar 4, h, w] → the mean's 4 channels of each item.
+    const plane = (output.dims[2] ?? 0) * (output.dims[3] ?? 0);
+    const mean = new Float32Array(count * VAE_LATENT_CHANNELS * plane);
+    for (let n = 0; n < count; n++) mean.set(data.subarray(n * channels * plane, (n * channels + VAE_LATENT_CHANNELS) * plane), n * VAE_LATENT_CHANNELS * plane);
+    return mean;
   }
 
   async release(): Promise<void> {

@@ -28,7 +28,7 @@
  */
 import { DDIMScheduler, ddpmForwardFactor } from '../schedulers/ddim.js';
 import { seededDraws, type DrawSource } from '../draws.js';
-import { applyGuidance, concat, imagesToRgb, repeat, VAE_SCALING_FACTOR, warpLatent } from './latents.js';
+import { applyGuidance, checkUnetSize, concat, imagesToRgb, repeat, warpLatent } from './latents.js';
 import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 
@@ -43,7 +43,10 @@ export interface TextToVideoZeroInput {
   seed: number;
   /** Motion field strength δx, δy in pixels of a 512 grid per frame (reference 12, 12). */
   motion?: { dx: number; dy: number };
-  /** DDIM step indices of the two phases (reference 44 / 47 for 50 steps). */
+  /**
+   * DDIM step indices of the two phases (reference 44 / 47 for 50 steps). Either may be given
+   * alone: the other is derived by {@link phaseSteps}.
+   */
   t0?: number;
   t1?: number;
   /** Pixel size; multiples of 8 · 2^(levels−1); default the model's resolution. */
@@ -87,6 +90,39 @@ export function defaultPhaseSteps(steps: number): { t0: number; t1: number } {
   return { t0, t1 };
 }
 
+/**
+ * The two phase steps for `steps` DDIM steps, either or both given. diffusers' pipeline takes
+ * t0 = 44 and t1 = 47 unless told otherwise, whatever the step count, so a lone t0 or t1 is paired
+ * with a default that only fits 50 steps (and t1 < 44 alone silently breaks its t0 < t1). Here the
+ * missing one is this step count's default ({@link defaultPhaseSteps}) when that keeps
+ * t0 < t1, else the nearest step that does (t1 = t0 + 1, or t0 = t1 − 1). At 50 steps a lone
+ * t0 ≤ 46 or t1 ≥ 45 gives diffusers' pair.
+ * @throws RangeError saying which value is out of range, and the range
+ */
+export function phaseSteps(steps: number, t0?: number, t1?: number): { t0: number; t1: number } {
+  const defaults = defaultPhaseSteps(steps);
+  const index = (name: string, value: number | undefined, low: number, high: number): void => {
+    if (value !== undefined && !(Number.isInteger(value) && value >= low && value <= high)) {
+      throw new RangeError(`\`${name}\` must be a step index from ${low} to ${high} for ${steps} steps${name === 't0' ? ' (below t1)' : ' (above t0)'}, got ${value}`);
+    }
+  };
+  if (t0 !== undefined && t1 !== undefined) {
+    if (!(Number.isInteger(t0) && Number.isInteger(t1) && t0 >= 0 && t0 < t1 && t1 <= steps - 1)) {
+      throw new RangeError(`\`t0\` and \`t1\` must be step indices with 0 ≤ t0 < t1 < ${steps}, got ${t0} and ${t1}`);
+    }
+    return { t0, t1 };
+  }
+  if (t0 !== undefined) {
+    index('t0', t0, 0, steps - 2);
+    return { t0, t1: defaults.t1 > t0 ? defaults.t1 : t0 + 1 };
+  }
+  if (t1 !== undefined) {
+    index('t1', t1, 1, steps - 1);
+    return { t0: defaults.t0 < t1 ? defaults.t0 : t1 - 1, t1 };
+  }
+  return defaults;
+}
+
 export class TextToVideoZeroPipeline {
   readonly #components: StableDiffusionComponents;
 
@@ -105,8 +141,8 @@ export class TextToVideoZeroPipeline {
     const chunkSize = input.chunkSize ?? TEXT_TO_VIDEO_ZERO_DEFAULTS.chunkSize;
     const height = input.height ?? sd.resolution;
     const width = input.width ?? sd.resolution;
-    const phases = input.t0 === undefined && input.t1 === undefined ? defaultPhaseSteps(steps) : { t0: input.t0 ?? 44, t1: input.t1 ?? 47 };
-    checkInputs({ numFrames, steps, guidance, chunkSize, height, width, ...phases });
+    checkInputs({ numFrames, steps, guidance, chunkSize, height, width, sizeMultiple: sd.sizeMultiple });
+    const phases = phaseSteps(steps, input.t0, input.t1);
     const crossFrame = input.crossFrameAttention ?? true;
     const h = height / 8;
     const w = width / 8;
@@ -197,7 +233,7 @@ export class TextToVideoZeroPipeline {
     context.onProgress?.({ step: totalCalls, total: totalCalls, stage: 'decoding' });
     const frames: Uint8Array[] = [];
     for (const latent of finals) {
-      const scaled = latent.map((value) => value / VAE_SCALING_FACTOR);
+      const scaled = latent.map((value) => value / sd.vaeScalingFactor);
       const image = await sd.decode(scaled, 1, h, w);
       frames.push(imagesToRgb(image, 1, height, width)[0]!);
     }
@@ -226,8 +262,8 @@ export function chunkFrames(numFrames: number, size: number): number[][] {
   return chunks;
 }
 
-function checkInputs(args: { numFrames: number; steps: number; guidance: number; chunkSize: number; height: number; width: number; t0: number; t1: number }): void {
-  const { numFrames, steps, guidance, chunkSize, height, width, t0, t1 } = args;
+function checkInputs(args: { numFrames: number; steps: number; guidance: number; chunkSize: number; height: number; width: number; sizeMultiple: number }): void {
+  const { numFrames, steps, guidance, chunkSize, height, width, sizeMultiple } = args;
   if (!Number.isInteger(numFrames) || numFrames < 1) throw new RangeError(`\`numFrames\` must be a whole number of at least 1, got ${numFrames}`);
   if (!Number.isInteger(steps) || steps < 2) throw new RangeError(`\`numInferenceSteps\` must be a whole number of at least 2, got ${steps}`);
   if (!(guidance >= 0) || !Number.isFinite(guidance)) throw new RangeError(`\`guidanceScale\` must be a number of at least 0, got ${guidance}`);
@@ -235,7 +271,5 @@ function checkInputs(args: { numFrames: number; steps: number; guidance: number;
   if (height % 8 !== 0 || width % 8 !== 0 || height <= 0 || width <= 0) {
     throw new RangeError(`\`height\` and \`width\` have to be positive multiples of 8 but are ${height} and ${width}`);
   }
-  if (!(Number.isInteger(t0) && Number.isInteger(t1) && t0 >= 0 && t0 < t1 && t1 <= steps - 1)) {
-    throw new RangeError(`\`t0\` and \`t1\` must be step indices with 0 ≤ t0 < t1 < ${steps}, got ${t0} and ${t1}`);
-  }
+  checkUnetSize(width, height, sizeMultiple);
 }

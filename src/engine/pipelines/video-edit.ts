@@ -2,7 +2,7 @@
  * Clip editing by instruction: Video Instruct-Pix2Pix (Text2Video-Zero's `process_pix2pix`) with
  * Fairy-style anchor attention, on an 8-channel Instruct-Pix2Pix UNet.
  *
- *   1. every input frame → VAE encoder → image latent (the posterior mode, NOT × 0.18215, as
+ *   1. every input frame → VAE encoder → image latent (the posterior mode, NOT × the scaling factor, as
  *      diffusers' `prepare_image_latents`), encoded a chunk at a time;
  *   2. one noise latent per frame, randn × `initNoiseSigma`, each frame from its own seeded stream;
  *   3. each step, one UNet call on 3 guidance groups × the K anchor frames (the K/V-export UNet:
@@ -42,13 +42,14 @@
  * - As diffusers, guidance is applied only when `guidanceScale > 1` and `imageGuidanceScale ≥ 1`;
  *   otherwise the text-conditioned prediction is used alone (the 3-group batch still runs, since
  *   the rewritten UNet is built for 3 groups).
- * - The VAE encoder's output is used as the mode. optimum's export samples the posterior instead;
- *   for SD's VAE the difference is small (see shared/pipelines.md §4b).
+ * - The VAE encoder gives the posterior mean (= the mode, as diffusers' `latent_dist.mode()`) in
+ *   every export form: an older optimum export that samples inside the graph is rewritten at load,
+ *   a `latent_parameters` one is sliced (onnx/vae-encoder.ts), so a seed always gives one edit.
  */
 import { seededDraws, type DrawSource } from '../draws.js';
 import { DDIMScheduler } from '../schedulers/ddim.js';
 import { EulerAncestralScheduler } from '../schedulers/euler-ancestral.js';
-import { concat, imagesToRgb, repeat, rgbToImages, VAE_SCALING_FACTOR } from './latents.js';
+import { checkUnetSize, concat, imagesToRgb, repeat, rgbToImages } from './latents.js';
 import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 import type { Tensor } from '../onnx/session.js';
@@ -142,6 +143,7 @@ export class VideoEditPipeline {
     const schedulerName = input.scheduler ?? VIDEO_EDIT_DEFAULTS.scheduler;
     const crossFrame = input.crossFrameAttention ?? true;
     checkInputs({ ...input, steps, guidance, imageGuidance, anchorCount, chunkSize, schedulerName, crossFrame });
+    checkUnetSize(input.width, input.height, sd.sizeMultiple);
     if (sd.unetInChannels !== 8) {
       throw new RangeError(`Clip editing needs an instruct-edit (8-channel) UNet; ${sd.dir} has a ${sd.unetInChannels}-channel one`);
     }
@@ -261,7 +263,7 @@ export class VideoEditPipeline {
       const part = latents.slice(start, start + chunkSize);
       const batch = new Float32Array(part.length * latentSize);
       part.forEach((latent, i) => {
-        for (let k = 0; k < latentSize; k++) batch[i * latentSize + k] = latent[k]! / VAE_SCALING_FACTOR;
+        for (let k = 0; k < latentSize; k++) batch[i * latentSize + k] = latent[k]! / sd.vaeScalingFactor;
       });
       const images = await sd.decode(batch, part.length, h, w);
       output.push(...imagesToRgb(images, part.length, height, width));

@@ -57,7 +57,7 @@ export const SD15_DDIM_CONFIG: SchedulerConfig = Object.freeze({
   clipSampleRange: 1,
 });
 
-// diffusers DDIMScheduler.__init__ defaults: what a key missing from scheduler_config.json means.
+// diffusers DDIMScheduler.__init__ defaults (except clip_sample): what a key missing from scheduler_config.json means.
 const DIFFUSERS_DEFAULTS: SchedulerConfig = Object.freeze({
   numTrainTimesteps: 1000,
   betaStart: 0.0001,
@@ -67,7 +67,10 @@ const DIFFUSERS_DEFAULTS: SchedulerConfig = Object.freeze({
   setAlphaToOne: true,
   predictionType: 'epsilon',
   timestepSpacing: 'leading',
-  clipSample: true,
+  // diffusers' DDIMScheduler defaults to true, which clamps latents to ±1: a trap for a config that
+  // lacks the key (Euler-type configs such as instruct-pix2pix's). Latent diffusion never clips, so
+  // a missing key means false here; a config that sets it is followed.
+  clipSample: false,
   clipSampleRange: 1,
 });
 
@@ -81,7 +84,8 @@ function describe(value: unknown): string {
 
 /**
  * Parses a diffusers `scheduler/scheduler_config.json` object (snake_case keys) into a
- * {@link SchedulerConfig}. Missing keys take diffusers' `DDIMScheduler` defaults; keys DDIM does not
+ * {@link SchedulerConfig}. Missing keys take diffusers' `DDIMScheduler` defaults, except `clip_sample`,
+ * which is false unless the config sets it (latent diffusion never clips); keys DDIM does not
  * use (`_class_name`, `skip_prk_steps`…) are ignored, as `DDIMScheduler.from_config` does, so the
  * PNDM config shipped with SD 1.5 is accepted.
  *
@@ -167,6 +171,19 @@ export function readSchedulerConfig(json: unknown): SchedulerConfig {
 export function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * "trailing" timesteps as diffusers computes them, `np.round(np.arange(train, 0, -train / n)) - 1`:
+ * numpy's arange has `ceil(train / (train / n))` elements, `train − i·(train / n)`. That is n for
+ * every n but a few (61 gives 62 in numpy too); 3 steps give 999, 666, 332.
+ */
+export function trailingTimesteps(train: number, n: number): number[] {
+  const ratio = train / n;
+  const count = Math.ceil(train / ratio);
+  const timesteps: number[] = [];
+  for (let i = 0; i < count; i++) timesteps.push(roundHalfEven(train - i * ratio) - 1);
+  return timesteps;
 }
 
 /** `np.linspace(start, end, n)` in float64 (last point exact, as numpy). */
@@ -299,13 +316,9 @@ export class DDIMScheduler {
         for (let i = n - 1; i >= 0; i--) timesteps.push(roundHalfEven(points[i]!));
         break;
       }
-      case 'trailing': {
-        // np.round(np.arange(train, 0, -train / n)) - 1
-        const ratio = train / n;
-        const count = Math.ceil(train / ratio);
-        for (let i = 0; i < count; i++) timesteps.push(roundHalfEven(train - i * ratio) - 1);
+      case 'trailing':
+        timesteps.push(...trailingTimesteps(train, n));
         break;
-      }
     }
     this.#timesteps = timesteps;
     this.#numInferenceSteps = n;

@@ -28,7 +28,7 @@
  * Pure math on typed arrays: imports nothing from onnx/.
  */
 import type { Random } from '../random.js';
-import { makeBetas, roundHalfEven, type SchedulerConfig, type TimestepSpacing } from './ddim.js';
+import { makeBetas, trailingTimesteps, type SchedulerConfig, type TimestepSpacing } from './ddim.js';
 
 /** The beta-schedule and spacing settings EA reads; a {@link SchedulerConfig} fits. */
 export type EulerAncestralConfig = Pick<SchedulerConfig, 'numTrainTimesteps' | 'betaStart' | 'betaEnd' | 'betaSchedule' | 'stepsOffset' | 'predictionType' | 'timestepSpacing'>;
@@ -210,11 +210,9 @@ function makeTimesteps(spacing: TimestepSpacing, train: number, n: number, offse
       for (let i = n - 1; i >= 0; i--) timesteps.push(i * ratio + offset);
       break;
     }
-    case 'trailing': {
-      const ratio = train / n;
-      for (let t = train; t > 0; t -= ratio) timesteps.push(roundHalfEven(t) - 1);
+    case 'trailing':
+      timesteps.push(...trailingTimesteps(train, n));
       break;
-    }
   }
   return timesteps;
 }

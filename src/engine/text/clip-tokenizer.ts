@@ -1,16 +1,18 @@
 /**
  * @file CLIP byte-level BPE tokenizer, the algorithm of openai/CLIP `simple_tokenizer.py` and
- * Hugging Face `CLIPTokenizer`: NFC, whitespace collapsed, lower-cased, split by the CLIP regex,
- * each piece turned into byte-unicode characters, then BPE with a `</w>` end-of-word suffix by
- * merge rank. Encodings are `[bos, …tokens, eos]` padded to 77 with the pad token (eos for SD 1.x).
+ * Hugging Face `CLIPTokenizer`: HTML-unescaped, quotes uncurled, NFC, whitespace collapsed,
+ * lower-cased, split by the CLIP regex, each piece turned into byte-unicode characters, then BPE
+ * with a `</w>` end-of-word suffix by merge rank. Encodings are `[bos, …tokens, eos]` padded to 77 with the pad token (eos for SD 1.x).
  *
  * It reads the files of a model folder's `tokenizer/` (HF layout): `vocab.json`, `merges.txt`
  * and, when present, `special_tokens_map.json` / `tokenizer_config.json` for the pad token.
- * ftfy's mojibake repair and openai's double `html.unescape` are not applied (HF skips them too
- * when ftfy is absent, and neither changes ordinary prompts).
+ * The text is first cleaned as openai/CLIP's `basic_clean` does: `html.unescape` twice (Slack
+ * sends `&amp;`) and ftfy's curly-quote straightening; ftfy's other repairs (mojibake) are not made
+ * (text/clean-text.ts says what differs).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { cleanClipText } from './clean-text.js';
 
 /** Sequence length of the SD 1.x text encoder: bos + 75 tokens + eos. */
 export const CLIP_MAX_LENGTH = 77;
@@ -59,9 +61,12 @@ const BYTE_ENCODER: readonly string[] = (() => {
 const BYTE_DECODER: ReadonlyMap<string, number> = new Map(bytesToUnicode().map(([b, c]) => [c, b]));
 const UTF8 = new TextEncoder();
 
-/** CLIP text normalisation: NFC, runs of whitespace to one space, trimmed, lower-cased. */
+/**
+ * CLIP text normalisation, as the reference cleans a prompt: HTML-unescaped twice, curly quotes
+ * straightened, NFC, runs of whitespace to one space, trimmed, lower-cased ({@link cleanClipText}).
+ */
 export function normalizeClipText(text: string): string {
-  return text.normalize('NFC').replace(/\s+/gu, ' ').trim().toLowerCase();
+  return cleanClipText(text);
 }
 
 /** One regex piece of a prompt: its byte-unicode form, and where it is in the normalised text. */

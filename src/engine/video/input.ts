@@ -57,6 +57,8 @@ export interface DecodeClipOptions extends ProbeClipOptions {
   ffmpegPath: string;
   /** The model's long side in pixels (512 for SD 1.5, 128 for the tiny set). */
   resolution: number;
+  /** Each side is rounded to a multiple of this and of 64 (the reference's 64; a deeper UNet may need 128). Default 64. */
+  sizeMultiple?: number;
   /** ffmpeg is killed after this long (default 120 s). */
   decodeTimeoutMs?: number;
 }
@@ -164,7 +166,7 @@ export async function decodeClip(file: string, options: DecodeClipOptions): Prom
   const absolute = await realpath(file);
 
   // 2. Output size and rate.
-  const { width, height } = modelFrameSize(probe.sourceWidth, probe.sourceHeight, resolution);
+  const { width, height } = modelFrameSize(probe.sourceWidth, probe.sourceHeight, resolution, options.sizeMultiple);
   const capped = probe.sourceFps > limits.maxFps;
   const fps = capped ? limits.maxFps : probe.sourceFps;
 
@@ -417,16 +419,19 @@ export function sniffContainer(head: Uint8Array): SniffResult {
 
 /**
  * The model's frame size, as in the reference code (`k = res / max(h, w); h = np.round(h * k / 64) * 64`):
- * scale so the long side is `resolution`, round each side to a multiple of 64 (at least 64).
+ * scale so the long side is `resolution`, round each side to a multiple of 64 (at least 64), or of
+ * `sizeMultiple` when the UNet needs a larger one.
  * The aspect ratio moves a little. Halves round to even as numpy's `round` does, so
  * 1920×1080 → 512×256 (4.5 → 4) and 320×240 at 128 → 128×128 (1.5 → 2), as in the reference.
  *
  * @example
  * modelFrameSize(640, 480, 512); // { width: 512, height: 384 }
  */
-export function modelFrameSize(width: number, height: number, resolution: number): { width: number; height: number } {
+export function modelFrameSize(width: number, height: number, resolution: number, sizeMultiple = 64): { width: number; height: number } {
   const k = resolution / Math.max(width, height);
-  const side = (value: number): number => Math.max(64, roundHalfToEven((value * k) / 64) * 64);
+  // Both are powers of two for SD UNets, so the larger is a multiple of the smaller.
+  const step = Math.max(64, sizeMultiple);
+  const side = (value: number): number => Math.max(step, roundHalfToEven((value * k) / step) * step);
   return { width: side(width), height: side(height) };
 }
 

@@ -50,6 +50,24 @@ describe('DiscordAdapter', () => {
     expect(fake.gatewayFrames.find((f) => f.op === 2)).toBeDefined();
   });
 
+  it('a result from untrained demo weights or a per-frame UNet says so; others do not', async () => {
+    await startAll();
+    const contents: string[] = [];
+    for (const prompt of ['a corgi surfing', 'an untrained corgi', 'a per-frame corgi']) {
+      const interaction = fake.slashCommand(alice, { prompt });
+      fake.sendInteraction(interaction);
+      const upload = await fake.waitForRequest(isUpload(interaction.token), 30_000);
+      contents.push(String((upload.body as Payload).content));
+    }
+    const [plain, untrained, perFrame] = contents as [string, string, string];
+    expect(plain).toMatch(/\*\*Job #\d+\*\* done/);
+    expect(plain).not.toMatch(/untrained|flicker/);
+    expect(untrained).toContain('_Made with untrained demo weights: it shows abstract patterns, not your prompt, until the operator sets a model folder');
+    expect(untrained).not.toMatch(/flicker/);
+    expect(perFrame).toContain('each frame was made on its own and the video may flicker._');
+    expect(perFrame).not.toMatch(/untrained/);
+  });
+
   it('/video: defers first, shows the queued text, then uploads the MP4 with Re-roll, Edit and Cancel', async () => {
     await startAll();
     const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing', frames: 8 });

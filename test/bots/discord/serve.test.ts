@@ -2,7 +2,7 @@
  * `reelbot serve` as an operator runs it: the real bin in its own process, Discord's API base set
  * to the fake by REELBOT_DISCORD_API_URL, a /video answered with an MP4, and SIGTERM draining it.
  */
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
@@ -46,6 +46,32 @@ test('serve connects to Discord through REELBOT_DISCORD_API_URL, answers /video,
     expect(await bot.exited).toBe(0);
     expect(bot.output()).toMatch(/reelbot is running on Discord/);
     expect(bot.output()).not.toContain('fake-bot-token');
+    // An engine module replaces the built-in engine: no word about its demo weights.
+    expect(bot.output()).not.toContain('Untrained');
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+});
+
+test('serve says at start when the built-in engine would make videos from untrained demo weights, and which model', async () => {
+  // The text-to-video folder is a built-in set (its reelbot.json says untrained); the edit folder is an operator's export.
+  const builtIn = join(dir, 'built-in');
+  const exported = join(dir, 'exported');
+  mkdirSync(builtIn);
+  mkdirSync(exported);
+  writeFileSync(join(builtIn, 'reelbot.json'), JSON.stringify({ builtIn: true, untrainedWeights: true }));
+  const bot = serve({ REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl, REELBOT_MODEL_DIR: builtIn, REELBOT_EDIT_MODEL_DIR: exported, REELBOT_LOG_LEVEL: 'warn' });
+  try {
+    await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
+    const deadline = Date.now() + 10_000;
+    while (!bot.output().includes('Untrained') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const output = bot.output();
+    expect(output).toContain(`Untrained demo weights for text to video (${builtIn}; set REELBOT_MODEL_DIR): those videos are abstract patterns`);
+    expect(output).not.toContain('clip editing (');
+    // Logged as a warning too (JSON), not only printed.
+    expect(output).toMatch(/"level":40[^\n]*Untrained demo weights/);
+    bot.child.kill('SIGTERM');
+    expect(await bot.exited).toBe(0);
   } finally {
     bot.child.kill('SIGKILL');
   }

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   cancelledText,
   doneText,
+  resultNotes,
   failedText,
   formatBytes,
   formatDuration,
@@ -80,6 +81,15 @@ describe('job texts', () => {
     expect(text).toContain('512×512');
     expect(text).toContain('2.4 MB');
     expect(doneText('slack', { jobId: 7, kind: 'edit', text: 'make it snowy', seed: 1, elapsedMs: 1000, note: 'Here is a preview.' })).toContain('_Here is a preview._');
+    const plain = doneText('discord', { jobId: 7, kind: 'text2video', text: 'a corgi', seed: 1, elapsedMs: 1000, ...resultNotes({ untrainedWeights: false, crossFrameUnavailable: false }) });
+    expect(plain).not.toMatch(/untrained|flicker/);
+    for (const format of ['discord', 'slack'] as const) {
+      const flagged = doneText(format, { jobId: 7, kind: 'edit', text: 'make it snowy', seed: 1, elapsedMs: 1000, ...resultNotes({ untrainedWeights: true, crossFrameUnavailable: true }) });
+      expect(flagged).toContain('\n_Made with untrained demo weights: it shows abstract patterns, not your prompt, until the operator sets a model folder with real Stable Diffusion weights._');
+      expect(flagged).toContain('\n_This model\'s attention could not be linked across frames, so each frame was made on its own and the video may flicker._');
+    }
+    // Only booleans count: a result from an old engine or a stray string changes nothing.
+    expect(resultNotes({ untrainedWeights: 'yes', crossFrameUnavailable: 1 })).toEqual({});
   });
 
   it('failed: the user message only, never a stack trace; refund noted', () => {

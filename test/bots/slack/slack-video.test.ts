@@ -107,6 +107,22 @@ describe('SlackAdapter /video', () => {
     expect(harness.service.status(jobId)?.job.messageRefs.slack).toMatchObject({ channelId: CHANNEL, userId: alice.id, statusTs });
   });
 
+  it('a result from untrained demo weights or a per-frame UNet says so; others do not', async () => {
+    await startAdapter();
+    const texts: string[] = [];
+    for (const prompt of ['a corgi surfing', 'an untrained corgi', 'a per-frame corgi']) {
+      const jobId = jobIdOf(String((await fake.slashCommand('/video', prompt, alice).ack).payload?.text));
+      const final = await fake.waitForRequest((r) => r.method === 'chat.update' && new RegExp(`Job #${jobId}\\* done`).test(textOf(r)), 30_000);
+      texts.push(textOf(final));
+    }
+    const [plain, untrained, perFrame] = texts as [string, string, string];
+    expect(plain).not.toMatch(/untrained|flicker/);
+    expect(untrained).toContain('_Made with untrained demo weights: it shows abstract patterns, not your prompt, until the operator sets a model folder');
+    expect(untrained).not.toMatch(/flicker/);
+    expect(perFrame).toContain('each frame was made on its own and the video may flicker._');
+    expect(perFrame).not.toMatch(/untrained/);
+  });
+
   it('a bad prompt or option gets a clear ephemeral refusal and no job', async () => {
     await startAdapter();
     const bad = await fake.slashCommand('/video', 'a corgi --frames many', alice).ack;
