@@ -161,6 +161,8 @@ export class DiscordAdapter {
     this.#logger = options.logger.child({ platform: 'discord' });
     this.client = new Client({
       intents: [GatewayIntentBits.Guilds],
+      // Nothing the bot posts pings anyone unless a message says so itself (a prompt's @everyone stays text).
+      allowedMentions: { parse: [], repliedUser: false },
       // Video uploads can take longer than the default 15 s.
       rest: { ...(options.apiUrl === undefined ? {} : { api: options.apiUrl }), timeout: 120_000 },
     });
@@ -377,7 +379,7 @@ export class DiscordAdapter {
       fps: options.getInteger('fps'),
     });
     if (parsed.type !== 'command') {
-      await this.#safeEdit(interaction, parsed.type === 'error' ? refusalText(parsed.error) : 'Use /video with a prompt.');
+      await this.#refuse(interaction, parsed.type === 'error' ? refusalText(parsed.error) : 'Use /video with a prompt.');
       return;
     }
     const { command } = parsed;
@@ -402,7 +404,7 @@ export class DiscordAdapter {
         await this.#safeEdit(interaction, outcome === 'cancelled' ? `Job #${job.id} is cancelled.` : `Cancelling job #${job.id}…`);
       } catch (error) {
         if (!(error instanceof UserError)) throw error;
-        await this.#safeEdit(interaction, refusalText(error));
+        await this.#refuse(interaction, refusalText(error));
       }
       return;
     }
@@ -410,11 +412,11 @@ export class DiscordAdapter {
       if (!(await this.#defer(interaction, false))) return;
       const original = this.#options.jobs.status(button.jobId)?.job;
       if (original === undefined) {
-        await this.#safeEdit(interaction, `There is no job #${button.jobId} any more.`);
+        await this.#refuse(interaction, `There is no job #${button.jobId} any more.`);
         return;
       }
       if (original.kind === 'edit' && !(await isFile(original.params.inputFile))) {
-        await this.#safeEdit(interaction, `The clip of job #${original.id} is no longer kept. Use /edit with the clip attached to edit it again.`);
+        await this.#refuse(interaction, `The clip of job #${original.id} is no longer kept. Use /edit with the clip attached to edit it again.`);
         return;
       }
       // No seed: the service draws a new one.
@@ -436,7 +438,7 @@ export class DiscordAdapter {
     if (command === undefined) return;
     const attachment = interaction.options.getAttachment('clip');
     if (attachment === null || !isVideoAttachment(attachment)) {
-      await this.#safeEdit(interaction, notAVideoText(attachment?.name));
+      await this.#refuse(interaction, notAVideoText(attachment?.name));
       return;
     }
     const clip = await this.#tryDownload(interaction, () => this.#download(attachment));
@@ -495,7 +497,7 @@ export class DiscordAdapter {
     const source = this.#options.jobs.status(button.jobId)?.job;
     const file = source?.state === 'succeeded' ? resultFile(source.result) : undefined;
     if (file === undefined || !(await isFile(file))) {
-      await this.#safeEdit(interaction, `The video of job #${button.jobId} is no longer kept. Use /edit with the clip attached instead.`);
+      await this.#refuse(interaction, `The video of job #${button.jobId} is no longer kept. Use /edit with the clip attached instead.`);
       return;
     }
     // The job's own output is the clip; the engine copies it, so it is never ours to remove.
@@ -506,7 +508,7 @@ export class DiscordAdapter {
   async #editCommand(interaction: Replyable, text: string): Promise<EditCommand | undefined> {
     const parsed = parseEditCommandText(text);
     if (parsed.type === 'command') return parsed.command;
-    await this.#safeEdit(interaction, parsed.type === 'error' ? refusalText(parsed.error) : editHelpText());
+    await this.#refuse(interaction, parsed.type === 'error' ? refusalText(parsed.error) : editHelpText());
     return undefined;
   }
 
@@ -561,10 +563,10 @@ export class DiscordAdapter {
       return await download();
     } catch (error) {
       if (error instanceof UserError) {
-        await this.#safeEdit(interaction, refusalText(error));
+        await this.#refuse(interaction, refusalText(error));
       } else {
         this.#logger.error({ err: error, interactionId: interaction.id }, 'clip download failed');
-        await this.#safeEdit(interaction, GENERIC_FAILURE_TEXT);
+        await this.#refuse(interaction, GENERIC_FAILURE_TEXT);
       }
       return undefined;
     }
@@ -620,11 +622,11 @@ export class DiscordAdapter {
       });
     } catch (error) {
       if (error instanceof UserError) {
-        await this.#safeEdit(interaction, refusalText(error));
+        await this.#refuse(interaction, refusalText(error));
       } else {
         // The reply is already deferred: it must not stay "thinking…" for ever.
         this.#logger.error({ err: error, interactionId: interaction.id }, 'could not submit a job');
-        await this.#safeEdit(interaction, GENERIC_FAILURE_TEXT);
+        await this.#refuse(interaction, GENERIC_FAILURE_TEXT);
       }
       return false;
     }
@@ -870,6 +872,26 @@ export class DiscordAdapter {
       this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not acknowledge an interaction');
       return false;
     }
+  }
+
+  /**
+   * Answers a refusal (bad options, ban, quota, blocked words, a clip that cannot be used) so that
+   * only its user sees it. A public deferred reply is replaced: the refusal goes out as an
+   * ephemeral follow-up, then the public "thinking…" is deleted; only admitted jobs are public.
+   */
+  async #refuse(interaction: Replyable, content: string): Promise<void> {
+    if (interaction.ephemeral) {
+      await this.#safeEdit(interaction, content);
+      return;
+    }
+    try {
+      await interaction.followUp({ content, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
+    } catch (error) {
+      this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not send a private refusal; editing the reply instead');
+      await this.#safeEdit(interaction, content);
+      return;
+    }
+    await interaction.deleteReply().catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not remove the deferred reply'));
   }
 
   async #safeEdit(interaction: Replyable, content: string): Promise<void> {

@@ -54,7 +54,10 @@ export function quoted(text: string, max = PROMPT_PREVIEW_CHARS): string {
 
 /** Escapes the characters both platforms treat as markup, and defuses mentions. */
 export function escapeMarkdown(text: string): string {
-  return text.replace(/([\\*_~`|>])/g, '\\$1').replace(/<([@#!])/g, '<\u200b$1');
+  return text
+    .replace(/([\\*_~`|>])/g, '\\$1')
+    .replace(/<([@#!])/g, '<\u200b$1')
+    .replace(/@(everyone|here)\b/gi, '@\u200b$1');
 }
 
 /** A size for people: `812 KB`, `9.5 MB` (binary units, as the platforms count their limits). */

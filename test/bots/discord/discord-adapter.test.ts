@@ -4,7 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
+import { MP4_ENGINE, isOriginalDelete, isOriginalEdit, isPrivateFollowUp, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
 
@@ -66,6 +66,20 @@ describe('DiscordAdapter', () => {
     expect(untrained).not.toMatch(/flicker/);
     expect(perFrame).toContain('each frame was made on its own and the video may flicker._');
     expect(perFrame).not.toMatch(/untrained/);
+  });
+
+  it('a prompt with @everyone pings nobody: the text is defused and every message says allowed_mentions parse []', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: '@everyone look at this @here corgi' });
+    fake.sendInteraction(interaction);
+    await fake.waitForRequest(isUpload(interaction.token));
+    const edits = fake.requests.filter(isOriginalEdit(interaction.token));
+    expect(edits.length).toBeGreaterThan(1);
+    for (const edit of edits) {
+      expect((edit.body as { allowed_mentions?: unknown }).allowed_mentions).toEqual({ parse: [], replied_user: false });
+      expect((edit.body as Payload).content ?? '').not.toMatch(/@(everyone|here)/);
+    }
+    expect((edits[0]!.body as Payload).content).toContain('@\u200beveryone look at this @\u200bhere corgi');
   });
 
   it('/video: defers first, shows the queued text, then uploads the MP4 with Re-roll, Edit and Cancel', async () => {
@@ -195,8 +209,11 @@ describe('DiscordAdapter', () => {
     await startAll();
     const interaction = fake.slashCommand(alice, { prompt: 'a corgi', motion: 'sideways' });
     fake.sendInteraction(interaction);
-    const edit = await fake.waitForRequest(isOriginalEdit(interaction.token));
-    expect((edit.body as Payload).content).toMatch(/motion must be two numbers/);
+    // Only its user sees a refusal: an ephemeral follow-up, and the public "thinking…" is removed.
+    const refusal = await fake.waitForRequest(isPrivateFollowUp(interaction.token));
+    expect((refusal.body as Payload).content).toMatch(/motion must be two numbers/);
+    await fake.waitForRequest(isOriginalDelete(interaction.token));
+    expect(fake.requests.filter((r) => isOriginalEdit(interaction.token)(r))).toHaveLength(0);
     expect(harness.events).toHaveLength(0);
   });
 

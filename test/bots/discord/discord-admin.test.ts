@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { actorOf, isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
+import { actorOf, isFirstAnswer, isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type FakeUser } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, video, type Harness } from '../../helpers/harness.js';
 
@@ -51,7 +51,7 @@ async function runAdmin(user: FakeUser, path: [string] | [string, string], optio
 async function videoReply(user: FakeUser, prompt: string): Promise<string> {
   const interaction = fake.slashCommand(user, { prompt });
   fake.sendInteraction(interaction);
-  const edit = await fake.waitForRequest(isOriginalEdit(interaction.token));
+  const edit = await fake.waitForRequest(isFirstAnswer(interaction.token));
   return (edit.body as { content?: string }).content ?? '';
 }
 

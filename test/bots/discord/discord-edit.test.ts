@@ -11,7 +11,7 @@ import type { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.j
 import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
-import { isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
+import { isOriginalEdit, isPrivateFollowUp, MP4_ENGINE, newAdapter } from './setup.js';
 
 const alice = { id: snowflake(), username: 'alice' };
 const bob = { id: snowflake(), username: 'bob' };
@@ -73,7 +73,7 @@ const clipFiles = (): string[] => (existsSync(clipDir) ? readdirSync(clipDir) : 
 
 /** Waits for the reply that is not the queued message: the upload or a refusal. */
 async function answerOf(interaction: { token: string }): Promise<RecordedRequest> {
-  return fake.waitForRequest((r) => isOriginalEdit(interaction.token)(r) && !/is queued|is running|%/.test(contentOf(r)));
+  return fake.waitForRequest((r) => (isOriginalEdit(interaction.token)(r) && !/is queued|is running|%/.test(contentOf(r))) || isPrivateFollowUp(interaction.token)(r));
 }
 
 describe('/edit', () => {

@@ -7,7 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { isOriginalEdit, newAdapter } from './setup.js';
+import { isFirstAnswer, isOriginalEdit, newAdapter } from './setup.js';
 import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
 
@@ -55,7 +55,7 @@ const isAck = (interaction: { id: string; token: string }) => (r: RecordedReques
 async function video(user: FakeUser, prompt: string): Promise<{ interaction: { id: string; token: string }; first: RecordedRequest }> {
   const interaction = fake!.slashCommand(user, { prompt });
   fake!.sendInteraction(interaction);
-  return { interaction, first: await fake!.waitForRequest(isOriginalEdit(interaction.token)) };
+  return { interaction, first: await fake!.waitForRequest(isFirstAnswer(interaction.token)) };
 }
 
 function jobRows(): { id: number; state: string; attempts: number }[] {
@@ -108,7 +108,7 @@ describe('Discord failure modes', () => {
     // Back to back on the gateway: both handlers are deferred before either submits.
     fake!.sendInteraction(first);
     fake!.sendInteraction(second);
-    const answers = await Promise.all([first, second].map((interaction) => fake!.waitForRequest(isOriginalEdit(interaction.token))));
+    const answers = await Promise.all([first, second].map((interaction) => fake!.waitForRequest(isFirstAnswer(interaction.token))));
     const texts = answers.map(contentOf);
     expect(texts.filter((text) => /is queued/.test(text))).toHaveLength(1);
     expect(texts.filter((text) => /^You have used the 1 video of your daily quota\. Your quota resets at 00:00 UTC/.test(text))).toHaveLength(1);

@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { removeDir, tempDir } from '../../helpers/harness.js';
 import { startServe } from '../../helpers/serve-process.js';
-import { isOriginalEdit, MP4_ENGINE } from './setup.js';
+import { isFirstAnswer, isOriginalEdit, MP4_ENGINE } from './setup.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** Discord invalidates the interaction token unless it is answered this soon. */
@@ -144,7 +144,7 @@ describe('Discord failure mode 2: slow database before the ack', () => {
     const lock = await lockDatabase(11_500);
     const a = await videoAck(alice, 'a corgi while the database is locked');
     expect(await a.ackMs()).toBeLessThan(ACK_DEADLINE_MS);
-    const answer = await fake.waitForRequest(isOriginalEdit(a.interaction.token), 15_000);
+    const answer = await fake.waitForRequest(isFirstAnswer(a.interaction.token), 15_000);
     expect(contentOf(answer)).toMatch(/too busy to take the job right now\. Please try again/);
     await lock.released;
     expect(jobCount()).toBe(0);

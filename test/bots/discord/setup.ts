@@ -28,3 +28,13 @@ export const actorOf = (user: FakeUser): Actor => ({ platform: 'discord', extern
 
 /** An edit of the interaction's original reply. */
 export const isOriginalEdit = (token: string) => (r: RecordedRequest) => r.method === 'PATCH' && r.path.endsWith(`/${token}/messages/@original`);
+
+/** An ephemeral follow-up on the interaction's webhook: how a refusal is answered after a public defer. */
+export const isPrivateFollowUp = (token: string) => (r: RecordedRequest) =>
+  r.method === 'POST' && r.path.startsWith('/webhooks/') && r.path.endsWith(`/${token}`) && ((((r.body as { flags?: number } | undefined)?.flags ?? 0) & 64) !== 0);
+
+/** The first answer its user sees to a command: the queued reply (an edit of the deferred reply) or a private refusal. */
+export const isFirstAnswer = (token: string) => (r: RecordedRequest) => isOriginalEdit(token)(r) || isPrivateFollowUp(token)(r);
+
+/** The deferred reply deleted (after a refusal went out privately). */
+export const isOriginalDelete = (token: string) => (r: RecordedRequest) => r.method === 'DELETE' && r.path.endsWith(`/${token}/messages/@original`);
