@@ -213,7 +213,7 @@ export class DiscordAdapter {
         case 'edit':
           return this.#onEdit(interaction);
         case 'queue':
-          return this.#ephemeralCommand(interaction, () => this.#onQueue());
+          return this.#ephemeralCommand(interaction, () => this.#onQueue(interaction));
         case 'usage':
           return this.#ephemeralCommand(interaction, () => this.#onUsage(interaction));
         case 'history':
@@ -255,8 +255,8 @@ export class DiscordAdapter {
       .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not edit a reply'));
   }
 
-  #onQueue(): string {
-    return queueText('discord', this.#options.jobs.queue());
+  #onQueue(interaction: ChatInputCommandInteraction): string {
+    return queueText('discord', this.#options.jobs.queue(), { platform: 'discord', groupId: interaction.guildId, externalId: interaction.user.id });
   }
 
   #onUsage(interaction: ChatInputCommandInteraction): string {

@@ -6,7 +6,7 @@
  * message only.
  */
 import type { QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
-import type { JobProgress, JobRecord, JobState, QuotaLeft, Usage } from '../../jobs/types.js';
+import type { JobProgress, JobRecord, JobState, Platform, QuotaLeft, Usage } from '../../jobs/types.js';
 import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
 
 export type Format = 'discord' | 'slack';
@@ -47,13 +47,23 @@ export function truncate(text: string, max = PROMPT_PREVIEW_CHARS): string {
   return `${(space >= max * 0.6 ? cut.slice(0, space) : cut).trimEnd()}…`;
 }
 
-/** A quoted prompt or instruction, safe to put in a message (no markdown of its own). */
-export function quoted(text: string, max = PROMPT_PREVIEW_CHARS): string {
-  return `“${escapeMarkdown(truncate(text, max))}”`;
+/** A quoted prompt or instruction, safe to put in a message of that platform (no markup or mention of its own). */
+export function quoted(format: Format, text: string, max = PROMPT_PREVIEW_CHARS): string {
+  return `“${escapeMarkdown(format, truncate(text, max))}”`;
 }
 
 /** Escapes the characters both platforms treat as markup, and defuses mentions. */
-export function escapeMarkdown(text: string): string {
+export function escapeMarkdown(format: Format, text: string): string {
+  if (format === 'slack') {
+    // Slack's mrkdwn has no backslash escapes: &, < and > become entities (which also defuses
+    // <!here> and <@U…>), and a zero-width space before each markup character keeps it literal.
+    return text
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/([*_~`])/g, '\u200b$1')
+      .replace(/@(everyone|here|channel)\b/gi, '@\u200b$1');
+  }
   return text
     .replace(/([\\*_~`|>])/g, '\\$1')
     .replace(/<([@#!])/g, '<\u200b$1')
@@ -125,7 +135,7 @@ function positionText(position: number): string {
 /** Reply to a submitted job: number, place in line, ETA and what is left of the quota. */
 export function queuedText(format: Format, data: { jobId: number; position: number; etaMs: number; quotaLeft: Pick<QuotaLeft, 'jobsToday'>; prompt?: string }): string {
   const lines = [`${jobLabel(format, data.jobId)} is queued: ${positionText(data.position)}, ready in ${formatEta(data.etaMs)}.`];
-  if (data.prompt !== undefined && data.prompt !== '') lines.push(`> ${quoted(data.prompt)}`);
+  if (data.prompt !== undefined && data.prompt !== '') lines.push(`> ${quoted(format, data.prompt)}`);
   lines.push(`_${capitalize(formatQuotaLeft(data.quotaLeft))}._`);
   return lines.join('\n');
 }
@@ -163,7 +173,7 @@ export function doneText(
   if (data.frames !== undefined) facts.push(`${data.frames} frames`);
   if (data.width !== undefined && data.height !== undefined) facts.push(`${data.width}×${data.height}`);
   if (data.bytes !== undefined) facts.push(formatBytes(data.bytes));
-  const lines = [`${jobLabel(format, data.jobId)} ${data.kind === 'edit' ? 'edited' : 'done'}: ${quoted(data.text)}`, facts.join(' · ')];
+  const lines = [`${jobLabel(format, data.jobId)} ${data.kind === 'edit' ? 'edited' : 'done'}: ${quoted(format, data.text)}`, facts.join(' · ')];
   if (data.note !== undefined && data.note !== '') lines.push(`_${data.note}_`);
   if (data.untrainedWeights === true) lines.push(`_${UNTRAINED_WEIGHTS_TEXT}_`);
   if (data.crossFrameUnavailable === true) lines.push(`_${PER_FRAME_TEXT}_`);
@@ -203,24 +213,38 @@ export function refusalText(error: { userMessage: string }): string {
 
 // --- Listings -----------------------------------------------------------------------------------
 
-/** `/queue`: running jobs, then waiting ones in order, with who asked. */
-export function queueText(format: Format, snapshot: QueueSnapshot): string {
+/** Who looks at the queue: their own jobs and their community's are shown in full. */
+export interface QueueViewer {
+  platform: Platform;
+  /** Their guild or workspace; null in a DM. */
+  groupId: string | null;
+  externalId: string;
+}
+
+/**
+ * `/queue`: running jobs, then waiting ones in order. Jobs of the viewer's own community (and
+ * their own, anywhere) show who asked for what; other communities' jobs show only their place.
+ */
+export function queueText(format: Format, snapshot: QueueSnapshot, viewer: QueueViewer): string {
   const lines: string[] = [];
   if (snapshot.paused) lines.push(`${bold(format, 'The queue is paused')}: new jobs wait until an admin resumes it.`);
   if (snapshot.running.length === 0 && snapshot.waiting.length === 0) {
     lines.push('The queue is empty.');
     return lines.join('\n');
   }
+  const visible = (job: JobRecord) =>
+    job.platform === viewer.platform && (job.userExternalId === viewer.externalId || (viewer.groupId !== null && job.groupId === viewer.groupId));
+  const what = (job: JobRecord) => (visible(job) ? `${mention(job.userExternalId)} ${quoted(format, describeJob(job), 60)}` : 'from another community');
   lines.push(bold(format, `Running (${snapshot.running.length})`));
   if (snapshot.running.length === 0) lines.push('nothing');
   for (const entry of snapshot.running) {
     const started = entry.job.startedAt === null ? '' : ` · ${entry.job.device ?? 'worker'}`;
-    lines.push(`• #${entry.job.id} ${mention(entry.job.userExternalId)} ${quoted(describeJob(entry.job), 60)}${started}`);
+    lines.push(`• #${entry.job.id} ${what(entry.job)}${started}`);
   }
   lines.push(bold(format, `Waiting (${snapshot.waiting.length})`));
   if (snapshot.waiting.length === 0) lines.push('nobody');
   for (const entry of snapshot.waiting) {
-    lines.push(`${entry.position}. #${entry.job.id} ${mention(entry.job.userExternalId)} ${quoted(describeJob(entry.job), 60)} · ${formatEta(entry.etaMs)}`);
+    lines.push(`${entry.position}. #${entry.job.id} ${what(entry.job)} · ${formatEta(entry.etaMs)}`);
   }
   return lines.join('\n');
 }
@@ -237,7 +261,7 @@ export function usageText(format: Format, usage: Pick<UserUsage, 'limits' | 'lef
   ];
   if (usage.recent.length > 0) {
     lines.push(bold(format, 'Recent'));
-    for (const job of usage.recent.slice(0, 5)) lines.push(historyLine(job));
+    for (const job of usage.recent.slice(0, 5)) lines.push(historyLine(format, job));
   }
   return lines.join('\n');
 }
@@ -245,7 +269,7 @@ export function usageText(format: Format, usage: Pick<UserUsage, 'limits' | 'lef
 /** `/history`: one page of the user's jobs, newest first. */
 export function historyText(format: Format, data: { jobs: readonly JobRecord[]; page: number; hasMore?: boolean }): string {
   if (data.jobs.length === 0) return data.page <= 1 ? 'You have no videos yet. Try /video a corgi surfing at sunset' : `Page ${data.page} is empty.`;
-  const lines = [bold(format, `Your videos, page ${data.page}`), ...data.jobs.map(historyLine)];
+  const lines = [bold(format, `Your videos, page ${data.page}`), ...data.jobs.map((job) => historyLine(format, job))];
   if (data.hasMore === true) lines.push(`_More on page ${data.page + 1}._`);
   return lines.join('\n');
 }
@@ -258,9 +282,9 @@ const STATE_WORDS: Record<JobRecord['state'], string> = {
   cancelled: 'cancelled',
 };
 
-function historyLine(job: JobRecord): string {
+function historyLine(format: Format, job: JobRecord): string {
   const took = job.startedAt !== null && job.finishedAt !== null ? ` · ${formatDuration(job.finishedAt - job.startedAt)}` : '';
-  return `• #${job.id} ${STATE_WORDS[job.state]} · ${job.kind === 'edit' ? 'edit' : 'video'} ${quoted(describeJob(job), 60)} · seed ${job.seed}${took}`;
+  return `• #${job.id} ${STATE_WORDS[job.state]} · ${job.kind === 'edit' ? 'edit' : 'video'} ${quoted(format, describeJob(job), 60)} · seed ${job.seed}${took}`;
 }
 
 // --- Admin --------------------------------------------------------------------------------------

@@ -402,7 +402,7 @@ export class SlackAdapter {
           return historyText('slack', { jobs: list, page, hasMore });
         }
         case 'queue':
-          return queueText('slack', jobs.queue());
+          return queueText('slack', jobs.queue(), { platform: 'slack', groupId: command.team_id ?? null, externalId: command.user_id });
         case 'cancel': {
           const jobId = arg === undefined ? this.#latestActiveJob(actor) : Number(arg.replace(/^#/, ''));
           if (jobId === undefined) return 'You have no queued or running job to cancel.';
@@ -1039,7 +1039,7 @@ function periodStart(period: AdminPeriod, now: number): number {
 /** The second line of a running job's message: who asked for what. */
 function whoAndWhat(job: JobRecord, refs: SlackRefs): string {
   const text = describeJob(job);
-  return `_${job.kind === 'edit' ? 'Edit' : 'Video'} for ${mention(refs.userId)}${text === '' ? '' : `: ${quoted(text, 120)}`}_`;
+  return `_${job.kind === 'edit' ? 'Edit' : 'Video'} for ${mention(refs.userId)}${text === '' ? '' : `: ${quoted('slack', text, 120)}`}_`;
 }
 
 function ephemeral(text: string): { response_type: 'ephemeral'; text: string } {

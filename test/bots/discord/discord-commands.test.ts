@@ -58,8 +58,9 @@ async function run(user: FakeUser, name: string, options: Record<string, string 
   return { ack, edit, content: (edit.body as Payload).content ?? '' };
 }
 
-async function submit(user: FakeUser, prompt: string): Promise<number> {
-  const { job } = await harness.service.submit(video(actorOf(user), { prompt }));
+/** A /video job of `user` in the fake's guild (or in another one). */
+async function submit(user: FakeUser, prompt: string, groupId: string = fake.guildId): Promise<number> {
+  const { job } = await harness.service.submit({ ...video(actorOf(user), { prompt }), groupId });
   return job.id;
 }
 
@@ -84,6 +85,16 @@ describe('DiscordAdapter commands', () => {
     expect(content).toContain('Waiting (1)');
     expect(content).toMatch(new RegExp(`^1\\. #${waiting} <@${bob.id}> “a waiting cat”`, 'm'));
     expect((edit.body as Payload).allowed_mentions).toEqual({ parse: [] });
+  });
+
+  it('/queue shows jobs of another server only by their place', async () => {
+    const running = await submit(alice, 'a slow corgi');
+    await harness.waitFor(isType('started', running));
+    const elsewhere = await submit(bob, 'a private plan', snowflake());
+    const { content } = await run(alice, 'queue');
+    expect(content).toMatch(new RegExp(`^1\\. #${elsewhere} from another community`, 'm'));
+    expect(content).not.toContain('a private plan');
+    expect(content).not.toContain(bob.id);
   });
 
   it('/queue says when the queue is empty', async () => {

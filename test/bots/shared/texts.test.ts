@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  quoted,
   cancelledText,
   doneText,
   resultNotes,
@@ -111,17 +112,35 @@ describe('listings', () => {
   it('queue: running and waiting with positions, owners and ETAs', () => {
     const text = queueText('discord', {
       paused: false,
-      running: [{ job: job({ id: 1, state: 'running', userExternalId: 'A1' }), position: 0, etaMs: 0 }],
+      running: [{ job: job({ id: 1, state: 'running', userExternalId: 'A1', groupId: 'G1' }), position: 0, etaMs: 0 }],
       waiting: [
-        { job: job({ id: 2, state: 'queued', userExternalId: 'B2', params: { prompt: 'rain' } }), position: 1, etaMs: 60_000 },
-        { job: job({ id: 3, state: 'queued', userExternalId: 'C3', kind: 'edit', params: { instruction: 'make it snowy' } }), position: 2, etaMs: 150_000 },
+        { job: job({ id: 2, state: 'queued', userExternalId: 'B2', groupId: 'G1', params: { prompt: 'rain' } }), position: 1, etaMs: 60_000 },
+        { job: job({ id: 3, state: 'queued', userExternalId: 'C3', groupId: 'G1', kind: 'edit', params: { instruction: 'make it snowy' } }), position: 2, etaMs: 150_000 },
       ],
-    });
+    }, { platform: 'discord', groupId: 'G1', externalId: 'A1' });
     expect(text).toContain('**Running (1)**');
     expect(text).toContain('#1 <@A1>');
     expect(text).toContain('1. #2 <@B2> “rain” · about 1 min');
     expect(text).toContain('2. #3 <@C3> “make it snowy” · about 3 min');
-    expect(queueText('slack', { paused: true, running: [], waiting: [] })).toContain('The queue is empty.');
+    expect(queueText('slack', { paused: true, running: [], waiting: [] }, { platform: 'slack', groupId: 'T1', externalId: 'U1' })).toContain('The queue is empty.');
+  });
+
+  it('queue: jobs of other communities and platforms show only their place, never who asked or what', () => {
+    const snapshot = {
+      paused: false,
+      running: [{ job: job({ id: 1, state: 'running', userExternalId: 'A1', groupId: 'OTHER', params: { prompt: 'secret plans' } }), position: 0, etaMs: 0 }],
+      waiting: [
+        { job: job({ id: 2, state: 'queued', userExternalId: 'B2', groupId: 'G1', params: { prompt: 'rain' } }), position: 1, etaMs: 60_000 },
+        { job: job({ id: 3, state: 'queued', userExternalId: 'U9', platform: 'slack', groupId: 'G1', params: { prompt: 'a slack thing' } }), position: 2, etaMs: 120_000 },
+        { job: job({ id: 4, state: 'queued', userExternalId: 'ME', groupId: null, params: { prompt: 'my dm video' } }), position: 3, etaMs: 180_000 },
+      ],
+    };
+    const text = queueText('discord', snapshot, { platform: 'discord', groupId: 'G1', externalId: 'ME' });
+    expect(text).toContain('• #1 from another community');
+    expect(text).toContain('1. #2 <@B2> “rain”');
+    expect(text).toContain('2. #3 from another community');
+    expect(text).toContain('3. #4 <@ME> “my dm video”');
+    for (const hidden of ['secret plans', 'A1', 'U9', 'a slack thing']) expect(text).not.toContain(hidden);
   });
 
   it('usage: limits, today and this month, recent jobs', () => {
@@ -155,5 +174,16 @@ describe('listings', () => {
     for (const part of ['/video', '--frames', '--motion', '--negative', '--anchors', '--image-guidance', 'thread']) expect(slack).toContain(part);
     const discord = helpText('discord');
     for (const part of ['/video', '/queue', '/usage', '/history', 'Edit clip']) expect(discord).toContain(part);
+  });
+});
+
+describe('quoting a prompt for each platform', () => {
+  it('Discord: backslash escapes, defused mentions', () => {
+    expect(quoted('discord', 'a *bold* <@123> @everyone')).toBe('“a \\*bold\\* <\u200b@123\\> @\u200beveryone”');
+  });
+  it('Slack: no backslashes (mrkdwn shows them literally), entities for & < >, markup kept literal, mentions defused', () => {
+    const text = quoted('slack', 'rock & roll *bold* <!here> @channel');
+    expect(text).not.toContain('\\');
+    expect(text).toBe('“rock &amp; roll \u200b*bold\u200b* &lt;!here&gt; @\u200bchannel”');
   });
 });
