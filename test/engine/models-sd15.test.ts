@@ -6,6 +6,7 @@
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { main } from '../../src/cli.js';
 import { EXTERNAL_DATA_ALIGNMENT, ExternalDataFile } from '../../src/engine/models/external-data.js';
 import { EXTERNAL_DATA_THRESHOLD, onnx, type BuiltModel, type WeightStorage } from '../../src/engine/models/graph-builder.js';
 import { EXTERNAL_DATA_FILE, modelSetConfigs } from '../../src/engine/models/make.js';
@@ -164,5 +165,40 @@ describe('external data on tiny models', () => {
     const without = buildVaeEncoder({ ...vae, fullSd: false }, 2, 'count').parameters;
     const c = vae.blockOutChannels[3];
     expect(withAttention - without).toBe(4 * (c * c + c) + 2 * c);
+  });
+});
+
+describe('reelbot models make --size', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = tempDir();
+  });
+  afterAll(() => removeDir(dir));
+
+  async function cli(args: string[]): Promise<{ code: number; output: string }> {
+    let output = '';
+    const sink = { write: (text: string) => (output += text) };
+    const code = await main(['node', 'reelbot', ...args], { stdout: sink, stderr: sink, env: {} });
+    return { code, output };
+  }
+
+  test('offers sd15 among the sizes and refuses an unknown one before writing anything', async () => {
+    const out = join(dir, 'huge');
+    const refused = await cli(['models', 'make', '--size', 'huge', out]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.output).toContain('--size must be one of tiny, small, sd15; got "huge"');
+    expect(() => statSync(out)).toThrow();
+    const help = await cli(['models', 'make', '--help']);
+    expect(help.output.replace(/\s+/g, ' ')).toContain("sd15 (SD 1.5's full architecture");
+  });
+
+  test('makes a tiny set with inline weights and says what it made', async () => {
+    const made = await cli(['models', 'make', '--size', 'tiny', '--kind', 'instruct-edit', join(dir, 'tiny-edit')]);
+    expect(made.code).toBe(0);
+    expect(made.output).toContain('Made the tiny instruct-edit set');
+    const info = JSON.parse(readFileSync(join(dir, 'tiny-edit', 'reelbot.json'), 'utf8'));
+    expect(info).toMatchObject({ size: 'tiny', kind: 'instruct-edit', untrainedWeights: true, externalData: false });
+    expect(info.parameters.unet).toBe(buildUnet(modelSetConfigs('tiny', 'instruct-edit', info.vocabSize).unet, 0, 'count').parameters);
+    expect(() => statSync(join(dir, 'tiny-edit', 'unet', EXTERNAL_DATA_FILE))).toThrow();
   });
 });
