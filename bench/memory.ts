@@ -13,9 +13,11 @@
  *    job (8 frames, 2 steps) in the same worker, on a clip of 8 moving-gradient frames (bench/edit.ts's
  *    pattern) at the set's resolution. The worker's peak RSS is its VmHWM in /proc/<pid>/status,
  *    read after each job (the engine and its ONNX sessions live in that process, whatever thread
- *    they run on). A watchdog reads VmRSS every 2 s and stops the run when the worker passes
- *    `--max-rss-gb` (default 18); the line then has what was measured, `stopped` says why, and the
- *    exit code is 1.
+ *    they run on), with its RSS then split into anonymous memory and mapped files (`rss_anon_*`,
+ *    `rss_file_*`: mmapped weights count as file pages). A watchdog reads VmRSS every 2 s and kills
+ *    the worker when it passes `--max-rss-gb` (default 18; the machine is shared): the peaks not
+ *    reached are null, `stopped` says why, `peak_rss_seen_mb` is the largest VmHWM seen, step 4
+ *    still runs, and the exit code is 1.
  * 3. `weights_mb`: the bytes of every initializer of every model the worker loaded (both sets'
  *    text encoder, UNet and VAE decoder, the edit set's VAE encoder), read from the graph protos;
  *    each model counted once however many sessions hold it. `rss_to_weights` = the worker's peak
@@ -92,7 +94,7 @@ async function weightBytes(dir: string, component: string): Promise<number> {
 }
 
 /** A `field: value kB` line of /proc/<pid>/status in MiB, or undefined when the process is gone. */
-function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number | undefined {
+function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS' | 'RssAnon' | 'RssFile'): number | undefined {
   try {
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return match ? Number(match[1]) / 1024 : undefined;
@@ -267,6 +269,71 @@ async function unetCalls(dir: string, threads: number): Promise<{ batch2: number
   }
 }
 
+/** What the two jobs measured; `stopped` says why they did not both finish (the RSS watchdog, a failed job). */
+interface JobsMeasured {
+  peakAfterT2vMb: number | null;
+  /** The worker's RSS when the text-to-video job ended, split into anonymous memory and mapped files (e.g. mmapped weights). */
+  afterT2v: { anonMb: number | null; fileMb: number | null };
+  peakAfterEditMb: number | null;
+  afterEdit: { anonMb: number | null; fileMb: number | null };
+  /** The largest VmHWM seen, also when the worker was stopped. */
+  peakSeenMb: number | null;
+  t2vSeconds: number | null;
+  editSeconds: number | null;
+  workerPid: number | null;
+  stopped: string | null;
+}
+
+/** Phase 1: the two jobs in one app with one CPU worker, watched. */
+async function runJobs(work: string, t2vDir: string, editDir: string, resolution: number, maxRssMb: number): Promise<JobsMeasured> {
+  const measured: JobsMeasured = { peakAfterT2vMb: null, afterT2v: { anonMb: null, fileMb: null }, peakAfterEditMb: null, afterEdit: { anonMb: null, fileMb: null }, peakSeenMb: null, t2vSeconds: null, editSeconds: null, workerPid: null, stopped: null };
+  // The clip to edit: 8 frames at the set's resolution, 8 fps.
+  const clip = join(work, 'clip.mp4');
+  const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
+  await encodeFrames({ frames: movingGradient(FRAMES, resolution), width: resolution, height: resolution, fps: 8, out: clip, ffmpegPath: ffmpeg });
+  mkdirSync(join(work, 'outputs'));
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      dbPath: join(work, 'bench.db'),
+      outputDir: join(work, 'outputs'),
+      devices: ['cpu'],
+      modelDir: t2vDir,
+      editModelDir: editDir,
+      logLevel: 'warn',
+      // Real-size calls block for minutes on 2 cores: nothing here may time the worker out.
+      jobs: { timeoutSeconds: 6 * 3600, heartbeatTimeoutMs: 6 * 3600 * 1000 },
+    },
+  });
+  const app = startApp(config, { logger: createLogger(config.logLevel) });
+  const watch = new WorkerWatch(maxRssMb, () => {
+    for (const pid of workerPids()) process.kill(pid, 'SIGKILL');
+  });
+  const mb = (value: number | undefined): number | null => (value === undefined ? null : round(value, 1));
+  const split = (): { anonMb: number | null; fileMb: number | null } =>
+    watch.pid === undefined ? { anonMb: null, fileMb: null } : { anonMb: mb(procStatusMb(watch.pid, 'RssAnon')), fileMb: mb(procStatusMb(watch.pid, 'RssFile')) };
+  try {
+    measured.t2vSeconds = round(await runJob(app, watch, 'text2video', { prompt: 'a panda surfing a wave at sunset', numFrames: FRAMES, numInferenceSteps: STEPS, format: 'mp4' }), 1);
+    measured.peakAfterT2vMb = mb(watch.peakMb());
+    measured.afterT2v = split();
+    measured.editSeconds = round(await runJob(app, watch, 'edit', { instruction: 'make it look like a watercolor painting', inputFile: clip, numInferenceSteps: STEPS, format: 'mp4' }), 1);
+    measured.peakAfterEditMb = mb(watch.peakMb());
+    measured.afterEdit = split();
+    watch.check();
+  } catch (error) {
+    measured.stopped = watch.stopped ?? (error instanceof Error ? error.message : String(error));
+  } finally {
+    watch.peakMb();
+    watch.close();
+    measured.stopped ??= watch.stopped ?? null;
+    measured.peakSeenMb = mb(watch.seenPeakMb);
+    measured.workerPid = watch.pid ?? null;
+    await app.stop();
+  }
+  if (measured.stopped) measured.peakAfterEditMb = null;
+  return measured;
+}
+
 async function main(): Promise<void> {
   const size = argument('--size', 'sd15') as ModelSetSize;
   if (!(size in SIZES)) throw new Error(`--size must be one of ${Object.keys(SIZES).join(', ')}, got "${size}".`);
@@ -274,98 +341,63 @@ async function main(): Promise<void> {
   if (!(maxRssMb > 0)) throw new Error('--max-rss-gb must be a positive number.');
   const t2v = await ensureSet(size, 'text2video');
   const editSet = await ensureSet(size, 'instruct-edit');
-  const weightsMb =
-    ((await Promise.all([
-      ...['text_encoder', 'unet', 'vae_decoder'].map((component) => weightBytes(t2v.dir, component)),
-      ...['text_encoder', 'unet', 'vae_encoder', 'vae_decoder'].map((component) => weightBytes(editSet.dir, component)),
-    ])).reduce((a, b) => a + b, 0)) / MIB;
+  const sum = async (dir: string, components: string[]): Promise<number> =>
+    (await Promise.all(components.map((component) => weightBytes(dir, component)))).reduce((a, b) => a + b, 0) / MIB;
+  const t2vWeightsMb = await sum(t2v.dir, ['text_encoder', 'unet', 'vae_decoder']);
+  const weightsMb = t2vWeightsMb + (await sum(editSet.dir, ['text_encoder', 'unet', 'vae_encoder', 'vae_decoder']));
+  const threads = availableParallelism();
 
   const work = mkdtempSync(join(tmpdir(), 'reelbot-bench-memory-'));
-  const threads = availableParallelism();
-  const line: Record<string, unknown> = { bench: 'memory', model: size, weights_mb: round(weightsMb, 1) };
-  let app: App | undefined;
-  let watch: WorkerWatch | undefined;
+  let jobs: JobsMeasured;
   try {
-    // The clip to edit: 8 frames at the set's resolution, 8 fps.
-    const resolution = editSet.info.resolution;
-    const clip = join(work, 'clip.mp4');
-    const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
-    await encodeFrames({ frames: movingGradient(FRAMES, resolution), width: resolution, height: resolution, fps: 8, out: clip, ffmpegPath: ffmpeg });
-
-    mkdirSync(join(work, 'outputs'));
-    const config = loadConfig({
-      env: {},
-      overrides: {
-        dbPath: join(work, 'bench.db'),
-        outputDir: join(work, 'outputs'),
-        devices: ['cpu'],
-        modelDir: t2v.dir,
-        editModelDir: editSet.dir,
-        logLevel: 'warn',
-        // Real-size calls block for minutes on 2 cores: nothing here may time the worker out.
-        jobs: { timeoutSeconds: 6 * 3600, heartbeatTimeoutMs: 6 * 3600 * 1000 },
-      },
-    });
-    app = startApp(config, { logger: createLogger(config.logLevel) });
-    watch = new WorkerWatch(maxRssMb, () => {
-      for (const pid of workerPids()) process.kill(pid, 'SIGKILL');
-    });
-
-    const t2vSeconds = await runJob(app, watch, 'text2video', { prompt: 'a panda surfing a wave at sunset', numFrames: FRAMES, numInferenceSteps: STEPS, format: 'mp4' });
-    const afterT2v = watch.peakMb();
-    line.peak_rss_after_t2v_mb = afterT2v === undefined ? null : round(afterT2v, 1);
-    const editSeconds = await runJob(app, watch, 'edit', { instruction: 'make it look like a watercolor painting', inputFile: clip, numInferenceSteps: STEPS, format: 'mp4' });
-    const afterEdit = watch.peakMb();
-    watch.check();
-    if (watch.stopped) throw new Error(watch.stopped);
-    line.peak_rss_after_edit_mb = afterEdit === undefined ? null : round(afterEdit, 1);
-    line.rss_to_weights = afterEdit === undefined ? null : round(afterEdit / weightsMb);
-    const workerPid = watch.pid;
-    watch.close();
-    await app.stop();
-    app = undefined;
-
-    const unet = await unetCalls(t2v.dir, threads);
-    line.unet_call_s_batch2 = round(unet.batch2, 2);
-    line.unet_call_s_batch16 = round(unet.batch16, 2);
-    const peak = await machinePeakGflops(threads);
-    const machinePeak = Math.max(peak.matmul, peak.conv);
-    const unetGflops = (16 * t2v.info.unetGflopsPerFrame) / unet.batch16;
-    process.stdout.write(
-      `${JSON.stringify({
-        ...line,
-        unet_gflops: round(unetGflops, 1),
-        machine_peak_gflops: round(machinePeak, 1),
-        fraction_of_peak: round(unetGflops / machinePeak),
-        target_rss_to_weights: RSS_TARGET,
-        target_met: typeof line.rss_to_weights === 'number' && line.rss_to_weights <= RSS_TARGET,
-        t2v_job_s: round(t2vSeconds, 1),
-        edit_job_s: round(editSeconds, 1),
-        frames: FRAMES,
-        steps: STEPS,
-        resolution,
-        latent: unet.latent,
-        threads,
-        worker_pid: workerPid,
-        unet_gflops_per_sample: t2v.info.unetGflopsPerFrame,
-        unet_gflops_batch2: round((2 * t2v.info.unetGflopsPerFrame) / unet.batch2, 1),
-        matmul_gflops: round(peak.matmul, 1),
-        conv_gflops: round(peak.conv, 1),
-        unet_gflops_method: '16 x builder-counted GFLOP per sample (2 x MACs of every Conv/MatMul at batch 1, 64x64 latent, attention products included) / wall s of one cross-frame UNet call at batch 16',
-      })}\n`,
-    );
-  } catch (error) {
-    // What was measured, and why it stopped.
-    const reason = watch?.stopped ?? (error instanceof Error ? error.message : String(error));
-    watch?.peakMb();
-    const seen = watch?.seenPeakMb;
-    process.stdout.write(`${JSON.stringify({ ...line, peak_rss_so_far_mb: seen === undefined ? null : round(seen, 1), stopped: reason })}\n`);
-    process.exitCode = 1;
+    jobs = await runJobs(work, t2v.dir, editSet.dir, editSet.info.resolution, maxRssMb);
   } finally {
-    watch?.close();
-    await app?.stop();
     rmSync(work, { recursive: true, force: true });
   }
+  // Phase 2, with the worker gone: single UNet calls and the machine's peak, in this process.
+  const unet = await unetCalls(t2v.dir, threads);
+  const peak = await machinePeakGflops(threads);
+  const machinePeak = Math.max(peak.matmul, peak.conv);
+  const unetGflops = (16 * t2v.info.unetGflopsPerFrame) / unet.batch16;
+  const rssToWeights = jobs.peakAfterEditMb === null ? null : round(jobs.peakAfterEditMb / weightsMb);
+  process.stdout.write(
+    `${JSON.stringify({
+      bench: 'memory',
+      model: size,
+      weights_mb: round(weightsMb, 1),
+      peak_rss_after_t2v_mb: jobs.peakAfterT2vMb,
+      peak_rss_after_edit_mb: jobs.peakAfterEditMb,
+      rss_to_weights: rssToWeights,
+      unet_call_s_batch2: round(unet.batch2, 2),
+      unet_call_s_batch16: round(unet.batch16, 2),
+      unet_gflops: round(unetGflops, 1),
+      machine_peak_gflops: round(machinePeak, 1),
+      fraction_of_peak: round(unetGflops / machinePeak),
+      target_rss_to_weights: RSS_TARGET,
+      target_met: rssToWeights !== null && rssToWeights <= RSS_TARGET,
+      ...(jobs.stopped ? { stopped: jobs.stopped, peak_rss_seen_mb: jobs.peakSeenMb, rss_seen_to_weights: jobs.peakSeenMb === null ? null : round(jobs.peakSeenMb / weightsMb) } : {}),
+      t2v_weights_mb: round(t2vWeightsMb, 1),
+      t2v_rss_to_weights: jobs.peakAfterT2vMb === null ? null : round(jobs.peakAfterT2vMb / t2vWeightsMb),
+      rss_anon_after_t2v_mb: jobs.afterT2v.anonMb,
+      rss_file_after_t2v_mb: jobs.afterT2v.fileMb,
+      rss_anon_after_edit_mb: jobs.afterEdit.anonMb,
+      rss_file_after_edit_mb: jobs.afterEdit.fileMb,
+      t2v_job_s: jobs.t2vSeconds,
+      edit_job_s: jobs.editSeconds,
+      frames: FRAMES,
+      steps: STEPS,
+      resolution: editSet.info.resolution,
+      latent: unet.latent,
+      threads,
+      worker_pid: jobs.workerPid,
+      unet_gflops_per_sample: t2v.info.unetGflopsPerFrame,
+      unet_gflops_batch2: round((2 * t2v.info.unetGflopsPerFrame) / unet.batch2, 1),
+      matmul_gflops: round(peak.matmul, 1),
+      conv_gflops: round(peak.conv, 1),
+      unet_gflops_method: '16 x builder-counted GFLOP per sample (2 x MACs of every Conv/MatMul at batch 1, 64x64 latent, attention products included) / wall s of one cross-frame UNet call at batch 16',
+    })}\n`,
+  );
+  if (jobs.stopped) process.exitCode = 1;
 }
 
 main().catch((error: unknown) => {
