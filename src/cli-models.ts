@@ -1,10 +1,10 @@
 /**
- * `reelbot models make --size tiny|small OUT` builds a built-in model set (seeded random weights in
- * the optimum SD 1.x layout); `reelbot models check DIR` says what a model folder holds and whether
+ * `reelbot models make --size tiny|small|sd15 OUT` builds a built-in model set (seeded random weights
+ * in the optimum SD 1.x layout; sd15 has SD 1.5's full architecture, for measuring); `reelbot models check DIR` says what a model folder holds and whether
  * reelbot can run it.
  */
 import { type Command, InvalidArgumentError } from 'commander';
-import { makeModelSet, ModelSetExistsError } from './engine/models/make.js';
+import { makeModelSet, ModelSetExistsError, type ModelSetSize } from './engine/models/make.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
 import { formatModelFolderInfo } from './engine/onnx/model-folder-report.js';
 import { listProviders, probeProvider } from './engine/onnx/session.js';
@@ -35,11 +35,11 @@ export function registerModels(program: Command, context: ModelsContext): void {
     .command('make')
     .description('build a model set with seeded random (untrained) weights, in the layout of an SD 1.x ONNX export')
     .argument('<out>', 'folder to create')
-    .option('--size <size>', 'tiny (for tests) or small (the embedded default)', choice('--size', ['tiny', 'small'] as const), 'small')
+    .option('--size <size>', 'tiny (for tests), small (the embedded default) or sd15 (SD 1.5\'s full architecture, 4.3 GB, for measuring speed and memory)', choice('--size', ['tiny', 'small', 'sd15'] as const), 'small')
     .option('--kind <kind>', 'text2video (4-channel UNet) or instruct-edit (8-channel UNet)', choice('--kind', ['text2video', 'instruct-edit'] as const), 'text2video')
     .option('--seed <n>', 'weight seed (same seed, same files)', seed, 0)
     .option('--force', 'replace the folder if it exists')
-    .action(async (out: string, flags: { size: 'tiny' | 'small'; kind: 'text2video' | 'instruct-edit'; seed: number; force?: boolean }) => {
+    .action(async (out: string, flags: { size: ModelSetSize; kind: 'text2video' | 'instruct-edit'; seed: number; force?: boolean }) => {
       try {
         const info = await makeModelSet({ size: flags.size, kind: flags.kind, seed: flags.seed, out, force: flags.force ?? false });
         context.out(`Made the ${info.size} ${info.kind} set in ${out}: ${info.resolution}×${info.resolution} pixels by default, ` +

@@ -11,6 +11,7 @@
  */
 import { onnx } from '../onnx/proto.js';
 import { Random } from '../random.js';
+import type { ExternalDataFile } from './external-data.js';
 
 /** The onnx-proto message classes (ModelProto, NodeProto, TensorProto…), from the engine's one import of onnx-proto. */
 export { onnx };
@@ -52,6 +53,31 @@ export interface OpOptions {
   outputCount?: number;
   /** Operator domain, e.g. `com.microsoft`; default the ONNX domain. */
   domain?: string;
+}
+
+/**
+ * Where a builder puts its weights: `inline` in the model proto (the small sets), an
+ * {@link ExternalDataFile} streamed as they are made (state-dict parameters of
+ * {@link EXTERNAL_DATA_THRESHOLD} bytes or more; shape constants and small tensors stay inline, as
+ * `onnx.save_model(..., save_as_external_data=True)` does), or `count`: nothing is drawn or kept,
+ * the builder only counts parameters and multiply-accumulates (it cannot encode).
+ */
+export type WeightStorage = 'inline' | 'count' | ExternalDataFile;
+
+/** Parameters smaller than this stay in the model proto even with external data (onnx's default size_threshold). */
+export const EXTERNAL_DATA_THRESHOLD = 1024;
+
+/** A weight's values, or a function that makes them (not called when the builder only counts). */
+export type Values = Float32Array | (() => Float32Array);
+
+/** A built graph: its parameter and multiply-accumulate counts, and its model proto on demand. */
+export interface BuiltModel {
+  /** Multiply-accumulates per frame (batch 1) at the reference size. */
+  readonly macs: number;
+  /** State-dict parameters (as torch's `sum(p.numel() for p in model.parameters())` counts them). */
+  readonly parameters: number;
+  /** The encoded `model.onnx` (weights inline or as external-data references); throws for a counting build. */
+  encode(): Uint8Array;
 }
 
 /** A 32-bit seed derived from a base seed and a label (FNV-1a), so each model gets its own stream. */
@@ -104,6 +130,9 @@ export class GraphBuilder {
   readonly rng: Random;
   /** Multiply-accumulates of the MatMul/Conv nodes, as added by the layer helpers (batch 1, reference size). */
   macs = 0;
+  /** Elements of the state-dict parameters added with {@link param} / {@link matmulWeight} (not shape or math constants). */
+  parameters = 0;
+  readonly #storage: WeightStorage;
   readonly #nodes: NodeProto[] = [];
   readonly #initializers: TensorProto[] = [];
   readonly #inputs: ValueInfoProto[] = [];
@@ -112,8 +141,9 @@ export class GraphBuilder {
   readonly #tensorNames = new Set<string>();
   #matmulWeights = 0;
 
-  constructor(seed: number) {
+  constructor(seed: number, storage: WeightStorage = 'inline') {
     this.rng = new Random(seed);
+    this.#storage = storage;
   }
 
   /** Declares a graph input. */
@@ -156,24 +186,17 @@ export class GraphBuilder {
     return output;
   }
 
-  /** A float32 initializer with a fixed name (a state-dict parameter). */
-  param(name: string, dims: readonly number[], values: Float32Array): string {
-    const count = dims.reduce((a, b) => a * b, 1);
-    if (values.length !== count) throw new Error(`Initializer ${name}: ${values.length} values for dims [${dims.join(',')}].`);
-    this.#claimTensor(name);
-    this.#initializers.push(
-      onnx.TensorProto.create({
-        name,
-        dims: [...dims],
-        dataType: DataType.FLOAT,
-        rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
-      }),
-    );
-    return name;
+  /**
+   * A float32 state-dict parameter with a fixed name. `values` may be a function: it is called at
+   * once (so random draws keep their order) unless the builder only counts.
+   */
+  param(name: string, dims: readonly number[], values: Values): string {
+    this.parameters += dims.reduce((a, b) => a * b, 1);
+    return this.#floatInitializer(name, dims, values, this.#storage);
   }
 
   /** A linear layer's weight [in, out] as torch exports it: an initializer named `onnx::MatMul_<n>`. */
-  matmulWeight(dims: readonly [number, number], values: Float32Array): string {
+  matmulWeight(dims: readonly [number, number], values: Values): string {
     this.#matmulWeights += 1;
     return this.param(`onnx::MatMul_${this.#matmulWeights}`, dims, values);
   }
@@ -181,7 +204,7 @@ export class GraphBuilder {
   /** A float32 constant initializer named `<scope>/Constant[_k]_output_0`. */
   constFloat(scope: string, dims: readonly number[], values: readonly number[] | Float32Array): string {
     const name = `${this.#uniqueNodeName(`${scope}/Constant`)}_output_0`;
-    return this.param(name, dims, Float32Array.from(values));
+    return this.#floatInitializer(name, dims, Float32Array.from(values), this.#storage === 'count' ? 'count' : 'inline');
   }
 
   /** An int64 constant initializer named `<scope>/Constant[_k]_output_0` (shapes, axes, perms). */
@@ -195,8 +218,14 @@ export class GraphBuilder {
     return name;
   }
 
+  /** The graph as built so far, with its counts; encoding is deferred to {@link BuiltModel.encode}. */
+  finish(graphName: string, docString: string): BuiltModel {
+    return { macs: this.macs, parameters: this.parameters, encode: () => this.encode(graphName, docString) };
+  }
+
   /** Encodes the model: IR 8, default domain at {@link OPSET}, plus com.microsoft 1 for later contrib-op rewrites. */
   encode(graphName: string, docString: string): Uint8Array {
+    if (this.#storage === 'count') throw new Error(`The ${graphName} builder only counted its weights; it has none to encode.`);
     const model = onnx.ModelProto.create({
       irVersion: IR_VERSION,
       producerName: 'reelbot',
@@ -215,6 +244,38 @@ export class GraphBuilder {
       }),
     });
     return onnx.ModelProto.encode(model).finish();
+  }
+
+  #floatInitializer(name: string, dims: readonly number[], values: Values, storage: WeightStorage): string {
+    this.#claimTensor(name);
+    const count = dims.reduce((a, b) => a * b, 1);
+    if (storage === 'count') {
+      // No data, not even drawn: the initializer only keeps the graph's names and shapes.
+      this.#initializers.push(onnx.TensorProto.create({ name, dims: [...dims], dataType: DataType.FLOAT }));
+      return name;
+    }
+    const array = typeof values === 'function' ? values() : values;
+    if (array.length !== count) throw new Error(`Initializer ${name}: ${array.length} values for dims [${dims.join(',')}].`);
+    const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+    if (storage === 'inline' || bytes.byteLength < EXTERNAL_DATA_THRESHOLD) {
+      this.#initializers.push(onnx.TensorProto.create({ name, dims: [...dims], dataType: DataType.FLOAT, rawData: bytes }));
+      return name;
+    }
+    const { location, offset, length } = storage.append(bytes);
+    this.#initializers.push(
+      onnx.TensorProto.create({
+        name,
+        dims: [...dims],
+        dataType: DataType.FLOAT,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: location },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(length) },
+        ],
+      }),
+    );
+    return name;
   }
 
   #uniqueNodeName(base: string): string {

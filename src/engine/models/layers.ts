@@ -41,6 +41,8 @@ const BIAS_STD = 0.02;
 export interface ConvOptions {
   kernel?: number;
   stride?: number;
+  /** Zero padding on every side; default (kernel − 1) / 2 ("same" at stride 1). */
+  padding?: number;
   gain?: number;
   /** Expected mean of the input (e.g. {@link SILU_MEAN}); folded into the bias so the output is zero-mean. */
   inputMean?: number;
@@ -48,24 +50,27 @@ export interface ConvOptions {
   output?: string;
 }
 
-/** Conv2d with bias, same padding; weight `<prefix>.weight` [out, in, k, k]. */
+/** Conv2d with bias, same padding unless `padding` says otherwise; weight `<prefix>.weight` [out, in, k, k]. */
 export function conv2d(b: GraphBuilder, x: Spatial, scope: string, outChannels: number, options: ConvOptions = {}): Spatial {
   const kernel = options.kernel ?? 3;
   const stride = options.stride ?? 1;
-  const pad = (kernel - 1) >> 1;
+  const pad = options.padding ?? (kernel - 1) >> 1;
   const fanIn = x.c * kernel * kernel;
   const prefix = paramPrefix(scope);
-  const weights = b.rng.normals(outChannels * fanIn, initStd(fanIn, options.gain ?? 1));
-  const biases = b.rng.normals(outChannels, BIAS_STD);
-  if (options.inputMean !== undefined) {
-    for (let o = 0; o < outChannels; o++) {
-      let sum = 0;
-      for (let i = o * fanIn; i < (o + 1) * fanIn; i++) sum += weights[i] ?? 0;
-      biases[o] = (biases[o] ?? 0) - options.inputMean * sum;
+  // Drawn only when the builder keeps weights (not when it only counts): weights first, then biases.
+  let weights: Float32Array | undefined;
+  const weight = b.param(`${prefix}.weight`, [outChannels, x.c, kernel, kernel], () => (weights = b.rng.normals(outChannels * fanIn, initStd(fanIn, options.gain ?? 1))));
+  const bias = b.param(`${prefix}.bias`, [outChannels], () => {
+    const biases = b.rng.normals(outChannels, BIAS_STD);
+    if (options.inputMean !== undefined && weights) {
+      for (let o = 0; o < outChannels; o++) {
+        let sum = 0;
+        for (let i = o * fanIn; i < (o + 1) * fanIn; i++) sum += weights[i] ?? 0;
+        biases[o] = (biases[o] ?? 0) - options.inputMean * sum;
+      }
     }
-  }
-  const weight = b.param(`${prefix}.weight`, [outChannels, x.c, kernel, kernel], weights);
-  const bias = b.param(`${prefix}.bias`, [outChannels], biases);
+    return biases;
+  });
   const h = Math.floor((x.h + 2 * pad - kernel) / stride) + 1;
   const w = Math.floor((x.w + 2 * pad - kernel) / stride) + 1;
   b.macs += fanIn * outChannels * h * w;
@@ -87,11 +92,11 @@ export interface LinearOptions {
  * then `<scope>/Add` with `<prefix>.bias` unless `bias: false`.
  */
 export function linear(b: GraphBuilder, x: Sequence, scope: string, outFeatures: number, options: LinearOptions = {}): Sequence {
-  const weight = b.matmulWeight([x.c, outFeatures], b.rng.normals(x.c * outFeatures, initStd(x.c, options.gain ?? 1)));
+  const weight = b.matmulWeight([x.c, outFeatures], () => b.rng.normals(x.c * outFeatures, initStd(x.c, options.gain ?? 1)));
   b.macs += x.n * x.c * outFeatures;
   let name = b.op('MatMul', [x.name, weight], scope);
   if (options.bias ?? true) {
-    const bias = b.param(`${paramPrefix(scope)}.bias`, [outFeatures], b.rng.normals(outFeatures, BIAS_STD));
+    const bias = b.param(`${paramPrefix(scope)}.bias`, [outFeatures], () => b.rng.normals(outFeatures, BIAS_STD));
     name = b.op('Add', [bias, name], scope);
   }
   return { name, n: x.n, c: outFeatures };

@@ -6,9 +6,8 @@
  * [batch_size, 77, hidden] and `pooler_output` float32 [batch_size, hidden], the final hidden
  * state at the position of the highest token id (CLIP's eos, `<|endoftext|>`, has the highest id).
  */
-import { GraphBuilder } from './graph-builder.js';
+import { GraphBuilder, type BuiltModel, type WeightStorage } from './graph-builder.js';
 import { add, attention, layerNorm, linear, quickGelu, type Sequence } from './layers.js';
-import type { BuiltModel } from './unet.js';
 
 /** Shape of a built-in text encoder. */
 export interface TextEncoderConfig {
@@ -26,17 +25,17 @@ const POSITION_STD = 0.5;
 /** What CLIP adds above the diagonal; finite so a fully masked row could never turn into NaN. */
 const MASKED = -1e9;
 
-/** Builds the text encoder graph with weights from `seed`. */
-export function buildTextEncoder(config: TextEncoderConfig, seed: number): BuiltModel {
-  const b = new GraphBuilder(seed);
+/** Builds the text encoder graph with weights from `seed`, kept as `storage` says (default inline). */
+export function buildTextEncoder(config: TextEncoderConfig, seed: number, storage: WeightStorage = 'inline'): BuiltModel {
+  const b = new GraphBuilder(seed, storage);
   const { hiddenSize: c, maxLength: n } = config;
   const ids = b.input('input_ids', 'int64', ['batch_size', n]);
 
   // 1. Embeddings: token Gather + learned positions.
   const embScope = '/text_model/embeddings';
-  const tokenTable = b.param('text_model.embeddings.token_embedding.weight', [config.vocabSize, c], b.rng.normals(config.vocabSize * c, TOKEN_STD));
+  const tokenTable = b.param('text_model.embeddings.token_embedding.weight', [config.vocabSize, c], () => b.rng.normals(config.vocabSize * c, TOKEN_STD));
   const tokens = b.op('Gather', [tokenTable, ids], `${embScope}/token_embedding`, { attrs: { axis: 0 } });
-  const positions = b.param('text_model.embeddings.position_embedding.weight', [n, c], b.rng.normals(n * c, POSITION_STD));
+  const positions = b.param('text_model.embeddings.position_embedding.weight', [n, c], () => b.rng.normals(n * c, POSITION_STD));
   let x: Sequence = { name: b.op('Add', [tokens, positions], embScope), n, c };
 
   // 2. Causal mask [n, n]: token i attends to tokens 0..i.
@@ -72,5 +71,5 @@ export function buildTextEncoder(config: TextEncoderConfig, seed: number): Built
   b.op('Squeeze', [gathered, b.constInt64(poolScope, [1])], poolScope, { outputs: ['pooler_output'] });
   b.output('pooler_output', 'float32', ['batch_size', c]);
 
-  return { bytes: b.encode('text_encoder', 'reelbot built-in CLIPTextModel (untrained, seeded random weights)'), macs: b.macs };
+  return b.finish('text_encoder', 'reelbot built-in CLIPTextModel (untrained, seeded random weights)');
 }

@@ -8,7 +8,7 @@
  * → `out_sample` float32 [batch_size, 4, height, width]. height and width must be divisible by
  * 2^(levels − 1).
  */
-import { GraphBuilder, type Dim } from './graph-builder.js';
+import { GraphBuilder, type BuiltModel, type Dim, type WeightStorage } from './graph-builder.js';
 import {
   add,
   attention,
@@ -46,11 +46,7 @@ export interface UnetConfig {
   readonly textLength: number;
 }
 
-/** A built UNet: the ONNX bytes and its multiply-accumulates per frame at `sampleSize`. */
-export interface BuiltModel {
-  readonly bytes: Uint8Array;
-  readonly macs: number;
-}
+export type { BuiltModel } from './graph-builder.js';
 
 /** Number of latent output channels (SD's VAE latent). */
 const OUT_CHANNELS = 4;
@@ -65,9 +61,9 @@ const OUT_CHANNELS = 4;
  */
 const ATTENTION_INIT = { scoreStd: 2, outGain: 4 } as const;
 
-/** Builds the UNet graph with weights from `seed`. */
-export function buildUnet(config: UnetConfig, seed: number): BuiltModel {
-  const b = new GraphBuilder(seed);
+/** Builds the UNet graph with weights from `seed`, kept as `storage` says (default inline). */
+export function buildUnet(config: UnetConfig, seed: number, storage: WeightStorage = 'inline'): BuiltModel {
+  const b = new GraphBuilder(seed, storage);
   const channels = config.blockOutChannels;
   const levels = channels.length;
   const c0 = channels[0];
@@ -134,7 +130,7 @@ export function buildUnet(config: UnetConfig, seed: number): BuiltModel {
   conv2d(b, h, '/conv_out', OUT_CHANNELS, { gain: SILU_GAIN, inputMean: SILU_MEAN, output: 'out_sample' });
   b.output('out_sample', 'float32', [batch, OUT_CHANNELS, 'height', 'width']);
 
-  return { bytes: b.encode('unet', 'reelbot built-in UNet2DConditionModel (untrained, seeded random weights)'), macs: b.macs };
+  return b.finish('unet', 'reelbot built-in UNet2DConditionModel (untrained, seeded random weights)');
 }
 
 /** Sinusoidal timestep embedding computed in the graph, then linear_1 → SiLU → linear_2 (width 4·c0). */

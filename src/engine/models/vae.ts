@@ -8,11 +8,14 @@
  * - `vae_decoder`: `latent_sample` [batch_size, 4, h, w] (already divided by 0.18215) → `sample`
  *   [batch_size, 3, 8h, 8w], ending in Tanh so the output lies in (-1, 1).
  *
- * The mid-block self-attention of SD's VAE is left out: it only adds cost to an untrained model.
+ * With `fullSd` the graphs are SD's AutoencoderKL exactly: each mid block is resnet, single-head
+ * self-attention (`attentions.0`, GroupNorm then to_q/to_k/to_v/to_out.0 with biases, plus the
+ * input), resnet, and the encoder's downsamplers pad (0, 1, 0, 1) before a stride-2 unpadded conv
+ * as diffusers' Downsample2D(padding=0) does. The small sets leave the attention out (it only adds
+ * cost to an untrained model) and pad the downsampling conv on every side.
  */
-import { GraphBuilder } from './graph-builder.js';
-import { conv2d, downsample, groupNorm, resnetBlock, SILU_GAIN, SILU_MEAN, silu, upsample, type Spatial } from './layers.js';
-import type { BuiltModel } from './unet.js';
+import { GraphBuilder, type BuiltModel, type WeightStorage } from './graph-builder.js';
+import { add, attention, conv2d, downsample, groupNorm, resnetBlock, SILU_GAIN, SILU_MEAN, silu, upsample, type Spatial } from './layers.js';
 
 /** Shape of the built-in VAE. */
 export interface VaeConfig {
@@ -20,6 +23,8 @@ export interface VaeConfig {
   readonly blockOutChannels: readonly [number, number, number, number];
   readonly layersPerBlock: number;
   readonly normGroups: number;
+  /** SD's AutoencoderKL exactly (mid-block attention, diffusers' downsample padding) rather than the cheaper small-set layout. */
+  readonly fullSd: boolean;
   /** Image size the MAC count refers to. */
   readonly sampleSize: number;
 }
@@ -29,9 +34,9 @@ export const VAE_SCALING_FACTOR = 0.18215;
 const LATENT_CHANNELS = 4;
 const EPSILON = 1e-6;
 
-/** Builds `vae_encoder/model.onnx`. */
-export function buildVaeEncoder(config: VaeConfig, seed: number): BuiltModel {
-  const b = new GraphBuilder(seed);
+/** Builds `vae_encoder/model.onnx`, weights kept as `storage` says (default inline). */
+export function buildVaeEncoder(config: VaeConfig, seed: number, storage: WeightStorage = 'inline'): BuiltModel {
+  const b = new GraphBuilder(seed, storage);
   const groups = config.normGroups;
   const [c0] = config.blockOutChannels;
   const image: Spatial = {
@@ -45,10 +50,10 @@ export function buildVaeEncoder(config: VaeConfig, seed: number): BuiltModel {
     for (let j = 0; j < config.layersPerBlock; j++) {
       h = resnetBlock(b, h, `/encoder/down_blocks.${i}/resnets.${j}`, out, { groups, epsilon: EPSILON });
     }
-    if (i < 3) h = downsample(b, h, `/encoder/down_blocks.${i}/downsamplers.0`);
+    const scope = `/encoder/down_blocks.${i}/downsamplers.0`;
+    if (i < 3) h = config.fullSd ? paddedDownsample(b, h, scope) : downsample(b, h, scope);
   });
-  h = resnetBlock(b, h, '/encoder/mid_block/resnets.0', h.c, { groups, epsilon: EPSILON });
-  h = resnetBlock(b, h, '/encoder/mid_block/resnets.1', h.c, { groups, epsilon: EPSILON });
+  h = midBlock(b, h, '/encoder/mid_block', config);
   h = groupNorm(b, h, '/encoder/conv_norm_out', groups, EPSILON);
   h = silu(b, h, '/encoder/conv_act');
   // 8 moment channels (mean ‖ logvar), then quant_conv; its gain gives the mean SD's latent scale.
@@ -59,12 +64,12 @@ export function buildVaeEncoder(config: VaeConfig, seed: number): BuiltModel {
     outputs: ['latent_sample'],
   });
   b.output('latent_sample', 'float32', ['batch_size', LATENT_CHANNELS, 'latent_height', 'latent_width']);
-  return { bytes: b.encode('vae_encoder', 'reelbot built-in AutoencoderKL encoder, returns the posterior mean (untrained, seeded random weights)'), macs: b.macs };
+  return b.finish('vae_encoder', 'reelbot built-in AutoencoderKL encoder, returns the posterior mean (untrained, seeded random weights)');
 }
 
-/** Builds `vae_decoder/model.onnx`. */
-export function buildVaeDecoder(config: VaeConfig, seed: number): BuiltModel {
-  const b = new GraphBuilder(seed);
+/** Builds `vae_decoder/model.onnx`, weights kept as `storage` says (default inline). */
+export function buildVaeDecoder(config: VaeConfig, seed: number, storage: WeightStorage = 'inline'): BuiltModel {
+  const b = new GraphBuilder(seed, storage);
   const groups = config.normGroups;
   const latentSize = config.sampleSize / 8;
   const latent: Spatial = {
@@ -77,8 +82,7 @@ export function buildVaeDecoder(config: VaeConfig, seed: number): BuiltModel {
   let h = conv2d(b, latent, '/post_quant_conv', LATENT_CHANNELS, { kernel: 1, gain: VAE_SCALING_FACTOR });
   const reversed = [...config.blockOutChannels].reverse();
   h = conv2d(b, h, '/decoder/conv_in', reversed[0] ?? h.c);
-  h = resnetBlock(b, h, '/decoder/mid_block/resnets.0', h.c, { groups, epsilon: EPSILON });
-  h = resnetBlock(b, h, '/decoder/mid_block/resnets.1', h.c, { groups, epsilon: EPSILON });
+  h = midBlock(b, h, '/decoder/mid_block', config);
   reversed.forEach((out, i) => {
     for (let j = 0; j <= config.layersPerBlock; j++) {
       h = resnetBlock(b, h, `/decoder/up_blocks.${i}/resnets.${j}`, out, { groups, epsilon: EPSILON });
@@ -90,5 +94,33 @@ export function buildVaeDecoder(config: VaeConfig, seed: number): BuiltModel {
   h = conv2d(b, h, '/decoder/conv_out', 3, { gain: SILU_GAIN, inputMean: SILU_MEAN });
   b.op('Tanh', [h.name], '/decoder', { outputs: ['sample'] });
   b.output('sample', 'float32', ['batch_size', 3, 'height', 'width']);
-  return { bytes: b.encode('vae_decoder', 'reelbot built-in AutoencoderKL decoder, output in (-1, 1) via Tanh (untrained, seeded random weights)'), macs: b.macs };
+  return b.finish('vae_decoder', 'reelbot built-in AutoencoderKL decoder, output in (-1, 1) via Tanh (untrained, seeded random weights)');
+}
+
+/** UNetMidBlock2D: resnet, (with `fullSd`) self-attention, resnet, at the deepest width. */
+function midBlock(b: GraphBuilder, x: Spatial, scope: string, config: VaeConfig): Spatial {
+  const groups = config.normGroups;
+  let h = resnetBlock(b, x, `${scope}/resnets.0`, x.c, { groups, epsilon: EPSILON });
+  if (config.fullSd) h = spatialSelfAttention(b, h, `${scope}/attentions.0`, groups);
+  return resnetBlock(b, h, `${scope}/resnets.1`, h.c, { groups, epsilon: EPSILON });
+}
+
+/**
+ * The VAE's Attention block (one head of width C, biases on q/k/v/out, residual): GroupNorm over
+ * [B, C, H, W], flatten to [B, H·W, C], attention, back to [B, C, H, W], plus the input.
+ */
+function spatialSelfAttention(b: GraphBuilder, x: Spatial, scope: string, groups: number): Spatial {
+  const normed = groupNorm(b, x, `${scope}/group_norm`, groups, EPSILON);
+  const flat = b.op('Reshape', [normed.name, b.constInt64(scope, [0, x.c, -1])], scope);
+  const tokens = { name: b.op('Transpose', [flat], scope, { attrs: { perm: [0, 2, 1] } }), n: x.h * x.w, c: x.c };
+  const attended = attention(b, tokens, tokens, scope, { heads: 1, qkvBias: true });
+  const channelsFirst = b.op('Transpose', [attended.name], scope, { attrs: { perm: [0, 2, 1] } });
+  const shaped = b.op('Reshape', [channelsFirst, b.op('Shape', [x.name], scope)], scope);
+  return add(b, { ...x, name: shaped }, x, scope);
+}
+
+/** diffusers' Downsample2D(padding=0) in the VAE encoder: pad right and bottom by one, then a 3×3 stride-2 conv with no padding. */
+function paddedDownsample(b: GraphBuilder, x: Spatial, scope: string): Spatial {
+  const padded = b.op('Pad', [x.name, b.constInt64(scope, [0, 0, 0, 0, 0, 0, 1, 1]), b.constFloat(scope, [], [0])], scope, { attrs: { mode: 'constant' } });
+  return conv2d(b, { name: padded, c: x.c, h: x.h + 1, w: x.w + 1 }, `${scope}/conv`, x.c, { stride: 2, padding: 0 });
 }
