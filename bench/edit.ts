@@ -27,6 +27,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { makeModelSet } from '../src/engine/models/make.js';
 import { StableDiffusionComponents } from '../src/engine/pipelines/sd-components.js';
 import { anchorFrames, editChunks, VideoEditPipeline } from '../src/engine/pipelines/video-edit.js';
+import { movingGradient } from './moving-gradient.js';
 
 const TIME_TARGET = 4.4;
 const RSS_TARGET = 1.3;
@@ -51,21 +52,6 @@ function framesPerStep(frames: number): number {
 }
 
 const round = (value: number, digits = 3): number => Number(value.toFixed(digits));
-
-function movingGradient(count: number, size: number): Uint8Array[] {
-  return Array.from({ length: count }, (_, f) => {
-    const frame = new Uint8Array(size * size * 3);
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const p = (y * size + x) * 3;
-        frame[p] = ((x + 2 * f) * 2) % 256;
-        frame[p + 1] = (y * 2) % 256;
-        frame[p + 2] = (x + y + f) % 256;
-      }
-    }
-    return frame;
-  });
-}
 
 /** Child: load the set, edit `frames` frames once, report wall time and peak RSS to the parent. */
 async function runCase(modelDir: string, frames: number): Promise<void> {

@@ -54,6 +54,7 @@ import { createSession, releaseSession, Tensor } from '../src/engine/onnx/sessio
 import { StableDiffusionComponents } from '../src/engine/pipelines/sd-components.js';
 import { encodeFrames } from '../src/engine/video/encode.js';
 import { resolveFfmpegPaths } from '../src/engine/video/ffmpeg-paths.js';
+import { movingGradient } from './moving-gradient.js';
 
 const FRAMES = 8;
 const STEPS = 2;
@@ -120,22 +121,6 @@ function workerPids(): number[] {
     }
   }
   return pids;
-}
-
-/** Eight frames of bench/edit.ts's moving gradient, RGB24. */
-function movingGradient(count: number, size: number): Uint8Array[] {
-  return Array.from({ length: count }, (_, f) => {
-    const frame = new Uint8Array(size * size * 3);
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const p = (y * size + x) * 3;
-        frame[p] = ((x + 2 * f) * 2) % 256;
-        frame[p + 1] = (y * 2) % 256;
-        frame[p + 2] = (x + y + f) % 256;
-      }
-    }
-    return frame;
-  });
 }
 
 /** Watches one worker: its pid once the first job starts, its VmHWM, and the RSS limit. */
