@@ -31,6 +31,9 @@ const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).
 const WORKER_BOOT_TIMEOUT_MS = 60_000;
 
 /** Niceness of worker processes (0 is normal, 19 the lowest priority). */
+/** What a user hears when the engine cannot start on a worker (the reason goes to the log). */
+const ENGINE_UNAVAILABLE_TEXT = 'The video engine on this server could not start. The operator can see why in the bot\'s log.';
+
 const WORKER_NICENESS = 10;
 
 export interface WorkerPoolOptions {
@@ -231,7 +234,9 @@ export class WorkerPool {
         ready.resolve();
         return;
       case 'fatal':
-        ready.reject(new AppError(ErrorCode.EngineUnavailable, message.message));
+        // The raw load error is for the operator's log; users only hear that the engine did not start.
+        this.#options.logger.error({ device: slot.device, error: message.message }, 'the engine could not be loaded');
+        ready.reject(new AppError(ErrorCode.EngineUnavailable, ENGINE_UNAVAILABLE_TEXT, { cause: new Error(message.message) }));
         return;
       case 'heartbeat':
         return;

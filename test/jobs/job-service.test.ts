@@ -198,12 +198,13 @@ test('the built-in engine refuses an edit without a clip with a clear message', 
   expect(failed.type === 'failed' && failed.message).toBe('The clip to edit is missing. It was not charged.');
 });
 
-test('a missing engine module fails the job with a clear message', async () => {
+test('a missing engine module fails the job with a clear message that keeps the raw error out', async () => {
   h = startService(tempDir(), { engineModule: '/nonexistent/engine.ts' });
   const job = await h.service.submit(video(alice));
   const failed = await h.waitFor(isType('failed', job.job.id));
   expect(failed).toMatchObject({ code: ErrorCode.EngineUnavailable, refunded: true });
-  expect(failed.type === 'failed' && failed.message).toMatch(/The engine could not be loaded on cpu/);
+  expect(failed.type === 'failed' && failed.message).toMatch(/^The video engine on this server could not start\. The operator can see why in the bot's log\./);
+  expect(failed.type === 'failed' && failed.message).not.toMatch(/nonexistent|Cannot find|ERR_/);
 });
 
 test('prompt policy and bans refuse with a clear message and write nothing', async () => {
