@@ -49,7 +49,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
 
   const loadVideoEdit = lazily('clip-edit model', async () => {
     const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
-    const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true, anchorKvSessions: true });
+    const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true });
     loaded.push(components);
     logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'clip-edit model loaded');
     return { components, pipeline: new VideoEditPipeline(components) };

@@ -1,30 +1,35 @@
 /**
  * @file The load-time UNet rewrite for cross-frame attention (Text2Video-Zero's
- * `CrossFrameAttnProcessor`, Fairy-style anchors). Every self-attention block (`…/attn1`) gets
- * its keys and values from the anchor frames of its own CFG group instead of its own frame, and
- * its unfused attention core is replaced by one `com.microsoft.MultiHeadAttention` node.
+ * `CrossFrameAttnProcessor`, Fairy-style anchors). One rewritten graph serves every way the
+ * pipelines call the UNet, so a worker holds each UNet's weights once: each self-attention block
+ * (`…/attn1`) takes its keys and values from frames the caller names at run time, and its unfused
+ * attention core is replaced by one `com.microsoft.MultiHeadAttention` node.
  *
- * Per block, from the to_k / to_v outputs t of shape [B = G·F, N, C]:
+ * Per block, from the to_k / to_v outputs t of shape [B = G·F, N, C] (F = rows of the index):
  * ```
- * x4 = Reshape(t, [G, -1, N, C])            # [G, F, N, C]; F comes from the run-time batch
- * xa = Gather(x4, cross_frame_anchors, 1)   # [G, A, N, C]
- * xr = Reshape(xa, [G, 1, -1, C])           # [G, 1, A·N, C]
- * xe = Expand(xr, [1, B/G, 1, 1])           # [G, F, A·N, C]
- * kv = Reshape(xe, [B, -1, C])              # [G·F, A·N, C]
- * out = MultiHeadAttention(q, k', v', num_heads=H)   # [B, N, C] → to_out MatMul
+ * t4  = Reshape(t, [G, F, N, C])                     # G = B / F guidance groups
+ * own = Gather(t4, cross_frame_index, axis=1)        # [G, F, A, N, C]: frame f's A anchors, per group
+ * own = Reshape(own, [G, F, A·N, C])
+ * imp = Expand(Unsqueeze(anchor_k.<i>, 1), [G, F, 1, C])   # imported K/V [G|1, M, C|1] → [G, F, M, C]
+ * kv  = Reshape(Concat(imp, own, axis=2), [B, M + A·N, C])
+ * out = MultiHeadAttention(q, k, v, num_heads=H)     # [B, N, C] → to_out MatMul
+ * exported_k.<i> = Reshape(Gather(t4, cross_frame_export, axis=1), [G, E·N, C])   # extra output
  * ```
- * `cross_frame_anchors` (int64 [A]) is a new graph input, so one session serves any frame count
- * and any anchor set; negative anchors count from the last frame. The batch must be a multiple
- * of G (2 for text-to-video CFG, 3 for instruct-pix2pix). Measured background and the
- * reasons for MultiHeadAttention (about 4× less memory than the Softmax core):
- * /work/shared/onnx-runtime.md §3.
+ * Run-time inputs (all required; zero-length dims switch a part off, ORT 1.30 accepts them):
+ * - `cross_frame_index` int64 [F, A]: row f lists the frames (of its own group in the batch, negative
+ *   from the last) that frame f attends to. Per-frame attention is f → [f]; Text2Video-Zero is every
+ *   row [0]; A = 0 uses only the imported K/V.
+ * - `cross_frame_export` int64 [E]: frames whose K/V come back in `exported_k.<i>` / `exported_v.<i>`
+ *   ([G, E·N, C]); E = 0 (the usual call) exports nothing and costs nothing.
+ * - `anchor_k.<i>` / `anchor_v.<i>`: imported K/V prepended to every frame's own, e.g. the anchors'
+ *   K/V exported by an earlier call of the same step, handed back unchanged. Empty: [1, 0, 1].
+ * The clip edit runs the anchors alone (every row 0…A−1, export 0…A−1), then each chunk with A = 0
+ * and the anchors' K/V imported. Measured background and the reasons for MultiHeadAttention (about
+ * 4× less memory than the Softmax core): /work/shared/onnx-runtime.md §3.
  *
- * Anchor K/V cache (`anchorKv` option), for clips run in chunks that share the same anchors: the
- * `export` variant is the above plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` (`xr` of attn1
- * block i, graph order); run on a batch of only the anchors, it gives their prediction and their
- * K/V. The `import` variant takes those as graph inputs in place of `xr` (Expand → Reshape →
- * MultiHeadAttention as above; no Gather, no `cross_frame_anchors`, no attn1 to_k/to_v), so a
- * chunk's batch holds only its own frames and the anchors are not recomputed per chunk.
+ * fp16 UNets: the CPU provider has no float16 MultiHeadAttention kernel (onnx-runtime.md §5), so
+ * with `float32Attention` the rewrite casts q, k and v to float32 around it and the result back;
+ * GPU providers run the graph in float16 as it is.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { rename, stat, unlink, writeFile, mkdir } from 'node:fs/promises';
@@ -33,6 +38,7 @@ import { basename, dirname, join } from 'node:path';
 import {
   DataType,
   GraphIndex,
+  type AttributeValue,
   encodeModel,
   externalDataLocations,
   int64Initializer,
@@ -41,40 +47,40 @@ import {
   onnx,
   readModelFile,
   tensorDims,
+  toNumber,
 } from './proto.js';
 import { int64Tensor } from './tensor.js';
-import type { Tensor } from './session.js';
+import { Tensor } from './session.js';
 
-/** Name of the graph input that carries the anchor frame indices (int64 [A]). */
-export const CROSS_FRAME_ANCHORS_INPUT = 'cross_frame_anchors';
+/** Graph input: int64 [F, A], row f = the frames (of its group) that frame f attends to. */
+export const CROSS_FRAME_INDEX_INPUT = 'cross_frame_index';
+/** Graph input: int64 [E], the frames whose keys/values the call hands back. */
+export const CROSS_FRAME_EXPORT_INPUT = 'cross_frame_export';
 
 /** Bumped whenever the rewrite's output changes, so cached rewritten files are rebuilt. */
-export const CROSS_FRAME_REWRITE_VERSION = 1;
+export const CROSS_FRAME_REWRITE_VERSION = 2;
 
 /** SD 1.x uses 8 heads in every block (`attention_head_dim: 8` in its config means heads). */
 const DEFAULT_HEADS = 8;
 
 export interface CrossFrameOptions {
-  /** CFG groups in the batch: 2 for text-to-video, 3 for instruct-pix2pix, 1 without guidance. */
-  groups: number;
   /** Heads to use where the graph does not say (the head-split Reshape has no constant head count). Default 8. */
   heads?: number;
   /**
-   * Anchor K/V cache variants (both made from the same original graph, block `i` the same block):
-   * - `export`: the usual rewrite, plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` = each attn1
-   *   block's per-group anchor keys/values [G, 1, A·N, C] (before the Expand). Run it on a batch of
-   *   only the anchor frames (`cross_frame_anchors` = 0…A−1) for their own prediction and their K/V.
-   * - `import`: no `cross_frame_anchors` input and no to_k/to_v projections in attn1; the keys and
-   *   values come from graph inputs `anchor_k.<i>` / `anchor_v.<i>` [G, 1, A·N, C] (from an export
-   *   run), expanded to the batch's frames. The batch holds only the frames to predict.
-   * Unset: the single-batch rewrite (anchors gathered from the batch).
+   * Cast q, k and v to float32 around each MultiHeadAttention and its output back (for float16
+   * graphs on the CPU provider, which has only a float32 kernel). No effect on float32 graphs.
    */
-  anchorKv?: 'export' | 'import';
+  float32Attention?: boolean;
 }
 
-/** Name of the anchor-K/V graph output (export variant) / input (import variant) of attn1 block `index`. */
+/** Name of the imported anchor keys (`key`) / values (`value`) input of attn1 block `index`. */
 export function anchorKvName(role: 'key' | 'value', index: number): string {
   return `anchor_${role === 'key' ? 'k' : 'v'}.${index}`;
+}
+
+/** Name of the exported keys / values output of attn1 block `index` (feed it back as {@link anchorKvName}). */
+export function exportedKvName(role: 'key' | 'value', index: number): string {
+  return `exported_${role === 'key' ? 'k' : 'v'}.${index}`;
 }
 
 /** What the rewrite did to one block. */
@@ -90,9 +96,11 @@ export interface CrossFrameBlock {
 
 export interface CrossFrameResult {
   model: onnx.ModelProto;
-  /** Rewritten block names, in graph order. */
+  /** Rewritten block names, in graph order (block i owns `anchor_k.<i>`, `exported_k.<i>`…). */
   blocks: string[];
   details: CrossFrameBlock[];
+  /** The K/V element type: 'float16' for a float16 UNet, else 'float32'. */
+  kvType: 'float32' | 'float16';
 }
 
 const Q_SUFFIX = '/attn1/to_q/MatMul';
@@ -104,103 +112,119 @@ const Q_SUFFIX = '/attn1/to_q/MatMul';
 const TO_OUT_SUFFIXES = ['/to_out/to_out.0/MatMul', '/to_out.0/MatMul'] as const;
 
 /**
- * Rewrites every self-attention block of a UNet for cross-frame attention. The input model is not
- * modified; initializers (including external-data ones) are shared with the result.
+ * Rewrites every self-attention block of a UNet for cross-frame attention (see the file comment).
+ * The input model is not modified; initializers (including external-data ones) are shared with
+ * the result. Throws when a block cannot be rewritten; returns the model as is when there is none.
  *
  * @example
- * const { model: rewritten, blocks } = rewriteCrossFrameAttention(unet, { groups: 2 });
- * // feed cross_frame_anchors = int64 [0] (first frame) or [0, -1] (first and last) at run time
+ * const { model: rewritten, blocks } = rewriteCrossFrameAttention(unet);
+ * // feed crossFrameFeeds({ batch: 16, groups: 2, blocks: blocks.length, index: sharedAnchors([0], 8) })
  */
-export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: CrossFrameOptions): CrossFrameResult {
-  const { groups, anchorKv } = options;
-  if (anchorKv !== undefined && anchorKv !== 'export' && anchorKv !== 'import') {
-    throw new TypeError(`Expected \`anchorKv\` to be 'export', 'import' or undefined, got \`${String(anchorKv)}\``);
-  }
-  if (!(Number.isInteger(groups) && groups >= 1)) {
-    throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\` (${typeof groups})`);
-  }
+export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: CrossFrameOptions = {}): CrossFrameResult {
   const fallbackHeads = options.heads ?? DEFAULT_HEADS;
   if (!(Number.isInteger(fallbackHeads) && fallbackHeads >= 1)) {
     throw new TypeError(`Expected \`heads\` to be an integer from 1 and up, got \`${String(options.heads)}\``);
   }
   const graph = model.graph;
   if (!graph) throw new Error('The model has no graph');
-  if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_ANCHORS_INPUT || i.name === anchorKvName('key', 0))) {
-    throw new Error(`The model already has a \`${CROSS_FRAME_ANCHORS_INPUT}\` input: it was rewritten for cross-frame attention before`);
+  if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_INDEX_INPUT || i.name === 'cross_frame_anchors' || i.name === anchorKvName('key', 0))) {
+    throw new Error(`The model already has a \`${CROSS_FRAME_INDEX_INPUT}\` input: it was rewritten for cross-frame attention before`);
   }
   const index = new GraphIndex(graph);
   const nodes = graph.node ?? [];
   const position = new Map<onnx.INodeProto, number>(nodes.map((n, i) => [n, i]));
+  const unsqueezeAxesAsInput = defaultOpset(model) >= 13;
 
-  const shared = sharedInitializers(groups);
+  const shared = sharedInitializers();
   const inserts = new Map<onnx.INodeProto, onnx.INodeProto[]>();
   const replacedToOut = new Map<onnx.INodeProto, onnx.NodeProto>();
   const details: CrossFrameBlock[] = [];
   const kvInputs: onnx.ValueInfoProto[] = [];
   const kvOutputs: onnx.ValueInfoProto[] = [];
+  let kvElem: number = DataType.FLOAT;
 
   for (const [blockIndex, prefix] of selfAttentionPrefixes(index).entries()) {
     const block = analyzeBlock(index, prefix, fallbackHeads);
     const { toQ, toK, toV, toOut, q, k, v, heads: numHeads, scale } = block;
+    const elem = kvElemType(index, toK, graph);
+    if (blockIndex === 0) kvElem = elem;
+    const castAttention = options.float32Attention === true && elem === DataType.FLOAT16;
 
     const p = `${prefix}/cross_frame`;
     const t = (name: string): string => `${p}/${name}_output_0`;
-    const anchors = CROSS_FRAME_ANCHORS_INPUT;
-    // The import variant never computes this block's own K/V, so its batch and width come from q (same [B, N, C]).
+    const n = (opType: string, inputs: string[], name: string, attrs: Parameters<typeof makeNode>[3] = {}): onnx.NodeProto =>
+      makeNode(opType, inputs, [t(name)], attrs, { name: `${p}/${name}` });
+    // Shapes. A 0 in a Reshape shape means "copy the input's dim" (allowzero is opset 14+): the only
+    // zero dims here (A·N with A = 0, E·N with E = 0) sit where the input's dim is that same 0.
     const added: onnx.INodeProto[] = [
-      makeNode('Shape', [anchorKv === 'import' ? q : k], [t('Shape')], {}, { name: `${p}/Shape` }),
-      makeNode('Slice', [t('Shape'), shared.i0, shared.i1], [t('Batch')], {}, { name: `${p}/Batch` }),
-      makeNode('Slice', [t('Shape'), shared.i1, shared.i3], [t('TokensWidth')], {}, { name: `${p}/TokensWidth` }),
-      makeNode('Slice', [t('Shape'), shared.i2, shared.i3], [t('Width')], {}, { name: `${p}/Width` }),
-      makeNode('Concat', [shared.groups, shared.minusOne, t('TokensWidth')], [t('GroupShape')], { axis: 0 }, { name: `${p}/GroupShape` }),
-      makeNode('Concat', [shared.groups, shared.i1, shared.minusOne, t('Width')], [t('AnchorShape')], { axis: 0 }, { name: `${p}/AnchorShape` }),
-      makeNode('Div', [t('Batch'), shared.groups], [t('Frames')], {}, { name: `${p}/Frames` }),
-      makeNode('Concat', [shared.i1, t('Frames'), shared.i1, shared.i1], [t('ExpandShape')], { axis: 0 }, { name: `${p}/ExpandShape` }),
-      makeNode('Concat', [t('Batch'), shared.minusOne, t('Width')], [t('OutShape')], { axis: 0 }, { name: `${p}/OutShape` }),
+      n('Shape', [k], 'Shape'),
+      n('Slice', [t('Shape'), shared.i0, shared.i1], 'Batch'),
+      n('Slice', [t('Shape'), shared.i1, shared.i2], 'Tokens'),
+      n('Slice', [t('Shape'), shared.i2, shared.i3], 'Width'),
+      n('Shape', [CROSS_FRAME_INDEX_INPUT], 'IndexShape'),
+      n('Slice', [t('IndexShape'), shared.i0, shared.i1], 'Frames'),
+      n('Slice', [t('IndexShape'), shared.i1, shared.i2], 'Anchors'),
+      n('Shape', [CROSS_FRAME_EXPORT_INPUT], 'ExportCount'),
+      n('Div', [t('Batch'), t('Frames')], 'Groups'),
+      n('Mul', [t('Anchors'), t('Tokens')], 'AnchorTokens'),
+      n('Mul', [t('ExportCount'), t('Tokens')], 'ExportTokens'),
+      n('Concat', [t('Groups'), t('Frames'), t('Tokens'), t('Width')], 'GroupShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('Frames'), t('AnchorTokens'), t('Width')], 'OwnShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('Frames'), shared.i1, t('Width')], 'ImportShape', { axis: 0 }),
+      n('Concat', [t('Batch'), shared.minusOne, t('Width')], 'OutShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('ExportTokens'), t('Width')], 'ExportShape', { axis: 0 }),
     ];
     const kv: Record<'key' | 'value', string> = { key: '', value: '' };
     for (const [role, source] of [['key', k], ['value', v]] as const) {
       const r = `${role}_`;
-      let joined = t(`${r}Joined`);
-      if (anchorKv === 'import') {
-        joined = anchorKvName(role, blockIndex);
-        kvInputs.push(makeValueInfo(joined, kvElemType(index, block.toK, graph), [groups, 1, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
-      } else {
-        if (anchorKv === 'export') {
-          joined = anchorKvName(role, blockIndex);
-          kvOutputs.push(makeValueInfo(joined, kvElemType(index, block.toK, graph), [groups, 1, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
-        }
-        added.push(
-          makeNode('Reshape', [source, t('GroupShape')], [t(`${r}Grouped`)], {}, { name: `${p}/${r}Grouped` }),
-          makeNode('Gather', [t(`${r}Grouped`), anchors], [t(`${r}Anchors`)], { axis: 1 }, { name: `${p}/${r}Anchors` }),
-          makeNode('Reshape', [t(`${r}Anchors`), t('AnchorShape')], [joined], {}, { name: `${p}/${r}Joined` }),
-        );
-      }
+      const imported = anchorKvName(role, blockIndex);
+      const exported = exportedKvName(role, blockIndex);
+      kvInputs.push(makeValueInfo(imported, elem, [`anchor_groups.${blockIndex}`, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
+      kvOutputs.push(makeValueInfo(exported, elem, ['groups', `exported_tokens.${blockIndex}`, `width.${blockIndex}`]));
       added.push(
-        makeNode('Expand', [joined, t('ExpandShape')], [t(`${r}Expanded`)], {}, { name: `${p}/${r}Expanded` }),
-        makeNode('Reshape', [t(`${r}Expanded`), t('OutShape')], [t(`${r}CrossFrame`)], {}, { name: `${p}/${r}CrossFrame` }),
+        n('Reshape', [source, t('GroupShape')], `${r}Grouped`),
+        n('Gather', [t(`${r}Grouped`), CROSS_FRAME_INDEX_INPUT], `${r}Own`, { axis: 1 }),
+        n('Reshape', [t(`${r}Own`), t('OwnShape')], `${r}OwnJoined`),
+        unsqueezeAxesAsInput ? n('Unsqueeze', [imported, shared.i1], `${r}Imported`) : n('Unsqueeze', [imported], `${r}Imported`, { axes: [1] }),
+        n('Expand', [t(`${r}Imported`), t('ImportShape')], `${r}ImportedExpanded`),
+        n('Concat', [t(`${r}ImportedExpanded`), t(`${r}OwnJoined`)], `${r}Joined`, { axis: 2 }),
+        n('Reshape', [t(`${r}Joined`), t('OutShape')], `${r}CrossFrame`),
+        n('Gather', [t(`${r}Grouped`), CROSS_FRAME_EXPORT_INPUT], `${r}Export`, { axis: 1 }),
+        makeNode('Reshape', [t(`${r}Export`), t('ExportShape')], [exported], {}, { name: `${p}/${r}Exported` }),
       );
       kv[role] = t(`${r}CrossFrame`);
     }
     const attention = `${prefix}/MultiHeadAttention`;
+    const attrs: Record<string, AttributeValue> = scale === 'default' ? { num_heads: numHeads } : { num_heads: numHeads, scale: { float: scale } };
+    let attentionInputs = [q, kv.key, kv.value];
+    if (castAttention) {
+      attentionInputs = attentionInputs.map((input, i) => {
+        const name = ['q', 'k', 'v'][i] as string;
+        added.push(n('Cast', [input], `${name}_Float32`, { to: DataType.FLOAT }));
+        return t(`${name}_Float32`);
+      });
+    }
+    const attentionOut = `${attention}_output_0`;
     added.push(
-      makeNode('MultiHeadAttention', [q, kv.key, kv.value], [`${attention}_output_0`], scale === 'default' ? { num_heads: numHeads } : { num_heads: numHeads, scale: { float: scale } }, {
+      makeNode('MultiHeadAttention', attentionInputs, [castAttention ? `${attention}_float32_output_0` : attentionOut], attrs, {
         name: attention,
         domain: 'com.microsoft',
       }),
     );
+    if (castAttention) added.push(makeNode('Cast', [`${attention}_float32_output_0`], [attentionOut], { to: DataType.FLOAT16 }, { name: `${attention}/Cast` }));
 
     // Insert after the last of the three projections, so every input of the new nodes exists.
     const after = [toQ, toK, toV].reduce((a, b) => ((position.get(a) ?? 0) >= (position.get(b) ?? 0) ? a : b));
     inserts.set(after, [...(inserts.get(after) ?? []), ...added]);
     const input = [...(toOut.input ?? [])];
-    input[0] = `${attention}_output_0`;
+    input[0] = attentionOut;
     replacedToOut.set(toOut, onnx.NodeProto.create({ ...toOut, input }));
     details.push({ name: prefix, heads: numHeads, headsFrom: block.headsFrom, scale });
   }
 
+  const kvType = kvElem === DataType.FLOAT16 ? 'float16' : 'float32';
   if (details.length === 0) {
-    return { model, blocks: [], details };
+    return { model, blocks: [], details, kvType };
   }
 
   const rewrittenNodes: onnx.INodeProto[] = [];
@@ -208,13 +232,13 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     rewrittenNodes.push(replacedToOut.get(node) ?? node);
     rewrittenNodes.push(...(inserts.get(node) ?? []));
   }
-  const anchorsInput = makeValueInfo(CROSS_FRAME_ANCHORS_INPUT, DataType.INT64, ['anchors']);
+  const controlInputs = [makeValueInfo(CROSS_FRAME_INDEX_INPUT, DataType.INT64, ['frames', 'anchors']), makeValueInfo(CROSS_FRAME_EXPORT_INPUT, DataType.INT64, ['exported_frames'])];
   const pruned = pruneGraph(
     onnx.GraphProto.create({
       ...graph,
       node: rewrittenNodes,
       initializer: [...(graph.initializer ?? []), ...shared.initializers],
-      input: [...(graph.input ?? []), ...(anchorKv === 'import' ? kvInputs : [anchorsInput])],
+      input: [...(graph.input ?? []), ...controlInputs, ...kvInputs],
       output: [...(graph.output ?? []), ...kvOutputs],
     }),
   );
@@ -224,7 +248,14 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     model: onnx.ModelProto.create({ ...model, graph: pruned, opsetImport }),
     blocks: details.map((d) => d.name),
     details,
+    kvType,
   };
+}
+
+/** The model's default-domain opset version (torch exports say 14–17). */
+function defaultOpset(model: onnx.IModelProto): number {
+  const entry = (model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  return toNumber(entry?.version);
 }
 
 /**
@@ -319,7 +350,7 @@ function kvElemType(index: GraphIndex, toK: onnx.INodeProto, graph: onnx.IGraphP
   return DataType.FLOAT;
 }
 
-function sharedInitializers(groups: number) {
+function sharedInitializers() {
   const name = (n: string): string => `cross_frame/${n}`;
   const initializers = [
     int64Initializer(name('i0'), [1], [0]),
@@ -327,17 +358,8 @@ function sharedInitializers(groups: number) {
     int64Initializer(name('i2'), [1], [2]),
     int64Initializer(name('i3'), [1], [3]),
     int64Initializer(name('minus_one'), [1], [-1]),
-    int64Initializer(name('groups'), [1], [groups]),
   ];
-  return {
-    initializers,
-    i0: name('i0'),
-    i1: name('i1'),
-    i2: name('i2'),
-    i3: name('i3'),
-    minusOne: name('minus_one'),
-    groups: name('groups'),
-  };
+  return { initializers, i0: name('i0'), i1: name('i1'), i2: name('i2'), i3: name('i3'), minusOne: name('minus_one') };
 }
 
 /**
@@ -515,27 +537,131 @@ function subgraphReferences(node: onnx.INodeProto): string[] {
   return names;
 }
 
+/** The index rows of per-frame attention: every frame attends to itself only (the plain UNet's attention). */
+export function perFrameIndex(frames: number): number[][] {
+  return Array.from({ length: frames }, (_, f) => [f]);
+}
+
+/** The index rows of shared anchors: every frame attends to the same frames (Text2Video-Zero: `[0]`). */
+export function sharedAnchorsIndex(anchors: readonly number[], frames: number): number[][] {
+  return Array.from({ length: frames }, () => [...anchors]);
+}
+
+/** One call of a rewritten UNet: what each frame attends to, what to hand back, what to import. */
+export interface CrossFrameCall {
+  /** UNet batch: `groups` guidance groups of the same frames, [group][frame]. */
+  batch: number;
+  groups: number;
+  /** The rewritten graph's attn1 block count (one imported K/V pair per block). */
+  blocks: number;
+  /**
+   * Row f: the frames of its own group that frame f attends to (negative counts from the last),
+   * every row the same length; rows may be empty when `imported` is given.
+   */
+  index: readonly (readonly number[])[];
+  /** Frames whose keys/values come back as `exported_k.<i>` / `exported_v.<i>`. Default: none. */
+  exportFrames?: readonly number[];
+  /**
+   * Keys/values prepended to every frame's own, by input name (`anchor_k.<i>`…, see
+   * {@link importExportedKv}); the exported tensors of an earlier call, unchanged. Default: none.
+   */
+  imported?: ReadonlyMap<string, Tensor>;
+  /** The graph's K/V element type (for the empty imports). */
+  kvType: 'float32' | 'float16';
+}
+
+const emptyKv = new Map<string, Tensor>();
+
+/** A zero-length K/V input ([1, 0, 1]: it broadcasts to any group count and width). */
+function emptyKvTensor(type: 'float32' | 'float16'): Tensor {
+  let tensor = emptyKv.get(type);
+  if (!tensor) {
+    tensor = type === 'float16' ? new Tensor('float16', new Uint16Array(0), [1, 0, 1]) : new Tensor('float32', new Float32Array(0), [1, 0, 1]);
+    emptyKv.set(type, tensor);
+  }
+  return tensor;
+}
+
 /**
- * The `cross_frame_anchors` feed for one run, checked against the batch: the batch must split
- * into `groups` equal CFG groups, and every anchor must name one of their frames (negative
- * counts from the last frame).
+ * The cross-frame feeds of one run (`cross_frame_index`, `cross_frame_export` and every block's
+ * imported K/V), checked against the batch: it must split into `groups` equal guidance groups of
+ * `index.length` frames, and every index must name one of their frames.
  *
- * @example crossFrameAnchors([0, -1], { batch: 16, groups: 2 }) // first and last of 8 frames
+ * @example crossFrameFeeds({ batch: 16, groups: 2, blocks: 16, index: sharedAnchorsIndex([0], 8), kvType: 'float32' })
  */
-export function crossFrameAnchors(anchors: readonly number[], options: { batch: number; groups: number }): Tensor {
-  const { batch, groups } = options;
+export function crossFrameFeeds(call: CrossFrameCall): Record<string, Tensor> {
+  const { batch, groups, blocks, index, exportFrames = [], imported } = call;
   if (!(Number.isInteger(groups) && groups >= 1)) throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\``);
   if (!(Number.isInteger(batch) && batch >= 1) || batch % groups !== 0) {
-    throw new RangeError(`The UNet batch (${batch}) must be a multiple of the ${groups} guidance groups the cross-frame rewrite was built for`);
+    throw new RangeError(`The UNet batch (${batch}) must be a multiple of its ${groups} guidance groups`);
   }
   const frames = batch / groups;
-  if (anchors.length === 0) throw new RangeError('Cross-frame attention needs at least one anchor frame');
-  for (const a of anchors) {
+  if (index.length !== frames) throw new RangeError(`The cross-frame index has ${index.length} rows; the batch holds ${frames} frames per guidance group`);
+  const width = index[0]?.length ?? 0;
+  const inRange = (what: string, a: number): void => {
     if (!Number.isInteger(a) || a < -frames || a >= frames) {
-      throw new RangeError(`Anchor frame ${a} is outside the ${frames} frames of each guidance group (use 0…${frames - 1}, or −1 for the last)`);
+      throw new RangeError(`${what} ${a} is outside the ${frames} frames of each guidance group (use 0…${frames - 1}, or −1 for the last)`);
+    }
+  };
+  const flat: number[] = [];
+  for (const row of index) {
+    if (row.length !== width) throw new RangeError('Every row of the cross-frame index must list the same number of frames');
+    for (const a of row) inRange('Anchor frame', a);
+    flat.push(...row);
+  }
+  for (const e of exportFrames) inRange('Exported frame', e);
+  if (width === 0 && !imported) throw new RangeError('Cross-frame attention needs at least one anchor frame or imported anchor keys/values');
+  const feeds: Record<string, Tensor> = {
+    [CROSS_FRAME_INDEX_INPUT]: int64Tensor(flat, [frames, width]),
+    [CROSS_FRAME_EXPORT_INPUT]: int64Tensor([...exportFrames], [exportFrames.length]),
+  };
+  for (let i = 0; i < blocks; i++) {
+    for (const role of ['key', 'value'] as const) {
+      const name = anchorKvName(role, i);
+      if (!imported) {
+        feeds[name] = emptyKvTensor(call.kvType);
+        continue;
+      }
+      const tensor = imported.get(name);
+      if (!tensor) throw new Error(`No imported anchor ${role}s \`${name}\` (pass every block's exported keys and values)`);
+      const first = tensor.dims[0];
+      if (tensor.dims.length !== 3 || (first !== groups && first !== 1)) {
+        throw new RangeError(`Imported anchor ${role}s \`${name}\` have dims [${tensor.dims.join(', ')}]; expected [${groups}, tokens, width]`);
+      }
+      feeds[name] = tensor;
     }
   }
-  return int64Tensor(anchors, [anchors.length]);
+  return feeds;
+}
+
+/** Output names of every block's exported keys and values (the `fetches` of an exporting call). */
+export function exportedKvNames(blocks: number): string[] {
+  return Array.from({ length: blocks }, (_, i) => [exportedKvName('key', i), exportedKvName('value', i)]).flat();
+}
+
+/**
+ * An exporting call's K/V outputs keyed by the input names a later call imports them under. The
+ * tensors are handed on as they are, never copied or converted: on the CPU provider their data is
+ * the JS memory ORT returned (wrapped again, zero-copy, as a feed); on WebGPU a GPU buffer.
+ */
+export function importExportedKv(results: Readonly<Record<string, Tensor>>, blocks: number): Map<string, Tensor> {
+  const kv = new Map<string, Tensor>();
+  for (let i = 0; i < blocks; i++) {
+    for (const role of ['key', 'value'] as const) {
+      const tensor = results[exportedKvName(role, i)];
+      if (!tensor) throw new Error(`The UNet run did not return \`${exportedKvName(role, i)}\` (fetch exportedKvNames(blocks))`);
+      kv.set(anchorKvName(role, i), tensor);
+    }
+  }
+  return kv;
+}
+
+/** The UNet's attention is not one this rewrite can find; load the plain graph (per-frame attention) instead. */
+export class CrossFrameUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
 }
 
 export interface LoadRewrittenUnetOptions extends CrossFrameOptions {
@@ -549,6 +675,7 @@ export interface RewrittenUnet {
   path: string;
   blocks: string[];
   details: CrossFrameBlock[];
+  kvType: 'float32' | 'float16';
   /** True when the file was already there from an earlier call. */
   cached: boolean;
 }
@@ -559,26 +686,37 @@ export interface RewrittenUnet {
  * is read: the weights stay in the external data file, untouched. The file name carries a hash
  * of the original file, the options and the rewrite version, so a later call (or another worker)
  * reuses it. The graph is rewritten again in memory every time (milliseconds) to report the blocks.
+ * Throws {@link CrossFrameUnavailableError} when the graph has no self-attention block the rewrite
+ * recognises (attention fused into MultiHeadAttention/Attention nodes, other node names).
  */
-export async function loadRewrittenUnet(unetPath: string, options: LoadRewrittenUnetOptions): Promise<RewrittenUnet> {
+export async function loadRewrittenUnet(unetPath: string, options: LoadRewrittenUnetOptions = {}): Promise<RewrittenUnet> {
   const { model, bytes } = await readModelFile(unetPath);
+  const float32Attention = options.float32Attention === true;
   const hash = createHash('sha256')
     .update(bytes)
-    .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, groups: options.groups, heads: options.heads ?? null, ...(options.anchorKv ? { anchorKv: options.anchorKv } : {}) }))
+    .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, heads: options.heads ?? null, ...(float32Attention ? { float32Attention } : {}) }))
     .digest('hex')
     .slice(0, 16);
   const external = externalDataLocations(model);
-  const { model: rewritten, blocks, details } = rewriteCrossFrameAttention(model, options);
-  if (blocks.length === 0) {
-    throw new Error(`${unetPath} has no self-attention blocks (no node named …${Q_SUFFIX}); cannot set up cross-frame attention`);
+  let result: CrossFrameResult;
+  try {
+    result = rewriteCrossFrameAttention(model, options);
+  } catch (error) {
+    if (error instanceof TypeError) throw error;
+    throw new CrossFrameUnavailableError(`${unetPath}: ${(error as Error).message}`, { cause: error });
   }
-  const fileName = `${basename(unetPath, '.onnx')}.crossframe${options.anchorKv ? `-kv${options.anchorKv}` : ''}-${hash}.onnx`;
+  const { model: rewritten, blocks, details, kvType } = result;
+  if (blocks.length === 0) {
+    throw new CrossFrameUnavailableError(`${unetPath} has no self-attention block the rewrite recognises (no node named …${Q_SUFFIX})`);
+  }
+  const fileName = `${basename(unetPath, '.onnx')}.crossframe-${hash}.onnx`;
+  const found = (path: string, cached: boolean): RewrittenUnet => ({ path, blocks, details, kvType, cached });
   const beside = join(dirname(unetPath), fileName);
-  if (await isFile(beside)) return { path: beside, blocks, details, cached: true };
+  if (await isFile(beside)) return found(beside, true);
   const encoded = encodeModel(rewritten);
   try {
     await writeAtomically(beside, encoded);
-    return { path: beside, blocks, details, cached: false };
+    return found(beside, false);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
@@ -591,9 +729,9 @@ export async function loadRewrittenUnet(unetPath: string, options: LoadRewritten
     const dir = options.cacheDir ?? join(tmpdir(), 'reelbot-crossframe');
     await mkdir(dir, { recursive: true });
     const elsewhere = join(dir, fileName);
-    if (await isFile(elsewhere)) return { path: elsewhere, blocks, details, cached: true };
+    if (await isFile(elsewhere)) return found(elsewhere, true);
     await writeAtomically(elsewhere, encoded);
-    return { path: elsewhere, blocks, details, cached: false };
+    return found(elsewhere, false);
   }
 }
 

@@ -51,6 +51,13 @@ export interface CreateSessionOptions {
   /** When the GPU provider fails to start, create a CPU session instead of throwing. */
   fallbackToCpu: boolean;
   logger?: SessionLogger;
+  /**
+   * Outputs to leave in GPU memory (`preferredOutputLocation: 'gpu-buffer'`) when the session runs
+   * on WebGPU, for tensors that only go back into a later run (the UNet's anchor keys/values).
+   * Ignored on other providers: the CPU one always returns outputs as JS memory. Not tested on a
+   * real GPU (none on the development machines).
+   */
+  gpuBufferOutputs?: readonly string[];
 }
 
 /** One provider tried while creating a session, with why it failed (absent for the one that worked). */
@@ -133,6 +140,9 @@ export async function createSession(modelPathOrBytes: string | Uint8Array, optio
       intraOpNumThreads: options.intraOpThreads,
       interOpNumThreads: options.interOpThreads,
       logSeverityLevel: 3,
+      ...(step.name === 'webgpu' && options.gpuBufferOutputs?.length
+        ? { preferredOutputLocation: Object.fromEntries(options.gpuBufferOutputs.map((name) => [name, 'gpu-buffer' as const])) }
+        : {}),
     };
     try {
       const session =

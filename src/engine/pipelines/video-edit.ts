@@ -80,7 +80,7 @@ export interface VideoEditInput {
   chunkSize?: number;
   /** Default Euler Ancestral, the reference. */
   scheduler?: VideoEditSchedulerName;
-  /** Off: every frame edited on its own with the plain UNet (for comparisons; load components with `plainUnet: true`). */
+  /** Off: every frame edited on its own with per-frame attention (for comparisons). */
   crossFrameAttention?: boolean;
 }
 
