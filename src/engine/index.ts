@@ -24,6 +24,14 @@ export function sessionThreads(settings: EngineSettings): EngineSettings['onnx']
   return { ...settings.onnx, intraOpThreads };
 }
 
+/**
+ * `crossFrameUnavailable: true` in a result when the model's UNet runs per frame because the
+ * cross-frame rewrite could not find its attention (the videos flicker); absent otherwise.
+ */
+function crossFrameNote(components: StableDiffusionComponents): { crossFrameUnavailable?: true } {
+  return components.crossFrameUnavailable ? { crossFrameUnavailable: true } : {};
+}
+
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {
   const ffmpeg = resolveFfmpegPaths(settings);
   const loaded: StableDiffusionComponents[] = [];
@@ -43,7 +51,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     const dir = settings.modelDir || (await ensureModelSet({ size: 'small', kind: 'text2video', dir: join('models', 'small') }));
     const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 2 });
     loaded.push(components);
-    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'text-to-video model loaded');
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, crossFrameUnavailable: components.crossFrameUnavailable }, 'text-to-video model loaded');
     return { components, pipeline: new TextToVideoZeroPipeline(components) };
   });
 
@@ -51,7 +59,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
     const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true });
     loaded.push(components);
-    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks }, 'clip-edit model loaded');
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, crossFrameUnavailable: components.crossFrameUnavailable }, 'clip-edit model loaded');
     return { components, pipeline: new VideoEditPipeline(components) };
   });
 
@@ -115,6 +123,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       seed: job.seed,
       promptTruncated: output.promptTruncated,
       droppedText: output.droppedText,
+      ...crossFrameNote(components),
     };
   };
 
@@ -125,7 +134,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       const { signal, onProgress } = context;
       const params = parseTextToVideoParams(job.params);
       onProgress({ step: 0, total: 1, stage: 'loading' });
-      const { pipeline } = await loadTextToVideo();
+      const { components, pipeline } = await loadTextToVideo();
       const output = await pipeline.run({ ...params, seed: job.seed }, { signal, onProgress });
       onProgress({ step: 1, total: 1, stage: 'encoding' });
       await mkdir(job.outputDir, { recursive: true });
@@ -149,6 +158,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
         seed: job.seed,
         promptTruncated: output.promptTruncated,
         droppedText: output.droppedText,
+        ...crossFrameNote(components),
       };
     },
     async dispose() {
