@@ -140,6 +140,11 @@ export async function createSession(modelPathOrBytes: string | Uint8Array, optio
       intraOpNumThreads: options.intraOpThreads,
       interOpNumThreads: options.interOpThreads,
       logSeverityLevel: 3,
+      // No CPU arena: an arena keeps each session's peak activations for good, so a worker that ran
+      // a text-to-video job and then an edit held both peaks next to its weights. Without it the
+      // memory goes back after each run (peak RSS of such a worker on the diffusers-pipeline
+      // export: 818 → 540 MB; 378 MB with MALLOC_MMAP_THRESHOLD_=131072, see bench/worker-rss.ts).
+      enableCpuMemArena: false,
       ...(step.name === 'webgpu' && options.gpuBufferOutputs?.length
         ? { preferredOutputLocation: Object.fromEntries(options.gpuBufferOutputs.map((name) => [name, 'gpu-buffer' as const])) }
         : {}),
