@@ -191,6 +191,21 @@ describe('an fp16 UNet on the CPU', () => {
     console.info(`fp16 vs fp32 UNet max abs diffs:\n  ${measured.join('\n  ')}`);
   });
 
+  it('on a GPU device whose provider does not start, falls back to the CPU with the float32-attention graph', async () => {
+    // No GPU here: WebGPU fails to start (onnx-runtime.md §4), which is the path under test.
+    const onGpu = await StableDiffusionComponents.load(join(dir, 'fp16'), { device: 'webgpu', onnx: { ...ONNX, fallbackToCpu: true }, groups: 2 });
+    try {
+      expect(onGpu.provider).toBe('cpu');
+      expect(onGpu.crossFrameBlocks).toBe(7);
+      const sample = Float32Array.from({ length: 4 * 4 * 8 * 8 }, (_, i) => Math.sin(i));
+      const context = Float32Array.from({ length: 4 * 77 * 32 }, (_, i) => Math.cos(i));
+      const diff = maxAbsDifference(await onGpu.unet(sample, 4, 8, 8, 500, context, [0]), await fp16.unet(sample, 4, 8, 8, 500, context, [0]));
+      expect(diff).toBe(0);
+    } finally {
+      await onGpu.release();
+    }
+  });
+
   it('renders a video', async () => {
     const video = await new TextToVideoZeroPipeline(fp16).run(t2v);
     const reference = await new TextToVideoZeroPipeline(original).run(t2v);
