@@ -8,7 +8,9 @@
  *    "rss_after_plain_mb":…,"rss_after_edit_mb":…,"peak_rss_mb":…,"unet_sessions":…}
  * `weights_mb` is the size of every .onnx / .onnx_data file the engine loads (original files only);
  * `peak_rss_mb` is `process.resourceUsage().maxRSS`. Without `--model` / `--edit-model` the built-in
- * small sets are used (made under models/ on first use, as the engine does). A benchmark, not a test.
+ * small sets are used (made under models/ on first use, as the engine does). `--load-only` loads
+ * both models as the engine does and prints `rss_after_load_mb` instead of running jobs. A
+ * benchmark, not a test.
  *
  * glibc's malloc raises its mmap threshold after the first large free, so the buffers ORT frees
  * while loading a model (the file it read, the initializers' protobuf copies) stay in the heap and
@@ -23,9 +25,12 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { createEngine } from '../src/engine/index.js';
 import { ensureModelSet } from '../src/engine/models/built-in.js';
+import { StableDiffusionComponents } from '../src/engine/pipelines/sd-components.js';
 import type { EngineSettings } from '../src/jobs/engine.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, 'edit-model': { type: 'string' }, size: { type: 'string' }, frames: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { model: { type: 'string' }, 'edit-model': { type: 'string' }, size: { type: 'string' }, frames: { type: 'string' }, 'load-only': { type: 'boolean' } },
+});
 const modelDir = values.model ?? (await ensureModelSet({ size: 'small', kind: 'text2video', dir: join('models', 'small') }));
 const editModelDir = values['edit-model'] ?? (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
 const size = values.size ? Number(values.size) : undefined;
@@ -60,6 +65,17 @@ const settings: EngineSettings = {
   editSteps: 2,
   workerCount: 1,
 };
+if (values['load-only']) {
+  const rssStart = rss();
+  const options = { device: 'cpu', onnx: settings.onnx };
+  const loaded = [
+    await StableDiffusionComponents.load(modelDir, { ...options, groups: 2 }),
+    await StableDiffusionComponents.load(editModelDir, { ...options, groups: 3, vaeEncoder: true }),
+  ];
+  console.log(JSON.stringify({ bench: 'worker_rss_load', model: modelDir, edit_model: editModelDir, weights_mb: mb(weightBytes(modelDir) + weightBytes(editModelDir)), rss_start_mb: rssStart, rss_after_load_mb: rss(), peak_rss_mb: peak() }));
+  await Promise.all(loaded.map((components) => components.release()));
+  process.exit(0);
+}
 const out = mkdtempSync(join(tmpdir(), 'reelbot-worker-rss-'));
 const rssStart = rss();
 const engine = await createEngine({ device: 'cpu', settings, logger: pino({ level: 'silent' }) });

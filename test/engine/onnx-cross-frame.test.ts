@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -706,7 +706,12 @@ describe('loadRewrittenUnet', () => {
     expect(first.blocks).toEqual([SELF_A, SELF_B]);
     expect(first.path.startsWith(join(unetDir, 'model.crossframe-'))).toBe(true);
     const second = await loadRewrittenUnet(join(unetDir, 'model.onnx'));
-    expect(second).toMatchObject({ path: first.path, cached: true });
+    expect(second).toEqual({ ...first, cached: true });
+    // The cached load reads the blocks from the summary beside the graph, not from the graph.
+    const summary = first.path.replace(/\.onnx$/, '.json');
+    expect(JSON.parse(await readFile(summary, 'utf8'))).toMatchObject({ blocks: first.blocks, details: first.details, kvType: 'float32' });
+    await writeFile(summary, '{broken');
+    expect(await loadRewrittenUnet(join(unetDir, 'model.onnx'))).toEqual(first);
     const other = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { heads: 2 });
     expect(other.path).not.toBe(first.path);
     expect((await readdir(unetDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);

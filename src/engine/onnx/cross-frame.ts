@@ -32,7 +32,8 @@
  * GPU providers run the graph in float16 as it is.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { rename, stat, unlink, writeFile, mkdir } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import {
@@ -685,18 +686,28 @@ export interface RewrittenUnet {
  * that its external data (`model.onnx_data`) resolves; load the returned path. Only the graph file
  * is read: the weights stay in the external data file, untouched. The file name carries a hash
  * of the original file, the options and the rewrite version, so a later call (or another worker)
- * reuses it. The graph is rewritten again in memory every time (milliseconds) to report the blocks.
+ * reuses it; a `.json` beside it keeps the blocks, so a cached load only streams the file to hash it.
  * Throws {@link CrossFrameUnavailableError} when the graph has no self-attention block the rewrite
  * recognises (attention fused into MultiHeadAttention/Attention nodes, other node names).
  */
 export async function loadRewrittenUnet(unetPath: string, options: LoadRewrittenUnetOptions = {}): Promise<RewrittenUnet> {
-  const { model, bytes } = await readModelFile(unetPath);
   const float32Attention = options.float32Attention === true;
-  const hash = createHash('sha256')
-    .update(bytes)
+  // Hashed from a stream: a cached rewrite is found without holding the UNet (up to 2 GB when its weights are inside) in JS memory.
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(unetPath)) hash.update(chunk as Buffer);
+  const digest = hash
     .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, heads: options.heads ?? null, ...(float32Attention ? { float32Attention } : {}) }))
     .digest('hex')
     .slice(0, 16);
+  const fileName = `${basename(unetPath, '.onnx')}.crossframe-${digest}.onnx`;
+  const beside = join(dirname(unetPath), fileName);
+  const elsewhere = join(options.cacheDir ?? join(tmpdir(), 'reelbot-crossframe'), fileName);
+  for (const path of [beside, elsewhere]) {
+    const cached = await readCached(path);
+    if (cached) return cached;
+  }
+
+  const { model } = await readModelFile(unetPath);
   const external = externalDataLocations(model);
   let result: CrossFrameResult;
   try {
@@ -709,14 +720,16 @@ export async function loadRewrittenUnet(unetPath: string, options: LoadRewritten
   if (blocks.length === 0) {
     throw new CrossFrameUnavailableError(`${unetPath} has no self-attention block the rewrite recognises (no node named …${Q_SUFFIX})`);
   }
-  const fileName = `${basename(unetPath, '.onnx')}.crossframe-${hash}.onnx`;
-  const found = (path: string, cached: boolean): RewrittenUnet => ({ path, blocks, details, kvType, cached });
-  const beside = join(dirname(unetPath), fileName);
-  if (await isFile(beside)) return found(beside, true);
   const encoded = encodeModel(rewritten);
+  const summary = JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, blocks, details, kvType } satisfies CachedSummary);
+  const write = async (path: string): Promise<RewrittenUnet> => {
+    // The graph first: a summary is only ever next to a complete graph.
+    await writeAtomically(path, encoded);
+    await writeAtomically(summaryPath(path), new TextEncoder().encode(summary));
+    return { path, blocks, details, kvType, cached: false };
+  };
   try {
-    await writeAtomically(beside, encoded);
-    return found(beside, false);
+    return await write(beside);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
@@ -726,12 +739,32 @@ export async function loadRewrittenUnet(unetPath: string, options: LoadRewritten
         { cause: error },
       );
     }
-    const dir = options.cacheDir ?? join(tmpdir(), 'reelbot-crossframe');
-    await mkdir(dir, { recursive: true });
-    const elsewhere = join(dir, fileName);
-    if (await isFile(elsewhere)) return found(elsewhere, true);
-    await writeAtomically(elsewhere, encoded);
-    return found(elsewhere, false);
+    await mkdir(dirname(elsewhere), { recursive: true });
+    return write(elsewhere);
+  }
+}
+
+/** What a cached rewrite's `.json` beside it says (so a cached load need not decode the graph). */
+interface CachedSummary {
+  version: number;
+  blocks: string[];
+  details: CrossFrameBlock[];
+  kvType: 'float32' | 'float16';
+}
+
+function summaryPath(rewrittenPath: string): string {
+  return rewrittenPath.replace(/\.onnx$/, '.json');
+}
+
+/** A cached rewrite and its summary, or undefined when either is missing or unreadable (then it is rebuilt). */
+async function readCached(path: string): Promise<RewrittenUnet | undefined> {
+  if (!(await isFile(path))) return undefined;
+  try {
+    const summary = JSON.parse(await readFile(summaryPath(path), 'utf8')) as CachedSummary;
+    if (summary.version !== CROSS_FRAME_REWRITE_VERSION || !Array.isArray(summary.blocks) || !Array.isArray(summary.details)) return undefined;
+    return { path, blocks: summary.blocks, details: summary.details, kvType: summary.kvType === 'float16' ? 'float16' : 'float32', cached: true };
+  } catch {
+    return undefined;
   }
 }
 
