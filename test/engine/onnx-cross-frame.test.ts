@@ -2,21 +2,9 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  anchorKvName,
-  CROSS_FRAME_EXPORT_INPUT,
-  CROSS_FRAME_INDEX_INPUT,
-  CrossFrameUnavailableError,
-  crossFrameFeeds,
-  exportedKvName,
-  exportedKvNames,
-  importExportedKv,
-  inspectSelfAttention,
-  loadRewrittenUnet,
-  perFrameIndex,
-  rewriteCrossFrameAttention,
-  sharedAnchorsIndex,
-} from '../../src/engine/onnx/cross-frame.js';
+import { anchorKvName, CROSS_FRAME_EXPORT_INPUT, CROSS_FRAME_INDEX_INPUT, exportedKvName, inspectSelfAttention, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { CrossFrameUnavailableError, loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { DataType, encodeModel, float32Initializer, int64Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
 import { createSession, releaseSession, type InferenceSession, type Tensor } from '../../src/engine/onnx/session.js';
 import { float32Tensor, int64Tensor } from '../../src/engine/onnx/tensor.js';

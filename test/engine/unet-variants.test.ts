@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/index.js';
-import { loadRewrittenUnet } from '../../src/engine/onnx/cross-frame.js';
+import { loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { readModelFile } from '../../src/engine/onnx/proto.js';
 import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from '../../src/engine/pipelines/text-to-video-zero.js';

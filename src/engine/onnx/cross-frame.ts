@@ -25,33 +25,24 @@
  *   K/V exported by an earlier call of the same step, handed back unchanged. Empty: [1, 0, 1].
  * The clip edit runs the anchors alone (every row 0…A−1, export 0…A−1), then each chunk with A = 0
  * and the anchors' K/V imported. Measured background and the reasons for MultiHeadAttention (about
- * 4× less memory than the Softmax core): /work/shared/onnx-runtime.md §3.
+ * 4× less memory than the Softmax core): /work/shared/onnx-runtime.md §3. The feeds of one call
+ * are built by ./cross-frame-feeds.ts; ./cross-frame-file.ts rewrites a UNet file once and caches it.
  *
  * fp16 UNets: the CPU provider has no float16 MultiHeadAttention kernel (onnx-runtime.md §5), so
  * with `float32Attention` the rewrite casts q, k and v to float32 around it and the result back;
  * GPU providers run the graph in float16 as it is.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
 import {
   DataType,
   GraphIndex,
   type AttributeValue,
-  encodeModel,
-  externalDataLocations,
   int64Initializer,
   makeNode,
   makeValueInfo,
   onnx,
-  readModelFile,
   tensorDims,
   toNumber,
 } from './proto.js';
-import { int64Tensor } from './tensor.js';
-import { Tensor } from './session.js';
 
 /** Graph input: int64 [F, A], row f = the frames (of its group) that frame f attends to. */
 export const CROSS_FRAME_INDEX_INPUT = 'cross_frame_index';
@@ -536,255 +527,4 @@ function subgraphReferences(node: onnx.INodeProto): string[] {
     for (const g of attr.graphs ?? []) visit(g);
   }
   return names;
-}
-
-/** The index rows of per-frame attention: every frame attends to itself only (the plain UNet's attention). */
-export function perFrameIndex(frames: number): number[][] {
-  return Array.from({ length: frames }, (_, f) => [f]);
-}
-
-/** The index rows of shared anchors: every frame attends to the same frames (Text2Video-Zero: `[0]`). */
-export function sharedAnchorsIndex(anchors: readonly number[], frames: number): number[][] {
-  return Array.from({ length: frames }, () => [...anchors]);
-}
-
-/** One call of a rewritten UNet: what each frame attends to, what to hand back, what to import. */
-export interface CrossFrameCall {
-  /** UNet batch: `groups` guidance groups of the same frames, [group][frame]. */
-  batch: number;
-  groups: number;
-  /** The rewritten graph's attn1 block count (one imported K/V pair per block). */
-  blocks: number;
-  /**
-   * Row f: the frames of its own group that frame f attends to (negative counts from the last),
-   * every row the same length; rows may be empty when `imported` is given.
-   */
-  index: readonly (readonly number[])[];
-  /** Frames whose keys/values come back as `exported_k.<i>` / `exported_v.<i>`. Default: none. */
-  exportFrames?: readonly number[];
-  /**
-   * Keys/values prepended to every frame's own, by input name (`anchor_k.<i>`…, see
-   * {@link importExportedKv}); the exported tensors of an earlier call, unchanged. Default: none.
-   */
-  imported?: ReadonlyMap<string, Tensor>;
-  /** The graph's K/V element type (for the empty imports). */
-  kvType: 'float32' | 'float16';
-}
-
-const emptyKv = new Map<string, Tensor>();
-
-/** A zero-length K/V input ([1, 0, 1]: it broadcasts to any group count and width). */
-function emptyKvTensor(type: 'float32' | 'float16'): Tensor {
-  let tensor = emptyKv.get(type);
-  if (!tensor) {
-    tensor = type === 'float16' ? new Tensor('float16', new Uint16Array(0), [1, 0, 1]) : new Tensor('float32', new Float32Array(0), [1, 0, 1]);
-    emptyKv.set(type, tensor);
-  }
-  return tensor;
-}
-
-/**
- * The cross-frame feeds of one run (`cross_frame_index`, `cross_frame_export` and every block's
- * imported K/V), checked against the batch: it must split into `groups` equal guidance groups of
- * `index.length` frames, and every index must name one of their frames.
- *
- * @example crossFrameFeeds({ batch: 16, groups: 2, blocks: 16, index: sharedAnchorsIndex([0], 8), kvType: 'float32' })
- */
-export function crossFrameFeeds(call: CrossFrameCall): Record<string, Tensor> {
-  const { batch, groups, blocks, index, exportFrames = [], imported } = call;
-  if (!(Number.isInteger(groups) && groups >= 1)) throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\``);
-  if (!(Number.isInteger(batch) && batch >= 1) || batch % groups !== 0) {
-    throw new RangeError(`The UNet batch (${batch}) must be a multiple of its ${groups} guidance groups`);
-  }
-  const frames = batch / groups;
-  if (index.length !== frames) throw new RangeError(`The cross-frame index has ${index.length} rows; the batch holds ${frames} frames per guidance group`);
-  const width = index[0]?.length ?? 0;
-  const inRange = (what: string, a: number): void => {
-    if (!Number.isInteger(a) || a < -frames || a >= frames) {
-      throw new RangeError(`${what} ${a} is outside the ${frames} frames of each guidance group (use 0…${frames - 1}, or −1 for the last)`);
-    }
-  };
-  const flat: number[] = [];
-  for (const row of index) {
-    if (row.length !== width) throw new RangeError('Every row of the cross-frame index must list the same number of frames');
-    for (const a of row) inRange('Anchor frame', a);
-    flat.push(...row);
-  }
-  for (const e of exportFrames) inRange('Exported frame', e);
-  if (width === 0 && !imported) throw new RangeError('Cross-frame attention needs at least one anchor frame or imported anchor keys/values');
-  const feeds: Record<string, Tensor> = {
-    [CROSS_FRAME_INDEX_INPUT]: int64Tensor(flat, [frames, width]),
-    [CROSS_FRAME_EXPORT_INPUT]: int64Tensor([...exportFrames], [exportFrames.length]),
-  };
-  for (let i = 0; i < blocks; i++) {
-    for (const role of ['key', 'value'] as const) {
-      const name = anchorKvName(role, i);
-      if (!imported) {
-        feeds[name] = emptyKvTensor(call.kvType);
-        continue;
-      }
-      const tensor = imported.get(name);
-      if (!tensor) throw new Error(`No imported anchor ${role}s \`${name}\` (pass every block's exported keys and values)`);
-      const first = tensor.dims[0];
-      if (tensor.dims.length !== 3 || (first !== groups && first !== 1)) {
-        throw new RangeError(`Imported anchor ${role}s \`${name}\` have dims [${tensor.dims.join(', ')}]; expected [${groups}, tokens, width]`);
-      }
-      feeds[name] = tensor;
-    }
-  }
-  return feeds;
-}
-
-/** Output names of every block's exported keys and values (the `fetches` of an exporting call). */
-export function exportedKvNames(blocks: number): string[] {
-  return Array.from({ length: blocks }, (_, i) => [exportedKvName('key', i), exportedKvName('value', i)]).flat();
-}
-
-/**
- * An exporting call's K/V outputs keyed by the input names a later call imports them under. The
- * tensors are handed on as they are, never copied or converted: on the CPU provider their data is
- * the JS memory ORT returned (wrapped again, zero-copy, as a feed); on WebGPU a GPU buffer.
- */
-export function importExportedKv(results: Readonly<Record<string, Tensor>>, blocks: number): Map<string, Tensor> {
-  const kv = new Map<string, Tensor>();
-  for (let i = 0; i < blocks; i++) {
-    for (const role of ['key', 'value'] as const) {
-      const tensor = results[exportedKvName(role, i)];
-      if (!tensor) throw new Error(`The UNet run did not return \`${exportedKvName(role, i)}\` (fetch exportedKvNames(blocks))`);
-      kv.set(anchorKvName(role, i), tensor);
-    }
-  }
-  return kv;
-}
-
-/** The UNet's attention is not one this rewrite can find; load the plain graph (per-frame attention) instead. */
-export class CrossFrameUnavailableError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
-
-export interface LoadRewrittenUnetOptions extends CrossFrameOptions {
-  /** Where to write the rewritten model when the UNet's folder is read-only (only for models without external data). Default: the OS temp folder. */
-  cacheDir?: string;
-}
-
-/** Where {@link loadRewrittenUnet} put the rewritten UNet, and what it rewrote. */
-export interface RewrittenUnet {
-  /** The rewritten model file; load it by path so its external data resolves. */
-  path: string;
-  blocks: string[];
-  details: CrossFrameBlock[];
-  kvType: 'float32' | 'float16';
-  /** True when the file was already there from an earlier call. */
-  cached: boolean;
-}
-
-/**
- * Rewrites a UNet file for cross-frame attention and writes the result next to the original, so
- * that its external data (`model.onnx_data`) resolves; load the returned path. Only the graph file
- * is read: the weights stay in the external data file, untouched. The file name carries a hash
- * of the original file, the options and the rewrite version, so a later call (or another worker)
- * reuses it; a `.json` beside it keeps the blocks, so a cached load only streams the file to hash it.
- * Throws {@link CrossFrameUnavailableError} when the graph has no self-attention block the rewrite
- * recognises (attention fused into MultiHeadAttention/Attention nodes, other node names).
- */
-export async function loadRewrittenUnet(unetPath: string, options: LoadRewrittenUnetOptions = {}): Promise<RewrittenUnet> {
-  const float32Attention = options.float32Attention === true;
-  // Hashed from a stream: a cached rewrite is found without holding the UNet (up to 2 GB when its weights are inside) in JS memory.
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(unetPath)) hash.update(chunk as Buffer);
-  const digest = hash
-    .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, heads: options.heads ?? null, ...(float32Attention ? { float32Attention } : {}) }))
-    .digest('hex')
-    .slice(0, 16);
-  const fileName = `${basename(unetPath, '.onnx')}.crossframe-${digest}.onnx`;
-  const beside = join(dirname(unetPath), fileName);
-  const elsewhere = join(options.cacheDir ?? join(tmpdir(), 'reelbot-crossframe'), fileName);
-  for (const path of [beside, elsewhere]) {
-    const cached = await readCached(path);
-    if (cached) return cached;
-  }
-
-  const { model } = await readModelFile(unetPath);
-  const external = externalDataLocations(model);
-  let result: CrossFrameResult;
-  try {
-    result = rewriteCrossFrameAttention(model, options);
-  } catch (error) {
-    if (error instanceof TypeError) throw error;
-    throw new CrossFrameUnavailableError(`${unetPath}: ${(error as Error).message}`, { cause: error });
-  }
-  const { model: rewritten, blocks, details, kvType } = result;
-  if (blocks.length === 0) {
-    throw new CrossFrameUnavailableError(`${unetPath} has no self-attention block the rewrite recognises (no node named …${Q_SUFFIX})`);
-  }
-  const encoded = encodeModel(rewritten);
-  const summary = JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, blocks, details, kvType } satisfies CachedSummary);
-  const write = async (path: string): Promise<RewrittenUnet> => {
-    // The graph first: a summary is only ever next to a complete graph.
-    await writeAtomically(path, encoded);
-    await writeAtomically(summaryPath(path), new TextEncoder().encode(summary));
-    return { path, blocks, details, kvType, cached: false };
-  };
-  try {
-    return await write(beside);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
-    if (external.length > 0) {
-      throw new Error(
-        `Cannot write the cross-frame UNet next to ${unetPath} (${code}); it must sit beside its external data ${external.join(', ')}. Make ${dirname(unetPath)} writable.`,
-        { cause: error },
-      );
-    }
-    await mkdir(dirname(elsewhere), { recursive: true });
-    return write(elsewhere);
-  }
-}
-
-/** What a cached rewrite's `.json` beside it says (so a cached load need not decode the graph). */
-interface CachedSummary {
-  version: number;
-  blocks: string[];
-  details: CrossFrameBlock[];
-  kvType: 'float32' | 'float16';
-}
-
-function summaryPath(rewrittenPath: string): string {
-  return rewrittenPath.replace(/\.onnx$/, '.json');
-}
-
-/** A cached rewrite and its summary, or undefined when either is missing or unreadable (then it is rebuilt). */
-async function readCached(path: string): Promise<RewrittenUnet | undefined> {
-  if (!(await isFile(path))) return undefined;
-  try {
-    const summary = JSON.parse(await readFile(summaryPath(path), 'utf8')) as CachedSummary;
-    if (summary.version !== CROSS_FRAME_REWRITE_VERSION || !Array.isArray(summary.blocks) || !Array.isArray(summary.details)) return undefined;
-    return { path, blocks: summary.blocks, details: summary.details, kvType: summary.kvType === 'float16' ? 'float16' : 'float32', cached: true };
-  } catch {
-    return undefined;
-  }
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    const info = await stat(path);
-    return info.isFile() && info.size > 0;
-  } catch {
-    return false;
-  }
-}
-
-/** Write to a temp name and rename, so a concurrent reader never sees half a file. */
-async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    await writeFile(temp, data);
-    await rename(temp, path);
-  } catch (error) {
-    await unlink(temp).catch(() => undefined);
-    throw error;
-  }
 }

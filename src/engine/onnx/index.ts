@@ -30,23 +30,15 @@ export {
   CROSS_FRAME_EXPORT_INPUT,
   CROSS_FRAME_INDEX_INPUT,
   CROSS_FRAME_REWRITE_VERSION,
-  CrossFrameUnavailableError,
   anchorKvName,
-  crossFrameFeeds,
   exportedKvName,
-  exportedKvNames,
-  importExportedKv,
   inspectSelfAttention,
-  loadRewrittenUnet,
-  perFrameIndex,
   rewriteCrossFrameAttention,
-  sharedAnchorsIndex,
   type CrossFrameBlock,
-  type CrossFrameCall,
   type CrossFrameOptions,
   type CrossFrameResult,
-  type LoadRewrittenUnetOptions,
-  type RewrittenUnet,
 } from './cross-frame.js';
+export { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex, type CrossFrameCall } from './cross-frame-feeds.js';
+export { CrossFrameUnavailableError, loadRewrittenUnet, type LoadRewrittenUnetOptions, type RewrittenUnet } from './cross-frame-file.js';
 export * from './model-folder.js';
 export { onnx } from './proto.js';
