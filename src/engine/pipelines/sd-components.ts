@@ -12,16 +12,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inspectModelFolder, ModelFolderError } from '../onnx/model-folder.js';
-import {
-  CrossFrameUnavailableError,
-  crossFrameFeeds,
-  exportedKvNames,
-  importExportedKv,
-  loadRewrittenUnet,
-  perFrameIndex,
-  sharedAnchorsIndex,
-  type RewrittenUnet,
-} from '../onnx/cross-frame.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex } from '../onnx/cross-frame-feeds.js';
+import { CrossFrameUnavailableError, loadRewrittenUnet, type RewrittenUnet } from '../onnx/cross-frame-file.js';
 import { createSession, parseDevice, releaseSession, SessionCreateError, Tensor, type InferenceSession, type ProviderName, type SessionLogger } from '../onnx/session.js';
 import { float16ToFloat32Array, float32ArrayToFloat16 } from '../onnx/tensor.js';
 import { readSchedulerConfig, type SchedulerConfig } from '../schedulers/ddim.js';
