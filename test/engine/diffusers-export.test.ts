@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inspectSelfAttention } from '../../src/engine/onnx/cross-frame.js';
-import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame } from '../../src/engine/onnx/cross-frame-feeds.js';
 import { loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { readModelFile } from '../../src/engine/onnx/proto.js';
 import { createSession, releaseSession, type Tensor } from '../../src/engine/onnx/session.js';
@@ -104,18 +104,18 @@ describe('cross-frame rewrite on a diffusers UNet exported by torch', () => {
     const session = (await createSession(rewritten.path, SESSION)).session;
     try {
       const feeds = feedsFor(0, frames);
-      const call = { batch, groups, blocks, kvType: 'float32' as const };
+      const call = { blocks, kvType: 'float32' as const };
       const plain = (await plainSession.run(feeds)).out_sample!.data as Float32Array;
-      const perFrame = (await session.run({ ...feeds, ...crossFrameFeeds({ ...call, index: perFrameIndex(frames) }) }, ['out_sample'])).out_sample!.data as Float32Array;
-      const crossed = (await session.run({ ...feeds, ...crossFrameFeeds({ ...call, index: sharedAnchorsIndex([0], frames) }) }, ['out_sample'])).out_sample!.data as Float32Array;
+      const perFrameOut = (await session.run({ ...feeds, ...crossFrameFeeds({ ...call, ...perFrame(batch) }) }, ['out_sample'])).out_sample!.data as Float32Array;
+      const crossed = (await session.run({ ...feeds, ...crossFrameFeeds({ ...call, batch, framesPerGroup: frames, anchors: [0] }) }, ['out_sample'])).out_sample!.data as Float32Array;
       // The anchor (frame 0) alone, handing back its keys/values; then frames 1… importing them.
       const anchorRun = await session.run(
-        { ...feedsFor(0, 1), ...crossFrameFeeds({ ...call, batch: groups, index: [[0]], exportFrames: [0] }) },
+        { ...feedsFor(0, 1), ...crossFrameFeeds({ ...call, batch: groups, framesPerGroup: 1, anchors: [0], exportFrames: [0] }) },
         ['out_sample', ...exportedKvNames(blocks)],
       );
       const kv = importExportedKv(anchorRun as Record<string, Tensor>, blocks);
       const others = (await session.run(
-        { ...feedsFor(1, frames - 1), ...crossFrameFeeds({ ...call, batch: groups * (frames - 1), index: sharedAnchorsIndex([], frames - 1), imported: kv }) },
+        { ...feedsFor(1, frames - 1), ...crossFrameFeeds({ ...call, batch: groups * (frames - 1), framesPerGroup: frames - 1, anchors: [], imported: kv }) },
         ['out_sample'],
       )).out_sample!.data as Float32Array;
       const torchPlain = await values(c.plain);
@@ -124,7 +124,7 @@ describe('cross-frame rewrite on a diffusers UNet exported by torch', () => {
       // The export itself runs as torch did …
       expect(maxAbsDifference(plain, torchPlain)).toBeLessThan(1e-4);
       // … the rewritten graph with per-frame indices is the same plain UNet …
-      expect(maxAbsDifference(perFrame, torchPlain)).toBeLessThan(1e-4);
+      expect(maxAbsDifference(perFrameOut, torchPlain)).toBeLessThan(1e-4);
       // … and with shared anchors gives torch's cross-frame attention, which is far from the plain output …
       expect(maxAbsDifference(crossed, torchCross)).toBeLessThan(1e-4);
       expect(maxAbsDifference(torchCross, torchPlain)).toBeGreaterThan(0.1);
@@ -132,7 +132,7 @@ describe('cross-frame rewrite on a diffusers UNet exported by torch', () => {
       expect(maxAbsDifference(anchorRun.out_sample!.data as Float32Array, pick(torchCross, outSize, 0, 1))).toBeLessThan(1e-4);
       expect(maxAbsDifference(others, pick(torchCross, outSize, 1, frames - 1))).toBeLessThan(1e-4);
       console.info(
-        `diffusers UNet, ${groups} group(s): per-frame vs torch plain ${maxAbsDifference(perFrame, torchPlain).toExponential(2)}, ` +
+        `diffusers UNet, ${groups} group(s): per-frame vs torch plain ${maxAbsDifference(perFrameOut, torchPlain).toExponential(2)}, ` +
           `cross-frame vs torch ${maxAbsDifference(crossed, torchCross).toExponential(2)}, imported K/V vs torch ${maxAbsDifference(others, pick(torchCross, outSize, 1, frames - 1)).toExponential(2)}`,
       );
     } finally {

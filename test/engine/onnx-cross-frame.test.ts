@@ -2,8 +2,8 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { anchorKvName, CROSS_FRAME_EXPORT_INPUT, CROSS_FRAME_INDEX_INPUT, exportedKvName, inspectSelfAttention, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
-import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { anchorKvName, CROSS_FRAME_ANCHORS_INPUT, CROSS_FRAME_EXPORT_INPUT, CROSS_FRAME_GROUP_INPUT, exportedKvName, inspectSelfAttention, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame } from '../../src/engine/onnx/cross-frame-feeds.js';
 import { CrossFrameUnavailableError, loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { DataType, encodeModel, float32Initializer, int64Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
 import { createSession, releaseSession, type InferenceSession, type Tensor } from '../../src/engine/onnx/session.js';
@@ -257,7 +257,7 @@ function attend(q: Float64Array, k: Float64Array, v: Float64Array, nq: number, n
 type Mode = { kind: 'self' } | { kind: 'cross'; groups: number; rows: readonly (readonly number[])[] };
 
 function shared(anchors: number[], groups: number, batch: number): Mode {
-  return { kind: 'cross', groups, rows: sharedAnchorsIndex(anchors, batch / groups) };
+  return { kind: 'cross', groups, rows: Array.from({ length: batch / groups }, () => anchors) };
 }
 
 function reference(net: TestNet, x: Float32Array, ctx: Float32Array, batch: number, mode: Mode): Float64Array {
@@ -329,19 +329,19 @@ function dataFeeds(x: Float32Array, ctx: Float32Array, batch: number): Record<st
   return { hidden_states: float32Tensor(x, [batch, N, C]), encoder_hidden_states: float32Tensor(ctx, [batch, L, CC]) };
 }
 
-/** Runs a graph; with `call`, the cross-frame feeds of a rewritten one (`rows` per frame, or shared `anchors`). */
+/** Runs a graph; with `call`, the cross-frame feeds of a rewritten one: each guidance group's frames attend to `anchors`, or each frame to itself (`perFrame`). */
 async function run(
   session: InferenceSession,
   x: Float32Array,
   ctx: Float32Array,
   batch: number,
-  call?: { groups: number; anchors?: number[]; rows?: number[][]; blocks?: number },
+  call?: { groups: number; anchors?: number[]; perFrame?: boolean; blocks?: number },
 ): Promise<Float32Array> {
   const feeds = dataFeeds(x, ctx, batch);
   if (call) {
     const frames = batch / call.groups;
-    const index = call.rows ?? sharedAnchorsIndex(call.anchors ?? [0], frames);
-    Object.assign(feeds, crossFrameFeeds({ batch, groups: call.groups, blocks: call.blocks ?? BLOCKS, index, kvType: 'float32' }));
+    const shape = call.perFrame ? perFrame(batch) : { batch, framesPerGroup: frames, anchors: call.anchors ?? [0] };
+    Object.assign(feeds, crossFrameFeeds({ ...shape, blocks: call.blocks ?? BLOCKS, kvType: 'float32' }));
   }
   const result = await session.run(feeds, ['out_sample']);
   return result.out_sample?.data as Float32Array;
@@ -414,25 +414,14 @@ describe('rewriteCrossFrameAttention', () => {
     }
   }
 
-  it('per-frame rows f → [f] are the original graph (the plain UNet from the same session)', async () => {
+  it('per-frame attention groups (F = 1, anchor 0) are the original graph (the plain UNet from the same session)', async () => {
     for (const [groups, frames] of [[2, 4], [3, 3], [1, 5]] as const) {
       const batch = groups * frames;
       const { x, ctx } = inputs(batch, 40 + groups);
-      const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups, rows: perFrameIndex(frames) }), await run(original, x, ctx, batch));
-      measured.push(`G=${groups} F=${frames} per-frame rows vs original: ${diff.toExponential(2)}`);
+      const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups, perFrame: true }), await run(original, x, ctx, batch));
+      measured.push(`G=${groups} F=${frames} per-frame vs original: ${diff.toExponential(2)}`);
       expect(diff).toBeLessThanOrEqual(1e-5);
     }
-  });
-
-  it('each frame can have its own anchors (sparse-causal rows [0, f−1])', async () => {
-    const groups = 2;
-    const frames = 5;
-    const batch = groups * frames;
-    const rows = Array.from({ length: frames }, (_, f) => [0, Math.max(0, f - 1)]);
-    const { x, ctx } = inputs(batch, 51);
-    const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups, rows }), reference(net, x, ctx, batch, { kind: 'cross', groups, rows }));
-    measured.push(`G=2 F=5 rows [0, f-1]: ${diff.toExponential(2)}`);
-    expect(diff).toBeLessThanOrEqual(1e-5);
   });
 
   it('the anchor at frame 0 leaves frame 0 of every group as plain self-attention', async () => {
@@ -451,20 +440,20 @@ describe('rewriteCrossFrameAttention', () => {
 
   it('bad calls are clear errors, before and inside ORT', async () => {
     const call = { blocks: BLOCKS, kvType: 'float32' as const };
-    expect(() => crossFrameFeeds({ ...call, batch: 5, groups: 2, index: [[0], [0]] })).toThrow(/batch \(5\) must be a multiple of its 2 guidance groups/);
-    expect(() => crossFrameFeeds({ ...call, batch: 8, groups: 2, index: [[0], [0]] })).toThrow(/index has 2 rows; the batch holds 4 frames/);
-    expect(() => crossFrameFeeds({ ...call, batch: 8, groups: 2, index: sharedAnchorsIndex([0, 4], 4) })).toThrow(/Anchor frame 4 is outside the 4 frames/);
-    expect(() => crossFrameFeeds({ ...call, batch: 8, groups: 2, index: [[0], [0, 1], [0], [0]] })).toThrow(/same number of frames/);
-    expect(() => crossFrameFeeds({ ...call, batch: 8, groups: 2, index: sharedAnchorsIndex([], 4) })).toThrow(/at least one anchor frame or imported/);
-    expect(() => crossFrameFeeds({ ...call, batch: 8, groups: 2, index: sharedAnchorsIndex([0], 4), exportFrames: [-5] })).toThrow(/Exported frame -5 is outside/);
-    expect(() => crossFrameFeeds({ ...call, batch: 4, groups: 2, index: sharedAnchorsIndex([], 2), imported: new Map() })).toThrow(/No imported anchor keys `anchor_k.0`/);
-    const feeds = crossFrameFeeds({ ...call, batch: 8, groups: 2, index: sharedAnchorsIndex([0, -1], 4) });
-    expect(feeds[CROSS_FRAME_INDEX_INPUT]?.dims).toEqual([4, 2]);
+    expect(() => crossFrameFeeds({ ...call, batch: 5, framesPerGroup: 2, anchors: [0] })).toThrow(/batch \(5\) must split into attention groups of 2 frames/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 0, anchors: [0] })).toThrow(/`framesPerGroup`/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [0, 4] })).toThrow(/Anchor frame 4 is outside the 4 frames/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [] })).toThrow(/at least one anchor frame or imported/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [0], exportFrames: [-5] })).toThrow(/Exported frame -5 is outside/);
+    expect(() => crossFrameFeeds({ ...call, batch: 4, framesPerGroup: 2, anchors: [], imported: new Map() })).toThrow(/No imported anchor keys `anchor_k.0`/);
+    const feeds = crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [0, -1] });
+    expect(feeds[CROSS_FRAME_GROUP_INPUT]?.data).toEqual(BigInt64Array.from([4n]));
+    expect(feeds[CROSS_FRAME_ANCHORS_INPUT]?.dims).toEqual([2]);
     expect(feeds[CROSS_FRAME_EXPORT_INPUT]?.dims).toEqual([0]);
     expect(feeds[anchorKvName('value', 1)]?.dims).toEqual([1, 0, 1]);
-    // Straight to ORT, a batch that does not split by the index's rows fails in a Reshape.
+    // Straight to ORT, a batch that does not split into the groups fails in a Reshape.
     const { x, ctx } = inputs(5, 3);
-    await expect(session.run({ ...dataFeeds(x, ctx, 5), ...feeds, [CROSS_FRAME_INDEX_INPUT]: int64Tensor([0, 0], [2, 1]) })).rejects.toThrow(/Reshape|reshape/);
+    await expect(session.run({ ...dataFeeds(x, ctx, 5), ...feeds, [CROSS_FRAME_GROUP_INPUT]: int64Tensor([2], [1]) })).rejects.toThrow(/Reshape|reshape/);
   });
 
   it('reports the rewritten blocks, their heads read from the graph and the scale', () => {
@@ -487,7 +476,7 @@ describe('rewriteCrossFrameAttention', () => {
     for (const prefix of [SELF_A, SELF_B]) {
       const left = nodes.filter((n) => n.name?.startsWith(`${prefix}/`) && !n.name.startsWith(`${prefix}/cross_frame/`)).map((n) => n.name);
       expect(left.sort()).toEqual(
-        [`${prefix}/to_q/MatMul`, `${prefix}/to_k/MatMul`, `${prefix}/to_v/MatMul`, `${prefix}/MultiHeadAttention`, `${prefix}/to_out/to_out.0/MatMul`, `${prefix}/to_out/to_out.0/Add`].sort(),
+        [`${prefix}/to_q/MatMul`, `${prefix}/to_k/MatMul`, `${prefix}/to_v/MatMul`, `${prefix}/MultiHeadAttention`, `${prefix}/MultiHeadAttention/Frames`, `${prefix}/to_out/to_out.0/MatMul`, `${prefix}/to_out/to_out.0/Add`].sort(),
       );
     }
     // attn2 is untouched, node for node.
@@ -497,7 +486,7 @@ describe('rewriteCrossFrameAttention', () => {
     expect(isTopologicallySorted(graph)).toBe(true);
     expect(result.model.opsetImport.some((o) => o.domain === 'com.microsoft' && o.version === 1)).toBe(true);
     const kvNames = (name: (role: 'key' | 'value', i: number) => string): string[] => [0, 1].flatMap((i) => [name('key', i), name('value', i)]);
-    expect(graph.input?.map((i) => i.name)).toEqual(['hidden_states', 'encoder_hidden_states', CROSS_FRAME_INDEX_INPUT, CROSS_FRAME_EXPORT_INPUT, ...kvNames(anchorKvName)]);
+    expect(graph.input?.map((i) => i.name)).toEqual(['hidden_states', 'encoder_hidden_states', CROSS_FRAME_GROUP_INPUT, CROSS_FRAME_ANCHORS_INPUT, CROSS_FRAME_EXPORT_INPUT, ...kvNames(anchorKvName)]);
     expect(graph.output?.map((o) => o.name)).toEqual(['out_sample', ...kvNames(exportedKvName)]);
     expect(exportedKvNames(2)).toEqual(kvNames(exportedKvName));
     // Unused initializers (the old split/merge shapes and scales of attn1) are gone.
@@ -511,7 +500,7 @@ describe('rewriteCrossFrameAttention', () => {
     const bytes = encodeModel(net.model);
     const { model } = rewriteCrossFrameAttention(net.model);
     expect(encodeModel(net.model)).toEqual(bytes);
-    expect(() => rewriteCrossFrameAttention(model)).toThrow(/already has a `cross_frame_index` input/);
+    expect(() => rewriteCrossFrameAttention(model)).toThrow(/already has a `cross_frame_anchors` input/);
     expect(() => rewriteCrossFrameAttention(net.model, { heads: 0 })).toThrow(/`heads`/);
   });
 });
@@ -589,10 +578,10 @@ describe('rewriteCrossFrameAttention: anchor keys/values exported by one call, i
         const { x, ctx } = inputs(groups * frames, 300 + groups * 10 + k);
         const anchors = Array.from({ length: k }, (_, i) => i);
         const whole = await run(session, x, ctx, groups * frames, { groups, anchors });
-        const call = { groups, blocks: BLOCKS, kvType: 'float32' as const };
+        const call = { blocks: BLOCKS, kvType: 'float32' as const };
 
         const exported = await session.run(
-          { ...dataFeeds(pick(x, N * C, 0, k), pick(ctx, L * CC, 0, k), groups * k), ...crossFrameFeeds({ ...call, batch: groups * k, index: sharedAnchorsIndex(anchors, k), exportFrames: anchors }) },
+          { ...dataFeeds(pick(x, N * C, 0, k), pick(ctx, L * CC, 0, k), groups * k), ...crossFrameFeeds({ ...call, batch: groups * k, framesPerGroup: k, anchors, exportFrames: anchors }) },
           ['out_sample', ...exportedKvNames(BLOCKS)],
         );
         const kv = importExportedKv(exported as Record<string, Tensor>, BLOCKS);
@@ -602,7 +591,7 @@ describe('rewriteCrossFrameAttention: anchor keys/values exported by one call, i
           expect(tensor).toBe(exported[name.replace('anchor_', 'exported_')]);
         }
         const imported = await session.run(
-          { ...dataFeeds(pick(x, N * C, k, others), pick(ctx, L * CC, k, others), groups * others), ...crossFrameFeeds({ ...call, batch: groups * others, index: sharedAnchorsIndex([], others), imported: kv }) },
+          { ...dataFeeds(pick(x, N * C, k, others), pick(ctx, L * CC, k, others), groups * others), ...crossFrameFeeds({ ...call, batch: groups * others, framesPerGroup: others, anchors: [], imported: kv }) },
           ['out_sample'],
         );
         expect(Object.keys(imported)).toEqual(['out_sample']);
@@ -615,34 +604,36 @@ describe('rewriteCrossFrameAttention: anchor keys/values exported by one call, i
     }
   }
 
-  it('imported keys/values and the frame’s own combine: import frame 0, attend to [f] = rows [0, f] of one batch', async () => {
+  it('imported keys/values and the group’s own combine: frame 0 alone, then frames 1… attending to frame 0 (imported) and frame 1', async () => {
     const groups = 2;
     const frames = 4;
     const pick = picker(groups, frames);
     const { x, ctx } = inputs(groups * frames, 77);
-    const rows = Array.from({ length: frames }, (_, f) => [0, f]);
-    const whole = await run(session, x, ctx, groups * frames, { groups, rows });
-    const call = { groups, blocks: BLOCKS, kvType: 'float32' as const };
+    // Frame 0 attends to itself, every other frame to frames 0 and 1.
+    const rows = [[0], ...Array.from({ length: frames - 1 }, () => [0, 1])];
+    const whole = reference(net, x, ctx, groups * frames, { kind: 'cross', groups, rows });
+    const call = { blocks: BLOCKS, kvType: 'float32' as const };
     const anchor = await session.run(
-      { ...dataFeeds(pick(x, N * C, 0, 1), pick(ctx, L * CC, 0, 1), groups), ...crossFrameFeeds({ ...call, batch: groups, index: [[0]], exportFrames: [0] }) },
+      { ...dataFeeds(pick(x, N * C, 0, 1), pick(ctx, L * CC, 0, 1), groups), ...crossFrameFeeds({ ...call, batch: groups, framesPerGroup: 1, anchors: [0], exportFrames: [0] }) },
       ['out_sample', ...exportedKvNames(BLOCKS)],
     );
     const combined = await session.run(
       {
         ...dataFeeds(pick(x, N * C, 1, frames - 1), pick(ctx, L * CC, 1, frames - 1), groups * (frames - 1)),
-        ...crossFrameFeeds({ ...call, batch: groups * (frames - 1), index: perFrameIndex(frames - 1), imported: importExportedKv(anchor as Record<string, Tensor>, BLOCKS) }),
+        ...crossFrameFeeds({ ...call, batch: groups * (frames - 1), framesPerGroup: frames - 1, anchors: [0], imported: importExportedKv(anchor as Record<string, Tensor>, BLOCKS) }),
       },
       ['out_sample'],
     );
-    const diff = maxAbsDiff(combined.out_sample!.data as Float32Array, pick(whole, N * C, 1, frames - 1));
-    measured.push(`imported frame 0 + own frame vs rows [0, f]: ${diff.toExponential(2)}`);
+    const wholeF32 = Float32Array.from(whole);
+    const diff = maxAbsDiff(combined.out_sample!.data as Float32Array, pick(wholeF32, N * C, 1, frames - 1));
+    measured.push(`imported frame 0 + own frame 1 vs reference: ${diff.toExponential(2)}`);
     expect(diff).toBeLessThanOrEqual(1e-5);
-    expect(maxAbsDiff(whole, reference(net, x, ctx, groups * frames, { kind: 'cross', groups, rows }))).toBeLessThanOrEqual(1e-5);
+    expect(maxAbsDiff(anchor.out_sample!.data as Float32Array, pick(wholeF32, N * C, 0, 1))).toBeLessThanOrEqual(1e-5);
   });
 
   it('a call that exports nothing returns empty keys/values when asked for them', async () => {
     const { x, ctx } = inputs(4, 8);
-    const out = await session.run({ ...dataFeeds(x, ctx, 4), ...crossFrameFeeds({ batch: 4, groups: 2, blocks: BLOCKS, kvType: 'float32', index: sharedAnchorsIndex([0], 2) }) }, [exportedKvName('key', 0)]);
+    const out = await session.run({ ...dataFeeds(x, ctx, 4), ...crossFrameFeeds({ batch: 4, framesPerGroup: 2, anchors: [0], blocks: BLOCKS, kvType: 'float32' }) }, [exportedKvName('key', 0)]);
     expect(out[exportedKvName('key', 0)]?.dims).toEqual([2, 0, C]);
   });
 });

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeModelSet } from '../../src/engine/models/make.js';
-import { CROSS_FRAME_INDEX_INPUT, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
-import { crossFrameFeeds, sharedAnchorsIndex } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { CROSS_FRAME_ANCHORS_INPUT, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
+import { crossFrameFeeds } from '../../src/engine/onnx/cross-frame-feeds.js';
 import { loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { ModelFolderError, formatModelFolderInfo, inspectModelFolder } from '../../src/engine/onnx/model-folder.js';
 import { DataType, decodeModel, encodeModel, float32Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
@@ -116,7 +116,7 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
     };
     const run = async (session: InferenceSession, extra: Record<string, Tensor> = {}): Promise<Float32Array> =>
       (await session.run({ ...feeds, ...extra })).out_sample?.data as Float32Array;
-    const crossOut = await run(cross, crossFrameFeeds({ batch, groups: 2, blocks: blocks.length, index: sharedAnchorsIndex([0], frames), kvType: 'float32' }));
+    const crossOut = await run(cross, crossFrameFeeds({ batch, framesPerGroup: frames, anchors: [0], blocks: blocks.length, kvType: 'float32' }));
     const plainOut = await run(plain);
     expect(crossOut.length).toBe(batch * 4 * latent * latent);
     expect(crossOut.every(Number.isFinite)).toBe(true);
@@ -135,7 +135,7 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
       sample: float32Tensor(sample.subarray(0, 4 * frameSize), [4, 4, latent, latent]),
       timestep: float32Tensor(new Float32Array(4).fill(981), [4]),
       encoder_hidden_states: float32Tensor(context.subarray(0, 4 * 77 * 32), [4, 77, 32]),
-      ...crossFrameFeeds({ batch: 4, groups: 2, blocks: blocks.length, index: sharedAnchorsIndex([0, -1], 2), kvType: 'float32' }),
+      ...crossFrameFeeds({ batch: 4, framesPerGroup: 2, anchors: [0, -1], blocks: blocks.length, kvType: 'float32' }),
     });
     expect((two.out_sample?.data as Float32Array).every(Number.isFinite)).toBe(true);
     await releaseSession(plain);
@@ -147,7 +147,7 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
     const result = await loadRewrittenUnet(join(dir, 'unet/model.onnx'));
     expect(result.path).toMatch(/unet\/model\.crossframe-[0-9a-f]{16}\.onnx$/);
     const { session } = await createSession(result.path, { device: 'cpu', intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: false });
-    expect(session.inputNames).toContain(CROSS_FRAME_INDEX_INPUT);
+    expect(session.inputNames).toContain(CROSS_FRAME_ANCHORS_INPUT);
     await releaseSession(session);
   });
 });

@@ -1,43 +1,40 @@
 /**
- * @file The run-time feeds of a UNet rewritten for cross-frame attention (./cross-frame.ts): what
- * each frame attends to (`cross_frame_index`), which frames hand back their keys/values
- * (`cross_frame_export`) and the keys/values imported from an earlier call (`anchor_k.<i>`…).
+ * @file The run-time feeds of a UNet rewritten for cross-frame attention (./cross-frame.ts): how
+ * the batch splits into attention groups and what they attend to (`cross_frame_group_frames`,
+ * `cross_frame_anchors`), which frames hand back their keys/values (`cross_frame_export`) and the
+ * keys/values imported from an earlier call (`anchor_k.<i>`…).
  */
-import { anchorKvName, CROSS_FRAME_EXPORT_INPUT, CROSS_FRAME_INDEX_INPUT, exportedKvName } from './cross-frame.js';
+import { anchorKvName, CROSS_FRAME_ANCHORS_INPUT, CROSS_FRAME_EXPORT_INPUT, CROSS_FRAME_GROUP_INPUT, exportedKvName } from './cross-frame.js';
 import { Tensor } from './session.js';
 import { int64Tensor } from './tensor.js';
 
-/** The index rows of per-frame attention: every frame attends to itself only (the plain UNet's attention). */
-export function perFrameIndex(frames: number): number[][] {
-  return Array.from({ length: frames }, (_, f) => [f]);
-}
-
-/** The index rows of shared anchors: every frame attends to the same frames (Text2Video-Zero: `[0]`). */
-export function sharedAnchorsIndex(anchors: readonly number[], frames: number): number[][] {
-  return Array.from({ length: frames }, () => [...anchors]);
-}
-
-/** One call of a rewritten UNet: what each frame attends to, what to hand back, what to import. */
+/** One call of a rewritten UNet: how the batch groups, what each group attends to, what to hand back, what to import. */
 export interface CrossFrameCall {
-  /** UNet batch: `groups` guidance groups of the same frames, [group][frame]. */
+  /** UNet batch items, [guidance group][frame]. */
   batch: number;
-  groups: number;
+  /**
+   * Frames per attention group: consecutive batch items that attend to the same keys/values
+   * (1 = per-frame attention; the frames of one guidance group for cross-frame attention).
+   */
+  framesPerGroup: number;
+  /** Frames of each attention group (negative from its last) whose own keys/values it attends to; may be empty when `imported` is given. */
+  anchors: readonly number[];
   /** The rewritten graph's attn1 block count (one imported K/V pair per block). */
   blocks: number;
-  /**
-   * Row f: the frames of its own group that frame f attends to (negative counts from the last),
-   * every row the same length; rows may be empty when `imported` is given.
-   */
-  index: readonly (readonly number[])[];
   /** Frames whose keys/values come back as `exported_k.<i>` / `exported_v.<i>`. Default: none. */
   exportFrames?: readonly number[];
   /**
-   * Keys/values prepended to every frame's own, by input name (`anchor_k.<i>`…, see
+   * Keys/values put before every group's own, by input name (`anchor_k.<i>`…, see
    * {@link importExportedKv}); the exported tensors of an earlier call, unchanged. Default: none.
    */
   imported?: ReadonlyMap<string, Tensor>;
   /** The graph's K/V element type (for the empty imports). */
   kvType: 'float32' | 'float16';
+}
+
+/** The call shape of per-frame attention (the plain UNet's): every frame its own group, attending to itself. */
+export function perFrame(batch: number): Pick<CrossFrameCall, 'batch' | 'framesPerGroup' | 'anchors'> {
+  return { batch, framesPerGroup: 1, anchors: [0] };
 }
 
 const emptyKv = new Map<string, Tensor>();
@@ -53,36 +50,30 @@ function emptyKvTensor(type: 'float32' | 'float16'): Tensor {
 }
 
 /**
- * The cross-frame feeds of one run (`cross_frame_index`, `cross_frame_export` and every block's
- * imported K/V), checked against the batch: it must split into `groups` equal guidance groups of
- * `index.length` frames, and every index must name one of their frames.
+ * The cross-frame feeds of one run (`cross_frame_group_frames`, `cross_frame_anchors`,
+ * `cross_frame_export` and every block's imported K/V), checked against the batch: it must split
+ * into groups of `framesPerGroup`, and every anchor and exported frame must be one of a group's.
  *
- * @example crossFrameFeeds({ batch: 16, groups: 2, blocks: 16, index: sharedAnchorsIndex([0], 8), kvType: 'float32' })
+ * @example crossFrameFeeds({ batch: 16, framesPerGroup: 8, anchors: [0], blocks: 16, kvType: 'float32' }) // Text2Video-Zero, CFG
  */
 export function crossFrameFeeds(call: CrossFrameCall): Record<string, Tensor> {
-  const { batch, groups, blocks, index, exportFrames = [], imported } = call;
-  if (!(Number.isInteger(groups) && groups >= 1)) throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\``);
-  if (!(Number.isInteger(batch) && batch >= 1) || batch % groups !== 0) {
-    throw new RangeError(`The UNet batch (${batch}) must be a multiple of its ${groups} guidance groups`);
+  const { batch, framesPerGroup: frames, anchors, blocks, exportFrames = [], imported } = call;
+  if (!(Number.isInteger(frames) && frames >= 1)) throw new TypeError(`Expected \`framesPerGroup\` to be an integer from 1 and up, got \`${String(frames)}\``);
+  if (!(Number.isInteger(batch) && batch >= 1) || batch % frames !== 0) {
+    throw new RangeError(`The UNet batch (${batch}) must split into attention groups of ${frames} frames`);
   }
-  const frames = batch / groups;
-  if (index.length !== frames) throw new RangeError(`The cross-frame index has ${index.length} rows; the batch holds ${frames} frames per guidance group`);
-  const width = index[0]?.length ?? 0;
   const inRange = (what: string, a: number): void => {
     if (!Number.isInteger(a) || a < -frames || a >= frames) {
-      throw new RangeError(`${what} ${a} is outside the ${frames} frames of each guidance group (use 0…${frames - 1}, or −1 for the last)`);
+      throw new RangeError(`${what} ${a} is outside the ${frames} frames of each attention group (use 0…${frames - 1}, or −1 for the last)`);
     }
   };
-  const flat: number[] = [];
-  for (const row of index) {
-    if (row.length !== width) throw new RangeError('Every row of the cross-frame index must list the same number of frames');
-    for (const a of row) inRange('Anchor frame', a);
-    flat.push(...row);
-  }
+  for (const a of anchors) inRange('Anchor frame', a);
   for (const e of exportFrames) inRange('Exported frame', e);
-  if (width === 0 && !imported) throw new RangeError('Cross-frame attention needs at least one anchor frame or imported anchor keys/values');
+  if (anchors.length === 0 && !imported) throw new RangeError('Cross-frame attention needs at least one anchor frame or imported anchor keys/values');
+  const groups = batch / frames;
   const feeds: Record<string, Tensor> = {
-    [CROSS_FRAME_INDEX_INPUT]: int64Tensor(flat, [frames, width]),
+    [CROSS_FRAME_GROUP_INPUT]: int64Tensor([frames], [1]),
+    [CROSS_FRAME_ANCHORS_INPUT]: int64Tensor([...anchors], [anchors.length]),
     [CROSS_FRAME_EXPORT_INPUT]: int64Tensor([...exportFrames], [exportFrames.length]),
   };
   for (let i = 0; i < blocks; i++) {
@@ -96,7 +87,7 @@ export function crossFrameFeeds(call: CrossFrameCall): Record<string, Tensor> {
       if (!tensor) throw new Error(`No imported anchor ${role}s \`${name}\` (pass every block's exported keys and values)`);
       const first = tensor.dims[0];
       if (tensor.dims.length !== 3 || (first !== groups && first !== 1)) {
-        throw new RangeError(`Imported anchor ${role}s \`${name}\` have dims [${tensor.dims.join(', ')}]; expected [${groups}, tokens, width]`);
+        throw new RangeError(`Imported anchor ${role}s \`${name}\` have dims [${tensor.dims.join(', ')}]; expected [${groups}, tokens, width] for ${groups} attention groups`);
       }
       feeds[name] = tensor;
     }

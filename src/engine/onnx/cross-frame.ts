@@ -5,25 +5,27 @@
  * (`…/attn1`) takes its keys and values from frames the caller names at run time, and its unfused
  * attention core is replaced by one `com.microsoft.MultiHeadAttention` node.
  *
- * Per block, from the to_k / to_v outputs t of shape [B = G·F, N, C] (F = rows of the index):
+ * The batch [B, N, C] splits into attention groups of F consecutive items (F a run-time input):
+ * every frame of a group attends to the same keys/values, so the group's queries attend once,
+ * as one sequence, and nothing is copied per frame. Per block, from the to_k / to_v outputs t:
  * ```
- * t4  = Reshape(t, [G, F, N, C])                     # G = B / F guidance groups
- * own = Gather(t4, cross_frame_index, axis=1)        # [G, F, A, N, C]: frame f's A anchors, per group
- * own = Reshape(own, [G, F, A·N, C])
- * imp = Expand(Unsqueeze(anchor_k.<i>, 1), [G, F, 1, C])   # imported K/V [G|1, M, C|1] → [G, F, M, C]
- * kv  = Reshape(Concat(imp, own, axis=2), [B, M + A·N, C])
- * out = MultiHeadAttention(q, k, v, num_heads=H)     # [B, N, C] → to_out MatMul
+ * t4  = Reshape(t, [G, F, N, C])                     # G = B / F attention groups
+ * own = Reshape(Gather(t4, cross_frame_anchors, axis=1), [G, A·N, C])
+ * imp = Expand(anchor_k.<i>, [G, 1, C])              # imported K/V [G|1, M, C|1] → [G, M, C]
+ * kv  = Concat(imp, own, axis=1)                     # [G, M + A·N, C]
+ * out = Reshape(MultiHeadAttention(Reshape(q, [G, F·N, C]), k, v, num_heads=H), [B, N, C]) → to_out
  * exported_k.<i> = Reshape(Gather(t4, cross_frame_export, axis=1), [G, E·N, C])   # extra output
  * ```
  * Run-time inputs (all required; zero-length dims switch a part off, ORT 1.30 accepts them):
- * - `cross_frame_index` int64 [F, A]: row f lists the frames (of its own group in the batch, negative
- *   from the last) that frame f attends to. Per-frame attention is f → [f]; Text2Video-Zero is every
- *   row [0]; A = 0 uses only the imported K/V.
+ * - `cross_frame_group_frames` int64 [1]: F. Per-frame attention is F = 1 with anchors [0] (each
+ *   frame its own group); Text2Video-Zero is F = the frames of a guidance group, anchors [0].
+ * - `cross_frame_anchors` int64 [A]: frames of each group (negative from its last) whose own K/V
+ *   the group attends to; A = 0 uses only the imported K/V.
  * - `cross_frame_export` int64 [E]: frames whose K/V come back in `exported_k.<i>` / `exported_v.<i>`
  *   ([G, E·N, C]); E = 0 (the usual call) exports nothing and costs nothing.
- * - `anchor_k.<i>` / `anchor_v.<i>`: imported K/V prepended to every frame's own, e.g. the anchors'
+ * - `anchor_k.<i>` / `anchor_v.<i>`: imported K/V put before the group's own, e.g. the anchors'
  *   K/V exported by an earlier call of the same step, handed back unchanged. Empty: [1, 0, 1].
- * The clip edit runs the anchors alone (every row 0…A−1, export 0…A−1), then each chunk with A = 0
+ * The clip edit runs the anchors alone (anchors and export 0…A−1), then each chunk with A = 0
  * and the anchors' K/V imported. Measured background and the reasons for MultiHeadAttention (about
  * 4× less memory than the Softmax core): /work/shared/onnx-runtime.md §3. The feeds of one call
  * are built by ./cross-frame-feeds.ts; ./cross-frame-file.ts rewrites a UNet file once and caches it.
@@ -41,16 +43,17 @@ import {
   makeValueInfo,
   onnx,
   tensorDims,
-  toNumber,
 } from './proto.js';
 
-/** Graph input: int64 [F, A], row f = the frames (of its group) that frame f attends to. */
-export const CROSS_FRAME_INDEX_INPUT = 'cross_frame_index';
+/** Graph input: int64 [1], the frames per attention group (consecutive batch items that attend together). */
+export const CROSS_FRAME_GROUP_INPUT = 'cross_frame_group_frames';
+/** Graph input: int64 [A], the frames of each attention group whose own keys/values the group attends to. */
+export const CROSS_FRAME_ANCHORS_INPUT = 'cross_frame_anchors';
 /** Graph input: int64 [E], the frames whose keys/values the call hands back. */
 export const CROSS_FRAME_EXPORT_INPUT = 'cross_frame_export';
 
 /** Bumped whenever the rewrite's output changes, so cached rewritten files are rebuilt. */
-export const CROSS_FRAME_REWRITE_VERSION = 2;
+export const CROSS_FRAME_REWRITE_VERSION = 3;
 
 /** SD 1.x uses 8 heads in every block (`attention_head_dim: 8` in its config means heads). */
 const DEFAULT_HEADS = 8;
@@ -119,13 +122,12 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
   }
   const graph = model.graph;
   if (!graph) throw new Error('The model has no graph');
-  if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_INDEX_INPUT || i.name === 'cross_frame_anchors' || i.name === anchorKvName('key', 0))) {
-    throw new Error(`The model already has a \`${CROSS_FRAME_INDEX_INPUT}\` input: it was rewritten for cross-frame attention before`);
+  if ((graph.input ?? []).some((i) => i.name === CROSS_FRAME_ANCHORS_INPUT || i.name === anchorKvName('key', 0))) {
+    throw new Error(`The model already has a \`${CROSS_FRAME_ANCHORS_INPUT}\` input: it was rewritten for cross-frame attention before`);
   }
   const index = new GraphIndex(graph);
   const nodes = graph.node ?? [];
   const position = new Map<onnx.INodeProto, number>(nodes.map((n, i) => [n, i]));
-  const unsqueezeAxesAsInput = defaultOpset(model) >= 13;
 
   const shared = sharedInitializers();
   const inserts = new Map<onnx.INodeProto, onnx.INodeProto[]>();
@@ -153,18 +155,19 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
       n('Slice', [t('Shape'), shared.i0, shared.i1], 'Batch'),
       n('Slice', [t('Shape'), shared.i1, shared.i2], 'Tokens'),
       n('Slice', [t('Shape'), shared.i2, shared.i3], 'Width'),
-      n('Shape', [CROSS_FRAME_INDEX_INPUT], 'IndexShape'),
-      n('Slice', [t('IndexShape'), shared.i0, shared.i1], 'Frames'),
-      n('Slice', [t('IndexShape'), shared.i1, shared.i2], 'Anchors'),
+      n('Div', [t('Batch'), CROSS_FRAME_GROUP_INPUT], 'Groups'),
+      n('Shape', [CROSS_FRAME_ANCHORS_INPUT], 'AnchorCount'),
       n('Shape', [CROSS_FRAME_EXPORT_INPUT], 'ExportCount'),
-      n('Div', [t('Batch'), t('Frames')], 'Groups'),
-      n('Mul', [t('Anchors'), t('Tokens')], 'AnchorTokens'),
+      n('Mul', [t('AnchorCount'), t('Tokens')], 'AnchorTokens'),
       n('Mul', [t('ExportCount'), t('Tokens')], 'ExportTokens'),
-      n('Concat', [t('Groups'), t('Frames'), t('Tokens'), t('Width')], 'GroupShape', { axis: 0 }),
-      n('Concat', [t('Groups'), t('Frames'), t('AnchorTokens'), t('Width')], 'OwnShape', { axis: 0 }),
-      n('Concat', [t('Groups'), t('Frames'), shared.i1, t('Width')], 'ImportShape', { axis: 0 }),
-      n('Concat', [t('Batch'), shared.minusOne, t('Width')], 'OutShape', { axis: 0 }),
+      n('Mul', [CROSS_FRAME_GROUP_INPUT, t('Tokens')], 'GroupTokens'),
+      n('Concat', [t('Groups'), CROSS_FRAME_GROUP_INPUT, t('Tokens'), t('Width')], 'GroupShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('AnchorTokens'), t('Width')], 'OwnShape', { axis: 0 }),
+      n('Concat', [t('Groups'), shared.i1, t('Width')], 'ImportShape', { axis: 0 }),
       n('Concat', [t('Groups'), t('ExportTokens'), t('Width')], 'ExportShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('GroupTokens'), t('Width')], 'QueryShape', { axis: 0 }),
+      n('Concat', [t('Batch'), t('Tokens'), t('Width')], 'OutShape', { axis: 0 }),
+      n('Reshape', [q, t('QueryShape')], 'Query'),
     ];
     const kv: Record<'key' | 'value', string> = { key: '', value: '' };
     for (const [role, source] of [['key', k], ['value', v]] as const) {
@@ -175,12 +178,10 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
       kvOutputs.push(makeValueInfo(exported, elem, ['groups', `exported_tokens.${blockIndex}`, `width.${blockIndex}`]));
       added.push(
         n('Reshape', [source, t('GroupShape')], `${r}Grouped`),
-        n('Gather', [t(`${r}Grouped`), CROSS_FRAME_INDEX_INPUT], `${r}Own`, { axis: 1 }),
+        n('Gather', [t(`${r}Grouped`), CROSS_FRAME_ANCHORS_INPUT], `${r}Own`, { axis: 1 }),
         n('Reshape', [t(`${r}Own`), t('OwnShape')], `${r}OwnJoined`),
-        unsqueezeAxesAsInput ? n('Unsqueeze', [imported, shared.i1], `${r}Imported`) : n('Unsqueeze', [imported], `${r}Imported`, { axes: [1] }),
-        n('Expand', [t(`${r}Imported`), t('ImportShape')], `${r}ImportedExpanded`),
-        n('Concat', [t(`${r}ImportedExpanded`), t(`${r}OwnJoined`)], `${r}Joined`, { axis: 2 }),
-        n('Reshape', [t(`${r}Joined`), t('OutShape')], `${r}CrossFrame`),
+        n('Expand', [imported, t('ImportShape')], `${r}Imported`),
+        n('Concat', [t(`${r}Imported`), t(`${r}OwnJoined`)], `${r}CrossFrame`, { axis: 1 }),
         n('Gather', [t(`${r}Grouped`), CROSS_FRAME_EXPORT_INPUT], `${r}Export`, { axis: 1 }),
         makeNode('Reshape', [t(`${r}Export`), t('ExportShape')], [exported], {}, { name: `${p}/${r}Exported` }),
       );
@@ -188,7 +189,7 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     }
     const attention = `${prefix}/MultiHeadAttention`;
     const attrs: Record<string, AttributeValue> = scale === 'default' ? { num_heads: numHeads } : { num_heads: numHeads, scale: { float: scale } };
-    let attentionInputs = [q, kv.key, kv.value];
+    let attentionInputs = [t('Query'), kv.key, kv.value];
     if (castAttention) {
       attentionInputs = attentionInputs.map((input, i) => {
         const name = ['q', 'k', 'v'][i] as string;
@@ -196,14 +197,17 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
         return t(`${name}_Float32`);
       });
     }
+    // [groups, frames·N, C] → [B, N, C] for to_out.
+    const grouped = `${attention}_grouped_output_0`;
     const attentionOut = `${attention}_output_0`;
     added.push(
-      makeNode('MultiHeadAttention', attentionInputs, [castAttention ? `${attention}_float32_output_0` : attentionOut], attrs, {
+      makeNode('MultiHeadAttention', attentionInputs, [castAttention ? `${attention}_float32_output_0` : grouped], attrs, {
         name: attention,
         domain: 'com.microsoft',
       }),
     );
-    if (castAttention) added.push(makeNode('Cast', [`${attention}_float32_output_0`], [attentionOut], { to: DataType.FLOAT16 }, { name: `${attention}/Cast` }));
+    if (castAttention) added.push(makeNode('Cast', [`${attention}_float32_output_0`], [grouped], { to: DataType.FLOAT16 }, { name: `${attention}/Cast` }));
+    added.push(makeNode('Reshape', [grouped, t('OutShape')], [attentionOut], {}, { name: `${attention}/Frames` }));
 
     // Insert after the last of the three projections, so every input of the new nodes exists.
     const after = [toQ, toK, toV].reduce((a, b) => ((position.get(a) ?? 0) >= (position.get(b) ?? 0) ? a : b));
@@ -224,7 +228,11 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     rewrittenNodes.push(replacedToOut.get(node) ?? node);
     rewrittenNodes.push(...(inserts.get(node) ?? []));
   }
-  const controlInputs = [makeValueInfo(CROSS_FRAME_INDEX_INPUT, DataType.INT64, ['frames', 'anchors']), makeValueInfo(CROSS_FRAME_EXPORT_INPUT, DataType.INT64, ['exported_frames'])];
+  const controlInputs = [
+    makeValueInfo(CROSS_FRAME_GROUP_INPUT, DataType.INT64, [1]),
+    makeValueInfo(CROSS_FRAME_ANCHORS_INPUT, DataType.INT64, ['anchors']),
+    makeValueInfo(CROSS_FRAME_EXPORT_INPUT, DataType.INT64, ['exported_frames']),
+  ];
   const pruned = pruneGraph(
     onnx.GraphProto.create({
       ...graph,
@@ -242,12 +250,6 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     details,
     kvType,
   };
-}
-
-/** The model's default-domain opset version (torch exports say 14–17). */
-function defaultOpset(model: onnx.IModelProto): number {
-  const entry = (model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
-  return toNumber(entry?.version);
 }
 
 /**

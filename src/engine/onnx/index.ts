@@ -27,8 +27,9 @@ export {
 } from './session.js';
 export * from './tensor.js';
 export {
+  CROSS_FRAME_ANCHORS_INPUT,
   CROSS_FRAME_EXPORT_INPUT,
-  CROSS_FRAME_INDEX_INPUT,
+  CROSS_FRAME_GROUP_INPUT,
   CROSS_FRAME_REWRITE_VERSION,
   anchorKvName,
   exportedKvName,
@@ -38,7 +39,7 @@ export {
   type CrossFrameOptions,
   type CrossFrameResult,
 } from './cross-frame.js';
-export { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex, type CrossFrameCall } from './cross-frame-feeds.js';
+export { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame, type CrossFrameCall } from './cross-frame-feeds.js';
 export { CrossFrameUnavailableError, loadRewrittenUnet, type LoadRewrittenUnetOptions, type RewrittenUnet } from './cross-frame-file.js';
 export * from './model-folder.js';
 export { onnx } from './proto.js';

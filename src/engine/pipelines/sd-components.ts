@@ -12,7 +12,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inspectModelFolder, ModelFolderError } from '../onnx/model-folder.js';
-import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrameIndex, sharedAnchorsIndex } from '../onnx/cross-frame-feeds.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame } from '../onnx/cross-frame-feeds.js';
 import { CrossFrameUnavailableError, loadRewrittenUnet, type RewrittenUnet } from '../onnx/cross-frame-file.js';
 import { createSession, parseDevice, releaseSession, SessionCreateError, Tensor, type InferenceSession, type ProviderName, type SessionLogger } from '../onnx/session.js';
 import { float16ToFloat32Array, float32ArrayToFloat16 } from '../onnx/tensor.js';
@@ -187,9 +187,8 @@ export class StableDiffusionComponents {
     const graph = this.#unet;
     const feeds = this.#unetFeeds(graph, sample, batch, height, width, timestep, context);
     if (graph.blocks > 0) {
-      const frames = this.#framesPerGroup(batch);
-      const index = anchors === null ? perFrameIndex(frames) : sharedAnchorsIndex(anchors, frames);
-      Object.assign(feeds, crossFrameFeeds({ batch, groups: this.#groups, blocks: graph.blocks, kvType: graph.kvType, index }));
+      const call = anchors === null ? perFrame(batch) : { batch, framesPerGroup: this.#framesPerGroup(batch), anchors };
+      Object.assign(feeds, crossFrameFeeds({ ...call, blocks: graph.blocks, kvType: graph.kvType }));
     }
     return this.#run(graph, feeds);
   }
@@ -207,7 +206,7 @@ export class StableDiffusionComponents {
     if (graph.blocks === 0) return { noise: await this.#run(graph, feeds), kv: new Map() };
     const frames = this.#framesPerGroup(batch);
     const all = Array.from({ length: frames }, (_, i) => i);
-    Object.assign(feeds, crossFrameFeeds({ batch, groups: this.#groups, blocks: graph.blocks, kvType: graph.kvType, index: sharedAnchorsIndex(all, frames), exportFrames: all }));
+    Object.assign(feeds, crossFrameFeeds({ batch, framesPerGroup: frames, anchors: all, exportFrames: all, blocks: graph.blocks, kvType: graph.kvType }));
     // The previous step's keys/values are no longer read once a new anchor pass starts.
     this.#disposeGpuKv();
     const results = await this.#runAll(graph, feeds, [graph.output, ...exportedKvNames(graph.blocks)]);
@@ -225,9 +224,7 @@ export class StableDiffusionComponents {
     const graph = this.#unet;
     const feeds = this.#unetFeeds(graph, sample, batch, height, width, timestep, context);
     if (graph.blocks > 0) {
-      const frames = this.#framesPerGroup(batch);
-      const index = Array.from({ length: frames }, () => []);
-      Object.assign(feeds, crossFrameFeeds({ batch, groups: this.#groups, blocks: graph.blocks, kvType: graph.kvType, index, imported: kv }));
+      Object.assign(feeds, crossFrameFeeds({ batch, framesPerGroup: this.#framesPerGroup(batch), anchors: [], imported: kv, blocks: graph.blocks, kvType: graph.kvType }));
     }
     return this.#run(graph, feeds);
   }
