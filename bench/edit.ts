@@ -60,7 +60,6 @@ async function runCase(modelDir: string, frames: number): Promise<void> {
     onnx: { intraOpThreads: 0, interOpThreads: 1, fallbackToCpu: true },
     groups: 3,
     vaeEncoder: true,
-    anchorKvSessions: true, // as the engine loads it
   });
   const size = components.resolution;
   const input = movingGradient(frames, size);

@@ -199,13 +199,12 @@ async function main(): Promise<void> {
     });
 
     // t2vz_consistency: mean absolute difference between consecutive decoded frames, cross-frame
-    // attention on vs off, same seed, motion 0 (its own load: the plain UNet is a second session).
+    // attention on vs off, same seed, motion 0 (a fresh load).
     await components.release();
     components = await StableDiffusionComponents.load(dir, {
       device: 'cpu',
       onnx: { intraOpThreads: threads, interOpThreads: 1, fallbackToCpu: true },
       groups: 2,
-      plainUnet: true,
     });
     const still = new TextToVideoZeroPipeline(components);
     const stillInput: TextToVideoZeroInput = { prompt: PROMPT, seed: 42, numFrames: 8, numInferenceSteps: STEPS, motion: { dx: 0, dy: 0 } };

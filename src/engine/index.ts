@@ -54,6 +54,14 @@ async function dumpLatents(dir: string | undefined, recorder: LatentRecorder | u
   }
 }
 
+/**
+ * `crossFrameUnavailable: true` in a result when the model's UNet runs per frame because the
+ * cross-frame rewrite could not find its attention (the videos flicker); absent otherwise.
+ */
+function crossFrameNote(components: StableDiffusionComponents): { crossFrameUnavailable?: true } {
+  return components.crossFrameUnavailable ? { crossFrameUnavailable: true } : {};
+}
+
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {
   const ffmpeg = resolveFfmpegPaths(settings);
   const loaded: StableDiffusionComponents[] = [];
@@ -73,15 +81,15 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     const dir = settings.modelDir || (await ensureModelSet({ size: 'small', kind: 'text2video', dir: join('models', 'small') }));
     const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 2 });
     loaded.push(components);
-    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, untrainedWeights: components.untrainedWeights }, 'text-to-video model loaded');
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, crossFrameUnavailable: components.crossFrameUnavailable, untrainedWeights: components.untrainedWeights }, 'text-to-video model loaded');
     return { components, pipeline: new TextToVideoZeroPipeline(components) };
   });
 
   const loadVideoEdit = lazily('clip-edit model', async () => {
     const dir = settings.editModelDir || (await ensureModelSet({ size: 'small', kind: 'instruct-edit', dir: join('models', 'small-edit') }));
-    const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true, anchorKvSessions: true });
+    const components = await StableDiffusionComponents.load(dir, { device, onnx: sessionThreads(settings), logger, groups: 3, vaeEncoder: true });
     loaded.push(components);
-    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, untrainedWeights: components.untrainedWeights }, 'clip-edit model loaded');
+    logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, crossFrameUnavailable: components.crossFrameUnavailable, untrainedWeights: components.untrainedWeights }, 'clip-edit model loaded');
     return { components, pipeline: new VideoEditPipeline(components) };
   });
 
@@ -151,6 +159,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       promptTruncated: output.promptTruncated,
       droppedText: output.droppedText,
       untrainedWeights: components.untrainedWeights,
+      ...crossFrameNote(components),
     };
   };
 
@@ -202,6 +211,7 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
         promptTruncated: output.promptTruncated,
         droppedText: output.droppedText,
         untrainedWeights: components.untrainedWeights,
+        ...crossFrameNote(components),
       };
     },
     async dispose() {

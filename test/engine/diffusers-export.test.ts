@@ -4,16 +4,20 @@
  * the TorchScript exporter that optimum-cli uses): a small UNet2DConditionModel with seeded random
  * weights in the SD 1.x block layout (4 heads), and its outputs computed in torch with plain
  * attention and with Text2Video-Zero's CrossFrameAttnProcessor (keys and values from frame 0 of each
- * guidance group). The rewritten graph must give torch's cross-frame output.
+ * guidance group). The one rewritten graph must give torch's plain output with per-frame indices,
+ * its cross-frame output with shared anchors, and the same again when the anchor runs alone and
+ * hands its keys/values to the other frames (the clip edit's anchor pass and chunk pass).
  */
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { crossFrameAnchors, inspectSelfAttention, loadRewrittenUnet } from '../../src/engine/onnx/cross-frame.js';
+import { inspectSelfAttention } from '../../src/engine/onnx/cross-frame.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { readModelFile } from '../../src/engine/onnx/proto.js';
-import { createSession, releaseSession } from '../../src/engine/onnx/session.js';
+import { createSession, releaseSession, type Tensor } from '../../src/engine/onnx/session.js';
 import { float32Tensor, int64Tensor } from '../../src/engine/onnx/tensor.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/diffusers-unet/', import.meta.url));
@@ -75,31 +79,65 @@ describe('cross-frame rewrite on a diffusers UNet exported by torch', () => {
     for (const block of blocks) expect(block).toMatchObject({ heads: reference.heads, headsFrom: 'graph', scale: 'default' });
   });
 
-  it.each([1, 2, 3])('with %i guidance group(s), matches torch’s CrossFrameAttnProcessor output', async (groups) => {
+  it.each([1, 2, 3])('with %i guidance group(s), one session matches torch’s plain and CrossFrameAttnProcessor outputs', async (groups) => {
     const c = reference.cases.find((entry) => entry.groups === groups)!;
-    const batch = groups * c.frames;
-    const feeds = {
-      sample: float32Tensor(await values(c.sample), c.sample.dims),
-      timestep: int64Tensor([reference.timestep], [1]),
-      encoder_hidden_states: float32Tensor(await values(c.encoder_hidden_states), c.encoder_hidden_states.dims),
+    const frames = c.frames;
+    const batch = groups * frames;
+    const sample = await values(c.sample);
+    const context = await values(c.encoder_hidden_states);
+    const perItem = { sample: sample.length / batch, context: context.length / batch };
+    /** Frames `from…from+count−1` of every guidance group, and their feeds. */
+    const pick = (data: Float32Array, size: number, from: number, count: number): Float32Array => {
+      const out = new Float32Array(groups * count * size);
+      for (let g = 0; g < groups; g++) out.set(data.subarray((g * frames + from) * size, (g * frames + from + count) * size), g * count * size);
+      return out;
     };
+    const feedsFor = (from: number, count: number) => ({
+      sample: float32Tensor(pick(sample, perItem.sample, from, count), [groups * count, ...c.sample.dims.slice(1)]),
+      timestep: int64Tensor([reference.timestep], [1]),
+      encoder_hidden_states: float32Tensor(pick(context, perItem.context, from, count), [groups * count, ...c.encoder_hidden_states.dims.slice(1)]),
+    });
     const plainSession = (await createSession(join(dir, 'model.onnx'), SESSION)).session;
-    const rewritten = await loadRewrittenUnet(join(dir, 'model.onnx'), { groups });
+    const rewritten = await loadRewrittenUnet(join(dir, 'model.onnx'));
     expect(rewritten.blocks).toHaveLength(4);
-    const crossSession = (await createSession(rewritten.path, SESSION)).session;
+    const blocks = rewritten.blocks.length;
+    const session = (await createSession(rewritten.path, SESSION)).session;
     try {
+      const feeds = feedsFor(0, frames);
+      const call = { blocks, kvType: 'float32' as const };
       const plain = (await plainSession.run(feeds)).out_sample!.data as Float32Array;
-      const crossed = (await crossSession.run({ ...feeds, cross_frame_anchors: crossFrameAnchors([0], { batch, groups }) })).out_sample!.data as Float32Array;
+      const perFrameOut = (await session.run({ ...feeds, ...crossFrameFeeds({ ...call, ...perFrame(batch) }) }, ['out_sample'])).out_sample!.data as Float32Array;
+      const crossed = (await session.run({ ...feeds, ...crossFrameFeeds({ ...call, batch, framesPerGroup: frames, anchors: [0] }) }, ['out_sample'])).out_sample!.data as Float32Array;
+      // The anchor (frame 0) alone, handing back its keys/values; then frames 1… importing them.
+      const anchorRun = await session.run(
+        { ...feedsFor(0, 1), ...crossFrameFeeds({ ...call, batch: groups, framesPerGroup: 1, anchors: [0], exportFrames: [0] }) },
+        ['out_sample', ...exportedKvNames(blocks)],
+      );
+      const kv = importExportedKv(anchorRun as Record<string, Tensor>, blocks);
+      const others = (await session.run(
+        { ...feedsFor(1, frames - 1), ...crossFrameFeeds({ ...call, batch: groups * (frames - 1), framesPerGroup: frames - 1, anchors: [], imported: kv }) },
+        ['out_sample'],
+      )).out_sample!.data as Float32Array;
       const torchPlain = await values(c.plain);
       const torchCross = await values(c.cross_frame);
+      const outSize = torchCross.length / batch;
       // The export itself runs as torch did …
       expect(maxAbsDifference(plain, torchPlain)).toBeLessThan(1e-4);
-      // … and the rewrite gives torch's cross-frame attention, which is far from the plain output.
+      // … the rewritten graph with per-frame indices is the same plain UNet …
+      expect(maxAbsDifference(perFrameOut, torchPlain)).toBeLessThan(1e-4);
+      // … and with shared anchors gives torch's cross-frame attention, which is far from the plain output …
       expect(maxAbsDifference(crossed, torchCross)).toBeLessThan(1e-4);
       expect(maxAbsDifference(torchCross, torchPlain)).toBeGreaterThan(0.1);
+      // … as does the anchor pass plus a chunk pass that imports the anchor's keys/values.
+      expect(maxAbsDifference(anchorRun.out_sample!.data as Float32Array, pick(torchCross, outSize, 0, 1))).toBeLessThan(1e-4);
+      expect(maxAbsDifference(others, pick(torchCross, outSize, 1, frames - 1))).toBeLessThan(1e-4);
+      console.info(
+        `diffusers UNet, ${groups} group(s): per-frame vs torch plain ${maxAbsDifference(perFrameOut, torchPlain).toExponential(2)}, ` +
+          `cross-frame vs torch ${maxAbsDifference(crossed, torchCross).toExponential(2)}, imported K/V vs torch ${maxAbsDifference(others, pick(torchCross, outSize, 1, frames - 1)).toExponential(2)}`,
+      );
     } finally {
       await releaseSession(plainSession);
-      await releaseSession(crossSession);
+      await releaseSession(session);
     }
   });
 });

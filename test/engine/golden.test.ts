@@ -39,7 +39,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'reelbot-golden-'));
   const { sd, ip2p } = await copyPipelineFixture(dir);
   t2v = await StableDiffusionComponents.load(sd, { device: 'cpu', onnx, groups: 2 });
-  edit = await StableDiffusionComponents.load(ip2p, { device: 'cpu', onnx, groups: 3, vaeEncoder: true, anchorKvSessions: true });
+  edit = await StableDiffusionComponents.load(ip2p, { device: 'cpu', onnx, groups: 3, vaeEncoder: true });
 }, 60_000);
 afterAll(async () => {
   await t2v?.release();

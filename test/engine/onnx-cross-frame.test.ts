@@ -1,16 +1,10 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  anchorKvName,
-  CROSS_FRAME_ANCHORS_INPUT,
-  crossFrameAnchors,
-  inspectSelfAttention,
-  loadRewrittenUnet,
-  rewriteCrossFrameAttention,
-  UnknownHeadsError,
-} from '../../src/engine/onnx/cross-frame.js';
+import { anchorKvName, CROSS_FRAME_ANCHORS_INPUT, CROSS_FRAME_EXPORT_INPUT, CROSS_FRAME_GROUP_INPUT, exportedKvName, inspectSelfAttention, rewriteCrossFrameAttention, UnknownHeadsError } from '../../src/engine/onnx/cross-frame.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { CrossFrameUnavailableError, loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { DataType, encodeModel, float32Initializer, int64Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
 import { createSession, releaseSession, type InferenceSession, type Tensor } from '../../src/engine/onnx/session.js';
 import { float32Tensor, int64Tensor } from '../../src/engine/onnx/tensor.js';
@@ -259,7 +253,12 @@ function attend(q: Float64Array, k: Float64Array, v: Float64Array, nq: number, n
   return out;
 }
 
-type Mode = { kind: 'self' } | { kind: 'cross'; groups: number; anchors: number[] };
+/** `self`: every frame attends to itself. `cross`: frame f of each group attends to the frames `rows[f]` of its group. */
+type Mode = { kind: 'self' } | { kind: 'cross'; groups: number; rows: readonly (readonly number[])[] };
+
+function shared(anchors: number[], groups: number, batch: number): Mode {
+  return { kind: 'cross', groups, rows: Array.from({ length: batch / groups }, () => anchors) };
+}
 
 function reference(net: TestNet, x: Float32Array, ctx: Float32Array, batch: number, mode: Mode): Float64Array {
   const h = Float64Array.from(x, (value, i) => value + (net.bias0[i % C] ?? 0));
@@ -282,7 +281,7 @@ function reference(net: TestNet, x: Float32Array, ctx: Float32Array, batch: numb
       if (spec.self && mode.kind === 'cross') {
         const frames = batch / mode.groups;
         const group = Math.floor(b / frames);
-        const sources = mode.anchors.map((a) => group * frames + (a < 0 ? a + frames : a));
+        const sources = (mode.rows[b % frames] ?? []).map((a) => group * frames + (a < 0 ? a + frames : a));
         k = concat(sources.map((s) => kv[s]?.k as Float64Array));
         v = concat(sources.map((s) => kv[s]?.v as Float64Array));
       }
@@ -323,13 +322,28 @@ async function open(model: onnx.IModelProto): Promise<InferenceSession> {
   return session;
 }
 
-async function run(session: InferenceSession, x: Float32Array, ctx: Float32Array, batch: number, anchors?: number[]): Promise<Float32Array> {
-  const feeds: Record<string, ReturnType<typeof float32Tensor>> = {
-    hidden_states: float32Tensor(x, [batch, N, C]),
-    encoder_hidden_states: float32Tensor(ctx, [batch, L, CC]),
-  };
-  if (anchors) feeds[CROSS_FRAME_ANCHORS_INPUT] = int64Tensor(anchors);
-  const result = await session.run(feeds);
+/** The attn1 blocks of DEFAULT_SPECS nets (SELF_A, SELF_B). */
+const BLOCKS = 2;
+
+function dataFeeds(x: Float32Array, ctx: Float32Array, batch: number): Record<string, Tensor> {
+  return { hidden_states: float32Tensor(x, [batch, N, C]), encoder_hidden_states: float32Tensor(ctx, [batch, L, CC]) };
+}
+
+/** Runs a graph; with `call`, the cross-frame feeds of a rewritten one: each guidance group's frames attend to `anchors`, or each frame to itself (`perFrame`). */
+async function run(
+  session: InferenceSession,
+  x: Float32Array,
+  ctx: Float32Array,
+  batch: number,
+  call?: { groups: number; anchors?: number[]; perFrame?: boolean; blocks?: number },
+): Promise<Float32Array> {
+  const feeds = dataFeeds(x, ctx, batch);
+  if (call) {
+    const frames = batch / call.groups;
+    const shape = call.perFrame ? perFrame(batch) : { batch, framesPerGroup: frames, anchors: call.anchors ?? [0] };
+    Object.assign(feeds, crossFrameFeeds({ ...shape, blocks: call.blocks ?? BLOCKS, kvType: 'float32' }));
+  }
+  const result = await session.run(feeds, ['out_sample']);
   return result.out_sample?.data as Float32Array;
 }
 
@@ -343,6 +357,16 @@ function isTopologicallySorted(graph: onnx.IGraphProto): boolean {
   return true;
 }
 
+function concatF32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
 // Measured max abs differences, printed once at the end (the numbers the report quotes).
 const measured: string[] = [];
 afterAll(() => {
@@ -352,19 +376,18 @@ afterAll(() => {
 describe('rewriteCrossFrameAttention', () => {
   const net = buildNet(DEFAULT_SPECS);
   let original: InferenceSession;
-  const rewritten = new Map<number, { session: InferenceSession; result: ReturnType<typeof rewriteCrossFrameAttention> }>();
+  let session: InferenceSession;
+  let result: ReturnType<typeof rewriteCrossFrameAttention>;
 
   beforeAll(async () => {
     original = await open(net.model);
-    for (const groups of [2, 3]) {
-      const result = rewriteCrossFrameAttention(net.model, { groups });
-      rewritten.set(groups, { session: await open(result.model), result });
-    }
+    result = rewriteCrossFrameAttention(net.model);
+    session = await open(result.model);
   });
 
   afterAll(async () => {
     await releaseSession(original);
-    for (const { session } of rewritten.values()) await releaseSession(session);
+    await releaseSession(session);
   });
 
   it('sanity: the unrewritten graph is plain self-attention', async () => {
@@ -375,16 +398,15 @@ describe('rewriteCrossFrameAttention', () => {
     expect(diff).toBeLessThanOrEqual(1e-5);
   });
 
-  for (const groups of [2, 3]) {
+  for (const groups of [1, 2, 3]) {
     for (const frames of [1, 4, 7]) {
       for (const anchors of [[0], [0, 3], [0, -1]]) {
         if (anchors.some((a) => a >= frames)) continue;
         it(`G=${groups} F=${frames} anchors [${anchors.join(',')}] matches the cross-frame reference (one session)`, async () => {
-          const { session } = rewritten.get(groups)!;
           const batch = groups * frames;
           const { x, ctx } = inputs(batch, 100 + groups * 10 + frames);
-          const out = await run(session, x, ctx, batch, anchors);
-          const diff = maxAbsDiff(out, reference(net, x, ctx, batch, { kind: 'cross', groups, anchors }));
+          const out = await run(session, x, ctx, batch, { groups, anchors });
+          const diff = maxAbsDiff(out, reference(net, x, ctx, batch, shared(anchors, groups, batch)));
           measured.push(`G=${groups} F=${frames} anchors [${anchors.join(',')}]: ${diff.toExponential(2)}`);
           expect(diff).toBeLessThanOrEqual(1e-5);
         });
@@ -392,13 +414,12 @@ describe('rewriteCrossFrameAttention', () => {
     }
   }
 
-  it('F=1 with anchor [0] equals the original graph (each frame attends to itself)', async () => {
-    for (const groups of [2, 3]) {
-      const { x, ctx } = inputs(groups, 7);
-      const a = await run(rewritten.get(groups)!.session, x, ctx, groups, [0]);
-      const b = await run(original, x, ctx, groups);
-      const diff = maxAbsDiff(a, b);
-      measured.push(`G=${groups} F=1 [0] rewritten vs original: ${diff.toExponential(2)}`);
+  it('per-frame attention groups (F = 1, anchor 0) are the original graph (the plain UNet from the same session)', async () => {
+    for (const [groups, frames] of [[2, 4], [3, 3], [1, 5]] as const) {
+      const batch = groups * frames;
+      const { x, ctx } = inputs(batch, 40 + groups);
+      const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups, perFrame: true }), await run(original, x, ctx, batch));
+      measured.push(`G=${groups} F=${frames} per-frame vs original: ${diff.toExponential(2)}`);
       expect(diff).toBeLessThanOrEqual(1e-5);
     }
   });
@@ -408,7 +429,7 @@ describe('rewriteCrossFrameAttention', () => {
     const frames = 4;
     const batch = groups * frames;
     const { x, ctx } = inputs(batch, 21);
-    const cross = await run(rewritten.get(groups)!.session, x, ctx, batch, [0]);
+    const cross = await run(session, x, ctx, batch, { groups, anchors: [0] });
     const plain = await run(original, x, ctx, batch);
     for (const b of [0, frames]) {
       expect(maxAbsDiff(cross.subarray(b * N * C, (b + 1) * N * C), plain.subarray(b * N * C, (b + 1) * N * C))).toBeLessThanOrEqual(1e-5);
@@ -417,18 +438,27 @@ describe('rewriteCrossFrameAttention', () => {
     expect(maxAbsDiff(cross.subarray(N * C, 2 * N * C), plain.subarray(N * C, 2 * N * C))).toBeGreaterThan(1e-3);
   });
 
-  it('a batch that is not a multiple of the groups is a clear error, before and inside ORT', async () => {
-    expect(() => crossFrameAnchors([0], { batch: 5, groups: 2 })).toThrow(/batch \(5\) must be a multiple of the 2 guidance groups/);
-    expect(() => crossFrameAnchors([0, 4], { batch: 8, groups: 2 })).toThrow(/Anchor frame 4 is outside the 4 frames/);
-    expect(() => crossFrameAnchors([], { batch: 8, groups: 2 })).toThrow(/at least one anchor/);
-    expect(crossFrameAnchors([0, -1], { batch: 8, groups: 2 }).dims).toEqual([2]);
+  it('bad calls are clear errors, before and inside ORT', async () => {
+    const call = { blocks: BLOCKS, kvType: 'float32' as const };
+    expect(() => crossFrameFeeds({ ...call, batch: 5, framesPerGroup: 2, anchors: [0] })).toThrow(/batch \(5\) must split into attention groups of 2 frames/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 0, anchors: [0] })).toThrow(/`framesPerGroup`/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [0, 4] })).toThrow(/Anchor frame 4 is outside the 4 frames/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [] })).toThrow(/at least one anchor frame or imported/);
+    expect(() => crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [0], exportFrames: [-5] })).toThrow(/Exported frame -5 is outside/);
+    expect(() => crossFrameFeeds({ ...call, batch: 4, framesPerGroup: 2, anchors: [], imported: new Map() })).toThrow(/No imported anchor keys `anchor_k.0`/);
+    const feeds = crossFrameFeeds({ ...call, batch: 8, framesPerGroup: 4, anchors: [0, -1] });
+    expect(feeds[CROSS_FRAME_GROUP_INPUT]?.data).toEqual(BigInt64Array.from([4n]));
+    expect(feeds[CROSS_FRAME_ANCHORS_INPUT]?.dims).toEqual([2]);
+    expect(feeds[CROSS_FRAME_EXPORT_INPUT]?.dims).toEqual([0]);
+    expect(feeds[anchorKvName('value', 1)]?.dims).toEqual([1, 0, 1]);
+    // Straight to ORT, a batch that does not split into the groups fails in a Reshape.
     const { x, ctx } = inputs(5, 3);
-    await expect(run(rewritten.get(2)!.session, x, ctx, 5, [0])).rejects.toThrow(/Reshape|reshape/);
+    await expect(session.run({ ...dataFeeds(x, ctx, 5), ...feeds, [CROSS_FRAME_GROUP_INPUT]: int64Tensor([2], [1]) })).rejects.toThrow(/Reshape|reshape/);
   });
 
   it('reports the rewritten blocks, their heads read from the graph and the scale', () => {
-    const { result } = rewritten.get(2)!;
     expect(result.blocks).toEqual([SELF_A, SELF_B]);
+    expect(result.kvType).toBe('float32');
     expect(result.details).toEqual([
       { name: SELF_A, heads: H, headsFrom: 'graph', scale: expect.closeTo(1 / Math.sqrt(D), 6) },
       { name: SELF_B, heads: H, headsFrom: 'graph', scale: expect.closeTo(1 / Math.sqrt(D), 6) },
@@ -436,7 +466,6 @@ describe('rewriteCrossFrameAttention', () => {
   });
 
   it('replaces each attn1 core by one MultiHeadAttention, keeps attn2 and the node order valid', () => {
-    const { result } = rewritten.get(2)!;
     const graph = result.model.graph!;
     const nodes = graph.node ?? [];
     const mha = nodes.filter((n) => n.opType === 'MultiHeadAttention');
@@ -447,7 +476,7 @@ describe('rewriteCrossFrameAttention', () => {
     for (const prefix of [SELF_A, SELF_B]) {
       const left = nodes.filter((n) => n.name?.startsWith(`${prefix}/`) && !n.name.startsWith(`${prefix}/cross_frame/`)).map((n) => n.name);
       expect(left.sort()).toEqual(
-        [`${prefix}/to_q/MatMul`, `${prefix}/to_k/MatMul`, `${prefix}/to_v/MatMul`, `${prefix}/MultiHeadAttention`, `${prefix}/to_out/to_out.0/MatMul`, `${prefix}/to_out/to_out.0/Add`].sort(),
+        [`${prefix}/to_q/MatMul`, `${prefix}/to_k/MatMul`, `${prefix}/to_v/MatMul`, `${prefix}/MultiHeadAttention`, `${prefix}/MultiHeadAttention/Frames`, `${prefix}/to_out/to_out.0/MatMul`, `${prefix}/to_out/to_out.0/Add`].sort(),
       );
     }
     // attn2 is untouched, node for node.
@@ -456,7 +485,10 @@ describe('rewriteCrossFrameAttention', () => {
     expect(after.map((n) => onnx.NodeProto.encode(n).finish())).toEqual(before.map((n) => onnx.NodeProto.encode(n).finish()));
     expect(isTopologicallySorted(graph)).toBe(true);
     expect(result.model.opsetImport.some((o) => o.domain === 'com.microsoft' && o.version === 1)).toBe(true);
-    expect(graph.input?.map((i) => i.name)).toEqual(['hidden_states', 'encoder_hidden_states', CROSS_FRAME_ANCHORS_INPUT]);
+    const kvNames = (name: (role: 'key' | 'value', i: number) => string): string[] => [0, 1].flatMap((i) => [name('key', i), name('value', i)]);
+    expect(graph.input?.map((i) => i.name)).toEqual(['hidden_states', 'encoder_hidden_states', CROSS_FRAME_GROUP_INPUT, CROSS_FRAME_ANCHORS_INPUT, CROSS_FRAME_EXPORT_INPUT, ...kvNames(anchorKvName)]);
+    expect(graph.output?.map((o) => o.name)).toEqual(['out_sample', ...kvNames(exportedKvName)]);
+    expect(exportedKvNames(2)).toEqual(kvNames(exportedKvName));
     // Unused initializers (the old split/merge shapes and scales of attn1) are gone.
     const initializers = new Set(graph.initializer?.map((i) => i.name));
     expect(initializers.has(`${SELF_A}/split_shape`)).toBe(false);
@@ -466,41 +498,41 @@ describe('rewriteCrossFrameAttention', () => {
 
   it('leaves the input model unchanged and refuses to rewrite twice', () => {
     const bytes = encodeModel(net.model);
-    const { model } = rewriteCrossFrameAttention(net.model, { groups: 2 });
+    const { model } = rewriteCrossFrameAttention(net.model);
     expect(encodeModel(net.model)).toEqual(bytes);
-    expect(() => rewriteCrossFrameAttention(model, { groups: 2 })).toThrow(/already has a `cross_frame_anchors` input/);
-    expect(() => rewriteCrossFrameAttention(net.model, { groups: 0 })).toThrow(/`groups`/);
+    expect(() => rewriteCrossFrameAttention(model)).toThrow(/already has a `cross_frame_anchors` input/);
+    expect(() => rewriteCrossFrameAttention(net.model, { heads: 0 })).toThrow(/`heads`/);
   });
 });
 
 describe('rewriteCrossFrameAttention: heads and scale', () => {
   it('takes the heads from the option when the graph computes them at run time, and says so', async () => {
     const net = buildNet([{ prefix: SELF_A, self: true, headSplit: 'runtime', scale: 'single' }], 5);
-    const result = rewriteCrossFrameAttention(net.model, { groups: 2, heads: H });
+    const result = rewriteCrossFrameAttention(net.model, { heads: H });
     expect(result.details).toEqual([{ name: SELF_A, heads: H, headsFrom: 'option', scale: expect.closeTo(1 / Math.sqrt(D), 6) }]);
     expect(inspectSelfAttention(net.model, { heads: 8 })).toEqual([{ name: SELF_A, heads: 8, headsFrom: 'option', scale: expect.closeTo(1 / Math.sqrt(D), 6) }]);
     expect(inspectSelfAttention(net.model, { heads: { [SELF_A]: 2 } })).toMatchObject([{ name: SELF_A, heads: 2, headsFrom: 'option' }]);
     // Neither the graph nor the option says: refused, never a guessed 8.
     expect(inspectSelfAttention(net.model)).toEqual([{ name: SELF_A, error: expect.stringMatching(/does not show its head count.*unet\/config\.json/), headsUnknown: true }]);
-    expect(() => rewriteCrossFrameAttention(net.model, { groups: 2 })).toThrow(UnknownHeadsError);
+    expect(() => rewriteCrossFrameAttention(net.model)).toThrow(UnknownHeadsError);
     const session = await open(result.model);
     const batch = 6;
     const { x, ctx } = inputs(batch, 9);
-    const diff = maxAbsDiff(await run(session, x, ctx, batch, [0, -1]), reference(net, x, ctx, batch, { kind: 'cross', groups: 2, anchors: [0, -1] }));
+    const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups: 2, anchors: [0, -1], blocks: 1 }), reference(net, x, ctx, batch, shared([0, -1], 2, batch)));
     measured.push(`heads from option, G=2 F=3 [0,-1]: ${diff.toExponential(2)}`);
     expect(diff).toBeLessThanOrEqual(1e-5);
     await releaseSession(session);
-    expect(() => rewriteCrossFrameAttention(net.model, { groups: 2, heads: 3 })).toThrow(/width 32 is not divisible by 3 heads \(from the `heads` option\)/);
+    expect(() => rewriteCrossFrameAttention(net.model, { heads: 3 })).toThrow(/width 32 is not divisible by 3 heads \(from the `heads` option\)/);
   });
 
   it('keeps a non-default softmax scale', async () => {
     const net = buildNet([{ prefix: SELF_A, self: true, headSplit: 'initializer', scale: { custom: 0.05 } }], 6);
-    const result = rewriteCrossFrameAttention(net.model, { groups: 2 });
+    const result = rewriteCrossFrameAttention(net.model);
     expect(result.details[0]?.scale).toBeCloseTo(0.05, 7);
     const session = await open(result.model);
     const batch = 8;
     const { x, ctx } = inputs(batch, 10);
-    const diff = maxAbsDiff(await run(session, x, ctx, batch, [0, 2]), reference(net, x, ctx, batch, { kind: 'cross', groups: 2, anchors: [0, 2] }));
+    const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups: 2, anchors: [0, 2], blocks: 1 }), reference(net, x, ctx, batch, shared([0, 2], 2, batch)));
     measured.push(`scale 0.05, G=2 F=4 [0,2]: ${diff.toExponential(2)}`);
     expect(diff).toBeLessThanOrEqual(1e-5);
     await releaseSession(session);
@@ -513,99 +545,102 @@ describe('rewriteCrossFrameAttention: heads and scale', () => {
       ...net.model,
       graph: onnx.GraphProto.create({ ...graph, node: (graph.node ?? []).map((n) => (n.opType === 'Softmax' ? onnx.NodeProto.create({ ...n, opType: 'Sigmoid', attribute: [] }) : n)) }),
     });
-    expect(() => rewriteCrossFrameAttention(broken, { groups: 2 })).toThrow(`Self-attention block ${SELF_A}: no Softmax`);
+    expect(() => rewriteCrossFrameAttention(broken)).toThrow(`Self-attention block ${SELF_A}: no Softmax`);
     expect(inspectSelfAttention(broken)).toEqual([{ name: SELF_A, error: expect.stringContaining('no Softmax') }]);
   });
 
   it('returns the model as is when there is no self-attention block', () => {
     const net = buildNet([{ prefix: CROSS_A, self: false, headSplit: 'initializer', scale: 'single' }], 2);
-    const result = rewriteCrossFrameAttention(net.model, { groups: 2 });
+    const result = rewriteCrossFrameAttention(net.model);
     expect(result.blocks).toEqual([]);
     expect(result.model).toBe(net.model);
   });
 });
 
-describe('rewriteCrossFrameAttention: anchor K/V export and import', () => {
+describe('rewriteCrossFrameAttention: anchor keys/values exported by one call, imported by the next', () => {
   const net = buildNet(DEFAULT_SPECS, 5);
-  const sessions = new Map<string, InferenceSession>();
-  const models = new Map<string, onnx.ModelProto>();
+  let session: InferenceSession;
 
   beforeAll(async () => {
-    for (const groups of [2, 3]) {
-      for (const mode of ['single', 'export', 'import'] as const) {
-        const { model } = rewriteCrossFrameAttention(net.model, { groups, ...(mode === 'single' ? {} : { anchorKv: mode }) });
-        models.set(`${groups}/${mode}`, model);
-        sessions.set(`${groups}/${mode}`, await open(model));
-      }
-    }
+    session = await open(rewriteCrossFrameAttention(net.model).model);
   });
   afterAll(async () => {
-    for (const session of sessions.values()) await releaseSession(session);
+    await releaseSession(session);
   });
 
-  it('export adds anchor_k/v outputs per attn1 block; import takes them as inputs instead of the anchors and to_k/to_v', () => {
-    const exported = models.get('2/export')!.graph!;
-    const imported = models.get('2/import')!.graph!;
-    const kvNames = [0, 1].flatMap((i) => [anchorKvName('key', i), anchorKvName('value', i)]);
-    expect((exported.output ?? []).map((o) => o.name)).toEqual(['out_sample', ...kvNames]);
-    expect((exported.input ?? []).map((i) => i.name)).toContain(CROSS_FRAME_ANCHORS_INPUT);
-    expect((imported.input ?? []).map((i) => i.name)).toEqual(['hidden_states', 'encoder_hidden_states', ...kvNames]);
-    expect((imported.output ?? []).map((o) => o.name)).toEqual(['out_sample']);
-    const names = (imported.node ?? []).map((n) => n.name ?? '');
-    expect(names.filter((n) => /attn1\/to_[kv]\/MatMul$/.test(n))).toEqual([]);
-    expect(names).toContain(`${CROSS_A}/to_k/MatMul`);
-    expect(isTopologicallySorted(exported)).toBe(true);
-    expect(isTopologicallySorted(imported)).toBe(true);
-    expect(() => rewriteCrossFrameAttention(models.get('2/import')!, { groups: 2 })).toThrow(/rewritten for cross-frame attention before/);
-  });
+  /** Frames `from…from+count−1` of every group of a [group][frame] batch. */
+  const picker =
+    (groups: number, frames: number) =>
+    (data: Float32Array, size: number, from: number, count: number): Float32Array =>
+      concatF32(Array.from({ length: groups }, (_, g) => data.subarray((g * frames + from) * size, (g * frames + from + count) * size)));
 
   for (const groups of [2, 3]) {
     for (const [k, others] of [[1, 3], [3, 2], [2, 1]] as const) {
-      it(`G=${groups} K=${k}: export on the anchors, then import on ${others} other frames, equals one batch of both`, async () => {
+      it(`G=${groups} K=${k}: the anchors alone (exporting), then ${others} other frames importing, equal one batch of both`, async () => {
         const frames = k + others;
+        const pick = picker(groups, frames);
         const { x, ctx } = inputs(groups * frames, 300 + groups * 10 + k);
-        const pick = (data: Float32Array, size: number, from: number, count: number): Float32Array =>
-          concatF32(Array.from({ length: groups }, (_, g) => data.subarray((g * frames + from) * size, (g * frames + from + count) * size)));
         const anchors = Array.from({ length: k }, (_, i) => i);
-        const whole = await run(sessions.get(`${groups}/single`)!, x, ctx, groups * frames, anchors);
+        const whole = await run(session, x, ctx, groups * frames, { groups, anchors });
+        const call = { blocks: BLOCKS, kvType: 'float32' as const };
 
-        const exported = await sessions.get(`${groups}/export`)!.run({
-          hidden_states: float32Tensor(pick(x, N * C, 0, k), [groups * k, N, C]),
-          encoder_hidden_states: float32Tensor(pick(ctx, L * CC, 0, k), [groups * k, L, CC]),
-          [CROSS_FRAME_ANCHORS_INPUT]: int64Tensor(anchors),
-        });
-        const kv: Record<string, Tensor> = {};
-        for (const name of [0, 1].flatMap((i) => [anchorKvName('key', i), anchorKvName('value', i)])) {
-          const tensor = exported[name]!;
-          expect(tensor.dims).toEqual([groups, 1, k * N, C]);
-          kv[name] = tensor;
+        const exported = await session.run(
+          { ...dataFeeds(pick(x, N * C, 0, k), pick(ctx, L * CC, 0, k), groups * k), ...crossFrameFeeds({ ...call, batch: groups * k, framesPerGroup: k, anchors, exportFrames: anchors }) },
+          ['out_sample', ...exportedKvNames(BLOCKS)],
+        );
+        const kv = importExportedKv(exported as Record<string, Tensor>, BLOCKS);
+        for (const [name, tensor] of kv) {
+          expect(tensor.dims, name).toEqual([groups, k * N, C]);
+          // Handed on as ORT returned it: the same object, not a copy.
+          expect(tensor).toBe(exported[name.replace('anchor_', 'exported_')]);
         }
-        const imported = await sessions.get(`${groups}/import`)!.run({
-          hidden_states: float32Tensor(pick(x, N * C, k, others), [groups * others, N, C]),
-          encoder_hidden_states: float32Tensor(pick(ctx, L * CC, k, others), [groups * others, L, CC]),
-          ...kv,
-        });
-        const anchorOut = exported.out_sample!.data as Float32Array;
-        const otherOut = imported.out_sample!.data as Float32Array;
-        const diffAnchors = maxAbsDiff(anchorOut, pick(whole, N * C, 0, k));
-        const diffOthers = maxAbsDiff(otherOut, pick(whole, N * C, k, others));
+        const imported = await session.run(
+          { ...dataFeeds(pick(x, N * C, k, others), pick(ctx, L * CC, k, others), groups * others), ...crossFrameFeeds({ ...call, batch: groups * others, framesPerGroup: others, anchors: [], imported: kv }) },
+          ['out_sample'],
+        );
+        expect(Object.keys(imported)).toEqual(['out_sample']);
+        const diffAnchors = maxAbsDiff(exported.out_sample!.data as Float32Array, pick(whole, N * C, 0, k));
+        const diffOthers = maxAbsDiff(imported.out_sample!.data as Float32Array, pick(whole, N * C, k, others));
         measured.push(`anchor K/V G=${groups} K=${k} others=${others}: anchors ${diffAnchors.toExponential(2)}, others ${diffOthers.toExponential(2)}`);
         expect(diffAnchors).toBeLessThanOrEqual(1e-5);
         expect(diffOthers).toBeLessThanOrEqual(1e-5);
       });
     }
   }
-});
 
-function concatF32(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
+  it('imported keys/values and the group’s own combine: frame 0 alone, then frames 1… attending to frame 0 (imported) and frame 1', async () => {
+    const groups = 2;
+    const frames = 4;
+    const pick = picker(groups, frames);
+    const { x, ctx } = inputs(groups * frames, 77);
+    // Frame 0 attends to itself, every other frame to frames 0 and 1.
+    const rows = [[0], ...Array.from({ length: frames - 1 }, () => [0, 1])];
+    const whole = reference(net, x, ctx, groups * frames, { kind: 'cross', groups, rows });
+    const call = { blocks: BLOCKS, kvType: 'float32' as const };
+    const anchor = await session.run(
+      { ...dataFeeds(pick(x, N * C, 0, 1), pick(ctx, L * CC, 0, 1), groups), ...crossFrameFeeds({ ...call, batch: groups, framesPerGroup: 1, anchors: [0], exportFrames: [0] }) },
+      ['out_sample', ...exportedKvNames(BLOCKS)],
+    );
+    const combined = await session.run(
+      {
+        ...dataFeeds(pick(x, N * C, 1, frames - 1), pick(ctx, L * CC, 1, frames - 1), groups * (frames - 1)),
+        ...crossFrameFeeds({ ...call, batch: groups * (frames - 1), framesPerGroup: frames - 1, anchors: [0], imported: importExportedKv(anchor as Record<string, Tensor>, BLOCKS) }),
+      },
+      ['out_sample'],
+    );
+    const wholeF32 = Float32Array.from(whole);
+    const diff = maxAbsDiff(combined.out_sample!.data as Float32Array, pick(wholeF32, N * C, 1, frames - 1));
+    measured.push(`imported frame 0 + own frame 1 vs reference: ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThanOrEqual(1e-5);
+    expect(maxAbsDiff(anchor.out_sample!.data as Float32Array, pick(wholeF32, N * C, 0, 1))).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('a call that exports nothing returns empty keys/values when asked for them', async () => {
+    const { x, ctx } = inputs(4, 8);
+    const out = await session.run({ ...dataFeeds(x, ctx, 4), ...crossFrameFeeds({ batch: 4, framesPerGroup: 2, anchors: [0], blocks: BLOCKS, kvType: 'float32' }) }, [exportedKvName('key', 0)]);
+    expect(out[exportedKvName('key', 0)]?.dims).toEqual([2, 0, C]);
+  });
+});
 
 describe('loadRewrittenUnet', () => {
   let dir: string;
@@ -649,34 +684,48 @@ describe('loadRewrittenUnet', () => {
     await writeFile(join(unetDir, 'model.onnx'), encodeModel(model));
     await writeFile(join(unetDir, 'model.onnx_data'), Buffer.concat(chunks));
 
-    const first = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 2 });
+    const first = await loadRewrittenUnet(join(unetDir, 'model.onnx'));
     expect(first.cached).toBe(false);
     expect(first.blocks).toEqual([SELF_A, SELF_B]);
     expect(first.path.startsWith(join(unetDir, 'model.crossframe-'))).toBe(true);
-    const second = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 2 });
-    expect(second).toMatchObject({ path: first.path, cached: true });
-    const other = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 3 });
+    const second = await loadRewrittenUnet(join(unetDir, 'model.onnx'));
+    expect(second).toEqual({ ...first, cached: true });
+    // The cached load reads the blocks from the summary beside the graph, not from the graph.
+    const summary = first.path.replace(/\.onnx$/, '.json');
+    expect(JSON.parse(await readFile(summary, 'utf8'))).toMatchObject({ blocks: first.blocks, details: first.details, kvType: 'float32' });
+    await writeFile(summary, '{broken');
+    expect(await loadRewrittenUnet(join(unetDir, 'model.onnx'))).toEqual(first);
+    const other = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { heads: 2 });
     expect(other.path).not.toBe(first.path);
     expect((await readdir(unetDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
-    const exportKv = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 2, anchorKv: 'export' });
-    const importKv = await loadRewrittenUnet(join(unetDir, 'model.onnx'), { groups: 2, anchorKv: 'import' });
-    expect(new Set([first.path, exportKv.path, importKv.path]).size).toBe(3);
-    expect(exportKv.blocks).toEqual(first.blocks);
-    expect(importKv.blocks).toEqual(first.blocks);
 
     const { session } = await createSession(first.path, { device: 'cpu', intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: false });
     const batch = 8;
     const { x, ctx } = inputs(batch, 12);
-    const diff = maxAbsDiff(await run(session, x, ctx, batch, [0, -1]), reference(net, x, ctx, batch, { kind: 'cross', groups: 2, anchors: [0, -1] }));
+    const diff = maxAbsDiff(await run(session, x, ctx, batch, { groups: 2, anchors: [0, -1] }), reference(net, x, ctx, batch, shared([0, -1], 2, batch)));
     measured.push(`external data, loaded by path, G=2 F=4 [0,-1]: ${diff.toExponential(2)}`);
     expect(diff).toBeLessThanOrEqual(1e-5);
     await releaseSession(session);
   });
 
-  it('names the file when it has no self-attention block', async () => {
+  it('says cross-frame attention is unavailable, naming the file, when there is no self-attention block', async () => {
     const net = buildNet([{ prefix: CROSS_A, self: false, headSplit: 'initializer', scale: 'single' }], 2);
     const path = join(dir, 'plain.onnx');
     await writeFile(path, encodeModel(net.model));
-    await expect(loadRewrittenUnet(path, { groups: 2 })).rejects.toThrow(`${path} has no self-attention blocks`);
+    const error = await loadRewrittenUnet(path).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CrossFrameUnavailableError);
+    expect((error as Error).message).toContain(`${path} has no self-attention block the rewrite recognises`);
+  });
+
+  it('says so too when a block is not the attention it replaces', async () => {
+    const net = buildNet([{ prefix: SELF_A, self: true, headSplit: 'initializer', scale: 'single' }], 2);
+    const graph = net.model.graph!;
+    const fused = onnx.ModelProto.create({
+      ...net.model,
+      graph: onnx.GraphProto.create({ ...graph, node: (graph.node ?? []).map((n) => (n.opType === 'Softmax' ? onnx.NodeProto.create({ ...n, opType: 'Sigmoid', attribute: [] }) : n)) }),
+    });
+    const path = join(dir, 'fused.onnx');
+    await writeFile(path, encodeModel(fused));
+    await expect(loadRewrittenUnet(path)).rejects.toThrow(CrossFrameUnavailableError);
   });
 });

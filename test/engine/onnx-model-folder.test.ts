@@ -3,12 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeModelSet } from '../../src/engine/models/make.js';
-import { CROSS_FRAME_ANCHORS_INPUT, loadRewrittenUnet, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
+import { CROSS_FRAME_ANCHORS_INPUT, rewriteCrossFrameAttention } from '../../src/engine/onnx/cross-frame.js';
+import { crossFrameFeeds } from '../../src/engine/onnx/cross-frame-feeds.js';
+import { loadRewrittenUnet } from '../../src/engine/onnx/cross-frame-file.js';
 import { ModelFolderError, inspectModelFolder } from '../../src/engine/onnx/model-folder.js';
 import { formatModelFolderInfo } from '../../src/engine/onnx/model-folder-report.js';
 import { DataType, decodeModel, encodeModel, float32Initializer, makeNode, makeValueInfo, onnx } from '../../src/engine/onnx/proto.js';
-import { createSession, listProviders, releaseSession, type InferenceSession } from '../../src/engine/onnx/session.js';
-import { float32Tensor, int64Tensor } from '../../src/engine/onnx/tensor.js';
+import { createSession, listProviders, releaseSession, type InferenceSession, type Tensor } from '../../src/engine/onnx/session.js';
+import { float32Tensor } from '../../src/engine/onnx/tensor.js';
 
 let root: string;
 let tiny: string;
@@ -91,7 +93,7 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
   it('cross-frame rewrite of the tiny UNet runs, gives finite outputs, and keeps frame 0 as it was', async () => {
     const info = await inspectModelFolder(tiny);
     const unetBytes = await readFile(info.unet.path);
-    const { model, blocks, details } = rewriteCrossFrameAttention(decodeModel(unetBytes), { groups: 2 });
+    const { model, blocks, details } = rewriteCrossFrameAttention(decodeModel(unetBytes));
     expect(blocks).toEqual(info.unet.selfAttention.map((b) => b.name));
     expect(details.every((d) => d.heads === 2 && d.headsFrom === 'graph')).toBe(true);
 
@@ -113,9 +115,9 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
       timestep: float32Tensor(new Float32Array(batch).fill(981), [batch]),
       encoder_hidden_states: float32Tensor(context, [batch, 77, 32]),
     };
-    const run = async (session: InferenceSession, extra: Record<string, ReturnType<typeof int64Tensor>> = {}): Promise<Float32Array> =>
+    const run = async (session: InferenceSession, extra: Record<string, Tensor> = {}): Promise<Float32Array> =>
       (await session.run({ ...feeds, ...extra })).out_sample?.data as Float32Array;
-    const crossOut = await run(cross, { [CROSS_FRAME_ANCHORS_INPUT]: int64Tensor([0]) });
+    const crossOut = await run(cross, crossFrameFeeds({ batch, framesPerGroup: frames, anchors: [0], blocks: blocks.length, kvType: 'float32' }));
     const plainOut = await run(plain);
     expect(crossOut.length).toBe(batch * 4 * latent * latent);
     expect(crossOut.every(Number.isFinite)).toBe(true);
@@ -134,7 +136,7 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
       sample: float32Tensor(sample.subarray(0, 4 * frameSize), [4, 4, latent, latent]),
       timestep: float32Tensor(new Float32Array(4).fill(981), [4]),
       encoder_hidden_states: float32Tensor(context.subarray(0, 4 * 77 * 32), [4, 77, 32]),
-      [CROSS_FRAME_ANCHORS_INPUT]: int64Tensor([0, -1]),
+      ...crossFrameFeeds({ batch: 4, framesPerGroup: 2, anchors: [0, -1], blocks: blocks.length, kvType: 'float32' }),
     });
     expect((two.out_sample?.data as Float32Array).every(Number.isFinite)).toBe(true);
     await releaseSession(plain);
@@ -143,7 +145,7 @@ describe('inspectModelFolder on the built-in tiny sets', () => {
 
   it('loadRewrittenUnet writes the rewritten tiny UNet beside the original', async () => {
     const dir = await copyOf(tiny);
-    const result = await loadRewrittenUnet(join(dir, 'unet/model.onnx'), { groups: 3 });
+    const result = await loadRewrittenUnet(join(dir, 'unet/model.onnx'));
     expect(result.path).toMatch(/unet\/model\.crossframe-[0-9a-f]{16}\.onnx$/);
     const { session } = await createSession(result.path, { device: 'cpu', intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: false });
     expect(session.inputNames).toContain(CROSS_FRAME_ANCHORS_INPUT);

@@ -17,7 +17,6 @@ beforeAll(async () => {
     device: 'cpu',
     onnx: { intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: true },
     groups: 2,
-    plainUnet: true,
   });
   pipeline = new TextToVideoZeroPipeline(components);
 });

@@ -141,7 +141,7 @@ describe('reelbot takes the mean', () => {
     for (const [name, file, output] of [['mode', MODE, 'mean'], ['parameters', PARAMETERS, 'parameters'], ['sampling', SAMPLING, 'sampled']] as const) {
       const folder = await editFolder(`encode-${name}`, file);
       expect((await inspectModelFolder(folder)).vaeEncoder).toMatchObject({ output, outputName: name === 'parameters' ? 'latent_parameters' : 'latent_sample' });
-      const components = await StableDiffusionComponents.load(folder, { device: 'cpu', onnx: ONNX, groups: 3, vaeEncoder: true, anchorKvSessions: false });
+      const components = await StableDiffusionComponents.load(folder, { device: 'cpu', onnx: ONNX, groups: 3, vaeEncoder: true });
       try {
         const latents = await components.encode(input, 1, SIZE, SIZE);
         expect(latents).toHaveLength(4 * (SIZE / 8) ** 2);
@@ -158,7 +158,7 @@ describe('reelbot takes the mean', () => {
     const frames = Array.from({ length: 2 }, (_, f) => Uint8Array.from({ length: SIZE * SIZE * 3 }, (_, i) => (i * 7 + f * 40) % 256));
     const edits: string[][] = [];
     for (const [name, file] of [['mode', MODE], ['parameters', PARAMETERS], ['sampling', SAMPLING]] as const) {
-      const components = await StableDiffusionComponents.load(await editFolder(`edit-${name}`, file), { device: 'cpu', onnx: ONNX, groups: 3, vaeEncoder: true, anchorKvSessions: true });
+      const components = await StableDiffusionComponents.load(await editFolder(`edit-${name}`, file), { device: 'cpu', onnx: ONNX, groups: 3, vaeEncoder: true });
       try {
         const pipeline = new VideoEditPipeline(components);
         const input = { frames, width: SIZE, height: SIZE, instruction: 'make it snowy', numInferenceSteps: 2, anchors: 1, seed: 5 };
@@ -193,7 +193,7 @@ describe('the encoder output size is checked', () => {
     const renamed = onnx.ModelProto.create({ ...model, graph: onnx.GraphProto.create({ ...graph, node: nodes, output: [makeValueInfo('latent_sample', DataType.FLOAT, ['batch_size', 'c', 'h', 'w'])] }) });
     const folder = await editFolder('wrong-runtime', encodeModel(renamed));
     expect((await inspectModelFolder(folder)).vaeEncoder?.output).toBe('mean');
-    const components = await StableDiffusionComponents.load(folder, { device: 'cpu', onnx: ONNX, groups: 3, vaeEncoder: true, anchorKvSessions: false });
+    const components = await StableDiffusionComponents.load(folder, { device: 'cpu', onnx: ONNX, groups: 3, vaeEncoder: true });
     try {
       await expect(components.encode(image(4), 1, SIZE, SIZE)).rejects.toThrow(/vae_encoder\/model\.onnx: latent_sample has 8 channels, expected 4/);
     } finally {

@@ -36,7 +36,6 @@ beforeAll(async () => {
     onnx: { intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: true },
     groups: 3,
     vaeEncoder: true,
-    plainUnet: true,
   });
   pipeline = new VideoEditPipeline(components);
 });

@@ -1,55 +1,59 @@
 /**
  * @file The load-time UNet rewrite for cross-frame attention (Text2Video-Zero's
- * `CrossFrameAttnProcessor`, Fairy-style anchors). Every self-attention block (`…/attn1`) gets
- * its keys and values from the anchor frames of its own CFG group instead of its own frame, and
- * its unfused attention core is replaced by one `com.microsoft.MultiHeadAttention` node.
+ * `CrossFrameAttnProcessor`, Fairy-style anchors). One rewritten graph serves every way the
+ * pipelines call the UNet, so a worker holds each UNet's weights once: each self-attention block
+ * (`…/attn1`) takes its keys and values from frames the caller names at run time, and its unfused
+ * attention core is replaced by one `com.microsoft.MultiHeadAttention` node.
  *
- * Per block, from the to_k / to_v outputs t of shape [B = G·F, N, C]:
+ * The batch [B, N, C] splits into attention groups of F consecutive items (F a run-time input):
+ * every frame of a group attends to the same keys/values, so the group's queries attend once,
+ * as one sequence, and nothing is copied per frame. Per block, from the to_k / to_v outputs t:
  * ```
- * x4 = Reshape(t, [G, -1, N, C])            # [G, F, N, C]; F comes from the run-time batch
- * xa = Gather(x4, cross_frame_anchors, 1)   # [G, A, N, C]
- * xr = Reshape(xa, [G, 1, -1, C])           # [G, 1, A·N, C]
- * xe = Expand(xr, [1, B/G, 1, 1])           # [G, F, A·N, C]
- * kv = Reshape(xe, [B, -1, C])              # [G·F, A·N, C]
- * out = MultiHeadAttention(q, k', v', num_heads=H)   # [B, N, C] → to_out MatMul
+ * t4  = Reshape(t, [G, F, N, C])                     # G = B / F attention groups
+ * own = Reshape(Gather(t4, cross_frame_anchors, axis=1), [G, A·N, C])
+ * imp = Expand(anchor_k.<i>, [G, 1, C])              # imported K/V [G|1, M, C|1] → [G, M, C]
+ * kv  = Concat(imp, own, axis=1)                     # [G, M + A·N, C]
+ * out = Reshape(MultiHeadAttention(Reshape(q, [G, F·N, C]), k, v, num_heads=H), [B, N, C]) → to_out
+ * exported_k.<i> = Reshape(Gather(t4, cross_frame_export, axis=1), [G, E·N, C])   # extra output
  * ```
- * `cross_frame_anchors` (int64 [A]) is a new graph input, so one session serves any frame count
- * and any anchor set; negative anchors count from the last frame. The batch must be a multiple
- * of G (2 for text-to-video CFG, 3 for instruct-pix2pix). Measured background and the
- * reasons for MultiHeadAttention (about 4× less memory than the Softmax core):
- * /work/shared/onnx-runtime.md §3.
+ * Run-time inputs (all required; zero-length dims switch a part off, ORT 1.30 accepts them):
+ * - `cross_frame_group_frames` int64 [1]: F. Per-frame attention is F = 1 with anchors [0] (each
+ *   frame its own group); Text2Video-Zero is F = the frames of a guidance group, anchors [0].
+ * - `cross_frame_anchors` int64 [A]: frames of each group (negative from its last) whose own K/V
+ *   the group attends to; A = 0 uses only the imported K/V.
+ * - `cross_frame_export` int64 [E]: frames whose K/V come back in `exported_k.<i>` / `exported_v.<i>`
+ *   ([G, E·N, C]); E = 0 (the usual call) exports nothing and costs nothing.
+ * - `anchor_k.<i>` / `anchor_v.<i>`: imported K/V put before the group's own, e.g. the anchors'
+ *   K/V exported by an earlier call of the same step, handed back unchanged. Empty: [1, 0, 1].
+ * The clip edit runs the anchors alone (anchors and export 0…A−1), then each chunk with A = 0
+ * and the anchors' K/V imported. Measured background and the reasons for MultiHeadAttention (about
+ * 4× less memory than the Softmax core): /work/shared/onnx-runtime.md §3. The feeds of one call
+ * are built by ./cross-frame-feeds.ts; ./cross-frame-file.ts rewrites a UNet file once and caches it.
  *
- * Anchor K/V cache (`anchorKv` option), for clips run in chunks that share the same anchors: the
- * `export` variant is the above plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` (`xr` of attn1
- * block i, graph order); run on a batch of only the anchors, it gives their prediction and their
- * K/V. The `import` variant takes those as graph inputs in place of `xr` (Expand → Reshape →
- * MultiHeadAttention as above; no Gather, no `cross_frame_anchors`, no attn1 to_k/to_v), so a
- * chunk's batch holds only its own frames and the anchors are not recomputed per chunk.
+ * fp16 UNets: the CPU provider has no float16 MultiHeadAttention kernel (onnx-runtime.md §5), so
+ * with `float32Attention` the rewrite casts q, k and v to float32 around it and the result back;
+ * GPU providers run the graph in float16 as it is.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { rename, stat, unlink, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
 import {
   DataType,
   GraphIndex,
-  encodeModel,
-  externalDataLocations,
+  type AttributeValue,
   int64Initializer,
   makeNode,
   makeValueInfo,
   onnx,
-  readModelFile,
   tensorDims,
 } from './proto.js';
-import { int64Tensor } from './tensor.js';
-import type { Tensor } from './session.js';
 
-/** Name of the graph input that carries the anchor frame indices (int64 [A]). */
+/** Graph input: int64 [1], the frames per attention group (consecutive batch items that attend together). */
+export const CROSS_FRAME_GROUP_INPUT = 'cross_frame_group_frames';
+/** Graph input: int64 [A], the frames of each attention group whose own keys/values the group attends to. */
 export const CROSS_FRAME_ANCHORS_INPUT = 'cross_frame_anchors';
+/** Graph input: int64 [E], the frames whose keys/values the call hands back. */
+export const CROSS_FRAME_EXPORT_INPUT = 'cross_frame_export';
 
 /** Bumped whenever the rewrite's output changes, so cached rewritten files are rebuilt. */
-export const CROSS_FRAME_REWRITE_VERSION = 1;
+export const CROSS_FRAME_REWRITE_VERSION = 3;
 
 /**
  * Head counts for blocks whose graph does not show theirs: one for every block, or one per block
@@ -58,8 +62,6 @@ export const CROSS_FRAME_REWRITE_VERSION = 1;
 export type HeadsOption = number | Readonly<Record<string, number>>;
 
 export interface CrossFrameOptions {
-  /** CFG groups in the batch: 2 for text-to-video, 3 for instruct-pix2pix, 1 without guidance. */
-  groups: number;
   /**
    * Heads to use where the graph does not say (the head-split Reshape has no constant head count):
    * one number, or one per block path. No default: a block whose head count is neither in the
@@ -67,21 +69,20 @@ export interface CrossFrameOptions {
    */
   heads?: HeadsOption;
   /**
-   * Anchor K/V cache variants (both made from the same original graph, block `i` the same block):
-   * - `export`: the usual rewrite, plus graph outputs `anchor_k.<i>` / `anchor_v.<i>` = each attn1
-   *   block's per-group anchor keys/values [G, 1, A·N, C] (before the Expand). Run it on a batch of
-   *   only the anchor frames (`cross_frame_anchors` = 0…A−1) for their own prediction and their K/V.
-   * - `import`: no `cross_frame_anchors` input and no to_k/to_v projections in attn1; the keys and
-   *   values come from graph inputs `anchor_k.<i>` / `anchor_v.<i>` [G, 1, A·N, C] (from an export
-   *   run), expanded to the batch's frames. The batch holds only the frames to predict.
-   * Unset: the single-batch rewrite (anchors gathered from the batch).
+   * Cast q, k and v to float32 around each MultiHeadAttention and its output back (for float16
+   * graphs on the CPU provider, which has only a float32 kernel). No effect on float32 graphs.
    */
-  anchorKv?: 'export' | 'import';
+  float32Attention?: boolean;
 }
 
-/** Name of the anchor-K/V graph output (export variant) / input (import variant) of attn1 block `index`. */
+/** Name of the imported anchor keys (`key`) / values (`value`) input of attn1 block `index`. */
 export function anchorKvName(role: 'key' | 'value', index: number): string {
   return `anchor_${role === 'key' ? 'k' : 'v'}.${index}`;
+}
+
+/** Name of the exported keys / values output of attn1 block `index` (feed it back as {@link anchorKvName}). */
+export function exportedKvName(role: 'key' | 'value', index: number): string {
+  return `exported_${role === 'key' ? 'k' : 'v'}.${index}`;
 }
 
 /** What the rewrite did to one block. */
@@ -97,9 +98,11 @@ export interface CrossFrameBlock {
 
 export interface CrossFrameResult {
   model: onnx.ModelProto;
-  /** Rewritten block names, in graph order. */
+  /** Rewritten block names, in graph order (block i owns `anchor_k.<i>`, `exported_k.<i>`…). */
   blocks: string[];
   details: CrossFrameBlock[];
+  /** The K/V element type: 'float16' for a float16 UNet, else 'float32'. */
+  kvType: 'float32' | 'float16';
 }
 
 const Q_SUFFIX = '/attn1/to_q/MatMul';
@@ -111,21 +114,15 @@ const Q_SUFFIX = '/attn1/to_q/MatMul';
 const TO_OUT_SUFFIXES = ['/to_out/to_out.0/MatMul', '/to_out.0/MatMul'] as const;
 
 /**
- * Rewrites every self-attention block of a UNet for cross-frame attention. The input model is not
- * modified; initializers (including external-data ones) are shared with the result.
+ * Rewrites every self-attention block of a UNet for cross-frame attention (see the file comment).
+ * The input model is not modified; initializers (including external-data ones) are shared with
+ * the result. Throws when a block cannot be rewritten; returns the model as is when there is none.
  *
  * @example
- * const { model: rewritten, blocks } = rewriteCrossFrameAttention(unet, { groups: 2 });
- * // feed cross_frame_anchors = int64 [0] (first frame) or [0, -1] (first and last) at run time
+ * const { model: rewritten, blocks } = rewriteCrossFrameAttention(unet);
+ * // feed crossFrameFeeds({ batch: 16, groups: 2, blocks: blocks.length, index: sharedAnchors([0], 8) })
  */
-export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: CrossFrameOptions): CrossFrameResult {
-  const { groups, anchorKv } = options;
-  if (anchorKv !== undefined && anchorKv !== 'export' && anchorKv !== 'import') {
-    throw new TypeError(`Expected \`anchorKv\` to be 'export', 'import' or undefined, got \`${String(anchorKv)}\``);
-  }
-  if (!(Number.isInteger(groups) && groups >= 1)) {
-    throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\` (${typeof groups})`);
-  }
+export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: CrossFrameOptions = {}): CrossFrameResult {
   checkHeadsOption(options.heads);
   const graph = model.graph;
   if (!graph) throw new Error('The model has no graph');
@@ -136,75 +133,98 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
   const nodes = graph.node ?? [];
   const position = new Map<onnx.INodeProto, number>(nodes.map((n, i) => [n, i]));
 
-  const shared = sharedInitializers(groups);
+  const shared = sharedInitializers();
   const inserts = new Map<onnx.INodeProto, onnx.INodeProto[]>();
   const replacedToOut = new Map<onnx.INodeProto, onnx.NodeProto>();
   const details: CrossFrameBlock[] = [];
   const kvInputs: onnx.ValueInfoProto[] = [];
   const kvOutputs: onnx.ValueInfoProto[] = [];
+  let kvElem: number = DataType.FLOAT;
 
   for (const [blockIndex, prefix] of selfAttentionPrefixes(index).entries()) {
     const block = analyzeBlock(index, prefix, headsFor(options.heads, prefix));
     const { toQ, toK, toV, toOut, q, k, v, heads: numHeads, scale } = block;
+    const elem = kvElemType(index, toK, graph);
+    if (blockIndex === 0) kvElem = elem;
+    const castAttention = options.float32Attention === true && elem === DataType.FLOAT16;
 
     const p = `${prefix}/cross_frame`;
     const t = (name: string): string => `${p}/${name}_output_0`;
-    const anchors = CROSS_FRAME_ANCHORS_INPUT;
-    // The import variant never computes this block's own K/V, so its batch and width come from q (same [B, N, C]).
+    const n = (opType: string, inputs: string[], name: string, attrs: Parameters<typeof makeNode>[3] = {}): onnx.NodeProto =>
+      makeNode(opType, inputs, [t(name)], attrs, { name: `${p}/${name}` });
+    // Shapes. A 0 in a Reshape shape means "copy the input's dim" (allowzero is opset 14+): the only
+    // zero dims here (A·N with A = 0, E·N with E = 0) sit where the input's dim is that same 0.
     const added: onnx.INodeProto[] = [
-      makeNode('Shape', [anchorKv === 'import' ? q : k], [t('Shape')], {}, { name: `${p}/Shape` }),
-      makeNode('Slice', [t('Shape'), shared.i0, shared.i1], [t('Batch')], {}, { name: `${p}/Batch` }),
-      makeNode('Slice', [t('Shape'), shared.i1, shared.i3], [t('TokensWidth')], {}, { name: `${p}/TokensWidth` }),
-      makeNode('Slice', [t('Shape'), shared.i2, shared.i3], [t('Width')], {}, { name: `${p}/Width` }),
-      makeNode('Concat', [shared.groups, shared.minusOne, t('TokensWidth')], [t('GroupShape')], { axis: 0 }, { name: `${p}/GroupShape` }),
-      makeNode('Concat', [shared.groups, shared.i1, shared.minusOne, t('Width')], [t('AnchorShape')], { axis: 0 }, { name: `${p}/AnchorShape` }),
-      makeNode('Div', [t('Batch'), shared.groups], [t('Frames')], {}, { name: `${p}/Frames` }),
-      makeNode('Concat', [shared.i1, t('Frames'), shared.i1, shared.i1], [t('ExpandShape')], { axis: 0 }, { name: `${p}/ExpandShape` }),
-      makeNode('Concat', [t('Batch'), shared.minusOne, t('Width')], [t('OutShape')], { axis: 0 }, { name: `${p}/OutShape` }),
+      n('Shape', [k], 'Shape'),
+      n('Slice', [t('Shape'), shared.i0, shared.i1], 'Batch'),
+      n('Slice', [t('Shape'), shared.i1, shared.i2], 'Tokens'),
+      n('Slice', [t('Shape'), shared.i2, shared.i3], 'Width'),
+      n('Div', [t('Batch'), CROSS_FRAME_GROUP_INPUT], 'Groups'),
+      n('Shape', [CROSS_FRAME_ANCHORS_INPUT], 'AnchorCount'),
+      n('Shape', [CROSS_FRAME_EXPORT_INPUT], 'ExportCount'),
+      n('Mul', [t('AnchorCount'), t('Tokens')], 'AnchorTokens'),
+      n('Mul', [t('ExportCount'), t('Tokens')], 'ExportTokens'),
+      n('Mul', [CROSS_FRAME_GROUP_INPUT, t('Tokens')], 'GroupTokens'),
+      n('Concat', [t('Groups'), CROSS_FRAME_GROUP_INPUT, t('Tokens'), t('Width')], 'GroupShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('AnchorTokens'), t('Width')], 'OwnShape', { axis: 0 }),
+      n('Concat', [t('Groups'), shared.i1, t('Width')], 'ImportShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('ExportTokens'), t('Width')], 'ExportShape', { axis: 0 }),
+      n('Concat', [t('Groups'), t('GroupTokens'), t('Width')], 'QueryShape', { axis: 0 }),
+      n('Concat', [t('Batch'), t('Tokens'), t('Width')], 'OutShape', { axis: 0 }),
+      n('Reshape', [q, t('QueryShape')], 'Query'),
     ];
     const kv: Record<'key' | 'value', string> = { key: '', value: '' };
     for (const [role, source] of [['key', k], ['value', v]] as const) {
       const r = `${role}_`;
-      let joined = t(`${r}Joined`);
-      if (anchorKv === 'import') {
-        joined = anchorKvName(role, blockIndex);
-        kvInputs.push(makeValueInfo(joined, kvElemType(index, block.toK, graph), [groups, 1, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
-      } else {
-        if (anchorKv === 'export') {
-          joined = anchorKvName(role, blockIndex);
-          kvOutputs.push(makeValueInfo(joined, kvElemType(index, block.toK, graph), [groups, 1, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
-        }
-        added.push(
-          makeNode('Reshape', [source, t('GroupShape')], [t(`${r}Grouped`)], {}, { name: `${p}/${r}Grouped` }),
-          makeNode('Gather', [t(`${r}Grouped`), anchors], [t(`${r}Anchors`)], { axis: 1 }, { name: `${p}/${r}Anchors` }),
-          makeNode('Reshape', [t(`${r}Anchors`), t('AnchorShape')], [joined], {}, { name: `${p}/${r}Joined` }),
-        );
-      }
+      const imported = anchorKvName(role, blockIndex);
+      const exported = exportedKvName(role, blockIndex);
+      kvInputs.push(makeValueInfo(imported, elem, [`anchor_groups.${blockIndex}`, `anchor_tokens.${blockIndex}`, `anchor_width.${blockIndex}`]));
+      kvOutputs.push(makeValueInfo(exported, elem, ['groups', `exported_tokens.${blockIndex}`, `width.${blockIndex}`]));
       added.push(
-        makeNode('Expand', [joined, t('ExpandShape')], [t(`${r}Expanded`)], {}, { name: `${p}/${r}Expanded` }),
-        makeNode('Reshape', [t(`${r}Expanded`), t('OutShape')], [t(`${r}CrossFrame`)], {}, { name: `${p}/${r}CrossFrame` }),
+        n('Reshape', [source, t('GroupShape')], `${r}Grouped`),
+        n('Gather', [t(`${r}Grouped`), CROSS_FRAME_ANCHORS_INPUT], `${r}Own`, { axis: 1 }),
+        n('Reshape', [t(`${r}Own`), t('OwnShape')], `${r}OwnJoined`),
+        n('Expand', [imported, t('ImportShape')], `${r}Imported`),
+        n('Concat', [t(`${r}Imported`), t(`${r}OwnJoined`)], `${r}CrossFrame`, { axis: 1 }),
+        n('Gather', [t(`${r}Grouped`), CROSS_FRAME_EXPORT_INPUT], `${r}Export`, { axis: 1 }),
+        makeNode('Reshape', [t(`${r}Export`), t('ExportShape')], [exported], {}, { name: `${p}/${r}Exported` }),
       );
       kv[role] = t(`${r}CrossFrame`);
     }
     const attention = `${prefix}/MultiHeadAttention`;
+    const attrs: Record<string, AttributeValue> = scale === 'default' ? { num_heads: numHeads } : { num_heads: numHeads, scale: { float: scale } };
+    let attentionInputs = [t('Query'), kv.key, kv.value];
+    if (castAttention) {
+      attentionInputs = attentionInputs.map((input, i) => {
+        const name = ['q', 'k', 'v'][i] as string;
+        added.push(n('Cast', [input], `${name}_Float32`, { to: DataType.FLOAT }));
+        return t(`${name}_Float32`);
+      });
+    }
+    // [groups, frames·N, C] → [B, N, C] for to_out.
+    const grouped = `${attention}_grouped_output_0`;
+    const attentionOut = `${attention}_output_0`;
     added.push(
-      makeNode('MultiHeadAttention', [q, kv.key, kv.value], [`${attention}_output_0`], scale === 'default' ? { num_heads: numHeads } : { num_heads: numHeads, scale: { float: scale } }, {
+      makeNode('MultiHeadAttention', attentionInputs, [castAttention ? `${attention}_float32_output_0` : grouped], attrs, {
         name: attention,
         domain: 'com.microsoft',
       }),
     );
+    if (castAttention) added.push(makeNode('Cast', [`${attention}_float32_output_0`], [grouped], { to: DataType.FLOAT16 }, { name: `${attention}/Cast` }));
+    added.push(makeNode('Reshape', [grouped, t('OutShape')], [attentionOut], {}, { name: `${attention}/Frames` }));
 
     // Insert after the last of the three projections, so every input of the new nodes exists.
     const after = [toQ, toK, toV].reduce((a, b) => ((position.get(a) ?? 0) >= (position.get(b) ?? 0) ? a : b));
     inserts.set(after, [...(inserts.get(after) ?? []), ...added]);
     const input = [...(toOut.input ?? [])];
-    input[0] = `${attention}_output_0`;
+    input[0] = attentionOut;
     replacedToOut.set(toOut, onnx.NodeProto.create({ ...toOut, input }));
     details.push({ name: prefix, heads: numHeads, headsFrom: block.headsFrom, scale });
   }
 
+  const kvType = kvElem === DataType.FLOAT16 ? 'float16' : 'float32';
   if (details.length === 0) {
-    return { model, blocks: [], details };
+    return { model, blocks: [], details, kvType };
   }
 
   const rewrittenNodes: onnx.INodeProto[] = [];
@@ -212,13 +232,17 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     rewrittenNodes.push(replacedToOut.get(node) ?? node);
     rewrittenNodes.push(...(inserts.get(node) ?? []));
   }
-  const anchorsInput = makeValueInfo(CROSS_FRAME_ANCHORS_INPUT, DataType.INT64, ['anchors']);
+  const controlInputs = [
+    makeValueInfo(CROSS_FRAME_GROUP_INPUT, DataType.INT64, [1]),
+    makeValueInfo(CROSS_FRAME_ANCHORS_INPUT, DataType.INT64, ['anchors']),
+    makeValueInfo(CROSS_FRAME_EXPORT_INPUT, DataType.INT64, ['exported_frames']),
+  ];
   const pruned = pruneGraph(
     onnx.GraphProto.create({
       ...graph,
       node: rewrittenNodes,
       initializer: [...(graph.initializer ?? []), ...shared.initializers],
-      input: [...(graph.input ?? []), ...(anchorKv === 'import' ? kvInputs : [anchorsInput])],
+      input: [...(graph.input ?? []), ...controlInputs, ...kvInputs],
       output: [...(graph.output ?? []), ...kvOutputs],
     }),
   );
@@ -228,6 +252,7 @@ export function rewriteCrossFrameAttention(model: onnx.ModelProto, options: Cros
     model: onnx.ModelProto.create({ ...model, graph: pruned, opsetImport }),
     blocks: details.map((d) => d.name),
     details,
+    kvType,
   };
 }
 
@@ -357,7 +382,7 @@ function kvElemType(index: GraphIndex, toK: onnx.INodeProto, graph: onnx.IGraphP
   return DataType.FLOAT;
 }
 
-function sharedInitializers(groups: number) {
+function sharedInitializers() {
   const name = (n: string): string => `cross_frame/${n}`;
   const initializers = [
     int64Initializer(name('i0'), [1], [0]),
@@ -365,17 +390,8 @@ function sharedInitializers(groups: number) {
     int64Initializer(name('i2'), [1], [2]),
     int64Initializer(name('i3'), [1], [3]),
     int64Initializer(name('minus_one'), [1], [-1]),
-    int64Initializer(name('groups'), [1], [groups]),
   ];
-  return {
-    initializers,
-    i0: name('i0'),
-    i1: name('i1'),
-    i2: name('i2'),
-    i3: name('i3'),
-    minusOne: name('minus_one'),
-    groups: name('groups'),
-  };
+  return { initializers, i0: name('i0'), i1: name('i1'), i2: name('i2'), i3: name('i3'), minusOne: name('minus_one') };
 }
 
 /**
@@ -551,107 +567,4 @@ function subgraphReferences(node: onnx.INodeProto): string[] {
     for (const g of attr.graphs ?? []) visit(g);
   }
   return names;
-}
-
-/**
- * The `cross_frame_anchors` feed for one run, checked against the batch: the batch must split
- * into `groups` equal CFG groups, and every anchor must name one of their frames (negative
- * counts from the last frame).
- *
- * @example crossFrameAnchors([0, -1], { batch: 16, groups: 2 }) // first and last of 8 frames
- */
-export function crossFrameAnchors(anchors: readonly number[], options: { batch: number; groups: number }): Tensor {
-  const { batch, groups } = options;
-  if (!(Number.isInteger(groups) && groups >= 1)) throw new TypeError(`Expected \`groups\` to be an integer from 1 and up, got \`${String(groups)}\``);
-  if (!(Number.isInteger(batch) && batch >= 1) || batch % groups !== 0) {
-    throw new RangeError(`The UNet batch (${batch}) must be a multiple of the ${groups} guidance groups the cross-frame rewrite was built for`);
-  }
-  const frames = batch / groups;
-  if (anchors.length === 0) throw new RangeError('Cross-frame attention needs at least one anchor frame');
-  for (const a of anchors) {
-    if (!Number.isInteger(a) || a < -frames || a >= frames) {
-      throw new RangeError(`Anchor frame ${a} is outside the ${frames} frames of each guidance group (use 0…${frames - 1}, or −1 for the last)`);
-    }
-  }
-  return int64Tensor(anchors, [anchors.length]);
-}
-
-export interface LoadRewrittenUnetOptions extends CrossFrameOptions {
-  /** Where to write the rewritten model when the UNet's folder is read-only (only for models without external data). Default: the OS temp folder. */
-  cacheDir?: string;
-}
-
-/** Where {@link loadRewrittenUnet} put the rewritten UNet, and what it rewrote. */
-export interface RewrittenUnet {
-  /** The rewritten model file; load it by path so its external data resolves. */
-  path: string;
-  blocks: string[];
-  details: CrossFrameBlock[];
-  /** True when the file was already there from an earlier call. */
-  cached: boolean;
-}
-
-/**
- * Rewrites a UNet file for cross-frame attention and writes the result next to the original, so
- * that its external data (`model.onnx_data`) resolves; load the returned path. Only the graph file
- * is read: the weights stay in the external data file, untouched. The file name carries a hash
- * of the original file, the options and the rewrite version, so a later call (or another worker)
- * reuses it. The graph is rewritten again in memory every time (milliseconds) to report the blocks.
- */
-export async function loadRewrittenUnet(unetPath: string, options: LoadRewrittenUnetOptions): Promise<RewrittenUnet> {
-  const { model, bytes } = await readModelFile(unetPath);
-  const hash = createHash('sha256')
-    .update(bytes)
-    .update(JSON.stringify({ version: CROSS_FRAME_REWRITE_VERSION, groups: options.groups, heads: options.heads ?? null, ...(options.anchorKv ? { anchorKv: options.anchorKv } : {}) }))
-    .digest('hex')
-    .slice(0, 16);
-  const external = externalDataLocations(model);
-  const { model: rewritten, blocks, details } = rewriteCrossFrameAttention(model, options);
-  if (blocks.length === 0) {
-    throw new Error(`${unetPath} has no self-attention blocks (no node named …${Q_SUFFIX}); cannot set up cross-frame attention`);
-  }
-  const fileName = `${basename(unetPath, '.onnx')}.crossframe${options.anchorKv ? `-kv${options.anchorKv}` : ''}-${hash}.onnx`;
-  const beside = join(dirname(unetPath), fileName);
-  if (await isFile(beside)) return { path: beside, blocks, details, cached: true };
-  const encoded = encodeModel(rewritten);
-  try {
-    await writeAtomically(beside, encoded);
-    return { path: beside, blocks, details, cached: false };
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
-    if (external.length > 0) {
-      throw new Error(
-        `Cannot write the cross-frame UNet next to ${unetPath} (${code}); it must sit beside its external data ${external.join(', ')}. Make ${dirname(unetPath)} writable.`,
-        { cause: error },
-      );
-    }
-    const dir = options.cacheDir ?? join(tmpdir(), 'reelbot-crossframe');
-    await mkdir(dir, { recursive: true });
-    const elsewhere = join(dir, fileName);
-    if (await isFile(elsewhere)) return { path: elsewhere, blocks, details, cached: true };
-    await writeAtomically(elsewhere, encoded);
-    return { path: elsewhere, blocks, details, cached: false };
-  }
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    const info = await stat(path);
-    return info.isFile() && info.size > 0;
-  } catch {
-    return false;
-  }
-}
-
-/** Write to a temp name and rename, so a concurrent reader never sees half a file. */
-async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    await writeFile(temp, data);
-    await rename(temp, path);
-  } catch (error) {
-    await unlink(temp).catch(() => undefined);
-    throw error;
-  }
 }

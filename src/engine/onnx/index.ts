@@ -30,20 +30,22 @@ export {
 export * from './tensor.js';
 export {
   CROSS_FRAME_ANCHORS_INPUT,
+  CROSS_FRAME_EXPORT_INPUT,
+  CROSS_FRAME_GROUP_INPUT,
   CROSS_FRAME_REWRITE_VERSION,
-  crossFrameAnchors,
+  anchorKvName,
+  exportedKvName,
   inspectSelfAttention,
-  loadRewrittenUnet,
   rewriteCrossFrameAttention,
   UnknownHeadsError,
   type CrossFrameBlock,
   type CrossFrameOptions,
   type CrossFrameResult,
   type HeadsOption,
-  type LoadRewrittenUnetOptions,
-  type RewrittenUnet,
   type SelfAttentionProblem,
 } from './cross-frame.js';
+export { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame, type CrossFrameCall } from './cross-frame-feeds.js';
+export { CrossFrameUnavailableError, loadRewrittenUnet, type LoadRewrittenUnetOptions, type RewrittenUnet } from './cross-frame-file.js';
 export * from './model-folder.js';
 export * from './model-folder-report.js';
 export * from './vae-encoder.js';

@@ -52,6 +52,13 @@ export interface CreateSessionOptions {
   /** When the GPU provider fails to start, create a CPU session instead of throwing. */
   fallbackToCpu: boolean;
   logger?: SessionLogger;
+  /**
+   * Outputs to leave in GPU memory (`preferredOutputLocation: 'gpu-buffer'`) when the session runs
+   * on WebGPU, for tensors that only go back into a later run (the UNet's anchor keys/values).
+   * Ignored on other providers: the CPU one always returns outputs as JS memory. Not tested on a
+   * real GPU (none on the development machines).
+   */
+  gpuBufferOutputs?: readonly string[];
 }
 
 /** One provider tried while creating a session, with why it failed (absent for the one that worked). */
@@ -134,6 +141,14 @@ export async function createSession(modelPathOrBytes: string | Uint8Array, optio
       intraOpNumThreads: options.intraOpThreads,
       interOpNumThreads: options.interOpThreads,
       logSeverityLevel: 3,
+      // No CPU arena: an arena keeps each session's peak activations for good, so a worker that ran
+      // a text-to-video job and then an edit held both peaks next to its weights. Without it the
+      // memory goes back after each run (peak RSS of such a worker on the diffusers-pipeline
+      // export: 818 → 540 MB; 378 MB with MALLOC_MMAP_THRESHOLD_=131072, see bench/worker-rss.ts).
+      enableCpuMemArena: false,
+      ...(step.name === 'webgpu' && options.gpuBufferOutputs?.length
+        ? { preferredOutputLocation: Object.fromEntries(options.gpuBufferOutputs.map((name) => [name, 'gpu-buffer' as const])) }
+        : {}),
     };
     try {
       const session =

@@ -3,13 +3,20 @@
  * UNet (with cross-frame attention rewritten in at load), VAE decoder and encoder, and the scheduler
  * config. Feeds follow each graph's own metadata (float32 / float16 inputs, int64 / int32 ids, a
  * timestep of rank 0 or 1), and the time spent inside `session.run` is counted for benchmarks.
+ *
+ * The UNet is one session on one rewritten graph (src/engine/onnx/cross-frame.ts) for every kind
+ * of call: per frame, shared anchors, the anchor pass that hands back its keys/values and the
+ * chunk passes that import them, so a worker holds its weights once. A UNet whose attention the
+ * rewrite cannot find is loaded as it is and runs per frame (`crossFrameUnavailable`).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inspectModelFolder, ModelFolderError } from '../onnx/model-folder.js';
-import { CROSS_FRAME_ANCHORS_INPUT, crossFrameAnchors, loadRewrittenUnet } from '../onnx/cross-frame.js';
 import { channelMessage, loadVaeEncoderForMean, VAE_LATENT_CHANNELS, type LoadableVaeEncoder } from '../onnx/vae-encoder.js';
-import { createSession, releaseSession, Tensor, type InferenceSession, type ProviderName, type SessionLogger } from '../onnx/session.js';
+import { crossFrameFeeds, exportedKvNames, importExportedKv, perFrame } from '../onnx/cross-frame-feeds.js';
+import type { HeadsOption } from '../onnx/cross-frame.js';
+import { CrossFrameUnavailableError, loadRewrittenUnet, type RewrittenUnet } from '../onnx/cross-frame-file.js';
+import { createSession, parseDevice, releaseSession, SessionCreateError, Tensor, type InferenceSession, type ProviderName, type SessionLogger } from '../onnx/session.js';
 import { float16ToFloat32Array, float32ArrayToFloat16 } from '../onnx/tensor.js';
 import { readSchedulerConfig, type SchedulerConfig } from '../schedulers/ddim.js';
 import { ClipTokenizer } from '../text/clip-tokenizer.js';
@@ -20,22 +27,20 @@ export interface ComponentOptions {
   logger?: SessionLogger;
   /** Guidance groups in one UNet batch (2 = text-to-video CFG, 3 = instruct-pix2pix). */
   groups: number;
-  /** Load the plain UNet at once (otherwise on the first run without cross-frame attention). */
-  plainUnet?: boolean;
   /** Load the VAE encoder (clip editing). */
   vaeEncoder?: boolean;
-  /**
-   * Load the anchor K/V UNet pair at once (otherwise on the first {@link StableDiffusionComponents.unetAnchors}
-   * / {@link StableDiffusionComponents.unetWithAnchorKv} call): the export variant runs the anchor frames
-   * and hands back their keys/values, the import variant runs other frames against them (clip editing).
-   */
-  anchorKvSessions?: boolean;
 }
 
 interface Graph {
   session: InferenceSession;
   inputs: Map<string, { type: string; shape: readonly (number | string)[] }>;
   output: string;
+}
+
+interface UnetGraph extends Graph {
+  /** Rewritten attn1 blocks; 0 when the plain graph was loaded (per-frame attention only). */
+  blocks: number;
+  kvType: 'float32' | 'float16';
 }
 
 export interface EncodedPrompt {
@@ -68,19 +73,22 @@ export class StableDiffusionComponents {
   readonly vaeScalingFactor: number;
   /** True for a built-in set (its reelbot.json says its weights are untrained). */
   readonly untrainedWeights: boolean;
+  /** Self-attention blocks rewritten for cross-frame attention (0 when {@link crossFrameUnavailable}). */
   readonly crossFrameBlocks: number;
+  /**
+   * True when the rewrite could not find the UNet's self-attention (already fused, other node
+   * names): the plain graph was loaded and every call runs per frame, so videos flicker.
+   */
+  readonly crossFrameUnavailable: boolean;
   /** Seconds spent inside session.run since load. */
   ortSeconds = 0;
   readonly #textEncoder: Graph;
-  #unet: Promise<Graph> | undefined;
-  readonly #openCrossFrameUnet: () => Promise<Graph>;
-  #plainUnet: Promise<Graph> | undefined;
-  readonly #openPlainUnet: () => Promise<Graph>;
-  #anchorKvUnets: Promise<{ exporter: Graph; importer: Graph }> | undefined;
-  readonly #openAnchorKvUnets: () => Promise<{ exporter: Graph; importer: Graph }>;
+  readonly #unet: UnetGraph;
   readonly #vaeDecoder: Graph;
   readonly #vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
   readonly #groups: number;
+  /** The last anchor pass's keys/values when they live in GPU memory (disposed at the next pass). */
+  #gpuKv: Tensor[] = [];
 
   private constructor(fields: {
     groups: number;
@@ -92,16 +100,10 @@ export class StableDiffusionComponents {
     sizeMultiple: number;
     vaeScalingFactor: number;
     untrainedWeights: boolean;
-    crossFrameBlocks: number;
     textEncoder: Graph;
-    unet: Graph | undefined;
-    openCrossFrameUnet: () => Promise<Graph>;
+    unet: UnetGraph;
     textWidth: number;
     unetInChannels: number;
-    plainUnet: Graph | undefined;
-    openPlainUnet: () => Promise<Graph>;
-    anchorKvUnets: { exporter: Graph; importer: Graph } | undefined;
-    openAnchorKvUnets: () => Promise<{ exporter: Graph; importer: Graph }>;
     vaeDecoder: Graph;
     vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
   }) {
@@ -113,14 +115,10 @@ export class StableDiffusionComponents {
     this.sizeMultiple = fields.sizeMultiple;
     this.vaeScalingFactor = fields.vaeScalingFactor;
     this.untrainedWeights = fields.untrainedWeights;
-    this.crossFrameBlocks = fields.crossFrameBlocks;
+    this.crossFrameBlocks = fields.unet.blocks;
+    this.crossFrameUnavailable = fields.unet.blocks === 0;
     this.#textEncoder = fields.textEncoder;
-    this.#unet = fields.unet && Promise.resolve(fields.unet);
-    this.#openCrossFrameUnet = fields.openCrossFrameUnet;
-    this.#plainUnet = fields.plainUnet && Promise.resolve(fields.plainUnet);
-    this.#openPlainUnet = fields.openPlainUnet;
-    this.#anchorKvUnets = fields.anchorKvUnets && Promise.resolve(fields.anchorKvUnets);
-    this.#openAnchorKvUnets = fields.openAnchorKvUnets;
+    this.#unet = fields.unet;
     this.#vaeDecoder = fields.vaeDecoder;
     this.#vaeEncoder = fields.vaeEncoder;
     this.#groups = fields.groups;
@@ -130,8 +128,14 @@ export class StableDiffusionComponents {
 
   /** Loads a model folder (checked by the caller with inspectModelFolder). */
   static async load(dir: string, options: ComponentOptions): Promise<StableDiffusionComponents> {
-    const open = async (path: string): Promise<{ graph: Graph; provider: ProviderName }> => {
-      const created = await createSession(path, { device: options.device, ...options.onnx, logger: options.logger });
+    const open: OpenSession = async (path, extra = {}) => {
+      const created = await createSession(path, {
+        device: extra.device ?? options.device,
+        ...options.onnx,
+        ...(extra.fallbackToCpu === undefined ? {} : { fallbackToCpu: extra.fallbackToCpu }),
+        logger: options.logger,
+        gpuBufferOutputs: extra.gpuBufferOutputs,
+      });
       const inputs = new Map<string, { type: string; shape: readonly (number | string)[] }>();
       for (const meta of created.session.inputMetadata) {
         if (meta.isTensor) inputs.set(meta.name, { type: meta.type, shape: meta.shape });
@@ -146,22 +150,9 @@ export class StableDiffusionComponents {
     }
     const tokenizer = await ClipTokenizer.load(join(dir, 'tokenizer'));
     const schedulerConfig = readSchedulerConfig(JSON.parse(await readFile(join(dir, 'scheduler', 'scheduler_config.json'), 'utf8')));
-    const heads = info.unet.configHeads;
-    const openCrossFrameUnet = async () => (await open((await loadRewrittenUnet(join(dir, 'unet', 'model.onnx'), { groups: options.groups, heads })).path)).graph;
-    // The edit pipeline uses the anchor K/V pair, not this one: only load what is used.
-    const unet = options.anchorKvSessions ? undefined : await openCrossFrameUnet();
+    const unet = await openUnet(join(dir, 'unet', 'model.onnx'), info.unet.sampleType === 'float16', info.unet.configHeads, options, open);
     const textEncoder = await open(join(dir, 'text_encoder', 'model.onnx'));
     const vaeDecoder = await open(join(dir, 'vae_decoder', 'model.onnx'));
-    const openPlainUnet = async () => (await open(join(dir, 'unet', 'model.onnx'))).graph;
-    const plainUnet = options.plainUnet ? await openPlainUnet() : undefined;
-    const unetPath = join(dir, 'unet', 'model.onnx');
-    const openAnchorKvUnets = async () => {
-      // Sequential: each rewrite writes its own cache file; the block order (anchor_k.<i>) is the same in both.
-      const exporter = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, heads, anchorKv: 'export' })).path);
-      const importer = await open((await loadRewrittenUnet(unetPath, { groups: options.groups, heads, anchorKv: 'import' })).path);
-      return { exporter: exporter.graph, importer: importer.graph };
-    };
-    const anchorKvUnets = options.anchorKvSessions ? await openAnchorKvUnets() : undefined;
     // The posterior mean in every export form: a sampling encoder is rewritten, latent_parameters is sliced in encode().
     const encoder = options.vaeEncoder ? await loadVaeEncoderForMean(join(dir, 'vae_encoder', 'model.onnx')) : undefined;
     const vaeEncoder = encoder ? { ...(await open(encoder.path)).graph, output: encoder.outputName, encoder } : undefined;
@@ -177,16 +168,10 @@ export class StableDiffusionComponents {
       sizeMultiple: info.unet.sizeMultiple,
       vaeScalingFactor: info.vaeScalingFactor.value,
       untrainedWeights: info.reelbot?.untrainedWeights === true,
-      crossFrameBlocks: info.unet.selfAttention.length,
       textWidth: info.unet.contextWidth ?? textHiddenWidth(textEncoder.graph.session),
       unetInChannels: info.unet.inChannels,
       textEncoder: textEncoder.graph,
       unet,
-      openCrossFrameUnet,
-      plainUnet,
-      openPlainUnet,
-      anchorKvUnets,
-      openAnchorKvUnets,
       vaeDecoder: vaeDecoder.graph,
       vaeEncoder,
     });
@@ -206,60 +191,66 @@ export class StableDiffusionComponents {
 
   /**
    * One UNet call on a batch: sample [batch, channels, h, w], context [batch, 77, textWidth].
-   * `anchors` (frame indices in each guidance group) selects cross-frame attention; `null` runs
-   * the plain UNet, every frame attending to itself.
+   * `anchors` (frame indices in each guidance group) selects cross-frame attention, every frame
+   * attending to those frames; `null` runs per-frame attention, every frame attending to itself.
+   * Without cross-frame attention ({@link crossFrameUnavailable}) every call runs per frame.
    */
   async unet(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array, anchors: readonly number[] | null): Promise<Float32Array> {
-    const graph = anchors === null ? await (this.#plainUnet ??= this.#openPlainUnet()) : await (this.#unet ??= this.#openCrossFrameUnet());
-    const channels = sample.length / (batch * height * width);
-    const feeds: Record<string, Tensor> = {
-      sample: this.#floatTensor(graph, 'sample', sample, [batch, channels, height, width]),
-      encoder_hidden_states: this.#floatTensor(graph, 'encoder_hidden_states', context, [batch, 77, context.length / (batch * 77)]),
-      timestep: this.#timestepTensor(graph, timestep, batch),
-    };
-    if (anchors !== null) feeds[CROSS_FRAME_ANCHORS_INPUT] = crossFrameAnchors(anchors, { batch, groups: this.#groups });
+    const graph = this.#unet;
+    const feeds = this.#unetFeeds(graph, sample, batch, height, width, timestep, context);
+    if (graph.blocks > 0) {
+      const call = anchors === null ? perFrame(batch) : { batch, framesPerGroup: this.#framesPerGroup(batch), anchors };
+      Object.assign(feeds, crossFrameFeeds({ ...call, blocks: graph.blocks, kvType: graph.kvType }));
+    }
     return this.#run(graph, feeds);
   }
 
   /**
    * The anchor pass of a K/V-cached cross-frame step: the batch is the anchor frames only, as
-   * [group][anchor] (every frame of a group is an anchor, so `cross_frame_anchors` = 0…A−1).
-   * Returns the anchors' own noise prediction and every attn1 block's anchor keys/values
-   * (`anchor_k.<i>` / `anchor_v.<i>`, [G, 1, A·N, C]) as ORT tensors, to hand to
-   * {@link unetWithAnchorKv} unchanged.
+   * [group][anchor], every one attending to all of them. Returns the anchors' own noise prediction
+   * and every attn1 block's anchor keys/values (by the input names `anchor_k.<i>` / `anchor_v.<i>`,
+   * [G, A·N, C]) as ORT tensors, to hand to {@link unetWithAnchorKv} unchanged. Without cross-frame
+   * attention the map is empty and the anchors run per frame.
    */
   async unetAnchors(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array): Promise<{ noise: Float32Array; kv: Map<string, Tensor> }> {
-    const { exporter } = await (this.#anchorKvUnets ??= this.#openAnchorKvUnets());
-    const feeds = this.#unetFeeds(exporter, sample, batch, height, width, timestep, context);
-    const anchorCount = batch / this.#groups;
-    feeds[CROSS_FRAME_ANCHORS_INPUT] = crossFrameAnchors(
-      Array.from({ length: anchorCount }, (_, i) => i),
-      { batch, groups: this.#groups },
-    );
-    const results = await this.#runAll(exporter, feeds);
-    const kv = new Map<string, Tensor>();
-    for (const name of exporter.session.outputNames) if (name !== exporter.output) kv.set(name, results[name]!);
-    return { noise: this.#toFloat32(results[exporter.output]!), kv };
+    const graph = this.#unet;
+    const feeds = this.#unetFeeds(graph, sample, batch, height, width, timestep, context);
+    if (graph.blocks === 0) return { noise: await this.#run(graph, feeds), kv: new Map() };
+    const frames = this.#framesPerGroup(batch);
+    const all = Array.from({ length: frames }, (_, i) => i);
+    Object.assign(feeds, crossFrameFeeds({ batch, framesPerGroup: frames, anchors: all, exportFrames: all, blocks: graph.blocks, kvType: graph.kvType }));
+    // The previous step's keys/values are no longer read once a new anchor pass starts.
+    this.#disposeGpuKv();
+    const results = await this.#runAll(graph, feeds, [graph.output, ...exportedKvNames(graph.blocks)]);
+    const kv = importExportedKv(results, graph.blocks);
+    this.#gpuKv = [...kv.values()].filter((tensor) => tensor.location === 'gpu-buffer');
+    return { noise: this.#toFloat32(results[graph.output]!), kv };
   }
 
   /**
    * A chunk pass of a K/V-cached cross-frame step: the batch holds only the chunk's frames
    * ([group][frame], no anchors); every frame's self-attention uses the anchor keys/values `kv`
-   * from {@link unetAnchors} of the same step.
+   * from {@link unetAnchors} of the same step (without cross-frame attention: per frame, `kv` unused).
    */
   async unetWithAnchorKv(sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array, kv: ReadonlyMap<string, Tensor>): Promise<Float32Array> {
-    const { importer } = await (this.#anchorKvUnets ??= this.#openAnchorKvUnets());
-    if (batch % this.#groups !== 0) {
-      throw new RangeError(`The UNet batch (${batch}) must be a multiple of the ${this.#groups} guidance groups the cross-frame rewrite was built for`);
+    const graph = this.#unet;
+    const feeds = this.#unetFeeds(graph, sample, batch, height, width, timestep, context);
+    if (graph.blocks > 0) {
+      Object.assign(feeds, crossFrameFeeds({ batch, framesPerGroup: this.#framesPerGroup(batch), anchors: [], imported: kv, blocks: graph.blocks, kvType: graph.kvType }));
     }
-    const feeds = this.#unetFeeds(importer, sample, batch, height, width, timestep, context);
-    for (const name of importer.inputs.keys()) {
-      if (name in feeds) continue;
-      const tensor = kv.get(name);
-      if (!tensor) throw new Error(`No anchor key/value tensor \`${name}\` for the K/V-import UNet (pass the \`kv\` from unetAnchors)`);
-      feeds[name] = tensor;
+    return this.#run(graph, feeds);
+  }
+
+  #framesPerGroup(batch: number): number {
+    if (!(Number.isInteger(batch) && batch >= 1) || batch % this.#groups !== 0) {
+      throw new RangeError(`The UNet batch (${batch}) must be a multiple of the ${this.#groups} guidance groups of this pipeline`);
     }
-    return this.#toFloat32((await this.#runAll(importer, feeds))[importer.output]!);
+    return batch / this.#groups;
+  }
+
+  #disposeGpuKv(): void {
+    for (const tensor of this.#gpuKv) tensor.dispose();
+    this.#gpuKv = [];
   }
 
   #unetFeeds(graph: Graph, sample: Float32Array, batch: number, height: number, width: number, timestep: number, context: Float32Array): Record<string, Tensor> {
@@ -298,8 +289,8 @@ export class StableDiffusionComponents {
   }
 
   async release(): Promise<void> {
-    const kvUnets = await this.#anchorKvUnets;
-    const graphs = [this.#textEncoder, await this.#unet, await this.#plainUnet, kvUnets?.exporter, kvUnets?.importer, this.#vaeDecoder, this.#vaeEncoder];
+    this.#disposeGpuKv();
+    const graphs = [this.#textEncoder, this.#unet, this.#vaeDecoder, this.#vaeEncoder];
     await Promise.all(graphs.filter((graph): graph is Graph => graph !== undefined).map((graph) => releaseSession(graph.session)));
   }
 
@@ -307,9 +298,10 @@ export class StableDiffusionComponents {
     return this.#toFloat32((await this.#runAll(graph, feeds))[graph.output]!);
   }
 
-  async #runAll(graph: Graph, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+  /** Runs a graph, fetching only `fetches` (default: its main output), so nothing else is copied out of ORT. */
+  async #runAll(graph: Graph, feeds: Record<string, Tensor>, fetches: readonly string[] = [graph.output]): Promise<Record<string, Tensor>> {
     const started = performance.now();
-    const results = await graph.session.run(feeds);
+    const results = await graph.session.run(feeds, [...fetches]);
     this.ortSeconds += (performance.now() - started) / 1000;
     return results as Record<string, Tensor>;
   }
@@ -341,5 +333,40 @@ export class StableDiffusionComponents {
       default:
         return new Tensor('float32', new Float32Array(count).fill(timestep), dims);
     }
+  }
+}
+
+type OpenSession = (path: string, extra?: { device?: string; fallbackToCpu?: boolean; gpuBufferOutputs?: string[] }) => Promise<{ graph: Graph; provider: ProviderName }>;
+
+/**
+ * The UNet's one session: the rewritten graph (cross-frame attention), or the plain graph when the
+ * rewrite cannot find its attention (logged: videos will flicker). A float16 UNet gets float32
+ * attention on the CPU provider, which has no float16 MultiHeadAttention kernel, and keeps float16
+ * on a GPU provider; when that provider does not start, the CPU fallback loads the float32-attention
+ * graph. On WebGPU the anchor keys/values stay in GPU memory between calls.
+ */
+async function openUnet(path: string, float16: boolean, heads: HeadsOption | undefined, options: ComponentOptions, open: OpenSession): Promise<UnetGraph> {
+  const onCpu = parseDevice(options.device).kind === 'cpu';
+  let rewritten: RewrittenUnet;
+  try {
+    rewritten = await loadRewrittenUnet(path, { heads, float32Attention: float16 && onCpu });
+  } catch (error) {
+    if (!(error instanceof CrossFrameUnavailableError)) throw error;
+    options.logger?.warn(
+      { model: path, reason: error.message },
+      'cross-frame attention is unavailable for this UNet: it runs per frame, so videos will flicker',
+    );
+    const { graph } = await open(path);
+    return { ...graph, blocks: 0, kvType: float16 ? 'float16' : 'float32' };
+  }
+  const withBlocks = (graph: Graph, from: RewrittenUnet): UnetGraph => ({ ...graph, blocks: from.blocks.length, kvType: from.kvType });
+  const gpuBufferOutputs = exportedKvNames(rewritten.blocks.length);
+  if (!float16 || onCpu) return withBlocks((await open(rewritten.path, { gpuBufferOutputs })).graph, rewritten);
+  try {
+    return withBlocks((await open(rewritten.path, { fallbackToCpu: false, gpuBufferOutputs })).graph, rewritten);
+  } catch (error) {
+    if (!(error instanceof SessionCreateError) || !options.onnx.fallbackToCpu) throw error;
+    const forCpu = await loadRewrittenUnet(path, { heads, float32Attention: true });
+    return withBlocks((await open(forCpu.path, { device: 'cpu' })).graph, forCpu);
   }
 }

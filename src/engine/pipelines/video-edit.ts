@@ -22,12 +22,12 @@
  *
  * Deviations, each on purpose:
  * - Anchor K/V are computed once per step (as Fairy), by a separate anchor batch, and handed to
- *   every chunk as ORT tensors (onnx/cross-frame.ts `anchorKv: 'export' | 'import'`). So
+ *   every chunk as ORT tensors (the UNet's exported and imported K/V, onnx/cross-frame.ts). So
  *   `chunkSize` counts only non-anchor frames, UNet work per step is ∝ K + the other frames, and
  *   memory is set by max(K, chunkSize), not the clip length. Chunked output equals unchunked output
  *   up to float summation order. The anchors advance right after their own call (the chunks need
- *   only their keys/values of this step, already computed). Without cross-frame attention the plain
- *   UNet runs `chunkSize` frames per call.
+ *   only their keys/values of this step, already computed). Without cross-frame attention the UNet
+ *   runs per frame, `chunkSize` frames per call.
  * - The reference re-seeds the generator per chunk, so chunk k's frames get the same noise as
  *   chunk 0's; here each frame has its own stream (initial noise and Euler-Ancestral step noise),
  *   so results do not depend on chunking. (The authors' chunk loop also puts frame 0 into the
@@ -84,7 +84,7 @@ export interface VideoEditInput {
   chunkSize?: number;
   /** Default Euler Ancestral, the reference. */
   scheduler?: VideoEditSchedulerName;
-  /** Off: every frame edited on its own with the plain UNet (for comparisons; load components with `plainUnet: true`). */
+  /** Off: every frame edited on its own with per-frame attention (for comparisons). */
   crossFrameAttention?: boolean;
   /** Where x_T and Euler Ancestral's step noise come from (default: {@link seededDraws} of `seed`). */
   draws?: DrawSource;
