@@ -20,8 +20,9 @@ import type { JobKind } from './types.js';
 const TEXT_TO_VIDEO_DEFAULTS = { frames: 8, steps: 50, size: 512 };
 const EDIT_DEFAULTS = { anchors: 3 };
 /**
- * Frames assumed for an edit whose clip length is not known (the adapter did not say `clipFrames`):
- * a few seconds at the engine's frame-rate cap.
+ * Frames assumed for an edit whose clip length is not known (`clipFrames`, which the job service
+ * reads from the clip's header at submit, is missing: the header did not say): two seconds at the
+ * engine's frame-rate cap.
  */
 export const ASSUMED_EDIT_CLIP_FRAMES = 24;
 

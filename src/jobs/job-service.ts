@@ -27,6 +27,7 @@ import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
 import { UserRepo } from '../store/user-repo.js';
 import { Admission } from './admission.js';
+import { clipFramesOf } from './clip-frames.js';
 import { CostModel } from './cost-model.js';
 import { FairQueue, type FairQueueOptions } from './fair-queue.js';
 import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
@@ -257,6 +258,11 @@ export class JobService {
     }
     const seed = request.seed ?? randomInt(0, 2 ** 32);
     const priority = request.priority === 'high' && this.isAdmin(request.actor) ? 1 : 0;
+    if (request.kind === 'edit' && typeof request.params.inputFile === 'string' && request.params.clipFrames === undefined) {
+      // The clip's length is part of the work: recorded with the job, so its cost history is per frame too.
+      const clipFrames = await clipFramesOf(request.params.inputFile, this.#config);
+      if (clipFrames !== undefined) request = { ...request, params: { ...request.params, clipFrames } };
+    }
     const estimate = this.#costs.estimate(request.kind, request.params);
     const model = this.#costs.modelOf(request.kind);
     let admitted: ReturnType<Admission['admit']>;

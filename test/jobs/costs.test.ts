@@ -4,7 +4,11 @@
  * no retry of a timeout, charged when the job's settings caused it; tier caps on frames and steps;
  * a cooldown; direct messages off unless allowed. Real SQLite files and real worker processes.
  */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
 import { ErrorCode, UserError } from '../../src/errors.js';
 import { CostModel, lowerHint, workOf } from '../../src/jobs/cost-model.js';
 import type { Actor } from '../../src/jobs/types.js';
@@ -56,6 +60,21 @@ test('the reservation follows the parameters: 64 frames × 150 steps reserve 24 
   expect(reserved(h, edit.job.id)).toBeCloseTo(90 * 2, 6); // twice the default 10 steps
   // ETAs come from the same estimates: the big job's own share is 24 default jobs.
   expect(big.etaMs - small.etaMs).toBeGreaterThan(1400_000);
+});
+
+test('an edit is costed by its clip\'s frames, read at submit and recorded with the job', async () => {
+  h = startService(tempDir(), { ...tiers(), jobs: { timeoutSeconds: 900 } });
+  h.service.pauseQueue(admin);
+  const clips = join(h.dir, 'clips');
+  mkdirSync(clips);
+  const file = join(clips, 'clip.mp4');
+  const { ffmpeg } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
+  const run = spawnSync(ffmpeg, ['-nostdin', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=96x64:rate=24:duration=4', '-pix_fmt', 'yuv420p', '-c:v', 'libx264', file]);
+  expect(run.status).toBe(0);
+  const edit = await h.service.submit({ actor: alice, kind: 'edit', params: { instruction: 'make it snowy', inputFile: file } });
+  // 4 s at the 12 fps cap: 48 frames; 10 steps × (48 + 3 anchors) at the default rate 90 / (10 × (24 + 3)).
+  expect(edit.job.params.clipFrames).toBe(48);
+  expect(edit.job.estimatedGpuSeconds).toBeCloseTo((90 / 270) * 510, 6);
 });
 
 test('the rate is learned from succeeded jobs of the same kind and model, kept across a restart', async () => {
