@@ -81,6 +81,7 @@ export function registerServe(program: Command, context: ServeContext): void {
               // Clips to edit outlive the process: a queued edit reads its clip after a restart.
               clipDir: join(config.outputDir, 'clips', 'discord'),
               maxClipBytes: config.input.maxBytes,
+              clipDownloads: config.clipDownloads,
             });
           }
           if (withSlack) {

@@ -19,6 +19,12 @@ const tierLimitsSchema = z.strictObject({
   gpuSecondsPerDay: nonNegative.nullable().default(null),
   gpuSecondsPerMonth: nonNegative.nullable().default(null),
   maxPendingJobs: positiveInt.default(3),
+  /** Most frames a text-to-video job may ask for. */
+  maxFrames: positiveInt.nullable().default(null),
+  /** Most denoising steps a job (text-to-video or edit) may ask for. */
+  maxSteps: positiveInt.nullable().default(null),
+  /** Seconds a user must wait between two submits; 0 = no cooldown. */
+  cooldownSeconds: nonNegative.default(0),
 });
 export type TierLimits = z.infer<typeof tierLimitsSchema>;
 
@@ -43,9 +49,9 @@ const regexSource = z.string().refine(
 );
 
 const DEFAULT_TIERS = {
-  free: { jobsPerDay: 20, gpuSecondsPerDay: 1200, gpuSecondsPerMonth: 12000, maxPendingJobs: 3 },
-  pro: { jobsPerDay: 200, gpuSecondsPerDay: 12000, gpuSecondsPerMonth: 120000, maxPendingJobs: 10 },
-  admin: { jobsPerDay: null, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 50 },
+  free: { jobsPerDay: 20, gpuSecondsPerDay: 1200, gpuSecondsPerMonth: 12000, maxPendingJobs: 3, maxFrames: 16, maxSteps: 50, cooldownSeconds: 0 },
+  pro: { jobsPerDay: 200, gpuSecondsPerDay: 12000, gpuSecondsPerMonth: 120000, maxPendingJobs: 10, maxFrames: 32, maxSteps: 100, cooldownSeconds: 0 },
+  admin: { jobsPerDay: null, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 50, maxFrames: null, maxSteps: null, cooldownSeconds: 0 },
 };
 
 export const configSchema = z
@@ -94,7 +100,10 @@ export const configSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     jobs: z
       .strictObject({
-        /** A running job is killed after this long and retried once (model loading is not counted). */
+        /**
+         * A running job is stopped after this long (model loading is not counted) and not retried; a
+         * job whose estimate is longer is refused at submit.
+         */
         timeoutSeconds: positiveInt.default(900),
         /**
          * A running job that reports no progress for this long is stopped (not retried). The built-in
@@ -116,14 +125,21 @@ export const configSchema = z
         cancelGraceMs: nonNegativeInt.default(5000),
         /** On SIGTERM, running jobs get this long to finish; the rest stay queued. */
         shutdownGraceMs: nonNegativeInt.default(30000),
-        /** ETA and cost estimates use the mean of this many recent jobs of the same kind. */
+        /**
+         * Cost estimates (and so ETAs) use the seconds per unit of work (frame·step) of this many recent
+         * jobs of the same kind, device and model.
+         */
         etaWindow: positiveInt.default(20),
-        /** GPU-seconds reserved per job kind until recent jobs give a measured mean. */
+        /** GPU-seconds of a job of each kind with default parameters, until recent jobs give a measured rate. */
         defaultGpuSeconds: z
           .strictObject({ text2video: z.number().positive().default(60), edit: z.number().positive().default(90) })
           .prefault({}),
       })
-      .prefault({}),
+      .prefault({})
+      .refine((jobs) => jobs.defaultGpuSeconds.text2video <= jobs.timeoutSeconds && jobs.defaultGpuSeconds.edit <= jobs.timeoutSeconds, {
+        message: 'each of defaultGpuSeconds must be at most timeoutSeconds: a job estimated past the timeout is refused, so a default job would never run',
+        path: ['defaultGpuSeconds'],
+      }),
     prompt: z
       .strictObject({
         maxLength: positiveInt.default(500),
@@ -139,12 +155,25 @@ export const configSchema = z
         group: groupLimitsSchema.prefault({}),
         /** …and for named ones (key: guild or workspace id). */
         groupOverrides: z.record(z.string().min(1), groupLimitsSchema).default({}),
+        /**
+         * Whether jobs may be submitted in a direct message with the bot (Discord DMs, outside any
+         * guild). Off by default: no guild cap applies there and no server sees those prompts; when on,
+         * the user's own tier limits still apply.
+         */
+        allowDirectMessages: z.boolean().default(false),
       })
       .prefault({})
       .refine((quota) => quota.defaultTier in quota.tiers, {
         message: 'defaultTier must name one of the tiers',
         path: ['defaultTier'],
       }),
+    /**
+     * Clips downloaded for "Edit clip…" at once: per user (a clip waiting for its instruction counts
+     * until the form is sent or given up) and in total. Past either the user is refused, privately.
+     */
+    clipDownloads: z
+      .strictObject({ perUser: positiveInt.default(2), total: positiveInt.default(8) })
+      .prefault({}),
     /** Platform user ids allowed to run admin commands. */
     admins: z
       .strictObject({ discord: z.array(z.string()).default([]), slack: z.array(z.string()).default([]) })
@@ -214,6 +243,9 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_QUOTA_TIERS: { path: ['quota', 'tiers'], kind: 'json' },
   REELBOT_QUOTA_GROUP: { path: ['quota', 'group'], kind: 'json' },
   REELBOT_QUOTA_GROUP_OVERRIDES: { path: ['quota', 'groupOverrides'], kind: 'json' },
+  REELBOT_ALLOW_DIRECT_MESSAGES: { path: ['quota', 'allowDirectMessages'], kind: 'boolean' },
+  REELBOT_CLIP_DOWNLOADS_PER_USER: { path: ['clipDownloads', 'perUser'], kind: 'number' },
+  REELBOT_CLIP_DOWNLOADS_TOTAL: { path: ['clipDownloads', 'total'], kind: 'number' },
   REELBOT_DISCORD_ADMINS: { path: ['admins', 'discord'], kind: 'list' },
   REELBOT_SLACK_ADMINS: { path: ['admins', 'slack'], kind: 'list' },
   REELBOT_DISCORD_TOKEN: { path: ['discordToken'], kind: 'string' },

@@ -14,6 +14,16 @@ export const ErrorCode = {
   QuotaGpuPerDay: 'quota_gpu_per_day',
   QuotaGpuPerMonth: 'quota_gpu_per_month',
   QuotaPending: 'quota_pending',
+  /** More frames or steps than the user's tier allows. */
+  QuotaWorkTooLarge: 'quota_work_too_large',
+  /** A submit sooner than the tier's cooldown after the previous one. */
+  QuotaCooldown: 'quota_cooldown',
+  /** The job's estimate is longer than `jobs.timeoutSeconds`: it would be stopped before it finished. */
+  JobTooLong: 'job_too_long',
+  /** A job from a direct message while `quota.allowDirectMessages` is off. */
+  DirectMessagesOff: 'direct_messages_off',
+  /** Too many clip downloads at once, for the user or in total. */
+  DownloadsBusy: 'downloads_busy',
   GroupQuotaJobsPerDay: 'group_quota_jobs_per_day',
   GroupQuotaGpuPerDay: 'group_quota_gpu_per_day',
   GroupQuotaGpuPerMonth: 'group_quota_gpu_per_month',

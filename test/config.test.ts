@@ -49,7 +49,7 @@ test('environment variables are read and typed', () => {
   expect(config.jobs.timeoutSeconds).toBe(120);
   expect(config.prompt.blocklist).toEqual(['\\bgore\\b']);
   expect(config.admins.discord).toEqual(['111', '222']);
-  expect(config.quota.tiers.free).toEqual({ jobsPerDay: 5, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 3 });
+  expect(config.quota.tiers.free).toEqual({ jobsPerDay: 5, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 3, maxFrames: null, maxSteps: null, cooldownSeconds: 0 });
 });
 
 test('every invalid setting is reported at once, by name, with what is expected', () => {

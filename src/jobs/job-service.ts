@@ -4,10 +4,11 @@
  *
  * A submitted job is admitted in one SQLite transaction (quota reserve + job row + dedup row),
  * waits in a p-queue whose queue class is round-robin across users, and runs on a worker process
- * of the pool. Completion settles the quota with the measured GPU-seconds (the engine's run, not
- * its model loading); failure and cancel refund it. A worker crash, hang or job timeout gets one
- * retry on a fresh worker; a stalled engine or a model load past its deadline fails the job at
- * once. On start, jobs left running by a crash are requeued once; SIGTERM drains (see
+ * of the pool. Its reservation is its estimate from its parameters (see cost-model.ts).
+ * Completion settles the quota with the measured GPU-seconds (the engine's run, not its model
+ * loading); failure and cancel refund it, except a timeout that the job's own settings caused
+ * ({@link JobService#finishTimedOut}). A worker crash or hang gets one retry on a fresh worker;
+ * a timeout, a stalled engine or a model load past its deadline fails the job at once. On start, jobs left running by a crash are requeued once; SIGTERM drains (see
  * {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
@@ -26,6 +27,8 @@ import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
 import { UserRepo } from '../store/user-repo.js';
 import { Admission } from './admission.js';
+import { clipFramesOf } from './clip-frames.js';
+import { CostModel } from './cost-model.js';
 import { FairQueue, type FairQueueOptions } from './fair-queue.js';
 import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
 import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
@@ -47,7 +50,7 @@ import {
 import type { EngineSettings } from './engine.js';
 import { WorkerPool } from './worker-pool.js';
 
-/** A job is started at most this often: once, and once more after a crash, hang or restart. */
+/** A job is started at most this often: once, and once more after a crash, hang or restart (never after a timeout). */
 export const MAX_ATTEMPTS = 2;
 /** Once-only notices are remembered this long (then a thread could be hinted again). */
 const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
@@ -56,13 +59,14 @@ export const ADMISSION_LOCK_WAIT_MS = 10_000;
 /**
  * Failures retried once on a fresh worker: a crash or a silent process may be a one-off. A stalled
  * engine or a model load past its deadline is not retried: the same job on the same models would
- * most likely stall or load as slowly again, holding the device twice as long. (The job timeout
- * keeps its retry for now.)
+ * most likely stall or load as slowly again, holding the device twice as long. Nor is a job that
+ * ran past `jobs.timeoutSeconds`: the same parameters take as long again.
  */
-const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung, ErrorCode.JobTimedOut]);
+const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung]);
 /** Failures that are ours to look into (logged as warnings with their cause), as opposed to bad input. */
 const OUR_FAULT: ReadonlySet<string> = new Set([
   ...RETRYABLE,
+  ErrorCode.JobTimedOut,
   ErrorCode.EngineStalled,
   ErrorCode.ModelLoadTimedOut,
   ErrorCode.EngineFailed,
@@ -127,17 +131,18 @@ export class JobService {
   readonly #queue: PQueue<FairQueue, FairQueueOptions>;
   readonly #pool: WorkerPool;
   readonly #emitter = new EventEmitter();
-  /** Queued jobs: their kind (for ETAs) and the controller that removes them from p-queue. */
-  readonly #waiting = new Map<number, { kind: JobKind; controller: AbortController }>();
-  readonly #waitingByKind: Record<JobKind, number> = { text2video: 0, edit: 0 };
+  /** Queued jobs: their kind and work units (for ETAs) and the controller that removes them from p-queue. */
+  readonly #waiting = new Map<number, { kind: JobKind; units: number; controller: AbortController }>();
+  /** Work units of the queued jobs, per kind: the work ahead is costed at each kind's current rate. */
+  readonly #waitingUnits: Record<JobKind, number> = { text2video: 0, edit: 0 };
   /**
    * Running jobs: their kind, and when the engine's `run` began (undefined while the worker starts
    * and loads the models: that time is in no estimate, so the job's ETA does not count it down).
    */
-  readonly #running = new Map<number, { kind: JobKind; runningSince: number | undefined; cancelRequested: boolean }>();
+  readonly #running = new Map<number, Running>();
   readonly #tasks = new Set<Promise<void>>();
-  /** Measured GPU-seconds of the last `etaWindow` succeeded jobs per kind: ETAs and cost estimates. */
-  readonly #recentSeconds = new Map<JobKind, number[]>();
+  /** Seconds per unit of work, learned per kind, device and model: cost estimates and ETAs. */
+  readonly #costs: CostModel;
   #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
 
   constructor(options: JobServiceOptions) {
@@ -153,12 +158,12 @@ export class JobService {
     this.#audit = new AuditLog(db);
     this.#settings = new Settings(db);
     this.#notices = new HandledNotices(db);
-    this.#admission = new Admission(db, config.quota, {
-      jobs: this.#jobs,
-      users: this.#users,
-      ledger: this.#ledger,
-      events: new ProcessedEvents(db),
-    });
+    this.#admission = new Admission(
+      db,
+      config.quota,
+      { jobs: this.#jobs, users: this.#users, ledger: this.#ledger, events: new ProcessedEvents(db) },
+      { timeoutSeconds: config.jobs.timeoutSeconds },
+    );
     this.#policy = createPromptPolicy(config.prompt);
     this.#pool = new WorkerPool({
       devices: config.devices,
@@ -183,7 +188,7 @@ export class JobService {
         }
       } as unknown as new () => FairQueue,
     });
-    for (const kind of JOB_KINDS) this.#recentSeconds.set(kind, this.#jobs.recentGpuSeconds(kind, config.jobs.etaWindow));
+    this.#costs = new CostModel({ config, history: (kind, device, model, window) => this.#jobs.recentCosts(kind, device, model, window) });
   }
 
   /** Subscribes to job events; returns the unsubscribe function. */
@@ -258,12 +263,19 @@ export class JobService {
     }
     const seed = request.seed ?? randomInt(0, 2 ** 32);
     const priority = request.priority === 'high' && this.isAdmin(request.actor) ? 1 : 0;
-    const estimatedGpuSeconds = this.#mean(request.kind);
+    if (request.kind === 'edit' && typeof request.params.inputFile === 'string' && request.params.clipFrames === undefined) {
+      // The clip's length is part of the work: recorded with the job, so its cost history is per frame too.
+      const clipFrames = await clipFramesOf(request.params.inputFile, this.#config);
+      if (clipFrames !== undefined) request = { ...request, params: { ...request.params, clipFrames } };
+    }
+    const estimate = this.#costs.estimate(request.kind, request.params);
+    const model = this.#costs.modelOf(request.kind);
     let admitted: ReturnType<Admission['admit']>;
     try {
       // Another process (a CLI render, a second bot) may hold the write lock: wait for it without
       // stopping the event loop, so the platforms' acks and heartbeats keep flowing.
-      admitted = await writeWithoutBlocking(this.#db, () => this.#admission.admit(request, { seed, priority, estimatedGpuSeconds, now: this.#now() }), {
+      const options = { seed, priority, estimatedGpuSeconds: estimate.gpuSeconds, estimate, model };
+      admitted = await writeWithoutBlocking(this.#db, () => this.#admission.admit(request, { ...options, now: this.#now() }), {
         deadlineMs: ADMISSION_LOCK_WAIT_MS,
       });
     } catch (error) {
@@ -495,8 +507,9 @@ export class JobService {
 
   #enqueue(job: JobRecord, options: { arrivedAt?: number } = {}): void {
     const controller = new AbortController();
-    this.#waiting.set(job.id, { kind: job.kind, controller });
-    this.#waitingByKind[job.kind]++;
+    const units = this.#costs.work(job.kind, job.params).units;
+    this.#waiting.set(job.id, { kind: job.kind, units, controller });
+    this.#waitingUnits[job.kind] += units;
     this.#queue
       .add(() => this.#track(this.#execute(job.id, job.kind)), {
         id: String(job.id),
@@ -515,7 +528,7 @@ export class JobService {
     const waiting = this.#waiting.get(jobId);
     if (!waiting) return;
     this.#waiting.delete(jobId);
-    this.#waitingByKind[waiting.kind]--;
+    this.#waitingUnits[waiting.kind] -= waiting.units;
   }
 
   #track(task: Promise<void>): Promise<void> {
@@ -535,8 +548,9 @@ export class JobService {
 
   async #executeAttempts(jobId: number, kind: JobKind): Promise<void> {
     // From here on the job counts as running for positions and ETAs.
+    const units = this.#waiting.get(jobId)?.units ?? this.#costs.defaultWork(kind).units;
     this.#removeWaiting(jobId);
-    const running: { kind: JobKind; runningSince: number | undefined; cancelRequested: boolean } = { kind, runningSince: undefined, cancelRequested: false };
+    const running: Running = { kind, units, runningSince: undefined, cancelRequested: false };
     this.#running.set(jobId, running);
     // p-queue starts a task inside add(): go on at the next microtask, so that submit() has
     // emitted `queued` before this emits `started`.
@@ -587,7 +601,7 @@ export class JobService {
             this.#ledger.settle(jobId, outcome.gpuSeconds, finishedAt);
           })
           .immediate();
-        this.#recordDuration(job.kind, outcome.gpuSeconds);
+        this.#costs.record(job.kind, device, job.params, outcome.gpuSeconds);
         this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds, loadSeconds: outcome.loadSeconds }, 'job succeeded');
         this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
         return;
@@ -609,6 +623,10 @@ export class JobService {
           if (this.#state !== 'started') return; // draining: the retry happens after the restart
           continue;
         }
+        if (error.code === ErrorCode.JobTimedOut) {
+          this.#finishTimedOut(job, running, context);
+          return;
+        }
         if (error.code === ErrorCode.Unknown) this.#logger.error({ ...context, err: thrown }, 'job failed');
         else if (OUR_FAULT.has(error.code)) this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
         else this.#logger.info({ ...context, code: error.code, reason: error.userMessage }, 'job refused by the engine'); // bad input: the user's message says it all
@@ -628,6 +646,36 @@ export class JobService {
       })
       .immediate();
     this.#emit({ type: 'cancelled', job: this.#jobs.get(jobId)!, refunded });
+  }
+
+  /**
+   * A job that ran past `jobs.timeoutSeconds` (it is not retried: the same parameters take as
+   * long again). Who pays follows from why it ran so long:
+   * - its parameters asked for more work than a default job of its kind (more frames, steps,
+   *   pixels or a longer clip): the user's choice made it long, so the GPU-seconds it ran (from the
+   *   engine's start, model loading excluded, up to the timeout) are charged, as for a success;
+   * - otherwise (default-sized work that still overran: a slow or overloaded device, a bad
+   *   estimate) the cause is ours, and the reservation is refunded, as for a crash or a hang.
+   */
+  #finishTimedOut(job: JobRecord, running: Running, context: Record<string, unknown>): void {
+    const now = this.#now();
+    const limitSeconds = this.#config.jobs.timeoutSeconds;
+    const work = this.#costs.work(job.kind, job.params);
+    const charge = work.units > this.#costs.defaultWork(job.kind).units;
+    const ranSeconds = Math.min(limitSeconds, ranFor(running.runningSince ?? job.startedAt ?? now, now) / 1000);
+    const limit = limitSeconds < 90 ? `${limitSeconds} s` : `${Math.round(limitSeconds / 60)} min`;
+    const message = charge
+      ? `This job ran past the ${limit} a job may take and was stopped. Its settings ask for more work than the defaults, so the ${Math.ceil(ranSeconds)} GPU-seconds it ran were counted. Try fewer frames or steps.`
+      : `This job ran past the ${limit} a job may take and was stopped. It was not charged; please try again.`;
+    this.#logger.warn({ ...context, code: ErrorCode.JobTimedOut, units: work.units, charged: charge, ranSeconds }, 'job timed out');
+    this.#db
+      .transaction(() => {
+        this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.JobTimedOut, error: message, gpuSeconds: charge ? ranSeconds : null });
+        if (charge) this.#ledger.settle(job.id, ranSeconds, now);
+        else this.#ledger.refund(job.id, now);
+      })
+      .immediate();
+    this.#emit({ type: 'failed', job: this.#jobs.get(job.id)!, code: ErrorCode.JobTimedOut, message, refunded: !charge });
   }
 
   #finishFailed(jobId: number, error: AppError): void {
@@ -651,31 +699,20 @@ export class JobService {
   /** Position (1 = next, 0 = running or finished) and the time until the result is expected. */
   #positionAndEta(job: JobRecord): { position: number; etaMs: number } {
     const now = this.#now();
-    const own = this.#mean(job.kind) * 1000;
+    // Every cost is the job's work units at its kind's current rate, so ETAs follow what was learned since the submit.
+    const ms = (kind: JobKind, units: number) => units * this.#costs.meanRate(kind) * 1000;
+    const own = ms(job.kind, this.#costs.work(job.kind, job.params).units);
     const running = this.#running.get(job.id);
     if (running) return { position: 0, etaMs: Math.max(0, own - ranFor(running.runningSince, now)) };
     const ahead = job.state === 'queued' ? this.#fair.aheadCount(String(job.id)) : undefined;
     if (ahead === undefined) return { position: 0, etaMs: this.#waiting.has(job.id) ? Math.round(own) : 0 }; // starting now, or finished
     let workMs = 0;
-    for (const other of this.#running.values()) workMs += Math.max(0, this.#mean(other.kind) * 1000 - ranFor(other.runningSince, now));
-    // The jobs ahead are costed at the mean of the kinds waiting, weighted by how many of each wait.
+    for (const other of this.#running.values()) workMs += Math.max(0, ms(other.kind, other.units) - ranFor(other.runningSince, now));
+    // The jobs ahead are costed at the mean cost of the jobs waiting.
     let waitingMs = 0;
-    for (const kind of JOB_KINDS) waitingMs += this.#waitingByKind[kind] * this.#mean(kind) * 1000;
+    for (const kind of JOB_KINDS) waitingMs += ms(kind, this.#waitingUnits[kind]);
     workMs += ahead * (waitingMs / Math.max(1, this.#waiting.size));
     return { position: ahead + 1, etaMs: Math.round(workMs / this.#pool.size + own) };
-  }
-
-  /** Mean duration of recent jobs of a kind, in seconds; the configured default until there are some. */
-  #mean(kind: JobKind): number {
-    const recent = this.#recentSeconds.get(kind)!;
-    if (recent.length === 0) return this.#config.jobs.defaultGpuSeconds[kind];
-    return recent.reduce((sum, seconds) => sum + seconds, 0) / recent.length;
-  }
-
-  #recordDuration(kind: JobKind, gpuSeconds: number): void {
-    const recent = this.#recentSeconds.get(kind)!;
-    recent.push(gpuSeconds);
-    if (recent.length > this.#config.jobs.etaWindow) recent.shift();
   }
 
   #ownJob(actor: Actor, jobId: number): JobRecord {
@@ -710,6 +747,16 @@ export class JobService {
   }
 }
 
+/** What the service keeps of a running job. */
+interface Running {
+  kind: JobKind;
+  /** Its work units (for its ETA). */
+  units: number;
+  /** When the engine's `run` began; undefined while the worker starts and loads the models. */
+  runningSince: number | undefined;
+  cancelRequested: boolean;
+}
+
 /** How long a running job's engine `run` has gone on (0 while it is still loading). */
 function ranFor(runningSince: number | undefined, now: number): number {
   return runningSince === undefined ? 0 : now - runningSince;
@@ -722,8 +769,6 @@ function failureMessage(error: AppError): string {
       return 'The video worker crashed twice on this job. It was not charged; please try again, perhaps with other settings.';
     case ErrorCode.WorkerHung:
       return 'The video worker stopped responding twice on this job. It was not charged; please try again.';
-    case ErrorCode.JobTimedOut:
-      return 'This job took too long and was stopped (twice). It was not charged; try fewer frames or steps.';
     default:
       return `${error.userMessage} It was not charged.`;
   }

@@ -4,6 +4,7 @@
  */
 import type { Config, GroupLimits, TierLimits } from '../config.js';
 import { ErrorCode, UserError } from '../errors.js';
+import type { Work } from './cost-model.js';
 import type { QuotaLeft, Usage, UserRecord } from './types.js';
 
 export interface EffectiveLimits extends TierLimits {
@@ -30,7 +31,16 @@ export function periodsAt(now: number): Periods {
 }
 
 /** The operator at the command line (`reelbot render`): recorded in the ledger, never refused. */
-const OPERATOR_LIMITS: EffectiveLimits = { tier: 'operator', jobsPerDay: null, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 100 };
+const OPERATOR_LIMITS: EffectiveLimits = {
+  tier: 'operator',
+  jobsPerDay: null,
+  gpuSecondsPerDay: null,
+  gpuSecondsPerMonth: null,
+  maxPendingJobs: 100,
+  maxFrames: null,
+  maxSteps: null,
+  cooldownSeconds: 0,
+};
 
 /** The user's tier limits with the admin's per-user override on top. */
 export function limitsFor(user: UserRecord, quota: Config['quota']): EffectiveLimits {
@@ -44,6 +54,9 @@ export function limitsFor(user: UserRecord, quota: Config['quota']): EffectiveLi
     gpuSecondsPerDay: override.gpuSecondsPerDay !== undefined ? override.gpuSecondsPerDay : base.gpuSecondsPerDay,
     gpuSecondsPerMonth: override.gpuSecondsPerMonth !== undefined ? override.gpuSecondsPerMonth : base.gpuSecondsPerMonth,
     maxPendingJobs: override.maxPendingJobs ?? base.maxPendingJobs,
+    maxFrames: base.maxFrames,
+    maxSteps: base.maxSteps,
+    cooldownSeconds: base.cooldownSeconds,
   };
 }
 
@@ -61,6 +74,8 @@ export interface QuotaCheck {
   groupMonth: Usage | null;
   pending: number;
   estimatedGpuSeconds: number;
+  /** What to lower so that the job fits in the given seconds ("Lower the frames from 64 to about 21…"). */
+  hint?: (fitSeconds: number) => string;
   periods: Periods;
   now: number;
 }
@@ -68,6 +83,10 @@ export interface QuotaCheck {
 /** The refusal for one more job, or null when it fits every limit. */
 export function checkQuota(check: QuotaCheck): UserError | null {
   const { limits, groupLimits, userDay, userMonth, groupDay, groupMonth, estimatedGpuSeconds: cost, periods, now } = check;
+  const lower = (left: number) => {
+    const text = check.hint?.(left) ?? '';
+    return text === '' ? '' : ` ${text}`;
+  };
   const resetDay = `Your quota resets at 00:00 UTC (${inTime(periods.dayEnd - now)}).`;
   const resetMonth = `It resets on the 1st of next month (${inTime(periods.monthEnd - now)}).`;
   if (check.pending >= limits.maxPendingJobs) {
@@ -86,13 +105,13 @@ export function checkQuota(check: QuotaCheck): UserError | null {
   if (limits.gpuSecondsPerDay !== null && userDay.gpuSeconds + cost > limits.gpuSecondsPerDay) {
     return new UserError(
       ErrorCode.QuotaGpuPerDay,
-      `This job needs about ${Math.ceil(cost)} GPU-seconds and you have ${Math.max(0, Math.floor(limits.gpuSecondsPerDay - userDay.gpuSeconds))} left today. ${resetDay}`,
+      `This job needs about ${Math.ceil(cost)} GPU-seconds and you have ${Math.max(0, Math.floor(limits.gpuSecondsPerDay - userDay.gpuSeconds))} left today.${lower(limits.gpuSecondsPerDay - userDay.gpuSeconds)} ${resetDay}`,
     );
   }
   if (limits.gpuSecondsPerMonth !== null && userMonth.gpuSeconds + cost > limits.gpuSecondsPerMonth) {
     return new UserError(
       ErrorCode.QuotaGpuPerMonth,
-      `This job needs about ${Math.ceil(cost)} GPU-seconds and you have ${Math.max(0, Math.floor(limits.gpuSecondsPerMonth - userMonth.gpuSeconds))} left this month. ${resetMonth}`,
+      `This job needs about ${Math.ceil(cost)} GPU-seconds and you have ${Math.max(0, Math.floor(limits.gpuSecondsPerMonth - userMonth.gpuSeconds))} left this month.${lower(limits.gpuSecondsPerMonth - userMonth.gpuSeconds)} ${resetMonth}`,
     );
   }
   if (groupLimits && groupDay && groupMonth) {
@@ -111,6 +130,31 @@ export function checkQuota(check: QuotaCheck): UserError | null {
     }
   }
   return null;
+}
+
+/** The refusal for a job asking for more frames or steps than the user's tier allows, or null. */
+export function checkWork(limits: EffectiveLimits, work: Work): UserError | null {
+  if (work.kind === 'text2video' && limits.maxFrames !== null && work.frames > limits.maxFrames) {
+    return new UserError(ErrorCode.QuotaWorkTooLarge, `Videos of up to ${limits.maxFrames} frames can be made with your quota; this one asks for ${work.frames}. Lower the frames to ${limits.maxFrames} or fewer.`, {
+      context: { frames: work.frames, maxFrames: limits.maxFrames, tier: limits.tier },
+    });
+  }
+  if (limits.maxSteps !== null && work.steps > limits.maxSteps) {
+    return new UserError(ErrorCode.QuotaWorkTooLarge, `Up to ${limits.maxSteps} steps can be used with your quota; this job asks for ${work.steps}. Lower the steps to ${limits.maxSteps} or fewer.`, {
+      context: { steps: work.steps, maxSteps: limits.maxSteps, tier: limits.tier },
+    });
+  }
+  return null;
+}
+
+/** The refusal for a submit that comes sooner than the tier's cooldown after the last one, or null. */
+export function checkCooldown(limits: EffectiveLimits, lastSubmitAt: number | undefined, now: number): UserError | null {
+  if (limits.cooldownSeconds <= 0 || lastSubmitAt === undefined) return null;
+  const waitMs = lastSubmitAt + limits.cooldownSeconds * 1000 - now;
+  if (waitMs <= 0) return null;
+  return new UserError(ErrorCode.QuotaCooldown, `Please wait ${Math.ceil(waitMs / 1000)} s before your next video (one every ${limits.cooldownSeconds} s).`, {
+    context: { waitMs, cooldownSeconds: limits.cooldownSeconds },
+  });
 }
 
 /** What is left after the given usage; `null` = unlimited. */

@@ -73,6 +73,11 @@ export interface JobRequest {
   seed?: number;
   /** Discord guild or Slack workspace. */
   groupId?: string;
+  /**
+   * Submitted in a direct message with the bot, outside any guild (a Discord DM): refused unless
+   * `quota.allowDirectMessages`; no group cap applies, the user's own limits do.
+   */
+  directMessage?: boolean;
   channelId?: string;
   messageRefs?: Record<string, unknown>;
   /** The platform's interaction / event id: a redelivered event never makes a second job. */

@@ -69,6 +69,8 @@ export interface NewJob {
   seed: number;
   priority: number;
   estimatedGpuSeconds: number;
+  /** The model folder the job runs with ('' = the built-in set): cost rates are learned per model. */
+  model?: string;
   queuedAt: number;
 }
 
@@ -93,14 +95,15 @@ export class JobRepo {
   readonly #byState;
   readonly #forUser;
   readonly #pendingCount;
-  readonly #recentGpu;
+  readonly #recentCosts;
+  readonly #lastQueued;
   readonly #lastStarted;
   readonly #messageRefs;
 
   constructor(db: Db) {
     this.#db = db;
     this.#insert = db.prepare(`INSERT INTO jobs (kind, params, state, user_id, platform, group_id, channel_id, message_refs,
-      seed, priority, estimated_gpu_s, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      seed, priority, estimated_gpu_s, model, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.#get = db.prepare(`${SELECT} WHERE jobs.id = ?`);
     this.#markRunning = db.prepare(
       `UPDATE jobs SET state = 'running', device = ?, attempts = attempts + 1, started_at = ? WHERE id = ? AND state = 'queued'`,
@@ -114,8 +117,11 @@ export class JobRepo {
     this.#byState = db.prepare(`${SELECT} WHERE jobs.state = ? ORDER BY jobs.id`);
     this.#forUser = db.prepare(`${SELECT} WHERE jobs.user_id = ? ORDER BY jobs.id DESC LIMIT ? OFFSET ?`);
     this.#pendingCount = db.prepare(`SELECT count(*) AS n FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')`);
-    this.#recentGpu = db.prepare(`SELECT gpu_seconds FROM jobs
-      WHERE kind = ? AND state = 'succeeded' AND gpu_seconds IS NOT NULL ORDER BY finished_at DESC LIMIT ?`);
+    // Jobs made before the model was recorded (NULL) count for the model configured now.
+    this.#recentCosts = db.prepare(`SELECT device, params, gpu_seconds FROM jobs
+      WHERE kind = ? AND device = ? AND state = 'succeeded' AND gpu_seconds IS NOT NULL AND (model = ? OR model IS NULL)
+      ORDER BY finished_at DESC LIMIT ?`);
+    this.#lastQueued = db.prepare(`SELECT max(queued_at) FROM jobs WHERE user_id = ?`);
     this.#lastStarted = db.prepare(
       // When each user's last job ended, or (left running by a crash) was expected to end.
       `SELECT user_id, max(coalesce(finished_at, started_at + estimated_gpu_s * 1000)) AS t FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id`,
@@ -135,6 +141,7 @@ export class JobRepo {
       job.seed,
       job.priority,
       job.estimatedGpuSeconds,
+      job.model ?? null,
       job.queuedAt,
     );
     return Number(info.lastInsertRowid);
@@ -194,9 +201,15 @@ export class JobRepo {
     return (this.#pendingCount.get(userId) as { n: number }).n;
   }
 
-  /** Measured GPU-seconds of the last `window` succeeded jobs of a kind, oldest first. */
-  recentGpuSeconds(kind: JobKind, window: number): number[] {
-    return (this.#recentGpu.pluck().all(kind, window) as number[]).reverse();
+  /** The last `window` succeeded jobs of a kind and model on a device (params, measured GPU-seconds), newest first. */
+  recentCosts(kind: JobKind, device: string, model: string, window: number): { device: string; params: Record<string, unknown>; gpuSeconds: number }[] {
+    const rows = this.#recentCosts.all(kind, device, model, window) as { device: string; params: string; gpu_seconds: number }[];
+    return rows.map((row) => ({ device: row.device, params: JSON.parse(row.params) as Record<string, unknown>, gpuSeconds: row.gpu_seconds }));
+  }
+
+  /** When the user last submitted a job that was admitted (any state), or undefined. */
+  lastQueuedAt(userId: number): number | undefined {
+    return (this.#lastQueued.pluck().get(userId) as number | null) ?? undefined;
   }
 
   /** When each user's most recent job ended (or, if left running by a crash, was expected to): seeds queue fairness after a restart. */

@@ -23,7 +23,7 @@ export function testConfig(dir: string, overrides: Record<string, unknown> = {})
       outputDir: join(dir, 'outputs'),
       engineModule: FAKE_ENGINE,
       logLevel: 'silent',
-      jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 500, shutdownGraceMs: 2000, timeoutSeconds: 20 },
+      jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 500, shutdownGraceMs: 2000, timeoutSeconds: 120 },
       ...overrides,
     },
   });

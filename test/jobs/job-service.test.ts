@@ -116,7 +116,7 @@ test('a running job that ignores cancel is killed after the grace period; the ne
 });
 
 test('a job cancelled while its worker still boots: the worker is killed, and its exit does not fail the next job', async () => {
-  h = startService(tempDir(), { jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 0, timeoutSeconds: 20 } });
+  h = startService(tempDir(), { jobs: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 0, timeoutSeconds: 120 } });
   const first = await h.service.submit(video(alice, { ms: 5000 }));
   const next = await h.service.submit(video(alice, { ms: 1 }));
   await h.waitFor(isType('started', first.job.id));
@@ -176,11 +176,12 @@ test('a hung worker (no heartbeats: the whole process stopped) is killed, retrie
   await h.waitFor(isType('succeeded', after.job.id));
 });
 
-test('a job past its timeout is killed and retried once, then failed', async () => {
-  h = startService(tempDir(), { jobs: { timeoutSeconds: 1, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000 } });
+test('a job past its timeout is killed and failed, not retried; default-sized work is refunded', async () => {
+  h = startService(tempDir(), { jobs: { timeoutSeconds: 1, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 5000, defaultGpuSeconds: { text2video: 1, edit: 1 } } });
   const slow = await h.service.submit(video(alice, { ms: 4000 }));
   const failed = await h.waitFor(isType('failed', slow.job.id));
-  expect(failed).toMatchObject({ code: ErrorCode.JobTimedOut, refunded: true, job: { attempts: 2 } });
+  expect(failed).toMatchObject({ code: ErrorCode.JobTimedOut, refunded: true, job: { attempts: 1 } });
+  expect(failed.type === 'failed' && failed.message).toBe('This job ran past the 1 s a job may take and was stopped. It was not charged; please try again.');
 });
 
 test('engine errors fail the job at once with the engine\'s message and a refund', async () => {

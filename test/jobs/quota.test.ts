@@ -135,7 +135,7 @@ test('limits: pending jobs, GPU-seconds per day and month, guild caps, admin ove
   await h.service.submit(video(alice, { ms: 1 }));
   const month = await refusal(h.service.submit(video(alice)));
   expect(month.code).toBe(ErrorCode.QuotaGpuPerMonth);
-  expect(month.userMessage).toMatch(/you have 20 left this month\. It resets on the 1st of next month/);
+  expect(month.userMessage).toMatch(/you have 20 left this month\. Lower the frames from 8 to about 2, or the steps from 50 to about 16\. It resets on the 1st of next month/);
 
   // The admin override lifts the monthly cap for alice only.
   h.service.setQuota(admin, alice, { override: { maxPendingJobs: 10, gpuSecondsPerMonth: null } });

@@ -12,7 +12,7 @@ import { alice, bob, isType, removeDir, startService, tempDir, video, type Harne
 
 const ORT_ENGINE = fileURLToPath(new URL('../fakes/ort-engine.ts', import.meta.url));
 /** The harness's quick heartbeats and grace periods; a test adds the deadline it is about. */
-const QUICK = { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 500, shutdownGraceMs: 2000, timeoutSeconds: 20 };
+const QUICK = { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3000, cancelGraceMs: 500, shutdownGraceMs: 2000, timeoutSeconds: 120 };
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -78,11 +78,11 @@ test('an engine awaiting a promise that never settles, with no progress, is stop
 });
 
 test('the job timeout still stops an engine blocked forever when the stall timeout is longer', async () => {
-  h = startService(tempDir(), { jobs: { ...QUICK, stallTimeoutSeconds: 60, timeoutSeconds: 2 } });
+  h = startService(tempDir(), { jobs: { ...QUICK, stallTimeoutSeconds: 60, timeoutSeconds: 2, defaultGpuSeconds: { text2video: 1, edit: 1 } } });
   const stuck = await h.service.submit(video(alice, { mode: 'hang' }));
   const failed = await h.waitFor(isType('failed', stuck.job.id));
-  // Today's policy for the job timeout: one retry on a fresh worker, then a failure with a refund.
-  expect(failed).toMatchObject({ code: ErrorCode.JobTimedOut, refunded: true, job: { attempts: 2 } });
+  // A timeout is not retried (the same job takes as long again); default-sized work is refunded.
+  expect(failed).toMatchObject({ code: ErrorCode.JobTimedOut, refunded: true, job: { attempts: 1 } });
 });
 
 test('a cancel sent while the engine thread is blocked in one call stops the job when the call returns; the worker is kept', async () => {

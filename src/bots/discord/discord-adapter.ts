@@ -44,6 +44,7 @@ import type { Logger } from '../../log.js';
 import { decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } from '../shared/custom-id.js';
 import { FinalDeliveries } from '../shared/final-deliveries.js';
 import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
+import { DownloadSlots, type DownloadLimits } from '../shared/download-slots.js';
 import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
 import { adminStatsText, GENERIC_FAILURE_TEXT, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, resultNotes, usageText } from '../shared/texts.js';
@@ -100,6 +101,8 @@ export interface DiscordAdapterOptions {
   clipDir?: string;
   /** Largest clip accepted, in bytes (the job core's `input.maxBytes`; default 50 MiB). */
   maxClipBytes?: number;
+  /** Clip downloads held at once, per user and in total (the config's `clipDownloads`; default 2 and 8). */
+  clipDownloads?: DownloadLimits;
   /** When edits stop using the interaction token (default {@link TOKEN_SWITCH_AFTER_MS}; tests shorten it). */
   tokenSwitchAfterMs?: number;
 }
@@ -136,6 +139,14 @@ interface Followed {
   tokenDead?: boolean;
 }
 
+/** A clip downloaded for an open "Edit clip…" modal, with the download slot it holds. */
+interface PendingClip {
+  download: Promise<DownloadedClip>;
+  timer: NodeJS.Timeout;
+  /** Gives the user's download slot back (once the clip is claimed or dropped). */
+  release: () => void;
+}
+
 type EditBody = { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] };
 
 export class DiscordAdapter {
@@ -147,7 +158,9 @@ export class DiscordAdapter {
   /** Job events, held until the client is ready (recovery notices at JobService.start()). */
   #events: JobEventFeed;
   /** Clips being downloaded for an open "Edit clip…" modal, by `<userId>:<messageId>`. */
-  #pendingClips = new Map<string, { download: Promise<DownloadedClip>; timer: NodeJS.Timeout }>();
+  #pendingClips = new Map<string, PendingClip>();
+  /** Caps on the clips being fetched or waiting for their instruction. */
+  readonly #downloadSlots: DownloadSlots;
   /** Removes old downloaded clips every hour. */
   #clipSweep: NodeJS.Timeout | undefined;
 
@@ -167,6 +180,7 @@ export class DiscordAdapter {
       rest: { ...(options.apiUrl === undefined ? {} : { api: options.apiUrl }), timeout: 120_000 },
     });
     this.#events = new JobEventFeed(options.jobs, (event) => this.#onJobEvent(event));
+    this.#downloadSlots = new DownloadSlots(options.clipDownloads);
   }
 
   /** Logs in and resolves once the gateway is ready (and the commands are registered, unless turned off). */
@@ -441,14 +455,24 @@ export class DiscordAdapter {
       await this.#refuse(interaction, notAVideoText(attachment?.name));
       return;
     }
-    const clip = await this.#tryDownload(interaction, () => this.#download(attachment));
+    const clip = await this.#tryDownload(interaction, async () => {
+      const release = this.#downloadSlots.take(interaction.user.id);
+      try {
+        return await this.#download(attachment);
+      } finally {
+        release();
+      }
+    });
     if (clip !== undefined) await this.#submitEdit(interaction, command, clip.file, true);
   }
 
   /**
    * Apps → "Edit clip…" on a message: shows the instruction modal (the answer to the interaction,
    * so nothing else may come first) and starts downloading the clip at once, because the
-   * attachment's signed link can expire before the modal is submitted.
+   * attachment's signed link can expire before the modal is submitted. Opening it again on the
+   * same message reuses the download under way; each download holds one of the user's slots
+   * ({@link DownloadSlots}) until its form is sent or given up, and a user past the cap is refused
+   * privately, with no modal and no download.
    */
   async #onEditClipMenu(interaction: MessageContextMenuCommandInteraction): Promise<void> {
     const attachment = videoAttachmentIn([...interaction.targetMessage.attachments.values()]);
@@ -457,21 +481,38 @@ export class DiscordAdapter {
       await interaction.reply({ content, flags: MessageFlags.Ephemeral }).catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not answer'));
       return;
     }
+    const key = `${interaction.user.id}:${interaction.targetId}`;
+    const earlier = this.#pendingClips.get(key);
+    let release: (() => void) | undefined;
+    if (earlier === undefined) {
+      try {
+        release = this.#downloadSlots.take(interaction.user.id);
+      } catch (error) {
+        if (!(error instanceof UserError)) throw error;
+        await interaction.reply({ content: refusalText(error), flags: MessageFlags.Ephemeral }).catch((failure: unknown) => this.#logger.warn({ err: failure, interactionId: interaction.id }, 'could not answer'));
+        return;
+      }
+    }
     try {
       await interaction.showModal(instructionModal(encodeClipModalId(interaction.targetId), 'Edit clip'));
     } catch (error) {
+      release?.();
       this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not show the edit form');
       return;
     }
-    const key = `${interaction.user.id}:${interaction.targetId}`;
-    const earlier = this.#pendingClips.get(key);
-    if (earlier !== undefined) this.#dropPendingClip(key, earlier);
+    if (earlier !== undefined) {
+      // The same clip again: its download is under way or done; it gets a fresh time to live.
+      clearTimeout(earlier.timer);
+      earlier.timer = setTimeout(() => this.#dropPendingClip(key, earlier), PENDING_CLIP_TTL_MS);
+      earlier.timer.unref();
+      return;
+    }
     const download = this.#download(attachment);
     // Awaited when the modal comes back; until then a failure must not count as unhandled.
     download.catch(() => undefined);
-    const timer = setTimeout(() => this.#dropPendingClip(key, { download, timer }), PENDING_CLIP_TTL_MS);
-    timer.unref();
-    this.#pendingClips.set(key, { download, timer });
+    const pending: PendingClip = { download, release: release!, timer: setTimeout(() => this.#dropPendingClip(key, pending), PENDING_CLIP_TTL_MS) };
+    pending.timer.unref();
+    this.#pendingClips.set(key, pending);
   }
 
   /** The instruction modal came back: from "Edit clip…" (`v1:clip:<messageId>`) or a result's Edit button (`v1:edit:<jobId>`). */
@@ -528,6 +569,9 @@ export class DiscordAdapter {
       } catch (error) {
         if (!(error instanceof UserError && error.code === ErrorCode.InputDownloadFailed)) throw error;
         this.#logger.info({ messageId }, 'the clip download failed; fetching the message again for fresh links');
+      } finally {
+        // The clip is now this submit's (a job's, or removed when none takes it).
+        pending.release();
       }
     }
     const channelId = interaction.channelId;
@@ -587,7 +631,10 @@ export class DiscordAdapter {
     if (pending === undefined) return;
     clearTimeout(pending.timer);
     if (this.#pendingClips.get(key) === pending) this.#pendingClips.delete(key);
-    void pending.download.then((clip) => rm(clip.file, { force: true })).catch(() => undefined);
+    void pending.download
+      .then((clip) => rm(clip.file, { force: true }))
+      .catch(() => undefined)
+      .finally(() => pending.release());
   }
 
   /** Removes downloaded clips older than {@link CLIP_RETENTION_MS}. */
@@ -617,7 +664,8 @@ export class DiscordAdapter {
       submitted = await this.#options.jobs.submit({
         ...base,
         eventId: interaction.id,
-        ...(interaction.guildId === null ? {} : { groupId: interaction.guildId }),
+        // Outside any guild (a DM): the job core refuses it unless direct messages are allowed.
+        ...(interaction.guildId === null ? { directMessage: true } : { groupId: interaction.guildId }),
         ...(interaction.channelId === null ? {} : { channelId: interaction.channelId }),
       });
     } catch (error) {

@@ -145,7 +145,7 @@ describe('listings', () => {
 
   it('usage: limits, today and this month, recent jobs', () => {
     const text = usageText('slack', {
-      limits: { tier: 'free', jobsPerDay: 20, gpuSecondsPerDay: 600, gpuSecondsPerMonth: null, maxPendingJobs: 3 },
+      limits: { tier: 'free', jobsPerDay: 20, gpuSecondsPerDay: 600, gpuSecondsPerMonth: null, maxPendingJobs: 3, maxFrames: 16, maxSteps: 50, cooldownSeconds: 0 },
       left: { tier: 'free', jobsToday: 14, gpuSecondsToday: 300, gpuSecondsThisMonth: null, pendingSlots: 3 },
       today: { jobs: 6, gpuSeconds: 300 },
       thisMonth: { jobs: 40, gpuSeconds: 2000 },
