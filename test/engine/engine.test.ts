@@ -35,11 +35,12 @@ test('a text2video job runs in a worker process on the built-in engine and yield
     expect(info).toMatchObject({ codec: 'h264', pixelFormat: 'yuv420p', frames: 5, width: 64, height: 64, fps: 5 });
     // Denoising progress reached the bot adapters, step by step.
     expect(h.events.filter(isType('progress', job.id)).some((e) => e.progress.stage === 'denoising')).toBe(true);
-    // Bad engine parameters fail the job with a message for the user, and a refund.
-    const bad = await h.service.submit({ actor: alice, kind: 'text2video', params: { prompt: 'x', numFrames: 500 } });
-    const failed = await h.waitFor(isType('failed', bad.job.id));
-    expect(failed).toMatchObject({ code: 'invalid_request', refunded: true });
-    expect(failed.type === 'failed' && failed.message).toMatch(/The number of frames must be from 1 to 64, not 500/);
+    // Too many frames for the user's tier: refused at submit with what to lower, before any job exists.
+    const jobsBefore = h.db.prepare('SELECT count(*) AS n FROM jobs').get() as { n: number };
+    await expect(h.service.submit({ actor: alice, kind: 'text2video', params: { prompt: 'x', numFrames: 500 } })).rejects.toMatchObject({
+      userMessage: expect.stringMatching(/this one asks for 500\. Lower the frames to 16 or fewer/),
+    });
+    expect(h.db.prepare('SELECT count(*) AS n FROM jobs').get()).toEqual(jobsBefore);
     // A size the UNet cannot take (the tiny UNet wants multiples of 16): a clear message, not an ORT shape error.
     const odd = await h.service.submit({ actor: alice, kind: 'text2video', params: { prompt: 'x', numFrames: 2, numInferenceSteps: 2, width: 72 } });
     const oddFailed = await h.waitFor(isType('failed', odd.job.id));

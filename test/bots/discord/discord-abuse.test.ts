@@ -12,7 +12,7 @@ import type { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.j
 import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
 import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
-import { isOriginalEdit, MP4_ENGINE, newAdapter } from './setup.js';
+import { isOriginalEdit, isPrivateFollowUp, MP4_ENGINE, newAdapter } from './setup.js';
 
 const alice = { id: snowflake(), username: 'alice' };
 const bob = { id: snowflake(), username: 'bob' };
@@ -122,7 +122,7 @@ it('/video in a DM is refused while direct messages are off (the default), and r
   let discord = await startAll({});
   const dm = inDirectMessage(discord, discord.slashCommand(alice, { prompt: 'a corgi surfing' }), alice);
   discord.sendInteraction(dm);
-  const refusal = await discord.waitForRequest(isOriginalEdit(dm.token));
+  const refusal = await discord.waitForRequest(isPrivateFollowUp(dm.token));
   expect((refusal.body as { content?: string }).content).toMatch(/Videos cannot be made in direct messages with this bot/);
   expect(harness!.db.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(0);
   await adapter!.stop();
