@@ -54,6 +54,7 @@ import { createSession, releaseSession, Tensor } from '../src/engine/onnx/sessio
 import { StableDiffusionComponents } from '../src/engine/pipelines/sd-components.js';
 import { encodeFrames } from '../src/engine/video/encode.js';
 import { resolveFfmpegPaths } from '../src/engine/video/ffmpeg-paths.js';
+import { WORKER_ENTRY } from '../src/jobs/worker-pool.js';
 import { movingGradient } from './moving-gradient.js';
 
 const FRAMES = 8;
@@ -115,7 +116,7 @@ function workerPids(): number[] {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       if (ppid !== process.pid) continue;
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('worker-main')) pids.push(Number(entry));
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(WORKER_ENTRY)) pids.push(Number(entry));
     } catch {
       // Exited while we looked.
     }

@@ -22,7 +22,7 @@ import type { EngineJob, EngineResult, EngineSettings } from './engine.js';
 import type { JobProgress } from './types.js';
 import type { ChildMessage, ParentMessage } from './worker/protocol.js';
 
-const WORKER_ENTRY = fileURLToPath(new URL('./worker/process-main.ts', import.meta.url));
+export const WORKER_ENTRY = fileURLToPath(new URL('./worker/process-main.ts', import.meta.url));
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 /**
  * How long a new worker process may take to boot before it sends its first message. Heartbeats
@@ -181,7 +181,9 @@ export class WorkerPool {
   #spawn(slot: Slot): Worker {
     const child = fork(WORKER_ENTRY, [], {
       execArgv: ['--import', TSX_LOADER],
-      env: this.#options.env ?? process.env,
+      // glibc keeps large freed buffers in the heap once it has raised its mmap threshold; a fixed
+      // threshold hands model-loading and activation buffers back to the OS (the operator's value wins).
+      env: { MALLOC_MMAP_THRESHOLD_: '131072', ...(this.#options.env ?? process.env) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
     });
