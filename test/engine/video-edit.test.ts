@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { makeModelSet } from '../../src/engine/models/make.js';
 import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-components.js';
-import { anchorFrames, editChunks, VideoEditPipeline, type VideoEditInput } from '../../src/engine/pipelines/video-edit.js';
+import { anchorFrames, editChunks, vaeFramesPerCall, VideoEditPipeline, type VideoEditInput } from '../../src/engine/pipelines/video-edit.js';
 import { meanAbsFrameDiff } from '../../src/engine/video/metrics.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 
@@ -130,4 +130,12 @@ test('bad inputs are refused by name', async () => {
   await expect(pipeline.run({ ...base, width: 60 })).rejects.toThrow(/multiples of 8/);
   await expect(pipeline.run({ ...base, chunkSize: 0 })).rejects.toThrow(/`chunkSize`/);
   await expect(pipeline.run({ ...base, numInferenceSteps: 0 })).rejects.toThrow(/`numInferenceSteps`/);
+});
+
+test('the VAE takes one 512² frame per call, and small frames a chunk at a time', () => {
+  expect(vaeFramesPerCall(512, 512, 8)).toBe(1);
+  expect(vaeFramesPerCall(512, 384, 8)).toBe(1);
+  expect(vaeFramesPerCall(256, 256, 8)).toBe(4);
+  expect(vaeFramesPerCall(128, 128, 8)).toBe(8);
+  expect(vaeFramesPerCall(1024, 1024, 8)).toBe(1);
 });

@@ -160,11 +160,13 @@ export class VideoEditPipeline {
     const text = await sd.encodeText(input.instruction);
     const uncond = await sd.encodeText(input.negativePrompt ?? '');
 
-    // 3. Image latents: VAE mode, unscaled, a chunk of frames per encoder call.
+    // 3. Image latents: VAE mode, unscaled, a few frames per encoder call (at 512² one: the VAE's
+    //    full-resolution activations, not the UNet, set the peak memory of an edit).
+    const vaeFrames = vaeFramesPerCall(width, height, chunkSize);
     const imageLatents: Float32Array[] = [];
-    for (let start = 0; start < numFrames; start += chunkSize) {
+    for (let start = 0; start < numFrames; start += vaeFrames) {
       signal?.throwIfAborted();
-      const part = frames.slice(start, start + chunkSize);
+      const part = frames.slice(start, start + vaeFrames);
       const encoded = await sd.encode(rgbToImages(part, height, width), part.length, height, width);
       for (let i = 0; i < part.length; i++) imageLatents.push(encoded.subarray(i * latentSize, (i + 1) * latentSize));
     }
@@ -254,13 +256,13 @@ export class VideoEditPipeline {
       }
     }
 
-    // 7. Decode, a chunk of frames per call.
-    signal?.throwIfAborted();
-    context.onProgress?.({ step: totalCalls, total: totalCalls, stage: 'decoding' });
+    // 7. Decode, as many frames per call as the encoder took (each call reports progress, so a long
+    //    clip's decode never looks like a stalled engine).
     const output: Uint8Array[] = [];
-    for (let start = 0; start < numFrames; start += chunkSize) {
+    for (let start = 0; start < numFrames; start += vaeFrames) {
       signal?.throwIfAborted();
-      const part = latents.slice(start, start + chunkSize);
+      context.onProgress?.({ step: totalCalls, total: totalCalls, stage: 'decoding' });
+      const part = latents.slice(start, start + vaeFrames);
       const batch = new Float32Array(part.length * latentSize);
       part.forEach((latent, i) => {
         for (let k = 0; k < latentSize; k++) batch[i * latentSize + k] = latent[k]! / sd.vaeScalingFactor;
@@ -384,4 +386,12 @@ function checkInputs(args: VideoEditInput & { steps: number; guidance: number; i
   if (!SCHEDULERS.includes(schedulerName as VideoEditSchedulerName)) {
     throw new RangeError(`\`scheduler\` must be one of ${SCHEDULERS.join(', ')}, got ${String(schedulerName)}`);
   }
+}
+
+/** Pixels of input per VAE call: one SD 1.x frame (512²). Its activations at 128 channels are about 134 MB per tensor. */
+const VAE_PIXELS_PER_CALL = 512 * 512;
+
+/** Frames per VAE encoder/decoder call: as many as fit {@link VAE_PIXELS_PER_CALL}, at least one, at most a chunk. */
+export function vaeFramesPerCall(width: number, height: number, chunkSize: number): number {
+  return Math.max(1, Math.min(chunkSize, Math.floor(VAE_PIXELS_PER_CALL / (width * height))));
 }
