@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { makeModelSet } from '../../src/engine/models/make.js';
 import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-components.js';
-import { anchorFrames, editChunks, vaeFramesPerCall, VideoEditPipeline, type VideoEditInput } from '../../src/engine/pipelines/video-edit.js';
+import { anchorFrames, defaultChunkSize, editChunks, vaeFramesPerCall, VideoEditPipeline, type VideoEditInput } from '../../src/engine/pipelines/video-edit.js';
 import { meanAbsFrameDiff } from '../../src/engine/video/metrics.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 
@@ -138,4 +138,12 @@ test('the VAE takes one 512² frame per call, and small frames a chunk at a time
   expect(vaeFramesPerCall(256, 256, 8)).toBe(4);
   expect(vaeFramesPerCall(128, 128, 8)).toBe(8);
   expect(vaeFramesPerCall(1024, 1024, 8)).toBe(1);
+});
+
+test('the default chunk shrinks at large sizes to the anchor pass\'s batch, and stays 8 at small ones', () => {
+  expect(defaultChunkSize(512, 512, 3)).toBe(3);
+  expect(defaultChunkSize(512, 384, 3)).toBe(4);
+  expect(defaultChunkSize(128, 128, 3)).toBe(8);
+  expect(defaultChunkSize(1024, 1024, 1)).toBe(1);
+  expect(defaultChunkSize(1024, 1024, 5)).toBe(5);
 });

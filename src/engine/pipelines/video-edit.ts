@@ -76,10 +76,10 @@ export interface VideoEditInput {
   /** Anchor frames K, spread evenly over the clip (frame 0 and the last included); 1 = frame 0 only. Default 3. */
   anchors?: number;
   /**
-   * Frames per UNet batch (default 8). With cross-frame attention it counts only non-anchor frames:
+   * Frames per UNet batch (default {@link defaultChunkSize}: 8, fewer at large sizes). With cross-frame attention it counts only non-anchor frames:
    * the K anchors run once per step in their own batch, and each chunk's batch holds just its own
    * frames (so the largest batch is max(K, chunkSize) frames × 3 guidance groups). Without it, any
-   * frames. Also the frames per VAE encoder/decoder call.
+   * frames. It also caps the frames per VAE call ({@link vaeFramesPerCall}).
    */
   chunkSize?: number;
   /** Default Euler Ancestral, the reference. */
@@ -139,7 +139,7 @@ export class VideoEditPipeline {
     const guidance = input.guidanceScale ?? VIDEO_EDIT_DEFAULTS.guidanceScale;
     const imageGuidance = input.imageGuidanceScale ?? VIDEO_EDIT_DEFAULTS.imageGuidanceScale;
     const anchorCount = input.anchors ?? VIDEO_EDIT_DEFAULTS.anchors;
-    const chunkSize = input.chunkSize ?? VIDEO_EDIT_DEFAULTS.chunkSize;
+    const chunkSize = input.chunkSize ?? defaultChunkSize(input.width, input.height, anchorCount);
     const schedulerName = input.scheduler ?? VIDEO_EDIT_DEFAULTS.scheduler;
     const crossFrame = input.crossFrameAttention ?? true;
     checkInputs({ ...input, steps, guidance, imageGuidance, anchorCount, chunkSize, schedulerName, crossFrame });
@@ -394,4 +394,18 @@ const VAE_PIXELS_PER_CALL = 512 * 512;
 /** Frames per VAE encoder/decoder call: as many as fit {@link VAE_PIXELS_PER_CALL}, at least one, at most a chunk. */
 export function vaeFramesPerCall(width: number, height: number, chunkSize: number): number {
   return Math.max(1, Math.min(chunkSize, Math.floor(VAE_PIXELS_PER_CALL / (width * height))));
+}
+
+/** Latent pixels per UNet chunk by default: three SD 1.x frames (64×64 latents each). */
+const UNET_LATENT_PIXELS_PER_CHUNK = 3 * 64 * 64;
+
+/**
+ * The default chunk: {@link VIDEO_EDIT_DEFAULTS}.chunkSize frames, fewer at large sizes so that a
+ * chunk's batch is no larger than the anchor pass's (the output does not depend on the chunking;
+ * the peak memory does). At 512² with 3 anchors: 3 frames; at 128²: 8.
+ */
+export function defaultChunkSize(width: number, height: number, anchors: number): number {
+  const latentPixels = (width / 8) * (height / 8);
+  const byMemory = Math.floor(UNET_LATENT_PIXELS_PER_CHUNK / latentPixels);
+  return Math.max(1, Math.min(VIDEO_EDIT_DEFAULTS.chunkSize, Math.max(anchors, byMemory)));
 }
