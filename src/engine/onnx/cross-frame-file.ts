@@ -2,13 +2,14 @@
  * @file Rewrites a UNet file for cross-frame attention (./cross-frame.ts) once and keeps the
  * result beside it, where its external data resolves, for every later load.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { CROSS_FRAME_REWRITE_VERSION, rewriteCrossFrameAttention, type CrossFrameBlock, type CrossFrameOptions, type CrossFrameResult } from './cross-frame.js';
 import { encodeModel, externalDataLocations, readModelFile } from './proto.js';
+import { isFile, writeAtomically } from './rewritten-file.js';
 
 /** The UNet's attention is not one this rewrite can find; load the plain graph (per-frame attention) instead. */
 export class CrossFrameUnavailableError extends Error {
@@ -118,26 +119,5 @@ async function readCached(path: string): Promise<RewrittenUnet | undefined> {
     return { path, blocks: summary.blocks, details: summary.details, kvType: summary.kvType === 'float16' ? 'float16' : 'float32', cached: true };
   } catch {
     return undefined;
-  }
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    const info = await stat(path);
-    return info.isFile() && info.size > 0;
-  } catch {
-    return false;
-  }
-}
-
-/** Write to a temp name and rename, so a concurrent reader never sees half a file. */
-async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    await writeFile(temp, data);
-    await rename(temp, path);
-  } catch (error) {
-    await unlink(temp).catch(() => undefined);
-    throw error;
   }
 }

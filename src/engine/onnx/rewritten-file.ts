@@ -44,7 +44,8 @@ export async function writeModelBeside(
   }
 }
 
-async function isFile(path: string): Promise<boolean> {
+/** A non-empty file is there (a rewrite written before). */
+export async function isFile(path: string): Promise<boolean> {
   try {
     const info = await stat(path);
     return info.isFile() && info.size > 0;
@@ -54,7 +55,7 @@ async function isFile(path: string): Promise<boolean> {
 }
 
 /** Write to a temp name and rename, so a concurrent reader never sees half a file. */
-async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
+export async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
   const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     await writeFile(temp, data);
