@@ -14,6 +14,8 @@ import { untrainedWeightsNotice } from './engine/models/built-in.js';
 import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { drainOnSignals, startApp } from './main.js';
+import { httpAddress } from './web/http-server.js';
+import { ServeHttp } from './web/serve-http.js';
 
 export interface ServeContext {
   config(): Config;
@@ -64,10 +66,15 @@ export function registerServe(program: Command, context: ServeContext): void {
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
       let slack: SlackAdapter | undefined;
+      let http: ServeHttp | undefined;
       const app = startApp(config, {
         logger,
-        // The adapters follow job events from the start, so recovery notices reach them too.
-        beforeStart: ({ jobs }) => {
+        // The adapters and the metrics follow job events from the start, so recovery notices reach them too.
+        beforeStart: ({ jobs, db }) => {
+          if (httpAddress(config)) {
+            const platforms = [...(withDiscord ? (['discord'] as const) : []), ...(withSlack ? (['slack'] as const) : [])];
+            http = new ServeHttp({ config, db, jobs, logger, ffmpegPath: ffmpeg.ffmpeg, platforms });
+          }
           if (withDiscord) {
             discord = new DiscordAdapter({
               token: config.discordToken!,
@@ -106,6 +113,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
+        await http?.close().catch(() => undefined);
       };
       // The drain, in order: the job service stops starting jobs and gives running ones their grace
       // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
@@ -119,6 +127,19 @@ export function registerServe(program: Command, context: ServeContext): void {
         await rm(tempDir, { recursive: true, force: true });
       };
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
+      let httpUrl: string | undefined;
+      if (http) {
+        try {
+          httpUrl = await http.listen();
+        } catch (error) {
+          await stopAdapters();
+          await app.stop();
+          await rm(tempDir, { recursive: true, force: true });
+          const { host, port } = httpAddress(config)!;
+          const reason = (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (error as Error).message;
+          return context.fail(`Could not serve HTTP on ${host}:${port} (REELBOT_HTTP_HOST / REELBOT_HTTP_PORT): ${reason}.`, 1);
+        }
+      }
       const failStart = async (platform: string, error: unknown): Promise<never> => {
         await stopAdapters();
         await app.stop();
@@ -133,12 +154,16 @@ export function registerServe(program: Command, context: ServeContext): void {
       for (const [index, outcome] of outcomes.entries()) {
         if (outcome.state === 'failed') await failStart(adapters[index] === discord ? 'Discord' : 'Slack', outcome.error);
       }
+      const observe = (adapter: DiscordAdapter | SlackAdapter) => http?.metrics.platform(adapter === discord ? 'discord' : 'slack');
       for (const [index, outcome] of outcomes.entries()) {
+        if (outcome.state === 'ready') observe(adapters[index]!)?.connection(true);
         if (outcome.state !== 'pending') continue;
         const name = adapters[index] === discord ? 'Discord' : 'Slack';
+        const observer = observe(adapters[index]!);
         logger.warn({ platform: name, timeoutMs: config.platformStartTimeoutMs }, `${name} is not connected yet; still trying while the other platforms serve`);
         void outcome.started.then(
           () => {
+            observer?.connection(true);
             logger.info({ platform: name }, `${name} connected`);
             context.out(`${name} is connected now.`);
           },
@@ -153,6 +178,7 @@ export function registerServe(program: Command, context: ServeContext): void {
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
           : `reelbot is still connecting to ${waiting.join(' and ')} (${workers}). Stop it with Ctrl-C or SIGTERM.`,
       );
+      if (httpUrl !== undefined) context.out(`Health, metrics and the dashboard: ${httpUrl} (sign in with a link from "reelbot dashboard link").`);
       const untrained = await untrainedWeightsNotice(config);
       if (untrained !== undefined) {
         logger.warn({ modelDir: config.modelDir || null, editModelDir: config.editModelDir || null }, untrained);

@@ -197,6 +197,23 @@ export const configSchema = z
      * platform still connecting by then goes on trying in the background.
      */
     platformStartTimeoutMs: positiveInt.default(30_000),
+    /**
+     * `serve`'s HTTP side (health, metrics, the dashboard): off unless a port is set. It binds to
+     * 127.0.0.1; put it behind a reverse proxy with TLS to reach it from elsewhere (see the README).
+     */
+    http: z
+      .strictObject({
+        host: z.string().min(1).default('127.0.0.1'),
+        /** 0 picks a free port (tests); unset = no HTTP server. */
+        port: z.number().int().min(0).max(65535).optional(),
+        /** The address operators open (the reverse proxy's https:// URL); default http://host:port. Sign-in links start with it. */
+        publicUrl: z.url({ protocol: /^https?$/ }).optional(),
+        /** A sign-in link from `reelbot dashboard link` or `/admin dashboard` works once, for this long. */
+        dashboardLinkMinutes: positiveInt.max(60).default(10),
+        /** A dashboard session lasts this long, then the operator signs in again. */
+        dashboardSessionHours: positiveInt.max(24 * 30).default(12),
+      })
+      .prefault({}),
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -258,6 +275,11 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_SLACK_PORT: { path: ['slackPort'], kind: 'number' },
   REELBOT_SLACK_EDIT_CHANNELS: { path: ['slackEditChannels'], kind: 'list' },
   REELBOT_PLATFORM_START_TIMEOUT_MS: { path: ['platformStartTimeoutMs'], kind: 'number' },
+  REELBOT_HTTP_HOST: { path: ['http', 'host'], kind: 'string' },
+  REELBOT_HTTP_PORT: { path: ['http', 'port'], kind: 'number' },
+  REELBOT_HTTP_PUBLIC_URL: { path: ['http', 'publicUrl'], kind: 'string' },
+  REELBOT_DASHBOARD_LINK_MINUTES: { path: ['http', 'dashboardLinkMinutes'], kind: 'number' },
+  REELBOT_DASHBOARD_SESSION_HOURS: { path: ['http', 'dashboardSessionHours'], kind: 'number' },
 };
 /** Environment variables that hold secrets: never logged, never passed to worker processes. */
 export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));

@@ -48,7 +48,7 @@ import {
   type UserRecord,
 } from './types.js';
 import type { EngineSettings } from './engine.js';
-import { WorkerPool } from './worker-pool.js';
+import { WorkerPool, type WorkerSnapshot } from './worker-pool.js';
 
 /** A job is started at most this often: once, and once more after a crash, hang or restart (never after a timeout). */
 export const MAX_ATTEMPTS = 2;
@@ -191,6 +191,27 @@ export class JobService {
     this.#costs = new CostModel({ config, history: (kind, device, model, window) => this.#jobs.recentCosts(kind, device, model, window) });
   }
 
+  /**
+   * Subscribes to refused submits (quota, cooldown, ban, prompt policy…): the code of each
+   * UserError a submit threw. Returns the unsubscribe function.
+   */
+  onRefusal(listener: (refusal: { kind: JobKind; code: string }) => void): () => void {
+    const isolated = (refusal: { kind: JobKind; code: string }) => {
+      try {
+        listener(refusal);
+      } catch (error) {
+        this.#logger.error({ err: error, code: refusal.code }, 'refusal listener threw');
+      }
+    };
+    this.#emitter.on('refusal', isolated);
+    return () => this.#emitter.off('refusal', isolated);
+  }
+
+  /** The worker slots: device, state, process, job, last heartbeat, restarts. */
+  workers(): WorkerSnapshot[] {
+    return this.#pool.snapshot();
+  }
+
   /** Subscribes to job events; returns the unsubscribe function. */
   onEvent(listener: (event: JobEvent) => void): () => void {
     // Each listener on its own: one adapter's bug must not keep the event from the others.
@@ -244,6 +265,15 @@ export class JobService {
    * message for the user. A redelivered event id returns the first job with `duplicate: true`.
    */
   async submit(request: JobRequest): Promise<SubmitResult> {
+    try {
+      return await this.#submit(request);
+    } catch (error) {
+      if (error instanceof UserError) this.#emitter.emit('refusal', { kind: request.kind, code: error.code });
+      throw error;
+    }
+  }
+
+  async #submit(request: JobRequest): Promise<SubmitResult> {
     if (this.#state !== 'started') {
       throw new UserError(ErrorCode.ShuttingDown, 'The bot is restarting. Please try again in a minute.');
     }

@@ -69,9 +69,28 @@ export interface RunOptions {
   onRunning?(loadSeconds: number): void;
 }
 
+/** One device slot as the operator sees it (the dashboard, /metrics, /readyz). */
+export interface WorkerSnapshot {
+  device: string;
+  /**
+   * `idle`: no process (one starts with the next job); `starting`: booting or loading its engine;
+   * `ready`: up, waiting for a job; `busy`: running one; `unavailable`: its engine could not be
+   * loaded (the log says why; the next job tries again).
+   */
+  state: 'idle' | 'starting' | 'ready' | 'busy' | 'unavailable';
+  pid: number | null;
+  jobId: number | null;
+  /** When its process last said anything (a heartbeat or a message). */
+  lastHeartbeatAt: number | null;
+  /** Processes started on this slot after the first (crashes, hangs, kills and engine failures). */
+  restarts: number;
+}
+
 interface Worker {
   child: ChildProcess;
   ready: Promise<void>;
+  /** Set once the worker said `ready`. */
+  isReady?: boolean;
   /** When the worker last said anything; undefined until its first message. */
   lastSeen?: number;
   spawnedAt: number;
@@ -81,6 +100,12 @@ interface Slot {
   device: string;
   worker?: Worker;
   task?: Task;
+  /** Processes started on this slot so far. */
+  spawns: number;
+  /** The last worker's engine could not be loaded. */
+  unavailable: boolean;
+  /** When the slot's current or last worker last said anything. */
+  lastSeen?: number;
 }
 
 interface Task {
@@ -104,13 +129,25 @@ export class WorkerPool {
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
-    this.#slots = options.devices.map((device) => ({ device }));
+    this.#slots = options.devices.map((device) => ({ device, spawns: 0, unavailable: false }));
     this.#watchdog = setInterval(() => this.#checkHeartbeats(), Math.min(options.heartbeatIntervalMs, 1000));
     this.#watchdog.unref();
   }
 
   get size(): number {
     return this.#slots.length;
+  }
+
+  /** Each slot's device, state, process, job and last heartbeat. */
+  snapshot(): WorkerSnapshot[] {
+    return this.#slots.map((slot) => ({
+      device: slot.device,
+      state: slot.task ? 'busy' : slot.worker ? (slot.worker.isReady ? 'ready' : 'starting') : slot.unavailable ? 'unavailable' : 'idle',
+      pid: slot.worker?.child.pid ?? null,
+      jobId: slot.task?.jobId ?? null,
+      lastHeartbeatAt: slot.lastSeen ?? null,
+      restarts: Math.max(0, slot.spawns - 1),
+    }));
   }
 
   /** The device that the next `run()` will use, or undefined when every slot is busy. */
@@ -201,10 +238,12 @@ export class WorkerPool {
     ready.catch(() => undefined); // observed through run(); never an unhandled rejection
     const worker: Worker = { child, ready, spawnedAt: Date.now() };
     slot.worker = worker;
+    slot.spawns++;
     this.#options.logger.info({ device: slot.device, pid: child.pid }, 'worker started');
 
     child.on('message', (message: ChildMessage) => {
       worker.lastSeen = Date.now();
+      if (slot.worker === worker) slot.lastSeen = worker.lastSeen;
       this.#onMessage(slot, worker, message, settleReady);
     });
     child.on('error', (error) => this.#options.logger.error({ err: error, device: slot.device }, 'worker process error'));
@@ -233,11 +272,14 @@ export class WorkerPool {
     const task = slot.task;
     switch (message.type) {
       case 'ready':
+        worker.isReady = true;
+        slot.unavailable = false;
         ready.resolve();
         return;
       case 'fatal':
         // The raw load error is for the operator's log; users only hear that the engine did not start.
         this.#options.logger.error({ device: slot.device, error: message.message }, 'the engine could not be loaded');
+        slot.unavailable = true;
         ready.reject(new AppError(ErrorCode.EngineUnavailable, ENGINE_UNAVAILABLE_TEXT, { cause: new Error(message.message) }));
         return;
       case 'heartbeat':
