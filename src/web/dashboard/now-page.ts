@@ -6,7 +6,7 @@
 import type { Config } from '../../config.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobProgress, JobRecord } from '../../jobs/types.js';
-import type { WorkerSnapshot } from '../../jobs/worker-pool.js';
+import type { WorkerSnapshot } from '../../jobs/dispatch/port.js';
 import type { UserRepo } from '../../store/user-repo.js';
 import { actionButton, duration, html, type SafeHtml } from './html.js';
 
