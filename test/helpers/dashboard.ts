@@ -1,5 +1,6 @@
 /** The dashboard in tests and the benchmark: serve's HTTP side on a free port, and Debian's Chromium driven by playwright-core. */
 import { existsSync } from 'node:fs';
+import type { FastifyPluginAsync } from 'fastify';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
 import type { JobService } from '../../src/jobs/job-service.js';
@@ -28,7 +29,14 @@ export interface Dashboard {
 }
 
 /** Serve's HTTP side for a job service (its config must set `http.port`, 0 for a free one). */
-export async function startDashboard(options: { config: Config; db: Db; jobs: JobService; platforms?: ObservedPlatform[] }): Promise<Dashboard> {
+export async function startDashboard(options: {
+  config: Config;
+  db: Db;
+  jobs: JobService;
+  platforms?: ObservedPlatform[];
+  /** Routes of other modules, registered before the server listens. */
+  plugins?: FastifyPluginAsync[];
+}): Promise<Dashboard> {
   const http = new ServeHttp({
     config: options.config,
     db: options.db,
@@ -37,6 +45,7 @@ export async function startDashboard(options: { config: Config; db: Db; jobs: Jo
     ffmpegPath: resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' }).ffmpeg,
     platforms: options.platforms ?? [],
   });
+  for (const plugin of options.plugins ?? []) http.register(plugin);
   const baseUrl = await http.listen();
   return { http, baseUrl, close: () => http.close() };
 }
