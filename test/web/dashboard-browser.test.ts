@@ -212,13 +212,18 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
     }, job.id);
     expect(thumb).toMatchObject({ status: 200, type: 'image/jpeg' });
     expect(thumb.size).toBeGreaterThan(200);
+    // The thumbnail plays the video in place.
+    await page.click(`#thumb-${job.id}`);
+    const inline = page.locator(`#video-${job.id}`);
+    await expect.poll(() => inline.evaluate((element) => (element as unknown as { currentTime: number }).currentTime), { timeout: 10_000 }).toBeGreaterThan(0);
+    expect(await inline.evaluate((element) => (element as unknown as { videoWidth: number }).videoWidth)).toBe(64);
+    // The job's page: its ledger rows, and its video again.
     await page.click(`a[href="/jobs/${job.id}"]`);
     await expect.poll(() => textOf(page, 'h1'), { timeout: 10_000 }).toBe(`Job #${job.id}`);
     expect(await page.locator('#ledger tbody tr').count()).toBe(2); // reserve, settle
     const video = page.locator(`#video-${job.id}`);
     await video.evaluate((element) => (element as unknown as { play(): Promise<void> }).play());
     await expect.poll(() => video.evaluate((element) => (element as unknown as { currentTime: number }).currentTime), { timeout: 10_000 }).toBeGreaterThan(0);
-    expect(await video.evaluate((element) => (element as unknown as { videoWidth: number }).videoWidth)).toBe(64);
   });
 
   it('cancels a running job from its page: cancelled in the database, the user told on Discord, written to the audit log', async () => {

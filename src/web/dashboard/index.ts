@@ -52,6 +52,7 @@ function loadAssets(): Map<string, [string, Buffer]> {
     ['dashboard.css', ['text/css; charset=utf-8', readFileSync(join(ASSET_DIR, 'dashboard.css'))]],
     ['live.js', ['text/javascript; charset=utf-8', readFileSync(join(ASSET_DIR, 'live.js'))]],
     ['usage-charts.js', ['text/javascript; charset=utf-8', readFileSync(join(ASSET_DIR, 'usage-charts.js'))]],
+    ['gallery.js', ['text/javascript; charset=utf-8', readFileSync(join(ASSET_DIR, 'gallery.js'))]],
     ['chart.umd.min.js', ['text/javascript; charset=utf-8', readFileSync(CHART_JS)]],
   ]);
 }
@@ -128,7 +129,7 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
       const parsed = galleryQuery(request.query as Record<string, unknown>);
       if ('problem' in parsed) return badRequest(reply, request.signedIn!, 'jobs', parsed.problem);
       const result = gallery.search({ ...parsed.query, pageSize: GALLERY_PAGE_SIZE });
-      return sendPage(reply, 'Jobs', 'jobs', request.signedIn, renderGallery(parsed.query, result));
+      return sendPage(reply, 'Jobs', 'jobs', request.signedIn, renderGallery(parsed.query, result), ['gallery.js']);
     });
     app.get('/jobs/:id', async (request, reply) => {
       const job = jobFrom(request);

@@ -36,11 +36,20 @@ export function hasVideo(job: JobRecord): boolean {
   return job.state === 'succeeded' && typeof (job.result as { file?: unknown } | null)?.file === 'string' && /\.mp4$/i.test((job.result as { file: string }).file);
 }
 
-function videoOf(job: JobRecord, options: { autofocus?: boolean } = {}): SafeHtml {
+/** The job's video player (its page), or what stands in for it. */
+function videoOf(job: JobRecord): SafeHtml {
   if (!hasVideo(job)) return html`<div class="no-video">${job.state === 'succeeded' ? 'no video file' : job.state}</div>`;
-  return html`<video controls preload="none" playsinline muted poster="/jobs/${job.id}/thumb.jpg" src="/jobs/${job.id}/video.mp4" id="video-${job.id}"${
-    options.autofocus ? html` autofocus` : ''
-  } aria-label="Video of job ${job.id}"></video>`;
+  return html`<video controls preload="metadata" playsinline muted poster="/jobs/${job.id}/thumb.jpg" src="/jobs/${job.id}/video.mp4" id="video-${job.id}" aria-label="Video of job ${job.id}"></video>`;
+}
+
+/**
+ * A gallery card's thumbnail: a link to the job whose click (or Enter) plays the video in its place
+ * (gallery.js); without scripts it opens the job's page. An image per card keeps a page of 24
+ * light: no media player is made until one is asked for.
+ */
+function thumbnailOf(job: JobRecord): SafeHtml {
+  if (!hasVideo(job)) return html`<div class="no-video">${job.state === 'succeeded' ? 'no video file' : job.state}</div>`;
+  return html`<a class="thumb" href="/jobs/${job.id}" data-video="/jobs/${job.id}/video.mp4" id="thumb-${job.id}" aria-label="Play the video of job ${job.id}"><img src="/jobs/${job.id}/thumb.jpg" alt="" width="320" height="320" loading="lazy"><span class="play" aria-hidden="true">▶</span></a>`;
 }
 
 export function renderGallery(query: GalleryQuery, result: JobSearchResult): SafeHtml {
@@ -65,7 +74,7 @@ export function renderGallery(query: GalleryQuery, result: JobSearchResult): Saf
 ${result.jobs.length === 0
   ? html`<p class="empty">No job matches.</p>`
   : html`<ul class="gallery">${result.jobs.map(
-      (job) => html`<li class="card">${videoOf(job)}
+      (job) => html`<li class="card">${thumbnailOf(job)}
 <div class="row-head"><a href="/jobs/${job.id}">Job #${job.id}</a> <span class="state state-${job.state}">${job.state}</span> <span class="tag">${job.kind}</span></div>
 <p class="prompt">${jobText(job)}</p><p class="muted">${job.platform}:${job.userExternalId} · ${iso(job.queuedAt)}</p></li>`,
     )}</ul>`}
