@@ -66,7 +66,6 @@ async function timeToContent(page: Page, path: string, ready: string): Promise<n
     await page.goto(`${dashboard.baseUrl}${path}`, { waitUntil: 'load' });
     await page.waitForSelector(ready, { state: 'attached' });
     const ms = (await page.evaluate(`performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd`)) as number;
-    if (process.env.BENCH_DEBUG) console.error(path, JSON.stringify(await page.evaluate(`(() => { const n = performance.getEntriesByType("navigation")[0]; return { ttfb: n.responseStart, end: n.responseEnd, dcl: n.domContentLoadedEventEnd }; })()`)));
     if (run > 0) times.push(ms); // the first load warms up
   }
   times.sort((a, b) => a - b);
