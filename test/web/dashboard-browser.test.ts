@@ -226,6 +226,32 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
     await expect.poll(() => video.evaluate((element) => (element as unknown as { currentTime: number }).currentTime), { timeout: 10_000 }).toBeGreaterThan(0);
   });
 
+  it('is usable on a phone (no page wider than the screen) and with a keyboard (skip link, Tab to a control, Enter)', async () => {
+    seedJobs(harness.db, [{ user: 'u1', kind: 'text2video', state: 'succeeded', queuedAt: Date.now() - 3_600_000, seconds: 30, prompt: 'a very long prompt '.repeat(20) }]);
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    try {
+      const page = await signIn(phone, dashboard, adminActor);
+      for (const path of ['/', '/usage', '/jobs', '/jobs/1', '/audit']) {
+        await page.goto(`${dashboard.baseUrl}${path}`);
+        expect(await page.evaluate('document.documentElement.scrollWidth'), path).toBeLessThanOrEqual(390);
+      }
+      await page.goto(`${dashboard.baseUrl}/`);
+      await page.keyboard.press('Tab');
+      expect(await page.evaluate('document.activeElement.textContent')).toBe('Skip to the content');
+      let focused = '';
+      for (let presses = 0; presses < 15 && focused !== 'queue-toggle'; presses++) {
+        await page.keyboard.press('Tab');
+        focused = (await page.evaluate('document.activeElement.id')) as string;
+      }
+      expect(focused).toBe('queue-toggle');
+      await page.keyboard.press('Enter');
+      await expect.poll(() => textOf(page, '#queue-state'), { timeout: 10_000 }).toMatch('Queue paused');
+      expect(new Settings(harness.db).queuePaused()).toBe(true);
+    } finally {
+      await phone.close();
+    }
+  });
+
   it('cancels a running job from its page: cancelled in the database, the user told on Discord, written to the audit log', async () => {
     await startDiscord();
     const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
