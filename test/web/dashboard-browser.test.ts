@@ -252,6 +252,30 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
     }
   });
 
+  it('re-runs a finished job with the same parameters and seed, and bans its owner, from the job’s page; both in the audit log', async () => {
+    const first = await harness.service.submit({ actor: { platform: 'discord', externalId: alice.id }, kind: 'text2video', params: { prompt: 'a corgi on a bike' }, seed: 1234 });
+    await harness.waitFor(isType('succeeded', first.job.id));
+    const page = await signIn(context, dashboard, adminActor);
+    await page.goto(`${dashboard.baseUrl}/jobs/${first.job.id}`);
+    await page.click('#rerun');
+    await expect.poll(() => textOf(page, '#notice'), { timeout: 10_000 }).toMatch('re-run');
+    const rerunId = Number(/Job #(\d+)/.exec(await textOf(page, 'h1'))?.[1]);
+    expect(rerunId).toBeGreaterThan(first.job.id);
+    const rerun = new JobRepo(harness.db).get(rerunId)!;
+    expect(rerun).toMatchObject({ kind: 'text2video', params: { prompt: 'a corgi on a bike' }, seed: 1234, platform: 'discord', userExternalId: admin.id });
+
+    await page.goto(`${dashboard.baseUrl}/jobs/${first.job.id}`);
+    await page.fill('input[name="reason"]', 'spam');
+    await page.click('#ban');
+    await expect.poll(() => textOf(page, '#notice'), { timeout: 10_000 }).toMatch('banned');
+    expect(harness.db.prepare('SELECT banned, ban_reason FROM users WHERE external_id = ?').get(alice.id)).toEqual({ banned: 1, ban_reason: 'spam' });
+    const audit = harness.db.prepare(`SELECT actor_id, action, target FROM admin_audit ORDER BY id`).all();
+    expect(audit).toEqual([
+      { actor_id: admin.id, action: 'job.rerun', target: `job:${first.job.id}` },
+      { actor_id: admin.id, action: 'user.ban', target: `discord:${alice.id}` },
+    ]);
+  });
+
   it('cancels a running job from its page: cancelled in the database, the user told on Discord, written to the audit log', async () => {
     await startDiscord();
     const interaction = fake.slashCommand(alice, { prompt: 'a slow corgi' });
