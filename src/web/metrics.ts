@@ -10,18 +10,9 @@ import type { FastifyPluginAsync } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { JobService } from '../jobs/job-service.js';
 import type { JobEvent } from '../jobs/types.js';
+import type { PlatformObserver } from '../bots/shared/platform-observer.js';
 
-/** What the adapters report about their platform connection. */
-export interface PlatformObserver {
-  /** The connection to the platform is up (true) or down (false). */
-  connection(connected: boolean): void;
-  /** The adapter reconnected after losing the connection. */
-  reconnected(): void;
-  /** An interaction or command was acknowledged this long after it arrived. */
-  acked(latencyMs: number): void;
-  /** The platform answered "rate limited" (HTTP 429 or its own rate-limit event). */
-  rateLimited(): void;
-}
+export type { PlatformObserver };
 
 export type ObservedPlatform = 'discord' | 'slack';
 
