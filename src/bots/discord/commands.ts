@@ -9,7 +9,7 @@ import {
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
   type RESTPostAPIContextMenuApplicationCommandsJSONBody,
 } from 'discord.js';
-import { TEXT_TO_VIDEO_LIMITS } from '../../engine/params.js';
+import { TEXT_TO_VIDEO_LIMITS } from '../../jobs/job-params.js';
 
 const T = TEXT_TO_VIDEO_LIMITS;
 

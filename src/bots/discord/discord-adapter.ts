@@ -45,7 +45,7 @@ import { decodeClipModalId, decodeCustomId, encodeClipModalId, encodeCustomId } 
 import { FinalDeliveries } from '../shared/final-deliveries.js';
 import { downloadClip, type DownloadedClip } from '../shared/download-clip.js';
 import { DownloadSlots, type DownloadLimits } from '../shared/download-slots.js';
-import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
+import { fitToLimit, UploadTooLargeError } from '../../media/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
 import { adminStatsText, GENERIC_FAILURE_TEXT, adminUsageText, cancelledText, describeJob, doneText, failedText, historyText, progressText, queuedText, queueText, refusalText, resultNotes, usageText } from '../shared/texts.js';
 import { parseEditCommandText, videoCommandFromOptions, type EditCommand } from '../shared/video-command.js';

@@ -8,6 +8,7 @@
 import type { QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
 import type { JobProgress, JobRecord, JobState, Platform, QuotaLeft, Usage } from '../../jobs/types.js';
 import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
+import { formatBytes } from '../../media/format-bytes.js';
 
 export type Format = 'discord' | 'slack';
 
@@ -68,15 +69,6 @@ export function escapeMarkdown(format: Format, text: string): string {
     .replace(/([\\*_~`|>])/g, '\\$1')
     .replace(/<([@#!])/g, '<\u200b$1')
     .replace(/@(everyone|here)\b/gi, '@\u200b$1');
-}
-
-/** A size for people: `812 KB`, `9.5 MB` (binary units, as the platforms count their limits). */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
-  const mb = bytes / (1024 * 1024);
-  if (mb < 1024) return `${mb < 10 ? Math.round(mb * 10) / 10 : Math.round(mb)} MB`;
-  return `${Math.round((mb / 1024) * 10) / 10} GB`;
 }
 
 /** A duration for people: `45 s`, `2 min 5 s`, `1 h 20 min`, `3 days`. */

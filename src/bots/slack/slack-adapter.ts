@@ -33,7 +33,7 @@ import { MessageEditor } from '../shared/message-editor.js';
 import { decodeCustomId } from '../shared/custom-id.js';
 import { FinalDeliveries } from '../shared/final-deliveries.js';
 import { downloadClip } from '../shared/download-clip.js';
-import { fitToLimit, UploadTooLargeError } from '../shared/fit-upload.js';
+import { fitToLimit, UploadTooLargeError } from '../../media/fit-upload.js';
 import { JobEventFeed } from '../shared/job-event-feed.js';
 import {
   adminStatsText,
