@@ -172,6 +172,49 @@ export function doneText(
   return lines.join('\n');
 }
 
+/**
+ * {@link doneText} for a finished job from its record and engine result (frames, size and the
+ * notes it carries), with the size of the file sent and the note from fitting it to the limit.
+ */
+export function deliveredText(format: Format, job: JobRecord, result: unknown, upload: { bytes: number; note?: string }): string {
+  const fields = typeof result === 'object' && result !== null ? (result as Record<string, unknown>) : {};
+  return doneText(format, {
+    jobId: job.id,
+    kind: job.kind,
+    text: describeJob(job),
+    seed: job.seed,
+    elapsedMs: (job.finishedAt ?? Date.now()) - (job.startedAt ?? job.queuedAt),
+    bytes: upload.bytes,
+    ...numberField(fields, 'frames'),
+    ...numberField(fields, 'width'),
+    ...numberField(fields, 'height'),
+    ...(upload.note === undefined ? {} : { note: upload.note }),
+    ...resultNotes(fields),
+  });
+}
+
+/** The `file` of a job's result, when it has one. */
+export function resultFile(result: unknown): string | undefined {
+  const file = typeof result === 'object' && result !== null ? (result as { file?: unknown }).file : undefined;
+  return typeof file === 'string' && file !== '' ? file : undefined;
+}
+
+/** Shown when a succeeded job's result names no file. */
+export const MISSING_VIDEO_TEXT = 'The video file is missing.';
+
+function numberField<K extends string>(result: Record<string, unknown>, key: K): Partial<Record<K, number>> {
+  const value = result[key];
+  return typeof value === 'number' && Number.isFinite(value) ? ({ [key]: value } as Partial<Record<K, number>>) : {};
+}
+
+/** Cuts text to a platform's length limit, at a line break when there is one. */
+export function fitText(text: string, limit: number): string {
+  if (text.length <= limit) return text;
+  const cut = text.slice(0, limit - 2);
+  const lineEnd = cut.lastIndexOf('\n');
+  return `${lineEnd > limit / 2 ? cut.slice(0, lineEnd) : cut}\n…`;
+}
+
 /** Shown with every result made from a built-in set. */
 export const UNTRAINED_WEIGHTS_TEXT =
   'Made with untrained demo weights: it shows abstract patterns, not your prompt, until the operator sets a model folder with real Stable Diffusion weights.';
