@@ -62,4 +62,8 @@ describe('layout', () => {
   it('src/media imports no bot, job, engine or store code', () => {
     expect(crossing(under('media'), (imported) => ['bots', 'jobs', 'engine', 'store'].some((folder) => under(folder)(imported.target)))).toEqual([]);
   });
+
+  it('the job core takes its settings as its own types: only the job service facade imports the config schema', () => {
+    expect(crossing((file) => under('jobs')(file) && file !== 'jobs/job-service.ts', (imported) => imported.target === 'config.ts')).toEqual([]);
+  });
 });
