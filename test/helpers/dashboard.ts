@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import type { FastifyPluginAsync } from 'fastify';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import type { JobService } from '../../src/jobs/job-service.js';
 import type { Platform } from '../../src/jobs/types.js';
 import { createLogger } from '../../src/log.js';
