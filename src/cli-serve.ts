@@ -62,6 +62,7 @@ export function registerServe(program: Command, context: ServeContext): void {
         );
       }
       const ffmpeg = resolveFfmpegPaths(config);
+      const dashboardLinks = (server: ServeHttp) => ({ link: server.dashboardLink.bind(server), minutes: config.http.dashboardLinkMinutes });
       const tempDir = await mkdtemp(join(tmpdir(), 'reelbot-uploads-'));
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
@@ -89,6 +90,7 @@ export function registerServe(program: Command, context: ServeContext): void {
               clipDir: join(config.outputDir, 'clips', 'discord'),
               maxClipBytes: config.input.maxBytes,
               clipDownloads: config.clipDownloads,
+              ...(http ? { observer: http.metrics.platform('discord'), dashboardLinks: dashboardLinks(http) } : {}),
             });
           }
           if (withSlack) {
@@ -106,6 +108,7 @@ export function registerServe(program: Command, context: ServeContext): void {
               maxInputBytes: config.input.maxBytes,
               adminIds: config.admins.slack,
               editChannels: config.slackEditChannels,
+              ...(http ? { observer: http.metrics.platform('slack'), dashboardLinks: dashboardLinks(http) } : {}),
             });
           }
         },
@@ -154,16 +157,12 @@ export function registerServe(program: Command, context: ServeContext): void {
       for (const [index, outcome] of outcomes.entries()) {
         if (outcome.state === 'failed') await failStart(adapters[index] === discord ? 'Discord' : 'Slack', outcome.error);
       }
-      const observe = (adapter: DiscordAdapter | SlackAdapter) => http?.metrics.platform(adapter === discord ? 'discord' : 'slack');
       for (const [index, outcome] of outcomes.entries()) {
-        if (outcome.state === 'ready') observe(adapters[index]!)?.connection(true);
         if (outcome.state !== 'pending') continue;
         const name = adapters[index] === discord ? 'Discord' : 'Slack';
-        const observer = observe(adapters[index]!);
         logger.warn({ platform: name, timeoutMs: config.platformStartTimeoutMs }, `${name} is not connected yet; still trying while the other platforms serve`);
         void outcome.started.then(
           () => {
-            observer?.connection(true);
             logger.info({ platform: name }, `${name} connected`);
             context.out(`${name} is connected now.`);
           },

@@ -82,7 +82,7 @@ export function cancelCommandData(): RESTPostAPIChatInputApplicationCommandsJSON
 }
 
 /**
- * `/admin …`: usage, quota set, ban, unban, queue pause|resume|clear, stats. Discord shows it only
+ * `/admin …`: usage, quota set, ban, unban, queue pause|resume|clear, stats, dashboard. Discord shows it only
  * to members with Manage Server (`default_member_permissions` "32"); the JobService admin
  * allowlist still decides every call.
  */
@@ -141,6 +141,7 @@ export function adminCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
         .setDescription('Jobs by state, failure rate, durations, GPU time by server')
         .addStringOption((o) => o.setName('period').setDescription('Since the start of today (default), this month, or ever').addChoices(...periodChoices)),
     )
+    .addSubcommand((s) => s.setName('dashboard').setDescription('A one-time sign-in link to the web dashboard (only you see it)'))
     .toJSON();
 }
 

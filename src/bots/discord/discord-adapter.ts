@@ -10,10 +10,11 @@
  * - clips.ts: `/edit`, "Edit clip…" and the modal; clip downloads and their sweep.
  * - delivery.ts: following a job (the shared job follower): edits, the token switch, the upload.
  */
-import { Client, Events, GatewayIntentBits, type ChatInputCommandInteraction, type Interaction } from 'discord.js';
+import { Client, Events, GatewayIntentBits, RESTEvents, SnowflakeUtil, type ChatInputCommandInteraction, type Interaction } from 'discord.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { Logger } from '../../log.js';
 import type { DownloadLimits } from '../shared/download-slots.js';
+import type { DashboardLinks, PlatformObserver } from '../shared/platform-observer.js';
 import { answerSafely } from '../shared/user-commands.js';
 import { answerAdmin } from './admin.js';
 import { DiscordClips } from './clips.js';
@@ -53,6 +54,10 @@ export interface DiscordAdapterOptions {
   clipDownloads?: DownloadLimits;
   /** When edits stop using the interaction token (default {@link TOKEN_SWITCH_AFTER_MS}; tests shorten it). */
   tokenSwitchAfterMs?: number;
+  /** Told about the gateway connection, acks and 429s (serve's metrics and readiness). */
+  observer?: PlatformObserver;
+  /** Sign-in links for `/admin dashboard`; without them the command says the dashboard is off. */
+  dashboardLinks?: DashboardLinks;
 }
 
 export class DiscordAdapter {
@@ -101,6 +106,7 @@ export class DiscordAdapter {
       ...(options.clipDownloads === undefined ? {} : { clipDownloads: options.clipDownloads }),
       ...(adminIds === undefined ? {} : { adminIds }),
     });
+    if (options.observer) observeClient(this.client, options.observer);
   }
 
   /** Logs in and resolves once the gateway is ready (and the commands are registered, unless turned off). */
@@ -149,7 +155,9 @@ export class DiscordAdapter {
         case 'cancel':
           return this.#ephemeralCommand(interaction, () => commands.cancel(interaction));
         case 'admin':
-          return this.#ephemeralCommand(interaction, () => answerAdmin(this.#options.jobs, actorOf(interaction, this.#options.adminIds), interaction.options));
+          return this.#ephemeralCommand(interaction, () =>
+            answerAdmin(this.#options.jobs, actorOf(interaction, this.#options.adminIds), interaction.options, this.#options.dashboardLinks),
+          );
         default:
           return;
       }
@@ -172,4 +180,34 @@ export class DiscordAdapter {
       .editReply({ content: fitContent(content), components: [], allowedMentions: { parse: [] } })
       .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not edit a reply'));
   }
+}
+
+/**
+ * Reports the gateway connection (down while a shard reconnects, up again when it resumes or
+ * identifies anew), the time from an interaction's creation (its snowflake) to its callback (the
+ * ack: a defer, a reply or a modal), and every 429 the REST client gets.
+ */
+function observeClient(client: Client, observer: PlatformObserver): void {
+  let lost = false;
+  client.once(Events.ClientReady, () => observer.connection(true));
+  const down = () => {
+    lost = true;
+    observer.connection(false);
+  };
+  const up = () => {
+    if (lost) observer.reconnected();
+    lost = false;
+    observer.connection(true);
+  };
+  client.on(Events.ShardReconnecting, down);
+  client.on(Events.ShardDisconnect, down);
+  client.on(Events.ShardResume, up);
+  client.on(Events.ShardReady, () => {
+    if (lost) up();
+  });
+  client.rest.on(RESTEvents.Response, (request, response) => {
+    if (response.status === 429) observer.rateLimited();
+    const callback = /^\/interactions\/(\d+)\/[^/]+\/callback/.exec(request.path);
+    if (callback && response.status < 300) observer.acked(Date.now() - SnowflakeUtil.timestampFrom(callback[1]!));
+  });
 }

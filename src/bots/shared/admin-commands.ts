@@ -6,7 +6,9 @@
  */
 import { periodsAt } from '../../jobs/quota-policy.js';
 import type { JobService } from '../../jobs/job-service.js';
+import { ErrorCode, UserError } from '../../errors.js';
 import type { Actor, Platform, UserRecord } from '../../jobs/types.js';
+import type { DashboardLinks } from './platform-observer.js';
 import { adminStatsText, adminUsageText, mention, type Format } from './texts.js';
 
 /** Report periods of `usage` and `stats`. */
@@ -25,10 +27,12 @@ export type AdminCommand =
   | { type: 'quota'; userId: string; tier?: string | null; override?: QuotaOverride }
   | { type: 'ban'; userId: string; reason?: string }
   | { type: 'unban'; userId: string }
-  | { type: 'queue'; action: 'pause' | 'resume' | 'clear' };
+  | { type: 'queue'; action: 'pause' | 'resume' | 'clear' }
+  /** A one-time sign-in link to the web dashboard, for the admin who asks (answered privately). */
+  | { type: 'dashboard' };
 
 /** The job service's admin operations. */
-export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue'>;
+export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue' | 'isAdmin'>;
 
 export interface AdminContext {
   /** The platform the command came from: its users are the targets. */
@@ -37,6 +41,8 @@ export interface AdminContext {
   format: Format;
   /** Now, in ms since the epoch (report periods start from it). */
   now: number;
+  /** Sign-in links to the dashboard; absent when serve has no HTTP port. */
+  dashboardLinks?: DashboardLinks;
 }
 
 /** Whether a word names a report period. */
@@ -84,6 +90,14 @@ export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: Ad
     case 'unban': {
       const user = jobs.setBanned(actor, target(command.userId), false);
       return `${mention(user.externalId)} may make videos again.`;
+    }
+    case 'dashboard': {
+      if (!jobs.isAdmin(actor)) throw new UserError(ErrorCode.NotAdmin, 'Only the bot admins can do this.');
+      const links = context.dashboardLinks;
+      if (!links) return 'The web dashboard is off on this bot: the operator turns it on by setting REELBOT_HTTP_PORT for reelbot serve.';
+      const { url } = links.link({ platform: context.platform, externalId: actor.externalId });
+      // <…> keeps Discord from fetching a preview of the link (and Slack reads it as a link).
+      return `Your sign-in link to the dashboard. Only you can see this message; the link works once, for ${links.minutes} minute${links.minutes === 1 ? '' : 's'}:\n<${url}>`;
     }
     case 'queue':
       switch (command.action) {

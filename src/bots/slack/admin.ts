@@ -5,6 +5,7 @@
  */
 import type { JobService } from '../../jobs/job-service.js';
 import type { Logger } from '../../log.js';
+import type { DashboardLinks } from '../shared/platform-observer.js';
 import { runAdminCommand } from '../shared/admin-commands.js';
 import { answerSafely } from '../shared/user-commands.js';
 import { ADMIN_USAGE, parseAdminCommandText } from './admin-command.js';
@@ -15,6 +16,7 @@ export interface SlackAdminOptions {
   logger: Logger;
   now: () => number;
   adminIds?: readonly string[];
+  dashboardLinks?: DashboardLinks;
 }
 
 export async function onAdminCommand(command: SlashCommand, ack: Ack, options: SlackAdminOptions): Promise<void> {
@@ -25,6 +27,11 @@ export async function onAdminCommand(command: SlashCommand, ack: Ack, options: S
   if (!jobs.isAdmin(actor)) return ack(ephemeral('Only the bot admins can use /reelbot-admin.'));
   if (!parsed.ok) return ack(ephemeral(parsed.message));
   const admin = parsed.command;
-  const answer = () => (admin.type === 'help' ? ADMIN_USAGE : runAdminCommand(jobs, actor, admin, { platform: 'slack', format: 'slack', now: options.now() }));
+  const answer = () => (admin.type === 'help' ? ADMIN_USAGE : runAdminCommand(jobs, actor, admin, {
+          platform: 'slack',
+          format: 'slack',
+          now: options.now(),
+          ...(options.dashboardLinks === undefined ? {} : { dashboardLinks: options.dashboardLinks }),
+        }));
   await ack(ephemeral(await answerSafely(answer, logger, { command: command.command })));
 }
