@@ -18,14 +18,15 @@ import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { SECRET_ENV_VARS, type Config } from '../config.js';
 import { AppError, asAppError, ErrorCode, UserError } from '../errors.js';
-import { AuditLog } from '../store/audit-log.js';
-import { isBusyError, writeWithoutBlocking, type Db } from '../store/db.js';
+import { AuditLog, type AuditEntry, type AuditQuery } from '../store/audit-log.js';
+import { isBusyError, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
 import { HandledNotices } from '../store/handled-notices.js';
 import { ProcessedEvents } from '../store/processed-events.js';
 import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
 import { UserRepo } from '../store/user-repo.js';
+import { StoreClosedError, StoreWriter } from '../store/writer.js';
 import { Admission } from './admission.js';
 import { clipFramesOf } from './clip-frames.js';
 import { CostModel } from './cost-model.js';
@@ -56,6 +57,10 @@ export const MAX_ATTEMPTS = 2;
 const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
 /** How long a submit waits for another process's write lock before the user is asked to try again. */
 export const ADMISSION_LOCK_WAIT_MS = 10_000;
+/** How long a cancel or an admin change waits for another process's write lock before the user is asked to try again. */
+export const COMMAND_LOCK_WAIT_MS = 5_000;
+/** At shutdown, after the workers stopped, how long the records of finished jobs may still wait for the database. */
+const SHUTDOWN_WRITES_WAIT_MS = 5_000;
 /**
  * Failures retried once on a fresh worker: a crash or a silent process may be a one-off. A stalled
  * engine or a model load past its deadline is not retried: the same job on the same models would
@@ -127,6 +132,8 @@ export class JobService {
   readonly #admission: Admission;
   readonly #policy: PromptPolicy;
   readonly #db: Db;
+  /** Every write of the running service goes through it: a foreign lock never holds the event loop. */
+  readonly #writer: StoreWriter;
   readonly #fair: FairQueue;
   readonly #queue: PQueue<FairQueue, FairQueueOptions>;
   readonly #pool: WorkerPool;
@@ -141,6 +148,8 @@ export class JobService {
    */
   readonly #running = new Map<number, Running>();
   readonly #tasks = new Set<Promise<void>>();
+  /** Message refs given to {@link setMessageRefs} and not stored yet, per job. */
+  readonly #latestRefs = new Map<number, Record<string, unknown>>();
   /** Seconds per unit of work, learned per kind, device and model: cost estimates and ETAs. */
   readonly #costs: CostModel;
   #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
@@ -151,6 +160,7 @@ export class JobService {
     this.#db = db;
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
+    this.#writer = new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
     this.#users = new UserRepo(db);
@@ -220,7 +230,7 @@ export class JobService {
           this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
           notices.push({ type: 'cancelled', job: this.#jobs.get(job.id)!, refunded: this.#ledger.refund(job.id, now) });
         } else if (job.attempts >= MAX_ATTEMPTS) {
-          const message = 'The bot restarted while making this video, twice. It was not charged; please try again.';
+          const message = 'The bot restarted while making this video, twice. Please try again.';
           this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.Interrupted, error: message });
           notices.push({ type: 'failed', job: this.#jobs.get(job.id)!, code: ErrorCode.Interrupted, message, refunded: this.#ledger.refund(job.id, now) });
         } else {
@@ -275,9 +285,7 @@ export class JobService {
       // Another process (a CLI render, a second bot) may hold the write lock: wait for it without
       // stopping the event loop, so the platforms' acks and heartbeats keep flowing.
       const options = { seed, priority, estimatedGpuSeconds: estimate.gpuSeconds, estimate, model };
-      admitted = await writeWithoutBlocking(this.#db, () => this.#admission.admit(request, { ...options, now: this.#now() }), {
-        deadlineMs: ADMISSION_LOCK_WAIT_MS,
-      });
+      admitted = await this.#writer.write(() => this.#admission.admit(request, { ...options, now: this.#now() }), { deadlineMs: ADMISSION_LOCK_WAIT_MS });
     } catch (error) {
       if (error instanceof UserError && error.code === ErrorCode.QuotaPending) throw this.#withQueuePositions(error, request.actor);
       if (!isBusyError(error)) throw error;
@@ -296,21 +304,30 @@ export class JobService {
    * at once; a running one is told to stop and killed after the grace period (the `cancelled` event
    * follows). A finished job is refused with the reason.
    */
-  async cancel(actor: Actor, jobId: number): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
+  cancel(actor: Actor, jobId: number): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
+    return this.#cancel(actor, jobId, true);
+  }
+
+  /** {@link cancel}; `audited`: an admin's cancel of someone else's job gets its own audit row (not when a ban or a clear, audited themselves, cancels). */
+  async #cancel(actor: Actor, jobId: number, audited: boolean): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
     const job = this.#ownJob(actor, jobId);
     if (FINISHED_STATES.includes(job.state)) {
       throw new UserError(ErrorCode.JobAlreadyFinished, `Job #${job.id} has already ${pastTense(job.state)}, so there is nothing to cancel.`);
     }
+    // An admin cancelling someone else's job is an admin action: recorded in the same transaction.
+    const audit = () => {
+      if (!audited || (job.platform === actor.platform && job.userExternalId === actor.externalId)) return;
+      this.#audit.record(auditEntry(actor, 'job.cancel', `${job.platform}:${job.userExternalId}`, { jobId: job.id, state: job.state }, this.#now()));
+    };
     if (job.state === 'queued') {
-      const now = this.#now();
       let refunded = false;
-      const changed = this.#db
-        .transaction(() => {
-          if (!this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' })) return false;
-          refunded = this.#ledger.refund(job.id, now);
-          return true;
-        })
-        .immediate();
+      const changed = await this.#commandWrite(() => {
+        const now = this.#now();
+        if (!this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' })) return false;
+        refunded = this.#ledger.refund(job.id, now);
+        audit();
+        return true;
+      });
       if (changed) {
         this.#waiting.get(job.id)?.controller.abort();
         this.#removeWaiting(job.id);
@@ -318,9 +335,12 @@ export class JobService {
         this.#emit({ type: 'cancelled', job: cancelled, refunded });
         return { job: cancelled, outcome: 'cancelled' };
       }
-      return this.cancel(actor, jobId); // it started in between: cancel it as a running job
+      return this.#cancel(actor, jobId, audited); // it started in between: cancel it as a running job
     }
-    this.#jobs.markCancelRequested(job.id, this.#now());
+    await this.#commandWrite(() => {
+      this.#jobs.markCancelRequested(job.id, this.#now());
+      audit();
+    });
     const running = this.#running.get(job.id);
     if (running) running.cancelRequested = true;
     this.#pool.cancel(job.id, this.#config.jobs.cancelGraceMs);
@@ -353,8 +373,8 @@ export class JobService {
    * Claims a notice that a bot sends at most once (a hint to a thread with no clip): true the
    * first time `key` is claimed on `platform`, false ever after, across redeliveries and restarts.
    */
-  claimNotice(platform: Platform, key: string): boolean {
-    return this.#notices.claim(platform, key, this.#now());
+  claimNotice(platform: Platform, key: string): Promise<boolean> {
+    return this.#commandWrite(() => this.#notices.claim(platform, key, this.#now()));
   }
 
   /** What is running and what waits, in the order it will start. */
@@ -364,10 +384,10 @@ export class JobService {
     return { paused: this.#queue.isPaused && this.#state === 'started', running, waiting };
   }
 
-  /** A user's own quota, what is left, and their recent jobs. */
+  /** A user's own quota, what is left, and their recent jobs. Reads only: a user never seen has used nothing yet. */
   usage(actor: Actor): UserUsage {
     const now = this.#now();
-    const user = this.#users.upsert(actor.platform, actor.externalId, actor.displayName ?? null, now);
+    const user = this.#users.find(actor.platform, actor.externalId) ?? newUser(actor, now);
     const periods = periodsAt(now);
     return {
       user,
@@ -419,8 +439,14 @@ export class JobService {
     return this.#jobs.stats(since);
   }
 
+  /** Admin: the audit log, newest first; `beforeId` pages on from the last entry of the page before. */
+  auditLog(actor: Actor, query: AuditQuery): AuditEntry[] {
+    this.#requireAdmin(actor);
+    return this.#audit.list(query);
+  }
+
   /** Admin: sets a user's tier and/or per-user limits (null in the override clears it). */
-  setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): UserRecord {
+  async setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): Promise<UserRecord> {
     this.#requireAdmin(actor);
     if (change.tier != null && !(change.tier in this.#config.quota.tiers)) {
       throw new UserError(ErrorCode.InvalidRequest, `Unknown tier "${change.tier}". Tiers: ${Object.keys(this.#config.quota.tiers).join(', ')}.`);
@@ -432,32 +458,36 @@ export class JobService {
   }
 
   /** Admin: bans a user (their queued jobs are cancelled and refunded) or lifts the ban. */
-  setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): UserRecord {
+  async setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): Promise<UserRecord> {
     this.#requireAdmin(actor);
-    const user = this.#adminAction(actor, banned ? 'user.ban' : 'user.unban', target, { reason: reason ?? null }, (found) =>
+    const user = await this.#adminAction(actor, banned ? 'user.ban' : 'user.unban', target, { reason: reason ?? null }, (found) =>
       this.#users.setBanned(found.id, banned, reason ?? null),
     );
     if (banned) {
       for (const entry of this.#fair.order()) {
         const job = this.#jobs.get(Number(entry.id));
-        if (job?.userId === user.id) void this.cancel(actor, job.id).catch(() => undefined);
+        if (job?.userId === user.id) void this.#cancel(actor, job.id, false).catch(() => undefined);
       }
     }
     return user;
   }
 
   /** Admin: stops starting jobs (running ones finish); kept across restarts. */
-  pauseQueue(actor: Actor): void {
+  async pauseQueue(actor: Actor): Promise<void> {
     this.#requireAdmin(actor);
-    this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'queue.pause', target: null, details: {}, createdAt: this.#now() });
-    this.#settings.setQueuePaused(true);
+    await this.#commandWrite(() => {
+      this.#audit.record(auditEntry(actor, 'queue.pause', null, {}, this.#now()));
+      this.#settings.setQueuePaused(true);
+    });
     this.#queue.pause();
   }
 
-  resumeQueue(actor: Actor): void {
+  async resumeQueue(actor: Actor): Promise<void> {
     this.#requireAdmin(actor);
-    this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'queue.resume', target: null, details: {}, createdAt: this.#now() });
-    this.#settings.setQueuePaused(false);
+    await this.#commandWrite(() => {
+      this.#audit.record(auditEntry(actor, 'queue.resume', null, {}, this.#now()));
+      this.#settings.setQueuePaused(false);
+    });
     if (this.#state === 'started') this.#queue.start();
   }
 
@@ -465,18 +495,29 @@ export class JobService {
   async clearQueue(actor: Actor): Promise<number> {
     this.#requireAdmin(actor);
     const ids = this.#fair.order().map((entry) => Number(entry.id));
-    this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'queue.clear', target: null, details: { jobs: ids.length }, createdAt: this.#now() });
+    await this.#commandWrite(() => this.#audit.record(auditEntry(actor, 'queue.clear', null, { jobs: ids.length }, this.#now())));
     let cleared = 0;
     for (const id of ids) {
-      const { outcome } = await this.cancel(actor, id);
+      const { outcome } = await this.#cancel(actor, id, false);
       if (outcome === 'cancelled') cleared++;
     }
     return cleared;
   }
 
   /** Records the platform messages of a job (progress message id…), for delivery after a restart. */
-  setMessageRefs(jobId: number, refs: Record<string, unknown>): void {
-    this.#jobs.setMessageRefs(jobId, refs);
+  setMessageRefs(jobId: number, refs: Record<string, unknown>): Promise<void> {
+    // Whichever write runs first stores the newest refs: a retried older write never overwrites a newer one.
+    this.#latestRefs.set(jobId, refs);
+    return this.#writer.writeUntilDone(
+      "store a job's message refs",
+      () => {
+        const latest = this.#latestRefs.get(jobId);
+        if (latest === undefined) return;
+        this.#jobs.setMessageRefs(jobId, latest);
+        this.#latestRefs.delete(jobId);
+      },
+      { jobId },
+    );
   }
 
   /**
@@ -498,6 +539,14 @@ export class JobService {
       clearTimeout(timer);
     }
     await this.#pool.close();
+    // The outcomes of the jobs that just ended are being stored; a database still locked by another
+    // process gets a few seconds more, then the writer stops and the next start recovers those jobs.
+    if (this.#tasks.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.#tasks]), new Promise((resolve) => (timer = setTimeout(resolve, SHUTDOWN_WRITES_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    this.#writer.close();
     await Promise.allSettled([...this.#tasks]);
     this.#state = 'stopped';
     this.#logger.info('job service stopped');
@@ -540,12 +589,23 @@ export class JobService {
   async #execute(jobId: number, kind: JobKind): Promise<void> {
     try {
       await this.#executeAttempts(jobId, kind);
+    } catch (error) {
+      if (!(error instanceof StoreClosedError)) throw error;
+      // Stopped while the database was still locked: the row says `running`, and the next start
+      // requeues the job (or fails it with a notice and a refund), as after a crash.
+      this.#logger.error({ jobId }, 'the service stopped before the outcome of a job could be stored; the next start recovers it');
     } finally {
+      this.#running.delete(jobId);
       // Its user's turn now follows its real end, not its estimate.
       this.#fair.finished(String(jobId), this.#now());
     }
   }
 
+  /**
+   * Runs the attempts of a job and stores its outcome. The outcome comes from the run alone: the
+   * writes that record it are retried until they succeed ({@link StoreWriter.writeUntilDone}), so
+   * a busy or failing database delays a result but never turns a success into a failure.
+   */
   async #executeAttempts(jobId: number, kind: JobKind): Promise<void> {
     // From here on the job counts as running for positions and ETAs.
     const units = this.#waiting.get(jobId)?.units ?? this.#costs.defaultWork(kind).units;
@@ -560,18 +620,16 @@ export class JobService {
     for (;;) {
       const device = this.#pool.nextIdleDevice();
       const now = this.#now();
-      if (!queued || device === undefined || !this.#jobs.markRunning(jobId, device, now)) {
-        this.#running.delete(jobId);
-        return;
-      }
+      if (!queued || device === undefined) return;
+      const context = { jobId, userId: queued.userId, device, attempt: attempts + 1 };
+      if (!(await this.#writer.writeUntilDone('mark a job running', () => this.#jobs.markRunning(jobId, device, now), context))) return;
       attempts++;
       running.runningSince = undefined;
       this.#running.set(jobId, running);
       const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
       this.#emit({ type: 'started', job, device, attempt: attempts });
-      const context = { jobId, userId: job.userId, device, attempt: attempts };
-      try {
-        const outcome = await this.#pool.run(
+      const run = await this.#pool
+        .run(
           {
             id: job.id,
             kind: job.kind,
@@ -588,63 +646,66 @@ export class JobService {
               running.runningSince = this.#now();
             },
           },
+        )
+        .then(
+          (outcome) => ({ ok: true as const, outcome }),
+          (thrown: unknown) => ({ ok: false as const, thrown }),
         );
-        this.#running.delete(jobId);
-        if (running.cancelRequested) {
-          this.#finishCancelled(jobId);
-          return;
-        }
+      this.#running.delete(jobId);
+      if (run.ok) {
+        if (running.cancelRequested) return this.#finishCancelled(jobId);
+        const { outcome } = run;
         const finishedAt = this.#now();
-        this.#db
-          .transaction(() => {
-            this.#jobs.finish(jobId, 'succeeded', { now: finishedAt, gpuSeconds: outcome.gpuSeconds, result: outcome.result });
-            this.#ledger.settle(jobId, outcome.gpuSeconds, finishedAt);
-          })
-          .immediate();
+        await this.#writer.writeUntilDone(
+          'store a finished job',
+          () =>
+            this.#db
+              .transaction(() => {
+                this.#jobs.finish(jobId, 'succeeded', { now: finishedAt, gpuSeconds: outcome.gpuSeconds, result: outcome.result });
+                this.#ledger.settle(jobId, outcome.gpuSeconds, finishedAt);
+              })
+              .immediate(),
+          context,
+        );
         this.#costs.record(job.kind, device, job.params, outcome.gpuSeconds);
         this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds, loadSeconds: outcome.loadSeconds }, 'job succeeded');
         this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
         return;
-      } catch (thrown) {
-        this.#running.delete(jobId);
-        const error = asAppError(thrown);
-        if (error.code === ErrorCode.Interrupted) {
-          this.#jobs.requeue(jobId, true);
-          this.#logger.info(context, 'job interrupted by shutdown; back in the queue for the next start');
-          return;
-        }
-        if (error.code === ErrorCode.Cancelled || running.cancelRequested) {
-          this.#finishCancelled(jobId);
-          return;
-        }
-        if (RETRYABLE.has(error.code) && attempts < MAX_ATTEMPTS) {
-          this.#logger.warn({ ...context, code: error.code }, 'job attempt failed; retrying once on a fresh worker');
-          this.#jobs.requeue(jobId, false);
-          if (this.#state !== 'started') return; // draining: the retry happens after the restart
-          continue;
-        }
-        if (error.code === ErrorCode.JobTimedOut) {
-          this.#finishTimedOut(job, running, context);
-          return;
-        }
-        if (error.code === ErrorCode.Unknown) this.#logger.error({ ...context, err: thrown }, 'job failed');
-        else if (OUR_FAULT.has(error.code)) this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
-        else this.#logger.info({ ...context, code: error.code, reason: error.userMessage }, 'job refused by the engine'); // bad input: the user's message says it all
-        this.#finishFailed(jobId, error);
+      }
+      const error = asAppError(run.thrown);
+      if (error.code === ErrorCode.Interrupted) {
+        await this.#writer.writeUntilDone('requeue an interrupted job', () => this.#jobs.requeue(jobId, true), context);
+        this.#logger.info(context, 'job interrupted by shutdown; back in the queue for the next start');
         return;
       }
+      if (error.code === ErrorCode.Cancelled || running.cancelRequested) return this.#finishCancelled(jobId);
+      if (RETRYABLE.has(error.code) && attempts < MAX_ATTEMPTS) {
+        this.#logger.warn({ ...context, code: error.code }, 'job attempt failed; retrying once on a fresh worker');
+        await this.#writer.writeUntilDone('requeue a job for its retry', () => this.#jobs.requeue(jobId, false), context);
+        if (this.#state !== 'started') return; // draining: the retry happens after the restart
+        continue;
+      }
+      if (error.code === ErrorCode.JobTimedOut) return this.#finishTimedOut(job, running, context);
+      if (error.code === ErrorCode.Unknown) this.#logger.error({ ...context, err: run.thrown }, 'job failed');
+      else if (OUR_FAULT.has(error.code)) this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
+      else this.#logger.info({ ...context, code: error.code, reason: error.userMessage }, 'job refused by the engine'); // bad input: the user's message says it all
+      return this.#finishFailed(jobId, error);
     }
   }
 
-  #finishCancelled(jobId: number): void {
+  async #finishCancelled(jobId: number): Promise<void> {
     const now = this.#now();
-    let refunded = false;
-    this.#db
-      .transaction(() => {
-        this.#jobs.finish(jobId, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
-        refunded = this.#ledger.refund(jobId, now);
-      })
-      .immediate();
+    const refunded = await this.#writer.writeUntilDone(
+      'store a cancelled job',
+      () =>
+        this.#db
+          .transaction(() => {
+            this.#jobs.finish(jobId, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
+            return this.#ledger.refund(jobId, now);
+          })
+          .immediate(),
+      { jobId },
+    );
     this.#emit({ type: 'cancelled', job: this.#jobs.get(jobId)!, refunded });
   }
 
@@ -656,8 +717,9 @@ export class JobService {
    *   engine's start, model loading excluded, up to the timeout) are charged, as for a success;
    * - otherwise (default-sized work that still overran: a slow or overloaded device, a bad
    *   estimate) the cause is ours, and the reservation is refunded, as for a crash or a hang.
+   * The message says what was charged; the refund sentence is the adapters' ({@link JobEvent} `refunded`).
    */
-  #finishTimedOut(job: JobRecord, running: Running, context: Record<string, unknown>): void {
+  async #finishTimedOut(job: JobRecord, running: Running, context: Record<string, unknown>): Promise<void> {
     const now = this.#now();
     const limitSeconds = this.#config.jobs.timeoutSeconds;
     const work = this.#costs.work(job.kind, job.params);
@@ -666,28 +728,37 @@ export class JobService {
     const limit = limitSeconds < 90 ? `${limitSeconds} s` : `${Math.round(limitSeconds / 60)} min`;
     const message = charge
       ? `This job ran past the ${limit} a job may take and was stopped. Its settings ask for more work than the defaults, so the ${Math.ceil(ranSeconds)} GPU-seconds it ran were counted. Try fewer frames or steps.`
-      : `This job ran past the ${limit} a job may take and was stopped. It was not charged; please try again.`;
+      : `This job ran past the ${limit} a job may take and was stopped. Please try again.`;
     this.#logger.warn({ ...context, code: ErrorCode.JobTimedOut, units: work.units, charged: charge, ranSeconds }, 'job timed out');
-    this.#db
-      .transaction(() => {
-        this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.JobTimedOut, error: message, gpuSeconds: charge ? ranSeconds : null });
-        if (charge) this.#ledger.settle(job.id, ranSeconds, now);
-        else this.#ledger.refund(job.id, now);
-      })
-      .immediate();
+    await this.#writer.writeUntilDone(
+      'store a timed-out job',
+      () =>
+        this.#db
+          .transaction(() => {
+            this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.JobTimedOut, error: message, gpuSeconds: charge ? ranSeconds : null });
+            if (charge) this.#ledger.settle(job.id, ranSeconds, now);
+            else this.#ledger.refund(job.id, now);
+          })
+          .immediate(),
+      context,
+    );
     this.#emit({ type: 'failed', job: this.#jobs.get(job.id)!, code: ErrorCode.JobTimedOut, message, refunded: !charge });
   }
 
-  #finishFailed(jobId: number, error: AppError): void {
+  async #finishFailed(jobId: number, error: AppError): Promise<void> {
     const now = this.#now();
     const message = failureMessage(error);
-    let refunded = false;
-    this.#db
-      .transaction(() => {
-        this.#jobs.finish(jobId, 'failed', { now, errorCode: error.code, error: message });
-        refunded = this.#ledger.refund(jobId, now);
-      })
-      .immediate();
+    const refunded = await this.#writer.writeUntilDone(
+      'store a failed job',
+      () =>
+        this.#db
+          .transaction(() => {
+            this.#jobs.finish(jobId, 'failed', { now, errorCode: error.code, error: message });
+            return this.#ledger.refund(jobId, now);
+          })
+          .immediate(),
+      { jobId },
+    );
     this.#emit({ type: 'failed', job: this.#jobs.get(jobId)!, code: error.code, message, refunded });
   }
 
@@ -729,16 +800,28 @@ export class JobService {
   }
 
   /** Runs an admin change on a user (created if new) and records it in the audit log, in one transaction. */
-  #adminAction(actor: Actor, action: string, target: Target, details: Record<string, unknown>, change: (user: UserRecord) => void): UserRecord {
-    return this.#db
-      .transaction(() => {
-        const now = this.#now();
-        const user = this.#users.upsert(target.platform, target.externalId, null, now);
-        change(user);
-        this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action, target: `${target.platform}:${target.externalId}`, details, createdAt: now });
-        return this.#users.get(user.id)!;
-      })
-      .immediate();
+  #adminAction(actor: Actor, action: string, target: Target, details: Record<string, unknown>, change: (user: UserRecord) => void): Promise<UserRecord> {
+    return this.#commandWrite(() => {
+      const now = this.#now();
+      const user = this.#users.upsert(target.platform, target.externalId, null, now);
+      change(user);
+      this.#audit.record(auditEntry(actor, action, `${target.platform}:${target.externalId}`, details, now));
+      return this.#users.get(user.id)!;
+    });
+  }
+
+  /**
+   * A write someone waits for (a cancel, an admin change, a notice claim), in one IMMEDIATE
+   * transaction through the writer queue. Another process holding the lock past
+   * {@link COMMAND_LOCK_WAIT_MS} is a "try again" for the user, never a frozen bot.
+   */
+  async #commandWrite<T>(write: () => T): Promise<T> {
+    try {
+      return await this.#writer.write(() => this.#db.transaction(write).immediate(), { deadlineMs: COMMAND_LOCK_WAIT_MS });
+    } catch (error) {
+      if (!isBusyError(error) && !(error instanceof StoreClosedError)) throw error;
+      throw new UserError(ErrorCode.DatabaseBusy, 'The bot is too busy to do that right now. Please try again in a moment.', { cause: error });
+    }
   }
 
   /** Listeners are isolated by {@link onEvent}: an adapter's bug never breaks the job core or another adapter. */
@@ -757,20 +840,52 @@ interface Running {
   cancelRequested: boolean;
 }
 
+/** The audit row of an admin action: who, where (platform, guild/workspace, channel), what and when. */
+function auditEntry(actor: Actor, action: string, target: string | null, details: Record<string, unknown>, now: number): Omit<AuditEntry, 'id'> {
+  return {
+    platform: actor.platform,
+    actorId: actor.externalId,
+    groupId: actor.groupId ?? null,
+    channelId: actor.channelId ?? null,
+    action,
+    target,
+    details,
+    createdAt: now,
+  };
+}
+
+/** A user not in the database yet, as they would be created: default tier, not banned, nothing used. */
+function newUser(actor: Actor, now: number): UserRecord {
+  return {
+    id: 0,
+    platform: actor.platform,
+    externalId: actor.externalId,
+    displayName: actor.displayName ?? null,
+    tier: null,
+    banned: false,
+    banReason: null,
+    quotaOverride: null,
+    createdAt: now,
+  };
+}
+
 /** How long a running job's engine `run` has gone on (0 while it is still loading). */
 function ranFor(runningSince: number | undefined, now: number): number {
   return runningSince === undefined ? 0 : now - runningSince;
 }
 
-/** The user-facing text for a failed job. */
+/**
+ * The user-facing text for a failed job. It says what went wrong, never whether it was charged:
+ * the adapters add that sentence once, from the event's `refunded`.
+ */
 function failureMessage(error: AppError): string {
   switch (error.code) {
     case ErrorCode.WorkerCrashed:
-      return 'The video worker crashed twice on this job. It was not charged; please try again, perhaps with other settings.';
+      return 'The video worker crashed twice on this job. Please try again, perhaps with other settings.';
     case ErrorCode.WorkerHung:
-      return 'The video worker stopped responding twice on this job. It was not charged; please try again.';
+      return 'The video worker stopped responding twice on this job. Please try again.';
     default:
-      return `${error.userMessage} It was not charged.`;
+      return error.userMessage;
   }
 }
 

@@ -308,10 +308,10 @@ export class DiscordAdapter {
     if (group === 'queue') {
       switch (sub) {
         case 'pause':
-          jobs.pauseQueue(actor);
+          await jobs.pauseQueue(actor);
           return 'The queue is paused: running jobs finish, new ones wait.';
         case 'resume':
-          jobs.resumeQueue(actor);
+          await jobs.resumeQueue(actor);
           return 'The queue is running again.';
         case 'clear': {
           const cleared = await jobs.clearQueue(actor);
@@ -330,7 +330,7 @@ export class DiscordAdapter {
         ...(gpuSecondsPerDay === null ? {} : { gpuSecondsPerDay }),
       };
       if (tier === null && Object.keys(override).length === 0) return 'Give a tier, jobs_per_day or gpu_seconds_per_day.';
-      const user = jobs.setQuota(actor, target(), { ...(tier === null ? {} : { tier }), ...(Object.keys(override).length === 0 ? {} : { override }) });
+      const user = await jobs.setQuota(actor, target(), { ...(tier === null ? {} : { tier }), ...(Object.keys(override).length === 0 ? {} : { override }) });
       const limits = Object.entries(user.quotaOverride ?? {})
         .map(([key, value]) => `${key} ${value ?? 'tier default'}`)
         .join(', ');
@@ -356,11 +356,11 @@ export class DiscordAdapter {
       }
       case 'ban': {
         const reason = options.getString('reason');
-        const user = jobs.setBanned(actor, target(), true, reason ?? undefined);
+        const user = await jobs.setBanned(actor, target(), true, reason ?? undefined);
         return `<@${user.externalId}> is banned${reason === null ? '' : `: ${reason}`}. Their queued jobs are cancelled.`;
       }
       case 'unban': {
-        const user = jobs.setBanned(actor, target(), false);
+        const user = await jobs.setBanned(actor, target(), false);
         return `<@${user.externalId}> may make videos again.`;
       }
       default:
@@ -869,11 +869,9 @@ export class DiscordAdapter {
     followed.messageId = messageId;
     if (followed.refs === undefined) return;
     followed.refs = { ...followed.refs, messageId };
-    try {
-      this.#options.jobs.setMessageRefs(followed.jobId, { discord: followed.refs });
-    } catch (error) {
-      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id');
-    }
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { discord: followed.refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id'));
   }
 
   // --- Helpers ----------------------------------------------------------------------------------
@@ -908,7 +906,9 @@ export class DiscordAdapter {
       ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
       ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
     };
-    this.#options.jobs.setMessageRefs(jobId, { discord: refs });
+    void this.#options.jobs
+      .setMessageRefs(jobId, { discord: refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId }, 'could not store the message refs'));
   }
 
   async #defer(interaction: Replyable, ephemeral: boolean): Promise<boolean> {

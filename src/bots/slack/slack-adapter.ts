@@ -448,7 +448,7 @@ export class SlackAdapter {
       case 'stats':
         return adminStatsText('slack', { periodLabel: PERIOD_LABELS[command.period], ...jobs.stats(actor, periodStart(command.period, this.#now())) });
       case 'quota': {
-        const user = jobs.setQuota(actor, target(command.userId), {
+        const user = await jobs.setQuota(actor, target(command.userId), {
           ...(command.tier === undefined ? {} : { tier: command.tier }),
           ...(command.override === undefined ? {} : { override: command.override }),
         });
@@ -458,20 +458,20 @@ export class SlackAdapter {
         return `Quota of ${mention(user.externalId)}: tier ${user.tier ?? 'default'}${limits === '' ? '' : `; ${limits}`}.`;
       }
       case 'ban': {
-        const user = jobs.setBanned(actor, target(command.userId), true, command.reason);
+        const user = await jobs.setBanned(actor, target(command.userId), true, command.reason);
         return `${mention(user.externalId)} is banned${command.reason === undefined ? '' : `: ${command.reason}`}. Their queued jobs are cancelled.`;
       }
       case 'unban': {
-        const user = jobs.setBanned(actor, target(command.userId), false);
+        const user = await jobs.setBanned(actor, target(command.userId), false);
         return `${mention(user.externalId)} may make videos again.`;
       }
       case 'queue':
         if (command.action === 'pause') {
-          jobs.pauseQueue(actor);
+          await jobs.pauseQueue(actor);
           return 'The queue is paused: running jobs finish, new ones wait.';
         }
         if (command.action === 'resume') {
-          jobs.resumeQueue(actor);
+          await jobs.resumeQueue(actor);
           return 'The queue is running again.';
         }
         {
@@ -615,7 +615,7 @@ export class SlackAdapter {
     const clip = videoFileOf(event.files) ?? (await this.#parentClip(channelId, threadTs));
     if (clip === undefined) {
       // One hint per thread, whatever the number of replies or redeliveries.
-      if (this.#options.jobs.claimNotice('slack', `hint:${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
+      if (await this.#options.jobs.claimNotice('slack', `hint:${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
       return;
     }
     const instruction = mentionTag === undefined ? text : text.split(mentionTag).join(' ');
@@ -935,11 +935,9 @@ export class SlackAdapter {
         // The job may be followed through another copy of its refs (its first events can come before submit returns).
         const followed = this.#followed.get(jobId);
         const stored = followed === undefined ? refs : (followed.refs = { ...followed.refs, responseUrl: responseUrl.state() });
-        try {
-          this.#options.jobs.setMessageRefs(jobId, { slack: stored });
-        } catch (error) {
-          this.#logger.warn({ err: error, jobId }, 'could not store the response_url use count');
-        }
+        void this.#options.jobs
+          .setMessageRefs(jobId, { slack: stored })
+          .catch((error: unknown) => this.#logger.warn({ err: error, jobId }, 'could not store the response_url use count'));
       }
       if (sent) return;
     }
@@ -981,11 +979,9 @@ export class SlackAdapter {
 
   #storeRefs(followed: Followed, change: Partial<SlackRefs>): void {
     followed.refs = { ...followed.refs, ...change };
-    try {
-      this.#options.jobs.setMessageRefs(followed.jobId, { slack: followed.refs });
-    } catch (error) {
-      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs');
-    }
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { slack: followed.refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs'));
   }
 
   /** One tracker per response_url, so every path that answers through it shares its 5 uses. */

@@ -95,7 +95,7 @@ describe('DiscordAdapter /admin', () => {
   });
 
   it('clears the queue', async () => {
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     const { job } = await harness.service.submit(video(actorOf(alice), { prompt: 'a waiting corgi' }));
     expect(await runAdmin(admin, ['queue', 'clear'])).toContain('1 job cancelled');
     expect(harness.service.status(job.id)?.job.state).toBe('cancelled');
@@ -105,12 +105,12 @@ describe('DiscordAdapter /admin', () => {
     expect(await runAdmin(admin, ['ban'], { user: bob, reason: 'spam' })).toBe(`<@${bob.id}> is banned: spam. Their queued jobs are cancelled.`);
     expect(await videoReply(bob, 'a corgi')).toBe('You are not allowed to make videos on this bot: spam');
     expect(await runAdmin(admin, ['unban'], { user: bob })).toBe(`<@${bob.id}> may make videos again.`);
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     expect(await videoReply(bob, 'a corgi')).toContain('Job #');
   });
 
   it('quota set jobs_per_day 1: the second /video of the day is refused', async () => {
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     expect(await runAdmin(admin, ['quota', 'set'], { user: alice, jobs_per_day: 1 })).toBe(`Quota of <@${alice.id}>: tier default; jobsPerDay 1.`);
     expect(harness.service.usage(actorOf(alice)).limits.jobsPerDay).toBe(1);
     expect(await videoReply(alice, 'the first corgi')).toContain('Job #');
@@ -121,7 +121,7 @@ describe('DiscordAdapter /admin', () => {
   it('usage and stats show totals and counts', async () => {
     const { job } = await harness.service.submit(video(actorOf(alice), { prompt: 'a corgi surfing' }));
     await harness.waitFor(isType('succeeded', job.id));
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     const waiting = await harness.service.submit(video(actorOf(bob), { prompt: 'a waiting cat' }));
     await harness.service.cancel(actorOf(bob), waiting.job.id);
 
