@@ -86,6 +86,8 @@ export interface JobServiceOptions {
   now?: () => number;
   /** Environment for worker processes; defaults to this process's without the bot secrets. */
   workerEnv?: NodeJS.ProcessEnv;
+  /** The writer queue of `db` (the composition root shares it with other writers); default: a new one. Closed by {@link JobService.shutdown}. */
+  writer?: StoreWriter;
 }
 
 export interface QueueEntry {
@@ -160,7 +162,7 @@ export class JobService {
     this.#db = db;
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
-    this.#writer = new StoreWriter(db, { logger: this.#logger });
+    this.#writer = options.writer ?? new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
     this.#users = new UserRepo(db);
