@@ -1,45 +1,54 @@
 /**
  * The job core's API, and the only one the bot adapters call: submit, cancel, status, queue,
- * usage, history, admin operations, and a typed event stream.
+ * usage, history, admin operations, and a typed event stream. This file is the facade; each
+ * concern has its own owner:
  *
- * A submitted job is admitted in one SQLite transaction (quota reserve + job row + dedup row),
- * waits in a p-queue whose queue class is round-robin across users, and runs on a worker process
- * of the pool. Its reservation is its estimate from its parameters (see cost-model.ts).
- * Completion settles the quota with the measured GPU-seconds (the engine's run, not its model
- * loading); failure and cancel refund it, except a timeout that the job's own settings caused
- * ({@link JobService#finishTimedOut}). A worker crash or hang gets one retry on a fresh worker;
- * a timeout, a stalled engine or a model load past its deadline fails the job at once. On start, jobs left running by a crash are requeued once; SIGTERM drains (see
- * {@link JobService.shutdown}).
+ * - admission.ts: a submit is admitted in one SQLite transaction (quota reserve + job row + dedup
+ *   row); its reservation is its estimate from its parameters (cost-model.ts);
+ * - run-queue.ts: it waits in a p-queue whose queue class is round-robin across users (fair-queue.ts);
+ * - job-runner.ts: its turn come, it runs through the dispatch port (dispatch/port.ts: the local
+ *   worker pool by default) and its outcome settles or refunds the quota;
+ * - recovery.ts: on start, jobs left running by a crash are requeued once;
+ * - queue-view.ts: positions and ETAs; admin-ops.ts: admin operations.
+ *
+ * Every write goes through one writer queue (src/store/writer.ts): another process holding the
+ * database's write lock never holds the event loop. SIGTERM drains (see {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { join, resolve } from 'node:path';
-import PQueue from 'p-queue';
 import type { Logger } from 'pino';
-import { SECRET_ENV_VARS, type Config } from '../config.js';
-import { AppError, asAppError, ErrorCode, UserError } from '../errors.js';
+import type { Config } from '../config.js';
+import { ErrorCode, UserError } from '../errors.js';
 import { AuditLog, type AuditEntry, type AuditQuery } from '../store/audit-log.js';
 import { isBusyError, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
 import { HandledNotices } from '../store/handled-notices.js';
 import { ProcessedEvents } from '../store/processed-events.js';
-import { QuotaLedger, type UsageFilter } from '../store/quota-ledger.js';
+import { QuotaLedger } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
 import { UserRepo } from '../store/user-repo.js';
 import { StoreClosedError, StoreWriter } from '../store/writer.js';
 import { Admission } from './admission.js';
+import { AdminOps, type Target, type UsageReport } from './admin-ops.js';
 import { clipFramesOf } from './clip-frames.js';
 import { CostModel } from './cost-model.js';
-import { FairQueue, type FairQueueOptions } from './fair-queue.js';
+import { WorkerPool } from './dispatch/local-pool.js';
+import type { Dispatcher } from './dispatch/port.js';
+import { engineSettings, workerEnvironment } from './dispatch/worker-settings.js';
+import { FairQueue } from './fair-queue.js';
+import { JobRunner } from './job-runner.js';
+import { LiveJobs } from './live-jobs.js';
 import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
 import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
+import { QueueView, type QueueEntry, type QueueSnapshot } from './queue-view.js';
+import { recoverInterruptedJobs } from './recovery.js';
+import { RunQueue } from './run-queue.js';
 import {
   FINISHED_STATES,
   JOB_KINDS,
   OPERATOR_ONLY_PARAMS,
   type Actor,
   type JobEvent,
-  type JobKind,
   type JobRecord,
   type JobRequest,
   type Platform,
@@ -48,11 +57,12 @@ import {
   type Usage,
   type UserRecord,
 } from './types.js';
-import type { EngineSettings } from './engine.js';
-import { WorkerPool } from './worker-pool.js';
 
-/** A job is started at most this often: once, and once more after a crash, hang or restart (never after a timeout). */
-export const MAX_ATTEMPTS = 2;
+export { MAX_ATTEMPTS } from './recovery.js';
+export type { QueueEntry, QueueSnapshot } from './queue-view.js';
+export type { Target, UsageReport } from './admin-ops.js';
+export { engineSettings, workerEnvironment } from './dispatch/worker-settings.js';
+
 /** Once-only notices are remembered this long (then a thread could be hinted again). */
 const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
 /** How long a submit waits for another process's write lock before the user is asked to try again. */
@@ -61,22 +71,6 @@ export const ADMISSION_LOCK_WAIT_MS = 10_000;
 export const COMMAND_LOCK_WAIT_MS = 5_000;
 /** At shutdown, after the workers stopped, how long the records of finished jobs may still wait for the database. */
 const SHUTDOWN_WRITES_WAIT_MS = 5_000;
-/**
- * Failures retried once on a fresh worker: a crash or a silent process may be a one-off. A stalled
- * engine or a model load past its deadline is not retried: the same job on the same models would
- * most likely stall or load as slowly again, holding the device twice as long. Nor is a job that
- * ran past `jobs.timeoutSeconds`: the same parameters take as long again.
- */
-const RETRYABLE: ReadonlySet<string> = new Set([ErrorCode.WorkerCrashed, ErrorCode.WorkerHung]);
-/** Failures that are ours to look into (logged as warnings with their cause), as opposed to bad input. */
-const OUR_FAULT: ReadonlySet<string> = new Set([
-  ...RETRYABLE,
-  ErrorCode.JobTimedOut,
-  ErrorCode.EngineStalled,
-  ErrorCode.ModelLoadTimedOut,
-  ErrorCode.EngineFailed,
-  ErrorCode.EngineUnavailable,
-]);
 
 export interface JobServiceOptions {
   config: Config;
@@ -86,21 +80,10 @@ export interface JobServiceOptions {
   now?: () => number;
   /** Environment for worker processes; defaults to this process's without the bot secrets. */
   workerEnv?: NodeJS.ProcessEnv;
+  /** Where jobs run; default: a local worker pool with one process per configured device. */
+  dispatcher?: Dispatcher;
   /** The writer queue of `db` (the composition root shares it with other writers); default: a new one. Closed by {@link JobService.shutdown}. */
   writer?: StoreWriter;
-}
-
-export interface QueueEntry {
-  job: JobRecord;
-  /** 1 = starts next; 0 = running. */
-  position: number;
-  etaMs: number;
-}
-
-export interface QueueSnapshot {
-  paused: boolean;
-  running: QueueEntry[];
-  waiting: QueueEntry[];
 }
 
 export interface UserUsage {
@@ -112,15 +95,6 @@ export interface UserUsage {
   recent: JobRecord[];
 }
 
-export interface UsageReport {
-  filter: UsageFilter;
-  total: Usage;
-  topUsers: (Usage & { user: UserRecord | undefined })[];
-  byGroup: (Usage & { groupId: string | null })[];
-}
-
-export type Target = { platform: Actor['platform']; externalId: string };
-
 export class JobService {
   readonly #config: Config;
   readonly #logger: Logger;
@@ -128,7 +102,6 @@ export class JobService {
   readonly #jobs: JobRepo;
   readonly #users: UserRepo;
   readonly #ledger: QuotaLedger;
-  readonly #audit: AuditLog;
   readonly #settings: Settings;
   readonly #notices: HandledNotices;
   readonly #admission: Admission;
@@ -136,22 +109,16 @@ export class JobService {
   readonly #db: Db;
   /** Every write of the running service goes through it: a foreign lock never holds the event loop. */
   readonly #writer: StoreWriter;
-  readonly #fair: FairQueue;
-  readonly #queue: PQueue<FairQueue, FairQueueOptions>;
-  readonly #pool: WorkerPool;
-  readonly #emitter = new EventEmitter();
-  /** Queued jobs: their kind and work units (for ETAs) and the controller that removes them from p-queue. */
-  readonly #waiting = new Map<number, { kind: JobKind; units: number; controller: AbortController }>();
-  /** Work units of the queued jobs, per kind: the work ahead is costed at each kind's current rate. */
-  readonly #waitingUnits: Record<JobKind, number> = { text2video: 0, edit: 0 };
-  /**
-   * Running jobs: their kind, and when the engine's `run` began (undefined while the worker starts
-   * and loads the models: that time is in no estimate, so the job's ETA does not count it down).
-   */
-  readonly #running = new Map<number, Running>();
-  readonly #tasks = new Set<Promise<void>>();
   /** Message refs given to {@link setMessageRefs} and not stored yet, per job. */
   readonly #latestRefs = new Map<number, Record<string, unknown>>();
+  readonly #fair: FairQueue;
+  readonly #live = new LiveJobs();
+  readonly #dispatcher: Dispatcher;
+  readonly #runQueue: RunQueue;
+  readonly #runner: JobRunner;
+  readonly #view: QueueView;
+  readonly #admin: AdminOps;
+  readonly #emitter = new EventEmitter();
   /** Seconds per unit of work, learned per kind, device and model: cost estimates and ETAs. */
   readonly #costs: CostModel;
   #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
@@ -162,12 +129,12 @@ export class JobService {
     this.#db = db;
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
+    const now = () => this.#now();
     this.#writer = options.writer ?? new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
     this.#users = new UserRepo(db);
     this.#ledger = new QuotaLedger(db);
-    this.#audit = new AuditLog(db);
     this.#settings = new Settings(db);
     this.#notices = new HandledNotices(db);
     this.#admission = new Admission(
@@ -177,30 +144,70 @@ export class JobService {
       { timeoutSeconds: config.jobs.timeoutSeconds },
     );
     this.#policy = createPromptPolicy(config.prompt);
-    this.#pool = new WorkerPool({
-      devices: config.devices,
-      engineModule: config.engineModule,
-      engineSettings: engineSettings(config),
-      heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
-      heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
-      stallTimeoutMs: config.jobs.stallTimeoutSeconds * 1000,
-      modelLoadTimeoutMs: config.jobs.modelLoadTimeoutSeconds * 1000,
-      logLevel: config.logLevel,
-      logger: this.#logger.child({ module: 'pool' }),
-      env: options.workerEnv ?? workerEnvironment(process.env),
-    });
-    const fair = this.#fair;
-    this.#queue = new PQueue<FairQueue, FairQueueOptions>({
-      concurrency: this.#pool.size,
-      autoStart: false,
-      // p-queue builds its queue with `new queueClass()`; hand it our instance so that positions can be read.
-      queueClass: class {
-        constructor() {
-          return fair;
-        }
-      } as unknown as new () => FairQueue,
-    });
+    this.#dispatcher =
+      options.dispatcher ??
+      new WorkerPool({
+        devices: config.devices,
+        engineModule: config.engineModule,
+        engineSettings: engineSettings(config),
+        heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
+        heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
+        stallTimeoutMs: config.jobs.stallTimeoutSeconds * 1000,
+        modelLoadTimeoutMs: config.jobs.modelLoadTimeoutSeconds * 1000,
+        logLevel: config.logLevel,
+        logger: this.#logger.child({ module: 'pool' }),
+        env: options.workerEnv ?? workerEnvironment(process.env),
+      });
     this.#costs = new CostModel({ config, history: (kind, device, model, window) => this.#jobs.recentCosts(kind, device, model, window) });
+    const emit = (event: JobEvent) => this.#emit(event);
+    this.#runner = new JobRunner({
+      config,
+      db,
+      jobs: this.#jobs,
+      ledger: this.#ledger,
+      writer: this.#writer,
+      costs: this.#costs,
+      live: this.#live,
+      dispatcher: this.#dispatcher,
+      logger: this.#logger,
+      now,
+      isStarted: () => this.#state === 'started',
+      emit,
+    });
+    this.#runQueue = new RunQueue({
+      fair: this.#fair,
+      live: this.#live,
+      costs: this.#costs,
+      concurrency: this.#dispatcher.size,
+      logger: this.#logger,
+      now,
+      run: (jobId, kind) => this.#runner.run(jobId, kind),
+    });
+    this.#view = new QueueView({
+      jobs: this.#jobs,
+      fair: this.#fair,
+      live: this.#live,
+      costs: this.#costs,
+      now,
+      slots: () => this.#dispatcher.size,
+      paused: () => this.#runQueue.isPaused && this.#state === 'started',
+    });
+    this.#admin = new AdminOps({
+      config,
+      jobs: this.#jobs,
+      users: this.#users,
+      ledger: this.#ledger,
+      audit: new AuditLog(db),
+      settings: this.#settings,
+      now,
+      write: (write) => this.#commandWrite(write),
+      queuedJobIds: () => this.#fair.order().map((entry) => Number(entry.id)),
+      cancel: (actor, jobId) => this.#cancel(actor, jobId, false),
+      pauseStarts: () => this.#runQueue.pause(),
+      resumeStarts: () => {
+        if (this.#state === 'started') this.#runQueue.start();
+      },
+    });
   }
 
   /** Subscribes to job events; returns the unsubscribe function. */
@@ -225,29 +232,15 @@ export class JobService {
   start(): void {
     if (this.#state !== 'new') throw new Error('JobService.start() called twice');
     const now = this.#now();
-    const notices: JobEvent[] = [];
-    this.#db.transaction(() => {
-      for (const job of this.#jobs.listByState('running')) {
-        if (job.cancelRequestedAt !== null) {
-          this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
-          notices.push({ type: 'cancelled', job: this.#jobs.get(job.id)!, refunded: this.#ledger.refund(job.id, now) });
-        } else if (job.attempts >= MAX_ATTEMPTS) {
-          const message = 'The bot restarted while making this video, twice. Please try again.';
-          this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.Interrupted, error: message });
-          notices.push({ type: 'failed', job: this.#jobs.get(job.id)!, code: ErrorCode.Interrupted, message, refunded: this.#ledger.refund(job.id, now) });
-        } else {
-          this.#jobs.requeue(job.id, false);
-        }
-      }
-    }).immediate();
+    const notices = recoverInterruptedJobs({ db: this.#db, jobs: this.#jobs, ledger: this.#ledger }, now);
     for (const notice of notices) this.#emit(notice);
     this.#notices.prune(now - NOTICE_MEMORY_MS);
     this.#fair.seedLastServed(this.#jobs.lastEndedByUser());
     const queued = this.#jobs.listByState('queued');
     // Recovered jobs keep their place: their turn is when they were submitted.
-    for (const job of queued) this.#enqueue(job, { arrivedAt: job.queuedAt });
+    for (const job of queued) this.#runQueue.enqueue(job, { arrivedAt: job.queuedAt });
     this.#state = 'started';
-    if (!this.#settings.queuePaused()) this.#queue.start();
+    if (!this.#settings.queuePaused()) this.#runQueue.start();
     this.#logger.info({ requeued: queued.length, failedOrCancelled: notices.length, devices: this.#config.devices }, 'job service started');
   }
 
@@ -289,14 +282,14 @@ export class JobService {
       const options = { seed, priority, estimatedGpuSeconds: estimate.gpuSeconds, estimate, model };
       admitted = await this.#writer.write(() => this.#admission.admit(request, { ...options, now: this.#now() }), { deadlineMs: ADMISSION_LOCK_WAIT_MS });
     } catch (error) {
-      if (error instanceof UserError && error.code === ErrorCode.QuotaPending) throw this.#withQueuePositions(error, request.actor);
+      if (error instanceof UserError && error.code === ErrorCode.QuotaPending) throw this.#view.withQueuePositions(error, request.actor);
       if (!isBusyError(error)) throw error;
       throw new UserError(ErrorCode.DatabaseBusy, 'The bot is too busy to take the job right now. Please try again in a moment.', { cause: error });
     }
     const { job, duplicate, quotaLeft } = admitted;
     if (this.#state !== 'started' && !duplicate) this.#logger.warn({ jobId: job.id }, 'a job was admitted while stopping; it stays queued for the next start');
-    if (!duplicate && this.#state === 'started') this.#enqueue(job);
-    const result: SubmitResult = { job, duplicate, ...this.#positionAndEta(job), quotaLeft };
+    if (!duplicate && this.#state === 'started') this.#runQueue.enqueue(job);
+    const result: SubmitResult = { job, duplicate, ...this.#view.positionAndEta(job), quotaLeft };
     if (!duplicate) this.#emit({ type: 'queued', job, position: result.position, etaMs: result.etaMs });
     return result;
   }
@@ -310,16 +303,18 @@ export class JobService {
     return this.#cancel(actor, jobId, true);
   }
 
-  /** {@link cancel}; `audited`: an admin's cancel of someone else's job gets its own audit row (not when a ban or a clear, audited themselves, cancels). */
+  /**
+   * {@link cancel}; with `audited`, an admin's cancel of someone else's job gets an audit row in the
+   * same transaction (a ban or a clear, audited themselves, cancels without).
+   */
   async #cancel(actor: Actor, jobId: number, audited: boolean): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
     const job = this.#ownJob(actor, jobId);
     if (FINISHED_STATES.includes(job.state)) {
       throw new UserError(ErrorCode.JobAlreadyFinished, `Job #${job.id} has already ${pastTense(job.state)}, so there is nothing to cancel.`);
     }
-    // An admin cancelling someone else's job is an admin action: recorded in the same transaction.
     const audit = () => {
       if (!audited || (job.platform === actor.platform && job.userExternalId === actor.externalId)) return;
-      this.#audit.record(auditEntry(actor, 'job.cancel', `${job.platform}:${job.userExternalId}`, { jobId: job.id, state: job.state }, this.#now()));
+      this.#admin.record(actor, 'job.cancel', `${job.platform}:${job.userExternalId}`, { jobId: job.id, state: job.state });
     };
     if (job.state === 'queued') {
       let refunded = false;
@@ -331,8 +326,7 @@ export class JobService {
         return true;
       });
       if (changed) {
-        this.#waiting.get(job.id)?.controller.abort();
-        this.#removeWaiting(job.id);
+        this.#runQueue.remove(job.id);
         const cancelled = this.#jobs.get(job.id)!;
         this.#emit({ type: 'cancelled', job: cancelled, refunded });
         return { job: cancelled, outcome: 'cancelled' };
@@ -343,32 +337,15 @@ export class JobService {
       this.#jobs.markCancelRequested(job.id, this.#now());
       audit();
     });
-    const running = this.#running.get(job.id);
+    const running = this.#live.running.get(job.id);
     if (running) running.cancelRequested = true;
-    this.#pool.cancel(job.id, this.#config.jobs.cancelGraceMs);
+    this.#dispatcher.cancel(job.id, this.#config.jobs.cancelGraceMs);
     return { job: this.#jobs.get(job.id)!, outcome: 'cancelling' };
   }
 
   /** A job with its queue position and ETA. */
   status(jobId: number): QueueEntry | undefined {
-    const job = this.#jobs.get(jobId);
-    if (!job) return undefined;
-    return { job, ...this.#positionAndEta(job) };
-  }
-
-  /** The per-user cap refusal, with where the user's jobs stand now ("job #12 running now, job #13 next in line"). */
-  #withQueuePositions(error: UserError, actor: Actor): UserError {
-    const { running, waiting } = this.queue();
-    const mine = [...running, ...waiting].filter((entry) => entry.job.platform === actor.platform && entry.job.userExternalId === actor.externalId);
-    if (mine.length === 0) return error;
-    const where = mine
-      .slice(0, 5)
-      .map(({ job, position }) => `job #${job.id} ${position === 0 ? 'running now' : position === 1 ? 'next in line' : `at position ${position} in the queue`}`)
-      .join(', ');
-    return new UserError(error.code, `${error.userMessage} Your jobs now: ${where}${mine.length > 5 ? ', …' : ''}.`, {
-      cause: error,
-      context: { ...error.context, positions: mine.map(({ job, position }) => ({ jobId: job.id, position })) },
-    });
+    return this.#view.status(jobId);
   }
 
   /**
@@ -381,9 +358,7 @@ export class JobService {
 
   /** What is running and what waits, in the order it will start. */
   queue(): QueueSnapshot {
-    const running = [...this.#running.keys()].map((id) => this.status(id)!).filter(Boolean);
-    const waiting = this.#fair.order().map((entry) => this.status(Number(entry.id))!);
-    return { paused: this.#queue.isPaused && this.#state === 'started', running, waiting };
+    return this.#view.queue();
   }
 
   /** A user's own quota, what is left, and their recent jobs. Reads only: a user never seen has used nothing yet. */
@@ -410,103 +385,49 @@ export class JobService {
 
   /** Whether the actor may use admin operations: the CLI (the operator), or an allowlisted id. */
   isAdmin(actor: Actor): boolean {
-    if (actor.platform === 'cli') return true;
-    return this.#config.admins[actor.platform].includes(actor.externalId);
+    return this.#admin.isAdmin(actor);
   }
 
   /** Admin: usage per user and per guild/workspace over a period. */
   usageReport(actor: Actor, filter: { target?: Target; groupId?: string; since: number; until?: number }, limit = 10): UsageReport {
-    this.#requireAdmin(actor);
-    const userId = filter.target ? (this.#users.find(filter.target.platform, filter.target.externalId)?.id ?? -1) : undefined;
-    const usageFilter: UsageFilter = { since: filter.since, until: filter.until, userId, groupId: filter.groupId };
-    return {
-      filter: usageFilter,
-      total: this.#ledger.total(usageFilter),
-      topUsers: this.#ledger.breakdown('user', usageFilter, limit).map((row) => ({
-        jobs: row.jobs,
-        gpuSeconds: row.gpuSeconds,
-        user: this.#users.get(Number(row.key)),
-      })),
-      byGroup: this.#ledger.breakdown('group', usageFilter, limit).map((row) => ({
-        jobs: row.jobs,
-        gpuSeconds: row.gpuSeconds,
-        groupId: row.key as string | null,
-      })),
-    };
+    return this.#admin.usageReport(actor, filter, limit);
   }
 
   /** Admin: jobs, failure rate, p50/p95 durations and GPU-seconds by guild since a time. */
   stats(actor: Actor, since: number): JobStats {
-    this.#requireAdmin(actor);
-    return this.#jobs.stats(since);
+    return this.#admin.stats(actor, since);
+  }
+
+  /** Admin: sets a user's tier and/or per-user limits (null in the override clears it). */
+  setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): Promise<UserRecord> {
+    return this.#admin.setQuota(actor, target, change);
+  }
+
+  /** Admin: bans a user (their queued jobs are cancelled and refunded) or lifts the ban. */
+  setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): Promise<UserRecord> {
+    return this.#admin.setBanned(actor, target, banned, reason);
+  }
+
+  /** Admin: stops starting jobs (running ones finish); kept across restarts. */
+  pauseQueue(actor: Actor): Promise<void> {
+    return this.#admin.pauseQueue(actor);
+  }
+
+  resumeQueue(actor: Actor): Promise<void> {
+    return this.#admin.resumeQueue(actor);
+  }
+
+  /** Admin: cancels and refunds every queued job; running jobs go on. Returns how many. */
+  clearQueue(actor: Actor): Promise<number> {
+    return this.#admin.clearQueue(actor);
   }
 
   /** Admin: the audit log, newest first; `beforeId` pages on from the last entry of the page before. */
   auditLog(actor: Actor, query: AuditQuery): AuditEntry[] {
-    this.#requireAdmin(actor);
-    return this.#audit.list(query);
+    return this.#admin.auditLog(actor, query);
   }
 
-  /** Admin: sets a user's tier and/or per-user limits (null in the override clears it). */
-  async setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): Promise<UserRecord> {
-    this.#requireAdmin(actor);
-    if (change.tier != null && !(change.tier in this.#config.quota.tiers)) {
-      throw new UserError(ErrorCode.InvalidRequest, `Unknown tier "${change.tier}". Tiers: ${Object.keys(this.#config.quota.tiers).join(', ')}.`);
-    }
-    return this.#adminAction(actor, 'quota.set', target, { ...change }, (user) => {
-      if (change.tier !== undefined) this.#users.setTier(user.id, change.tier);
-      if (change.override !== undefined) this.#users.setQuotaOverride(user.id, change.override);
-    });
-  }
-
-  /** Admin: bans a user (their queued jobs are cancelled and refunded) or lifts the ban. */
-  async setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): Promise<UserRecord> {
-    this.#requireAdmin(actor);
-    const user = await this.#adminAction(actor, banned ? 'user.ban' : 'user.unban', target, { reason: reason ?? null }, (found) =>
-      this.#users.setBanned(found.id, banned, reason ?? null),
-    );
-    if (banned) {
-      for (const entry of this.#fair.order()) {
-        const job = this.#jobs.get(Number(entry.id));
-        if (job?.userId === user.id) void this.#cancel(actor, job.id, false).catch(() => undefined);
-      }
-    }
-    return user;
-  }
-
-  /** Admin: stops starting jobs (running ones finish); kept across restarts. */
-  async pauseQueue(actor: Actor): Promise<void> {
-    this.#requireAdmin(actor);
-    await this.#commandWrite(() => {
-      this.#audit.record(auditEntry(actor, 'queue.pause', null, {}, this.#now()));
-      this.#settings.setQueuePaused(true);
-    });
-    this.#queue.pause();
-  }
-
-  async resumeQueue(actor: Actor): Promise<void> {
-    this.#requireAdmin(actor);
-    await this.#commandWrite(() => {
-      this.#audit.record(auditEntry(actor, 'queue.resume', null, {}, this.#now()));
-      this.#settings.setQueuePaused(false);
-    });
-    if (this.#state === 'started') this.#queue.start();
-  }
-
-  /** Admin: cancels and refunds every queued job; running jobs go on. Returns how many. */
-  async clearQueue(actor: Actor): Promise<number> {
-    this.#requireAdmin(actor);
-    const ids = this.#fair.order().map((entry) => Number(entry.id));
-    await this.#commandWrite(() => this.#audit.record(auditEntry(actor, 'queue.clear', null, { jobs: ids.length }, this.#now())));
-    let cleared = 0;
-    for (const id of ids) {
-      const { outcome } = await this.#cancel(actor, id, false);
-      if (outcome === 'cancelled') cleared++;
-    }
-    return cleared;
-  }
-
-  /** Records the platform messages of a job (progress message id…), for delivery after a restart. */
+  /** Records the platform messages of a job (progress message id…), for delivery after a restart; retried until stored. */
   setMessageRefs(jobId: number, refs: Record<string, unknown>): Promise<void> {
     // Whichever write runs first stores the newest refs: a retried older write never overwrites a newer one.
     this.#latestRefs.set(jobId, refs);
@@ -530,262 +451,33 @@ export class JobService {
   async shutdown(graceMs: number = this.#config.jobs.shutdownGraceMs): Promise<void> {
     if (this.#state === 'stopped' || this.#state === 'draining') return;
     this.#state = 'draining';
-    this.#queue.pause();
-    for (const [jobId, { controller }] of this.#waiting) {
-      controller.abort();
-      this.#removeWaiting(jobId);
-    }
-    if (this.#tasks.size > 0) {
+    this.#runQueue.pause();
+    this.#runQueue.removeAll();
+    const tasks = this.#runQueue.tasks;
+    if (tasks.size > 0) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.allSettled([...this.#tasks]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      await Promise.race([Promise.allSettled([...tasks]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
       clearTimeout(timer);
     }
-    await this.#pool.close();
+    await this.#dispatcher.close();
     // The outcomes of the jobs that just ended are being stored; a database still locked by another
     // process gets a few seconds more, then the writer stops and the next start recovers those jobs.
-    if (this.#tasks.size > 0) {
+    if (tasks.size > 0) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.allSettled([...this.#tasks]), new Promise((resolve) => (timer = setTimeout(resolve, SHUTDOWN_WRITES_WAIT_MS)))]);
+      await Promise.race([Promise.allSettled([...tasks]), new Promise((resolve) => (timer = setTimeout(resolve, SHUTDOWN_WRITES_WAIT_MS)))]);
       clearTimeout(timer);
     }
     this.#writer.close();
-    await Promise.allSettled([...this.#tasks]);
+    await Promise.allSettled([...tasks]);
     this.#state = 'stopped';
     this.#logger.info('job service stopped');
   }
 
   // ---------------------------------------------------------------------------------------------
 
-  #enqueue(job: JobRecord, options: { arrivedAt?: number } = {}): void {
-    const controller = new AbortController();
-    const units = this.#costs.work(job.kind, job.params).units;
-    this.#waiting.set(job.id, { kind: job.kind, units, controller });
-    this.#waitingUnits[job.kind] += units;
-    this.#queue
-      .add(() => this.#track(this.#execute(job.id, job.kind)), {
-        id: String(job.id),
-        userId: job.userId,
-        priority: job.priority,
-        arrivedAt: options.arrivedAt,
-        cost: job.estimatedGpuSeconds * 1000,
-        signal: controller.signal,
-      })
-      .catch((error: unknown) => {
-        if (!controller.signal.aborted) this.#logger.error({ err: error, jobId: job.id }, 'job task failed');
-      });
-  }
-
-  #removeWaiting(jobId: number): void {
-    const waiting = this.#waiting.get(jobId);
-    if (!waiting) return;
-    this.#waiting.delete(jobId);
-    this.#waitingUnits[waiting.kind] -= waiting.units;
-  }
-
-  #track(task: Promise<void>): Promise<void> {
-    this.#tasks.add(task);
-    return task.finally(() => this.#tasks.delete(task));
-  }
-
-  /** Runs a job whose turn has come (p-queue calls this with a slot free). */
-  async #execute(jobId: number, kind: JobKind): Promise<void> {
-    try {
-      await this.#executeAttempts(jobId, kind);
-    } catch (error) {
-      if (!(error instanceof StoreClosedError)) throw error;
-      // Stopped while the database was still locked: the row says `running`, and the next start
-      // requeues the job (or fails it with a notice and a refund), as after a crash.
-      this.#logger.error({ jobId }, 'the service stopped before the outcome of a job could be stored; the next start recovers it');
-    } finally {
-      this.#running.delete(jobId);
-      // Its user's turn now follows its real end, not its estimate.
-      this.#fair.finished(String(jobId), this.#now());
-    }
-  }
-
-  /**
-   * Runs the attempts of a job and stores its outcome. The outcome comes from the run alone: the
-   * writes that record it are retried until they succeed ({@link StoreWriter.writeUntilDone}), so
-   * a busy or failing database delays a result but never turns a success into a failure.
-   */
-  async #executeAttempts(jobId: number, kind: JobKind): Promise<void> {
-    // From here on the job counts as running for positions and ETAs.
-    const units = this.#waiting.get(jobId)?.units ?? this.#costs.defaultWork(kind).units;
-    this.#removeWaiting(jobId);
-    const running: Running = { kind, units, runningSince: undefined, cancelRequested: false };
-    this.#running.set(jobId, running);
-    // p-queue starts a task inside add(): go on at the next microtask, so that submit() has
-    // emitted `queued` before this emits `started`.
-    await Promise.resolve();
-    const queued = this.#state === 'started' ? this.#jobs.get(jobId) : undefined; // draining: it stays queued
-    let attempts = queued?.attempts ?? 0;
-    for (;;) {
-      const device = this.#pool.nextIdleDevice();
-      const now = this.#now();
-      if (!queued || device === undefined) return;
-      const context = { jobId, userId: queued.userId, device, attempt: attempts + 1 };
-      if (!(await this.#writer.writeUntilDone('mark a job running', () => this.#jobs.markRunning(jobId, device, now), context))) return;
-      attempts++;
-      running.runningSince = undefined;
-      this.#running.set(jobId, running);
-      const job: JobRecord = { ...queued, state: 'running', device, attempts, startedAt: now };
-      this.#emit({ type: 'started', job, device, attempt: attempts });
-      const run = await this.#pool
-        .run(
-          {
-            id: job.id,
-            kind: job.kind,
-            params: job.params,
-            seed: job.seed,
-            outputDir: resolve(join(this.#config.outputDir, String(job.id))),
-            attempt: attempts,
-          },
-          {
-            timeoutMs: this.#config.jobs.timeoutSeconds * 1000,
-            onProgress: (progress) => this.#emit({ type: 'progress', job, progress }),
-            // Model loading is not part of the job's expected duration: its ETA counts down from here.
-            onRunning: () => {
-              running.runningSince = this.#now();
-            },
-          },
-        )
-        .then(
-          (outcome) => ({ ok: true as const, outcome }),
-          (thrown: unknown) => ({ ok: false as const, thrown }),
-        );
-      this.#running.delete(jobId);
-      if (run.ok) {
-        if (running.cancelRequested) return this.#finishCancelled(jobId);
-        const { outcome } = run;
-        const finishedAt = this.#now();
-        await this.#writer.writeUntilDone(
-          'store a finished job',
-          () =>
-            this.#db
-              .transaction(() => {
-                this.#jobs.finish(jobId, 'succeeded', { now: finishedAt, gpuSeconds: outcome.gpuSeconds, result: outcome.result });
-                this.#ledger.settle(jobId, outcome.gpuSeconds, finishedAt);
-              })
-              .immediate(),
-          context,
-        );
-        this.#costs.record(job.kind, device, job.params, outcome.gpuSeconds);
-        this.#logger.debug({ ...context, gpuSeconds: outcome.gpuSeconds, loadSeconds: outcome.loadSeconds }, 'job succeeded');
-        this.#emit({ type: 'succeeded', job: this.#jobs.get(jobId)!, result: outcome.result, gpuSeconds: outcome.gpuSeconds });
-        return;
-      }
-      const error = asAppError(run.thrown);
-      if (error.code === ErrorCode.Interrupted) {
-        await this.#writer.writeUntilDone('requeue an interrupted job', () => this.#jobs.requeue(jobId, true), context);
-        this.#logger.info(context, 'job interrupted by shutdown; back in the queue for the next start');
-        return;
-      }
-      if (error.code === ErrorCode.Cancelled || running.cancelRequested) return this.#finishCancelled(jobId);
-      if (RETRYABLE.has(error.code) && attempts < MAX_ATTEMPTS) {
-        this.#logger.warn({ ...context, code: error.code }, 'job attempt failed; retrying once on a fresh worker');
-        await this.#writer.writeUntilDone('requeue a job for its retry', () => this.#jobs.requeue(jobId, false), context);
-        if (this.#state !== 'started') return; // draining: the retry happens after the restart
-        continue;
-      }
-      if (error.code === ErrorCode.JobTimedOut) return this.#finishTimedOut(job, running, context);
-      if (error.code === ErrorCode.Unknown) this.#logger.error({ ...context, err: run.thrown }, 'job failed');
-      else if (OUR_FAULT.has(error.code)) this.#logger.warn({ ...context, code: error.code, err: error.cause }, 'job failed');
-      else this.#logger.info({ ...context, code: error.code, reason: error.userMessage }, 'job refused by the engine'); // bad input: the user's message says it all
-      return this.#finishFailed(jobId, error);
-    }
-  }
-
-  async #finishCancelled(jobId: number): Promise<void> {
-    const now = this.#now();
-    const refunded = await this.#writer.writeUntilDone(
-      'store a cancelled job',
-      () =>
-        this.#db
-          .transaction(() => {
-            this.#jobs.finish(jobId, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
-            return this.#ledger.refund(jobId, now);
-          })
-          .immediate(),
-      { jobId },
-    );
-    this.#emit({ type: 'cancelled', job: this.#jobs.get(jobId)!, refunded });
-  }
-
-  /**
-   * A job that ran past `jobs.timeoutSeconds` (it is not retried: the same parameters take as
-   * long again). Who pays follows from why it ran so long:
-   * - its parameters asked for more work than a default job of its kind (more frames, steps,
-   *   pixels or a longer clip): the user's choice made it long, so the GPU-seconds it ran (from the
-   *   engine's start, model loading excluded, up to the timeout) are charged, as for a success;
-   * - otherwise (default-sized work that still overran: a slow or overloaded device, a bad
-   *   estimate) the cause is ours, and the reservation is refunded, as for a crash or a hang.
-   * The message says what was charged; the refund sentence is the adapters' ({@link JobEvent} `refunded`).
-   */
-  async #finishTimedOut(job: JobRecord, running: Running, context: Record<string, unknown>): Promise<void> {
-    const now = this.#now();
-    const limitSeconds = this.#config.jobs.timeoutSeconds;
-    const work = this.#costs.work(job.kind, job.params);
-    const charge = work.units > this.#costs.defaultWork(job.kind).units;
-    const ranSeconds = Math.min(limitSeconds, ranFor(running.runningSince ?? job.startedAt ?? now, now) / 1000);
-    const limit = limitSeconds < 90 ? `${limitSeconds} s` : `${Math.round(limitSeconds / 60)} min`;
-    const message = charge
-      ? `This job ran past the ${limit} a job may take and was stopped. Its settings ask for more work than the defaults, so the ${Math.ceil(ranSeconds)} GPU-seconds it ran were counted. Try fewer frames or steps.`
-      : `This job ran past the ${limit} a job may take and was stopped. Please try again.`;
-    this.#logger.warn({ ...context, code: ErrorCode.JobTimedOut, units: work.units, charged: charge, ranSeconds }, 'job timed out');
-    await this.#writer.writeUntilDone(
-      'store a timed-out job',
-      () =>
-        this.#db
-          .transaction(() => {
-            this.#jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.JobTimedOut, error: message, gpuSeconds: charge ? ranSeconds : null });
-            if (charge) this.#ledger.settle(job.id, ranSeconds, now);
-            else this.#ledger.refund(job.id, now);
-          })
-          .immediate(),
-      context,
-    );
-    this.#emit({ type: 'failed', job: this.#jobs.get(job.id)!, code: ErrorCode.JobTimedOut, message, refunded: !charge });
-  }
-
-  async #finishFailed(jobId: number, error: AppError): Promise<void> {
-    const now = this.#now();
-    const message = failureMessage(error);
-    const refunded = await this.#writer.writeUntilDone(
-      'store a failed job',
-      () =>
-        this.#db
-          .transaction(() => {
-            this.#jobs.finish(jobId, 'failed', { now, errorCode: error.code, error: message });
-            return this.#ledger.refund(jobId, now);
-          })
-          .immediate(),
-      { jobId },
-    );
-    this.#emit({ type: 'failed', job: this.#jobs.get(jobId)!, code: error.code, message, refunded });
-  }
-
   #submitResult(job: JobRecord, duplicate: boolean): SubmitResult {
     const user = this.#users.get(job.userId)!;
-    return { job, duplicate, ...this.#positionAndEta(job), quotaLeft: this.#admission.quotaLeft(user, this.#now()) };
-  }
-
-  /** Position (1 = next, 0 = running or finished) and the time until the result is expected. */
-  #positionAndEta(job: JobRecord): { position: number; etaMs: number } {
-    const now = this.#now();
-    // Every cost is the job's work units at its kind's current rate, so ETAs follow what was learned since the submit.
-    const ms = (kind: JobKind, units: number) => units * this.#costs.meanRate(kind) * 1000;
-    const own = ms(job.kind, this.#costs.work(job.kind, job.params).units);
-    const running = this.#running.get(job.id);
-    if (running) return { position: 0, etaMs: Math.max(0, own - ranFor(running.runningSince, now)) };
-    const ahead = job.state === 'queued' ? this.#fair.aheadCount(String(job.id)) : undefined;
-    if (ahead === undefined) return { position: 0, etaMs: this.#waiting.has(job.id) ? Math.round(own) : 0 }; // starting now, or finished
-    let workMs = 0;
-    for (const other of this.#running.values()) workMs += Math.max(0, ms(other.kind, other.units) - ranFor(other.runningSince, now));
-    // The jobs ahead are costed at the mean cost of the jobs waiting.
-    let waitingMs = 0;
-    for (const kind of JOB_KINDS) waitingMs += ms(kind, this.#waitingUnits[kind]);
-    workMs += ahead * (waitingMs / Math.max(1, this.#waiting.size));
-    return { position: ahead + 1, etaMs: Math.round(workMs / this.#pool.size + own) };
+    return { job, duplicate, ...this.#view.positionAndEta(job), quotaLeft: this.#admission.quotaLeft(user, this.#now()) };
   }
 
   #ownJob(actor: Actor, jobId: number): JobRecord {
@@ -795,21 +487,6 @@ export class JobService {
       throw new UserError(ErrorCode.NotJobOwner, `Job #${jobId} belongs to someone else; only they or an admin can change it.`);
     }
     return job;
-  }
-
-  #requireAdmin(actor: Actor): void {
-    if (!this.isAdmin(actor)) throw new UserError(ErrorCode.NotAdmin, 'Only the bot admins can do this.');
-  }
-
-  /** Runs an admin change on a user (created if new) and records it in the audit log, in one transaction. */
-  #adminAction(actor: Actor, action: string, target: Target, details: Record<string, unknown>, change: (user: UserRecord) => void): Promise<UserRecord> {
-    return this.#commandWrite(() => {
-      const now = this.#now();
-      const user = this.#users.upsert(target.platform, target.externalId, null, now);
-      change(user);
-      this.#audit.record(auditEntry(actor, action, `${target.platform}:${target.externalId}`, details, now));
-      return this.#users.get(user.id)!;
-    });
   }
 
   /**
@@ -832,30 +509,6 @@ export class JobService {
   }
 }
 
-/** What the service keeps of a running job. */
-interface Running {
-  kind: JobKind;
-  /** Its work units (for its ETA). */
-  units: number;
-  /** When the engine's `run` began; undefined while the worker starts and loads the models. */
-  runningSince: number | undefined;
-  cancelRequested: boolean;
-}
-
-/** The audit row of an admin action: who, where (platform, guild/workspace, channel), what and when. */
-function auditEntry(actor: Actor, action: string, target: string | null, details: Record<string, unknown>, now: number): Omit<AuditEntry, 'id'> {
-  return {
-    platform: actor.platform,
-    actorId: actor.externalId,
-    groupId: actor.groupId ?? null,
-    channelId: actor.channelId ?? null,
-    action,
-    target,
-    details,
-    createdAt: now,
-  };
-}
-
 /** A user not in the database yet, as they would be created: default tier, not banned, nothing used. */
 function newUser(actor: Actor, now: number): UserRecord {
   return {
@@ -871,47 +524,6 @@ function newUser(actor: Actor, now: number): UserRecord {
   };
 }
 
-/** How long a running job's engine `run` has gone on (0 while it is still loading). */
-function ranFor(runningSince: number | undefined, now: number): number {
-  return runningSince === undefined ? 0 : now - runningSince;
-}
-
-/**
- * The user-facing text for a failed job. It says what went wrong, never whether it was charged:
- * the adapters add that sentence once, from the event's `refunded`.
- */
-function failureMessage(error: AppError): string {
-  switch (error.code) {
-    case ErrorCode.WorkerCrashed:
-      return 'The video worker crashed twice on this job. Please try again, perhaps with other settings.';
-    case ErrorCode.WorkerHung:
-      return 'The video worker stopped responding twice on this job. Please try again.';
-    default:
-      return error.userMessage;
-  }
-}
-
 function pastTense(state: JobRecord['state']): string {
   return state === 'succeeded' ? 'finished' : state === 'failed' ? 'failed' : 'been cancelled';
-}
-
-/** The part of the config that engines get. */
-export function engineSettings(config: Config): EngineSettings {
-  return {
-    modelDir: config.modelDir,
-    editModelDir: config.editModelDir,
-    onnx: { ...config.onnx },
-    ffmpegPath: config.ffmpegPath,
-    ffprobePath: config.ffprobePath,
-    input: { ...config.input },
-    editSteps: config.editSteps,
-    workerCount: config.devices.length,
-  };
-}
-
-/** The environment for worker processes: this one's, without the bot platforms' secrets. */
-export function workerEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const copy = { ...env };
-  for (const name of SECRET_ENV_VARS) delete copy[name];
-  return copy;
 }
