@@ -61,6 +61,7 @@ import {
 export { MAX_ATTEMPTS } from './recovery.js';
 export type { QueueEntry, QueueSnapshot } from './queue-view.js';
 export type { Target, UsageReport } from './admin-ops.js';
+export type { AuditEntry, AuditQuery } from '../store/audit-log.js';
 export { engineSettings, workerEnvironment } from './dispatch/worker-settings.js';
 
 /** Once-only notices are remembered this long (then a thread could be hinted again). */

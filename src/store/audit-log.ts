@@ -20,6 +20,8 @@ export interface AuditQuery {
   since?: number;
   /** Only entries older than this id (the next page after a page that ended with it). */
   beforeId?: number;
+  /** Entries to skip (page N of size L: offset (N - 1)·L). */
+  offset?: number;
   limit: number;
 }
 
@@ -42,7 +44,7 @@ export class AuditLog {
   constructor(db: Db) {
     this.#insert = db.prepare(`INSERT INTO admin_audit (platform, actor_id, group_id, channel_id, action, target, details, created_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
-    this.#page = db.prepare(`SELECT * FROM admin_audit WHERE created_at >= ? AND id < ? ORDER BY id DESC LIMIT ?`);
+    this.#page = db.prepare(`SELECT * FROM admin_audit WHERE created_at >= ? AND id < ? ORDER BY id DESC LIMIT ? OFFSET ?`);
   }
 
   record(entry: Omit<AuditEntry, 'id'>): void {
@@ -51,7 +53,7 @@ export class AuditLog {
 
   /** Entries newest first. */
   list(query: AuditQuery): AuditEntry[] {
-    const rows = this.#page.all(query.since ?? 0, query.beforeId ?? Number.MAX_SAFE_INTEGER, query.limit) as AuditRow[];
+    const rows = this.#page.all(query.since ?? 0, query.beforeId ?? Number.MAX_SAFE_INTEGER, query.limit, query.offset ?? 0) as AuditRow[];
     return rows.map((row) => ({
       id: row.id,
       platform: row.platform,

@@ -38,6 +38,8 @@ import { JobEventFeed } from '../shared/job-event-feed.js';
 import {
   adminStatsText,
   adminUsageText,
+  AUDIT_PAGE_SIZE,
+  auditText,
   cancelledText,
   describeJob,
   doneText,
@@ -464,6 +466,10 @@ export class SlackAdapter {
       case 'unban': {
         const user = await jobs.setBanned(actor, target(command.userId), false);
         return `${mention(user.externalId)} may make videos again.`;
+      }
+      case 'audit': {
+        const entries = jobs.auditLog(actor, { limit: AUDIT_PAGE_SIZE + 1, offset: (command.page - 1) * AUDIT_PAGE_SIZE });
+        return auditText('slack', { entries: entries.slice(0, AUDIT_PAGE_SIZE), page: command.page, hasMore: entries.length > AUDIT_PAGE_SIZE });
       }
       case 'queue':
         if (command.action === 'pause') {
