@@ -68,6 +68,7 @@ describe('DiscordAdapter /admin', () => {
       ['unban', 1],
       ['queue', 2],
       ['stats', 1],
+      ['audit', 1],
     ]);
     expect(adminCommand?.options?.find((o) => o.name === 'queue')?.options?.map((o) => o.name)).toEqual(['pause', 'resume', 'clear']);
     expect(commands.find((c) => c.name === 'video')?.default_member_permissions ?? null).toBeNull();
@@ -85,6 +86,26 @@ describe('DiscordAdapter /admin', () => {
     // Bob is not banned and Alice's quota is untouched.
     expect(harness.service.usage(actorOf(bob)).user.banned).toBe(false);
     expect(harness.service.usage(actorOf(alice)).limits.jobsPerDay).toBe(20);
+  });
+
+  it('/admin audit pages through the audit log, newest first, with where each action ran; only admins read it', async () => {
+    await runAdmin(admin, ['queue', 'pause']);
+    await runAdmin(admin, ['ban'], { user: bob, reason: 'spam' });
+    await runAdmin(admin, ['queue', 'resume']);
+    const rows = harness.db.prepare(`SELECT action, group_id, channel_id FROM admin_audit ORDER BY id`).all();
+    expect(rows).toEqual(['queue.pause', 'user.ban', 'queue.resume'].map((action) => ({ action, group_id: fake.guildId, channel_id: fake.channelId })));
+    const page = await runAdmin(admin, ['audit']);
+    const lines = page.split('\n');
+    expect(lines[0]).toBe('**Audit log, page 1**');
+    expect(lines.slice(1).map((line) => /`([a-z.]+)`/.exec(line)?.[1])).toEqual(['queue.resume', 'user.ban', 'queue.pause']);
+    expect(lines[2]).toMatch(new RegExp(`^• \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2} UTC · <@${admin.id}> \`user.ban\` <@${bob.id}> \\(reason “spam”\\) in <#${fake.channelId}>$`));
+    for (let i = 0; i < 9; i++) await harness.service.setQuota(actorOf(admin), { platform: 'discord', externalId: `user-${i}` }, { tier: 'pro' });
+    expect(await runAdmin(admin, ['audit'])).toContain('_More on page 2._');
+    const second = await runAdmin(admin, ['audit'], { page: 2 });
+    expect(second.split('\n')).toHaveLength(3);
+    expect(second).toContain('`queue.pause`');
+    expect(await runAdmin(admin, ['audit'], { page: 3 })).toBe('Page 3 of the audit log is empty.');
+    expect(await runAdmin(alice, ['audit'])).toBe(NOT_ADMIN);
   });
 
   it('pauses and resumes the queue', async () => {
