@@ -125,12 +125,13 @@ async function until(check: () => boolean, timeoutMs = 15_000): Promise<void> {
 
 test('a store error after a successful run is retried, never turned into a failure: the video is kept and charged once', async () => {
   const { service, db, events, config } = impatientService();
-  const { job } = await service.submit(video(alice, { ms: 100 }));
-  await until(() => events.some(isType('started', job.id)));
+  const { job } = await service.submit(video(alice, { ms: 400 }));
+  // The engine is running (its worker has booted): the run ends while the lock below is held.
+  await until(() => events.some(isType('progress', job.id)));
   foreign = openDatabase(config.dbPath);
   foreign.exec('BEGIN IMMEDIATE');
-  // Several of the service's 200 ms waits fail with SQLITE_BUSY meanwhile.
-  await sleep(1200);
+  // The run ends, and several of the service's 200 ms waits fail with SQLITE_BUSY meanwhile.
+  await sleep(1500);
   expect(events.some((event) => event.job.id === job.id && (event.type === 'failed' || event.type === 'succeeded'))).toBe(false);
   foreign.exec('COMMIT');
   await until(() => events.some(isType('succeeded', job.id)));
@@ -144,7 +145,9 @@ test('any store error (not only a busy lock) on a job outcome is retried until t
   foreign = openDatabase(config.dbPath);
   // The store refuses to record a success for a while (as a full disk or a broken trigger would).
   foreign.exec(`CREATE TRIGGER refuse_success BEFORE UPDATE OF state ON jobs WHEN NEW.state = 'succeeded' BEGIN SELECT RAISE(ABORT, 'disk says no'); END`);
-  const { job } = await service.submit(video(alice, { ms: 10 }));
+  const { job } = await service.submit(video(alice, { ms: 40 }));
+  // The last step is done: the success is being stored (and refused) from here on.
+  await until(() => events.some((event) => event.type === 'progress' && event.job.id === job.id && event.progress.step === event.progress.total));
   await sleep(800);
   expect(db.prepare(`SELECT state FROM jobs WHERE id = ?`).pluck().get(job.id)).toBe('running');
   expect(events.some(isType('failed', job.id))).toBe(false);
