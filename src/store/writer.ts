@@ -63,7 +63,7 @@ export class StoreWriter {
     const deadline = Date.now() + (options.deadlineMs ?? Number(this.#db.pragma('busy_timeout', { simple: true })));
     const turn = this.#tail.then(() => {
       if (this.#closed) throw new StoreClosedError();
-      return writeWithoutBlocking(this.#db, write, { deadlineMs: Math.max(0, deadline - Date.now()), tryMs: this.#tryMs });
+      return writeWithoutBlocking(this.#db, write, { deadlineMs: Math.max(0, deadline - Date.now()), tryMs: this.#tryMs, stop: () => this.#closed });
     });
     this.#tail = turn.catch(() => undefined);
     return turn;
@@ -87,7 +87,7 @@ export class StoreWriter {
     }
   }
 
-  /** Stops taking writes: waiting ones reject with {@link StoreClosedError}; the running try (if any) finishes. */
+  /** Stops taking writes: waiting ones reject ({@link StoreClosedError}, or SQLITE_BUSY for one waiting for a lock); a try in progress finishes. */
   close(): void {
     this.#closed = true;
     for (const wake of this.#pauses) wake();
