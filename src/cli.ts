@@ -8,7 +8,6 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { formatBytes } from './bots/shared/texts.js';
 import { registerDiscord } from './cli-discord.js';
 import { registerModels } from './cli-models.js';
 import { registerServe } from './cli-serve.js';
@@ -18,6 +17,7 @@ import { FairQueue } from './jobs/fair-queue.js';
 import { RetentionSweep } from './jobs/retention.js';
 import type { JobRecord, Platform, Usage, UserRecord } from './jobs/types.js';
 import { createLogger, maskSecrets } from './log.js';
+import { formatBytes } from './media/format-bytes.js';
 import { AuditLog } from './store/audit-log.js';
 import { backupDatabase, BackupError } from './store/backup.js';
 import { openDatabase, type Db } from './store/db.js';
