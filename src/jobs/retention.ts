@@ -11,7 +11,6 @@
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
 import type { Db } from '../store/db.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -34,9 +33,22 @@ export interface SweepReport {
 /** Runs one synchronous write transaction; in `serve` the writer queue's, elsewhere a direct one. */
 export type RunWrite = <T>(write: () => T) => Promise<T>;
 
+/** The settings a sweep reads (the config's `outputDir` and `retention`, checked at start). */
+export interface RetentionSettings {
+  outputDir: string;
+  retention: {
+    outputDays: number;
+    clipDays: number;
+    processedEventDays: number;
+    /** `null`: job rows are kept for ever. */
+    jobRowDays: number | null;
+    sweepIntervalMinutes: number;
+  };
+}
+
 export interface RetentionOptions {
   db: Db;
-  config: Pick<Config, 'outputDir' | 'retention'>;
+  config: RetentionSettings;
   logger: Logger;
   /** Default: runs the write at once, in an IMMEDIATE transaction. */
   write?: RunWrite;
