@@ -10,6 +10,7 @@ import type { Config } from '../config.js';
 import type { JobService } from '../jobs/job-service.js';
 import type { Platform } from '../jobs/types.js';
 import type { Db } from '../store/db.js';
+import { StoreWriter } from '../store/writer.js';
 import { dashboardRoutes } from './dashboard/index.js';
 import { createDashboardLink, type DashboardLink } from './dashboard/sign-in.js';
 import { healthRoutes } from './health.js';
@@ -22,6 +23,8 @@ export interface ServeHttpOptions {
   jobs: JobService;
   logger: Logger;
   ffmpegPath: string;
+  /** The app's writer queue (default: one of its own on `db`). */
+  writer?: StoreWriter;
   /** The platforms serve connects to (/readyz waits for each). */
   platforms: readonly ObservedPlatform[];
 }
@@ -30,17 +33,19 @@ export class ServeHttp {
   readonly metrics: Metrics;
   readonly app: FastifyInstance;
   readonly #options: ServeHttpOptions;
+  readonly #writer: StoreWriter;
   #baseUrl: string | undefined;
 
   constructor(options: ServeHttpOptions) {
     this.#options = options;
     const { config, db, jobs, logger } = options;
+    this.#writer = options.writer ?? new StoreWriter(db, { logger });
     this.metrics = new Metrics(jobs);
     for (const platform of options.platforms) this.metrics.platform(platform);
     this.app = buildHttpServer({ logger });
     this.register(healthRoutes({ db, jobs, platforms: options.platforms, connected: (platform) => this.metrics.connected(platform) }));
     this.register(metricsRoutes(this.metrics));
-    this.register(dashboardRoutes({ db, config, jobs, logger, ffmpegPath: options.ffmpegPath }));
+    this.register(dashboardRoutes({ db, writer: this.#writer, config, jobs, logger, ffmpegPath: options.ffmpegPath }));
   }
 
   /** Adds routes (a Fastify plugin), before `listen()`. */
@@ -60,8 +65,8 @@ export class ServeHttp {
   }
 
   /** A one-time sign-in link for an admin (`/admin dashboard`). */
-  dashboardLink(actor: { platform: Platform; externalId: string }): DashboardLink {
-    return createDashboardLink(this.#options.db, this.#options.config, actor, { baseUrl: this.#baseUrl });
+  dashboardLink(actor: { platform: Platform; externalId: string }): Promise<DashboardLink> {
+    return this.#writer.write(() => createDashboardLink(this.#options.db, this.#options.config, actor, { baseUrl: this.#baseUrl }));
   }
 
   async close(): Promise<void> {

@@ -53,7 +53,7 @@ export async function startDashboard(options: {
 /** Opens a one-time link for the actor in `context` and presses "Sign in"; returns the page it lands on. */
 export async function signIn(context: BrowserContext, dashboard: Dashboard, actor: { platform: Platform; externalId: string }): Promise<Page> {
   const page = await context.newPage();
-  await page.goto(dashboard.http.dashboardLink(actor).url);
+  await page.goto((await dashboard.http.dashboardLink(actor)).url);
   await Promise.all([page.waitForURL(`${dashboard.baseUrl}/`), page.click('#sign-in')]);
   return page;
 }

@@ -67,7 +67,7 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
   }
 
   it('signs in with a one-time link into an HttpOnly, SameSite=Strict session; the link does not work twice', async () => {
-    const link = dashboard.http.dashboardLink(adminActor);
+    const link = await dashboard.http.dashboardLink(adminActor);
     const page = await context.newPage();
     const violations = cspViolations(page);
     await page.goto(link.url);
@@ -103,7 +103,7 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
     expect((await answer).status()).toBe(401);
     await expect.poll(() => textOf(page, '#refusal'), { timeout: 10_000 }).toMatch('has expired');
 
-    const notAdmin = dashboard.http.dashboardLink({ platform: 'discord', externalId: alice.id });
+    const notAdmin = await dashboard.http.dashboardLink({ platform: 'discord', externalId: alice.id });
     await page.goto(notAdmin.url);
     const refused = page.waitForResponse((response) => response.url().endsWith('/login') && response.request().method() === 'POST');
     await page.click('#sign-in');
@@ -289,8 +289,8 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
     expect(new JobRepo(harness.db).get(job.id)!.state).toBe('cancelled');
     const told = await fake.waitForRequest((r) => isOriginalEdit(interaction.token)(r) && /cancel/i.test(String((r.body as { content?: string }).content)));
     expect(String((told.body as { content?: string }).content)).toContain(`#${job.id}`);
-    const audit = harness.db.prepare(`SELECT platform, actor_id, action, target FROM admin_audit WHERE action = 'job.cancel'`).all();
-    expect(audit).toEqual([{ platform: 'discord', actor_id: admin.id, action: 'job.cancel', target: `job:${job.id}` }]);
+    const audit = harness.db.prepare(`SELECT platform, actor_id, action, target, json_extract(details, '$.jobId') AS jobId FROM admin_audit WHERE action = 'job.cancel'`).all();
+    expect(audit).toEqual([{ platform: 'discord', actor_id: admin.id, action: 'job.cancel', target: `discord:${alice.id}`, jobId: job.id }]);
     await page.goto(`${dashboard.baseUrl}/audit`);
     await expect.poll(() => textOf(page, '#audit'), { timeout: 10_000 }).toMatch('job.cancel');
   });

@@ -51,6 +51,8 @@ export function adminCommandOf(options: AdminOptions): AdminCommand | string {
     }
     case 'unban':
       return { type: 'unban', userId: userId() };
+    case 'audit':
+      return { type: 'audit', page: Math.max(1, options.getInteger('page') ?? 1) };
     case 'dashboard':
       return { type: 'dashboard' };
     default:

@@ -9,7 +9,7 @@ import type { JobService } from '../../jobs/job-service.js';
 import { ErrorCode, UserError } from '../../errors.js';
 import type { Actor, Platform, UserRecord } from '../../jobs/types.js';
 import type { DashboardLinks } from './platform-observer.js';
-import { adminStatsText, adminUsageText, mention, type Format } from './texts.js';
+import { adminStatsText, adminUsageText, AUDIT_PAGE_SIZE, auditText, mention, type Format } from './texts.js';
 
 /** Report periods of `usage` and `stats`. */
 export const ADMIN_PERIODS = ['today', 'month', 'all'] as const;
@@ -28,11 +28,22 @@ export type AdminCommand =
   | { type: 'ban'; userId: string; reason?: string }
   | { type: 'unban'; userId: string }
   | { type: 'queue'; action: 'pause' | 'resume' | 'clear' }
+  /** One page of the audit log, newest first (page 1 = the newest {@link AUDIT_PAGE_SIZE}). */
+  | { type: 'audit'; page: number }
   /** A one-time sign-in link to the web dashboard, for the admin who asks (answered privately). */
   | { type: 'dashboard' };
 
 /** The job service's admin operations. */
-export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue' | 'isAdmin'>;
+export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue' | 'auditLog' | 'isAdmin'>;
+
+/**
+ * Whether a command changes something (and so writes to the database): a platform acks such a
+ * command before running it, so that a database held by another process never delays the ack.
+ * A dashboard link is a row too.
+ */
+export function adminCommandWrites(command: AdminCommand): boolean {
+  return command.type === 'quota' || command.type === 'ban' || command.type === 'unban' || command.type === 'queue' || command.type === 'dashboard';
+}
 
 export interface AdminContext {
   /** The platform the command came from: its users are the targets. */
@@ -74,7 +85,7 @@ export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: Ad
     case 'stats':
       return adminStatsText(context.format, { periodLabel: PERIOD_LABELS[command.period], ...jobs.stats(actor, periodStart(command.period, context.now)) });
     case 'quota': {
-      const user = jobs.setQuota(actor, target(command.userId), {
+      const user = await jobs.setQuota(actor, target(command.userId), {
         ...(command.tier === undefined ? {} : { tier: command.tier }),
         ...(command.override === undefined ? {} : { override: command.override }),
       });
@@ -84,28 +95,32 @@ export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: Ad
       return `Quota of ${mention(user.externalId)}: tier ${user.tier ?? 'default'}${limits === '' ? '' : `; ${limits}`}.`;
     }
     case 'ban': {
-      const user = jobs.setBanned(actor, target(command.userId), true, command.reason);
+      const user = await jobs.setBanned(actor, target(command.userId), true, command.reason);
       return `${mention(user.externalId)} is banned${command.reason === undefined ? '' : `: ${command.reason}`}. Their queued jobs are cancelled.`;
     }
     case 'unban': {
-      const user = jobs.setBanned(actor, target(command.userId), false);
+      const user = await jobs.setBanned(actor, target(command.userId), false);
       return `${mention(user.externalId)} may make videos again.`;
+    }
+    case 'audit': {
+      const entries = jobs.auditLog(actor, { limit: AUDIT_PAGE_SIZE + 1, offset: (command.page - 1) * AUDIT_PAGE_SIZE });
+      return auditText(context.format, { entries: entries.slice(0, AUDIT_PAGE_SIZE), page: command.page, hasMore: entries.length > AUDIT_PAGE_SIZE });
     }
     case 'dashboard': {
       if (!jobs.isAdmin(actor)) throw new UserError(ErrorCode.NotAdmin, 'Only the bot admins can do this.');
       const links = context.dashboardLinks;
       if (!links) return 'The web dashboard is off on this bot: the operator turns it on by setting REELBOT_HTTP_PORT for reelbot serve.';
-      const { url } = links.link({ platform: context.platform, externalId: actor.externalId });
+      const { url } = await links.link({ platform: context.platform, externalId: actor.externalId });
       // <…> keeps Discord from fetching a preview of the link (and Slack reads it as a link).
       return `Your sign-in link to the dashboard. Only you can see this message; the link works once, for ${links.minutes} minute${links.minutes === 1 ? '' : 's'}:\n<${url}>`;
     }
     case 'queue':
       switch (command.action) {
         case 'pause':
-          jobs.pauseQueue(actor);
+          await jobs.pauseQueue(actor);
           return 'The queue is paused: running jobs finish, new ones wait.';
         case 'resume':
-          jobs.resumeQueue(actor);
+          await jobs.resumeQueue(actor);
           return 'The queue is running again.';
         case 'clear': {
           const cleared = await jobs.clearQueue(actor);

@@ -16,7 +16,7 @@ export interface PlatformObserver {
 
 /** A one-time sign-in link to the dashboard for an admin (`/admin dashboard`). */
 export interface DashboardLinks {
-  link(actor: { platform: 'discord' | 'slack'; externalId: string }): { url: string; expiresAt: number };
+  link(actor: { platform: 'discord' | 'slack'; externalId: string }): Promise<{ url: string; expiresAt: number }>;
   /** How long a link works, in minutes (for the message). */
   minutes: number;
 }

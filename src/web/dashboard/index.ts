@@ -18,8 +18,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
-import { AuditLog } from '../../store/audit-log.js';
 import type { Db } from '../../store/db.js';
+import type { StoreWriter } from '../../store/writer.js';
 import { JobGallery } from '../../store/job-search.js';
 import { JobRepo } from '../../store/job-repo.js';
 import { QuotaLedger } from '../../store/quota-ledger.js';
@@ -36,6 +36,7 @@ import { renderUsage, usagePeriod, usageView } from './usage-page.js';
 
 export interface DashboardOptions {
   db: Db;
+  writer: StoreWriter;
   config: Config;
   jobs: JobService;
   logger: Logger;
@@ -72,11 +73,10 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
     const now = options.now ?? Date.now;
     const logger = options.logger.child({ module: 'dashboard' });
     const assets = loadAssets();
-    const desk = new SignInDesk({ db, config, isAdmin: (actor) => jobs.isAdmin(actor), now });
+    const desk = new SignInDesk({ db, writer: options.writer, config, isAdmin: (actor) => jobs.isAdmin(actor), now });
     const users = new UserRepo(db);
     const jobRepo = new JobRepo(db);
     const ledger = new QuotaLedger(db);
-    const audit = new AuditLog(db);
     const gallery = new JobGallery(db);
     const series = new UsageSeries(db);
     const media = new JobMedia({ outputDir: config.outputDir, ffmpegPath: options.ffmpegPath });
@@ -153,15 +153,15 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
       const job = jobFrom(request);
       return job ? media.sendThumbnail(job, reply) : reply.code(404).type('text/plain; charset=utf-8').send('No such job.');
     });
-    app.get('/audit', async (request, reply) => sendPage(reply, 'Audit & quotas', 'audit', request.signedIn, renderAudit(audit.recent(AUDIT_SHOWN), config)));
+    app.get('/audit', async (request, reply) => sendPage(reply, 'Audit & quotas', 'audit', request.signedIn, renderAudit(jobs.auditLog(request.signedIn!.actor, { limit: AUDIT_SHOWN }), config)));
 
     // --- actions (each is in the audit log) ----------------------------------------------------
     app.post('/jobs/:id/cancel', async (request, reply) =>
       act(request, reply, async (signedIn) => {
         const job = jobFrom(request);
         if (!job) return notFound(reply, signedIn);
+        // The job service audits an admin's cancel of someone else's job.
         const { outcome } = await jobs.cancel(signedIn.actor, job.id);
-        recordAudit(signedIn, 'job.cancel', `job:${job.id}`, { outcome });
         return reply.redirect(`/jobs/${job.id}?done=${outcome}`, 303);
       }),
     );
@@ -169,14 +169,7 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
       act(request, reply, async (signedIn) => {
         const job = jobFrom(request);
         if (!job) return notFound(reply, signedIn);
-        const submitted = await jobs.submit({
-          actor: signedIn.actor,
-          kind: job.kind,
-          params: job.params,
-          seed: job.seed,
-          ...(job.groupId === null ? {} : { groupId: job.groupId }),
-        });
-        recordAudit(signedIn, 'job.rerun', `job:${job.id}`, { newJobId: submitted.job.id });
+        const submitted = await jobs.rerun(signedIn.actor, job.id);
         return reply.redirect(`/jobs/${submitted.job.id}?done=rerun`, 303);
       }),
     );
@@ -189,7 +182,7 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
           const user = users.get(Number((request.params as { id: string }).id));
           if (!user) return notFound(reply, signedIn);
           const reason = String((request.body as { reason?: unknown }).reason ?? '').trim().slice(0, 200);
-          jobs.setBanned(signedIn.actor, { platform: user.platform, externalId: user.externalId }, banned, reason || undefined);
+          await jobs.setBanned(signedIn.actor, { platform: user.platform, externalId: user.externalId }, banned, reason || undefined);
           const jobId = String((request.body as { job?: unknown }).job ?? '');
           return reply.redirect(`${/^\d{1,15}$/.test(jobId) ? `/jobs/${jobId}` : '/jobs'}?done=${banned ? 'banned' : 'unbanned'}`, 303);
         }),
@@ -201,8 +194,8 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
     ] as const) {
       app.post(path, async (request, reply) =>
         act(request, reply, async (signedIn) => {
-          if (pause) jobs.pauseQueue(signedIn.actor);
-          else jobs.resumeQueue(signedIn.actor);
+          if (pause) await jobs.pauseQueue(signedIn.actor);
+          else await jobs.resumeQueue(signedIn.actor);
           return reply.redirect('/', 303);
         }),
       );
@@ -212,10 +205,6 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
     function jobFrom(request: FastifyRequest) {
       const id = Number((request.params as { id: string }).id);
       return Number.isSafeInteger(id) && id > 0 ? jobRepo.get(id) : undefined;
-    }
-
-    function recordAudit(signedIn: SignedIn, action: string, target: string, details: Record<string, unknown>): void {
-      audit.record({ platform: signedIn.actor.platform, actorId: signedIn.actor.externalId, action, target, details: { ...details, via: 'dashboard' }, createdAt: now() });
     }
 
     /** Runs an action; a refusal of the job service (a finished job, a quota) is shown with its message. */

@@ -10,11 +10,14 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
 import type { Actor, Platform } from '../../jobs/types.js';
 import { DashboardSignIn, type Session, type SignInActor } from '../../store/dashboard-sign-in.js';
-import type { Db } from '../../store/db.js';
+import { isBusyError, type Db } from '../../store/db.js';
+import { StoreClosedError, type StoreWriter } from '../../store/writer.js';
 import { publicBaseUrl } from '../http-server.js';
 import { html, page } from './html.js';
 
 export const SESSION_COOKIE = 'reelbot_session';
+/** How long a sign-in waits for another process's write lock before it is asked to try again. */
+const SIGN_IN_LOCK_WAIT_MS = 5_000;
 
 export interface DashboardLink {
   url: string;
@@ -63,6 +66,8 @@ export function who(session: SignInActor): string {
 
 export interface SignInOptions {
   db: Db;
+  /** The app's writer queue: a sign-in's writes wait their turn and never hold the event loop on a foreign lock. */
+  writer: StoreWriter;
   config: Config;
   isAdmin(actor: Actor): boolean;
   now(): number;
@@ -86,7 +91,7 @@ export class SignInDesk {
     if (!session) return undefined;
     const actor = actorOf(session);
     if (!this.#options.isAdmin(actor)) {
-      this.#store.endSession(token);
+      void this.#options.writer.write(() => this.#store.endSession(token)).catch(() => undefined); // it is refused either way
       return undefined;
     }
     return { session, token, csrf: csrfTokenOf(token), actor };
@@ -109,10 +114,11 @@ export class SignInDesk {
   }
 
   /** POST /login: uses the link and starts the session, or says why not. */
-  login(token: unknown, reply: FastifyReply): FastifyReply {
+  async login(token: unknown, reply: FastifyReply): Promise<FastifyReply> {
     if (typeof token !== 'string' || token === '') return this.#refuse(reply, 400, 'The sign-in form was sent without its link token. Open the link again.');
     const now = this.#options.now();
-    const used = this.#store.useLink(token, now);
+    const used = await this.#write(() => this.#store.useLink(token, now));
+    if (used === 'busy') return this.#busy(reply);
     if (!used.ok) {
       const minutes = this.#options.config.http.dashboardLinkMinutes;
       const fresh = 'Get a new one with “reelbot dashboard link” on the bot’s machine, or /admin dashboard in Discord or Slack.';
@@ -128,7 +134,8 @@ export class SignInDesk {
       return this.#refuse(reply, 403, `The link was made for ${who(used.actor)}, who is not an admin of this bot. Only admins can use the dashboard.`);
     }
     const hours = this.#options.config.http.dashboardSessionHours;
-    const session = this.#store.createSession(used.actor, now, now + hours * 3_600_000);
+    const session = await this.#write(() => this.#store.createSession(used.actor, now, now + hours * 3_600_000));
+    if (session === 'busy') return this.#busy(reply);
     return reply
       .setCookie(SESSION_COOKIE, session, {
         httpOnly: true,
@@ -140,8 +147,8 @@ export class SignInDesk {
       .redirect('/', 303);
   }
 
-  signOut(signedIn: SignedIn, reply: FastifyReply): FastifyReply {
-    this.#store.endSession(signedIn.token);
+  async signOut(signedIn: SignedIn, reply: FastifyReply): Promise<FastifyReply> {
+    if ((await this.#write(() => this.#store.endSession(signedIn.token))) === 'busy') return this.#busy(reply);
     return reply.clearCookie(SESSION_COOKIE, { path: '/' }).redirect('/signed-out', 303);
   }
 
@@ -150,11 +157,25 @@ export class SignInDesk {
     return this.#refuse(reply, 401, 'Sign in first: run “reelbot dashboard link” on the bot’s machine, or use /admin dashboard in Discord or Slack, and open the link it gives you.');
   }
 
+  /** A write through the writer queue; 'busy' when another process held the database too long. */
+  async #write<T>(write: () => T): Promise<T | 'busy'> {
+    try {
+      return await this.#options.writer.write(write, { deadlineMs: SIGN_IN_LOCK_WAIT_MS });
+    } catch (error) {
+      if (isBusyError(error) || error instanceof StoreClosedError) return 'busy';
+      throw error;
+    }
+  }
+
+  #busy(reply: FastifyReply): FastifyReply {
+    return this.#refuse(reply, 503, 'The bot’s database is busy right now, so nothing was changed. Please try again in a moment (a link that was not used still works).');
+  }
+
   #refuse(reply: FastifyReply, status: number, text: string): FastifyReply {
     return reply
       .code(status)
       .type('text/html; charset=utf-8')
       .header('cache-control', 'no-store')
-      .send(page({ title: status === 403 ? 'Not allowed' : 'Sign in', body: html`<section class="card narrow"><h1>${status === 403 ? 'Not allowed' : 'Not signed in'}</h1><p id="refusal">${text}</p></section>` }));
+      .send(page({ title: status === 403 ? 'Not allowed' : status === 503 ? 'Busy' : 'Sign in', body: html`<section class="card narrow"><h1>${status === 403 ? 'Not allowed' : status === 503 ? 'Try again' : 'Not signed in'}</h1><p id="refusal">${text}</p></section>` }));
   }
 }
