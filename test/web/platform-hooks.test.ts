@@ -146,10 +146,13 @@ describe('Slack', () => {
   });
 
   it('/reelbot-admin dashboard answers an admin privately with a working link; a non-admin is refused', async () => {
-    const ack = await fake.slashCommand('/reelbot-admin', 'dashboard', admin).ack;
-    expect(ack.payload?.response_type).toBe('ephemeral');
-    const url = /<(http:\/\/127\.0\.0\.1:\d+\/login\?token=[\w-]+)>/.exec(String(ack.payload?.text))?.[1];
-    expect(url, String(ack.payload?.text)).toBeDefined();
+    // It writes (the link's row): acked at once, answered privately on the response_url.
+    const sent = fake.slashCommand('/reelbot-admin', 'dashboard', admin);
+    expect((await sent.ack).payload?.text).toBeUndefined();
+    const reply = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(String(sent.payload.response_url)).pathname);
+    expect(reply.body.response_type).toBe('ephemeral');
+    const url = /<(http:\/\/127\.0\.0\.1:\d+\/login\?token=[\w-]+)>/.exec(String(reply.body.text))?.[1];
+    expect(url, String(reply.body.text)).toBeDefined();
     expect(await useLink(dashboard, url!)).toEqual({ status: 303, cookie: true });
     const refused = await fake.slashCommand('/reelbot-admin', 'dashboard', alice).ack;
     expect(String(refused.payload?.text)).toBe('Only the bot admins can use /reelbot-admin.');
