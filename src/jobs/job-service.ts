@@ -30,6 +30,7 @@ import { Admission } from './admission.js';
 import { clipFramesOf } from './clip-frames.js';
 import { CostModel } from './cost-model.js';
 import { FairQueue, type FairQueueOptions } from './fair-queue.js';
+import { Outbox, type FinalJobEvent } from './outbox.js';
 import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
 import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
 import {
@@ -124,6 +125,7 @@ export class JobService {
   readonly #audit: AuditLog;
   readonly #settings: Settings;
   readonly #notices: HandledNotices;
+  readonly #outbox: Outbox;
   readonly #admission: Admission;
   readonly #policy: PromptPolicy;
   readonly #db: Db;
@@ -158,6 +160,7 @@ export class JobService {
     this.#audit = new AuditLog(db);
     this.#settings = new Settings(db);
     this.#notices = new HandledNotices(db);
+    this.#outbox = new Outbox(db, { jobs: this.#jobs, ledger: this.#ledger }, this.#now);
     this.#admission = new Admission(
       db,
       config.quota,
@@ -477,6 +480,24 @@ export class JobService {
   /** Records the platform messages of a job (progress message id…), for delivery after a restart. */
   setMessageRefs(jobId: number, refs: Record<string, unknown>): void {
     this.#jobs.setMessageRefs(jobId, refs);
+  }
+
+  /**
+   * The final events of the platform's finished jobs whose final message never went out (the
+   * process stopped between the outcome and its message), of the last day, oldest first: an
+   * adapter resends them at start, then marks each delivered. See outbox.ts.
+   */
+  undeliveredOutcomes(platform: Platform): FinalJobEvent[] {
+    return this.#outbox.undelivered(platform);
+  }
+
+  /**
+   * Records that a finished job's final message (the upload, the failure or cancel notice) went
+   * out, or was given up for good: it is not resent at the next start. Waits out another
+   * process's write lock without blocking the event loop.
+   */
+  markDelivered(jobId: number): Promise<void> {
+    return this.#outbox.markDelivered(jobId);
   }
 
   /**
