@@ -6,8 +6,8 @@
  */
 import path from 'node:path';
 import type { Config } from '../config.js';
-import { resolveFfmpegPaths } from '../engine/video/ffmpeg-paths.js';
-import { probeClip } from '../engine/video/input.js';
+import { resolveFfmpegPaths } from '../media/ffmpeg-paths.js';
+import { probeClip } from '../media/input.js';
 
 /** ffprobe on a header takes well under a second; a submit never waits longer than this for it. */
 const PROBE_TIMEOUT_MS = 5_000;

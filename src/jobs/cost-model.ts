@@ -16,7 +16,7 @@
 import type { Config } from '../config.js';
 import type { JobKind } from './types.js';
 
-/** Defaults of the engine's parameters (src/engine/params.ts) that the units depend on. */
+/** Defaults of the engine's parameters (src/jobs/job-params.ts) that the units depend on. */
 const TEXT_TO_VIDEO_DEFAULTS = { frames: 8, steps: 50, size: 512 };
 const EDIT_DEFAULTS = { anchors: 3 };
 /**
