@@ -12,7 +12,7 @@
  */
 import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { DiscordAPIError, HTTPError, MessageFlags, Routes, type ActionRowBuilder, type ButtonBuilder, type Client } from 'discord.js';
+import { DiscordAPIError, MessageFlags, Routes, type ActionRowBuilder, type ButtonBuilder, type Client } from 'discord.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRecord } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
@@ -190,7 +190,7 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     else if (isTooLarge(failure)) message = 'The video is too large for this channel.';
     else {
       const tries = isRetryableDeliveryError(failure) ? this.#retryDelays.length + 1 : 1;
-      this.#logger.warn({ jobId: job.id, ...errorFacts(failure), tries }, 'the upload failed; telling the user');
+      this.#logger.warn({ jobId: job.id, err: failure, tries }, 'the upload failed; telling the user');
       message = uploadFailureText(failure, tries);
     }
     await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [jobButtons(job.id)] });
@@ -284,7 +284,7 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     if (!forbidden()) {
       try {
         await withDeliveryRetries(() => this.#edit(followed, body), this.#retryDelays, (error, tryNumber) =>
-          this.#logger.warn({ jobId: followed.jobId, ...errorFacts(error), try: tryNumber }, 'a final message failed; trying again'),
+          this.#logger.warn({ jobId: followed.jobId, err: error, try: tryNumber }, 'a final message failed; trying again'),
         );
         return;
       } catch (error) {
@@ -373,14 +373,6 @@ export function interactionRefs(interaction: Replyable, messageId?: string): Dis
 /** A 413 / 40005 from Discord, or a video no re-encode could fit. */
 function isTooLarge(error: unknown): boolean {
   return error instanceof UploadTooLargeError || (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE));
-}
-
-/** What a log may say about a failed request: its status and code, never its URL (tokens) or body (the file). */
-function errorFacts(error: unknown): Record<string, unknown> {
-  if (error instanceof DiscordAPIError) return { status: error.status, code: error.code };
-  if (error instanceof HTTPError) return { status: error.status };
-  const code = (error as { code?: unknown } | null)?.code;
-  return { error: error instanceof Error ? error.name : typeof error, ...(typeof code === 'string' ? { code } : {}) };
 }
 
 /** The Discord refs stored with a job, or undefined when they are missing or malformed. */
