@@ -62,4 +62,10 @@ describe('layout', () => {
   it('src/media imports no bot, job, engine or store code', () => {
     expect(crossing(under('media'), (imported) => ['bots', 'jobs', 'engine', 'store'].some((folder) => under(folder)(imported.target)))).toEqual([]);
   });
+
+  it('the job core takes its settings as its own types: only the wiring that hands the config on imports its schema', () => {
+    // The facade, the runner (output folder, timeouts) and the worker settings take the whole config.
+    const wiring = ['jobs/job-service.ts', 'jobs/job-runner.ts', 'jobs/dispatch/worker-settings.ts'];
+    expect(crossing((file) => under('jobs')(file) && !wiring.includes(file), (imported) => imported.target === 'config.ts')).toEqual([]);
+  });
 });
