@@ -89,7 +89,7 @@ export class JobFollower<F extends FollowedJob> {
       if (followed === undefined) {
         // Nothing says where its messages were: nobody can deliver it, now or at a later start.
         this.#options.logger.warn({ jobId: event.job.id }, 'an undelivered outcome has no message refs; giving it up');
-        void this.#markDelivered(event.job.id);
+        void this.#finalDeliveries.track(this.#markDelivered(event.job.id));
         continue;
       }
       this.#options.logger.info({ jobId: event.job.id, state: event.job.state }, 'sending an outcome left undelivered by the last run');
