@@ -321,13 +321,20 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       }
     }
     if (followed.userId === undefined) throw new Error(`job #${followed.jobId} has no owner to send a DM to`);
-    const dm = (await client.rest.post(Routes.userChannels(), { body: { recipient_id: followed.userId } })) as { id?: unknown };
-    if (typeof dm.id !== 'string') throw new Error('Discord opened no DM channel');
-    // No buttons in a DM: a click there would come from outside the server.
-    await client.rest.post(Routes.channelMessages(dm.id), {
-      body: { ...restBody({ ...body, content, components: [] }, files), allowed_mentions: { parse: [] } },
-      ...(files.length === 0 ? {} : { files }),
-    });
+    try {
+      const dm = (await client.rest.post(Routes.userChannels(), { body: { recipient_id: followed.userId } })) as { id?: unknown };
+      if (typeof dm.id !== 'string') throw new Error('Discord opened no DM channel');
+      // No buttons in a DM: a click there would come from outside the server.
+      await client.rest.post(Routes.channelMessages(dm.id), {
+        body: { ...restBody({ ...body, content, components: [] }, files), allowed_mentions: { parse: [] } },
+        ...(files.length === 0 ? {} : { files }),
+      });
+    } catch (error) {
+      // The user takes no DMs from the bot (50007) or is out of its reach: there is nowhere left
+      // to say it, now or at a later start, so the job counts as delivered.
+      if (!(error instanceof DiscordAPIError && error.status < 500)) throw error;
+      this.#logger.warn({ jobId: followed.jobId, code: error.code }, 'the channel refused the bot and the owner takes no DMs from it; the outcome is given up');
+    }
     followed.sentPrivately = true;
   }
 

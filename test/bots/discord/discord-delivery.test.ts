@@ -172,6 +172,20 @@ describe('a channel where the bot may not post', () => {
   });
 });
 
+describe('a channel where the bot may not post, and an owner who takes no DMs', () => {
+  it('the outcome is given up after the one DM try: marked delivered, nothing retried', async () => {
+    await startAdapter();
+    fake.fail('PATCH', /^\/channels\/\d+\/messages\/\d+$/, 403, { message: 'Missing Permissions', code: 50013 }, { times: 1000 });
+    fake.fail('POST', /^\/channels\/\d+\/messages$/, 403, { message: 'Cannot send messages to this user', code: 50007 }, { times: 1000 });
+    const refs = { applicationId: fake.applicationId, interactionId: snowflake(), interactionToken: 'expired-token', tokenExpiresAt: Date.now() - 60_000, channelId: fake.channelId, guildId: fake.guildId, messageId: snowflake() };
+    const { job } = await harness.service.submit({ actor: actorOf(alice), kind: 'text2video', params: { prompt: 'a corgi' }, groupId: fake.guildId, channelId: fake.channelId, messageRefs: { discord: refs } });
+    await harness.waitFor(isType('succeeded', job.id), 30_000);
+    await until(() => delivered(job.id) !== null);
+    expect(channelEdits().map((r) => r.status)).toEqual([403]);
+    expect(fake.requests.filter((r) => r.method === 'POST' && /^\/channels\/\d+\/messages$/.test(r.path)).map((r) => r.status)).toEqual([403]);
+  });
+});
+
 describe('the outbox', () => {
   it('at start, the outcomes never delivered (a success, a failure, a cancel) are sent once each and marked', async () => {
     // Three jobs finish while no adapter runs (as if the process had died before posting them).
