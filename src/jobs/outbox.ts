@@ -37,7 +37,12 @@ export class Outbox {
     return this.#jobs.listUndelivered(platform, this.#now() - maxAgeMs).map((job) => this.#finalEvent(job));
   }
 
-  /** Records that a finished job's final message went out; later starts do not resend it. */
+  /**
+   * Records that a finished job's final message went out; later starts do not resend it. Written
+   * here, not through the job service's writer queue: a drain closes that queue before the last
+   * final messages have gone out (the database stays open until they have), and this one small
+   * write still waits out another process's lock without holding the event loop.
+   */
   async markDelivered(jobId: number): Promise<void> {
     await writeWithoutBlocking(this.#db, () => this.#jobs.markDelivered(jobId, this.#now()), { deadlineMs: MARK_LOCK_WAIT_MS });
   }

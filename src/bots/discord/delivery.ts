@@ -108,7 +108,9 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
   storeRefs(followed: Followed): void {
     const { interaction } = followed;
     if (interaction === undefined) return;
-    this.#options.jobs.setMessageRefs(followed.jobId, { discord: interactionRefs(interaction, followed.messageId) });
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { discord: interactionRefs(interaction, followed.messageId) })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs'));
   }
 
   // --- FollowerPlatform -------------------------------------------------------------------------
@@ -355,11 +357,9 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     followed.messageId = messageId;
     if (followed.refs === undefined) return;
     followed.refs = { ...followed.refs, messageId };
-    try {
-      this.#options.jobs.setMessageRefs(followed.jobId, { discord: followed.refs });
-    } catch (error) {
-      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id');
-    }
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { discord: followed.refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id'));
   }
 }
 
