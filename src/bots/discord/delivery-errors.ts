@@ -52,6 +52,10 @@ export function uploadFailureText(error: unknown, tries: number): string {
     const what = error instanceof HTTPError || error instanceof DiscordAPIError ? `server error ${error.status}` : 'the connection dropped';
     return `The video was made, but Discord kept failing to take the upload (${what}, ${tries} ${tries === 1 ? 'try' : 'tries'}). Press Re-roll to make it again.`;
   }
-  const code = error instanceof DiscordAPIError ? ` (error ${String(error.code)})` : '';
-  return `The video was made, but Discord refused the upload${code}. Press Re-roll to make it again.`;
+  if (error instanceof DiscordAPIError || error instanceof HTTPError) {
+    const code = error instanceof DiscordAPIError ? ` (error ${String(error.code)})` : ` (status ${error.status})`;
+    return `The video was made, but Discord refused the upload${code}. Press Re-roll to make it again.`;
+  }
+  // Not Discord's answer: the file could not be read or re-encoded here.
+  return 'The video was made, but it could not be prepared for the upload. Press Re-roll to make it again.';
 }

@@ -176,7 +176,8 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     } catch (error) {
       failure = error;
     }
-    if (isTooLarge(failure) && limit > DISCORD_UPLOAD_FLOOR_BYTES) {
+    // Discord said 413 at the interaction's limit (a channel's may be lower): once more at the floor.
+    if (isTooLarge(failure) && !(failure instanceof UploadTooLargeError) && limit > DISCORD_UPLOAD_FLOOR_BYTES) {
       this.#logger.warn({ jobId: job.id, limit }, 'upload refused as too large; retrying at the 10 MiB floor');
       try {
         await this.#upload(followed, job, file, result, DISCORD_UPLOAD_FLOOR_BYTES);
