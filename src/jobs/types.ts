@@ -54,6 +54,8 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   cancelRequestedAt: number | null;
+  /** When the adapter's final message for the finished job went out (null: not yet, or not finished). */
+  deliveredAt: number | null;
 }
 
 /** Who asks: the platform user, and whether the adapter verified them as an admin. */
