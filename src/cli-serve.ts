@@ -13,7 +13,8 @@ import type { Config } from './config.js';
 import { untrainedWeightsNotice } from './engine/models/built-in.js';
 import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
 import { createLogger } from './log.js';
-import { drainOnSignals, startApp } from './main.js';
+import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
+import { controlSocketPath, startControlSocket } from './web/control-socket.js';
 
 export interface ServeContext {
   config(): Config;
@@ -23,6 +24,8 @@ export interface ServeContext {
 
 /** sysexits.h EX_CONFIG: nothing to serve without a platform token. */
 const EXIT_CONFIG = 78;
+/** sysexits.h EX_TEMPFAIL: another coordinator holds the database; try again once it stopped. */
+const EXIT_TEMPFAIL = 75;
 /** How long a drain waits for the uploads and final messages of jobs that finished during the grace period. */
 const FINAL_DELIVERY_TIMEOUT_MS = 30_000;
 /** After a complete stop, how long the process may take to exit by itself before it is ended. */
@@ -64,45 +67,57 @@ export function registerServe(program: Command, context: ServeContext): void {
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
       let slack: SlackAdapter | undefined;
-      const app = startApp(config, {
-        logger,
-        // The adapters follow job events from the start, so recovery notices reach them too.
-        beforeStart: ({ jobs }) => {
-          if (withDiscord) {
-            discord = new DiscordAdapter({
-              token: config.discordToken!,
-              apiUrl: config.discordApiUrl,
-              jobs,
-              logger,
-              ffmpegPath: ffmpeg.ffmpeg,
-              ffprobePath: ffmpeg.ffprobe,
-              tempDir,
-              adminIds: config.admins.discord,
-              // Clips to edit outlive the process: a queued edit reads its clip after a restart.
-              clipDir: join(config.outputDir, 'clips', 'discord'),
-              maxClipBytes: config.input.maxBytes,
-              clipDownloads: config.clipDownloads,
-            });
-          }
-          if (withSlack) {
-            slack = new SlackAdapter({
-              botToken: config.slackBotToken!,
-              mode: config.slackMode,
-              ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
-              apiUrl: config.slackApiUrl,
-              jobs,
-              logger,
-              ffmpegPath: ffmpeg.ffmpeg,
-              ffprobePath: ffmpeg.ffprobe,
-              tempDir,
-              inputDir: join(config.outputDir, 'clips', 'slack'),
-              maxInputBytes: config.input.maxBytes,
-              adminIds: config.admins.slack,
-              editChannels: config.slackEditChannels,
-            });
-          }
-        },
-      });
+      let app: App;
+      try {
+        app = startApp(config, {
+          logger,
+          role: 'serve',
+          // The adapters follow job events from the start, so recovery notices reach them too.
+          beforeStart: ({ jobs }) => {
+            if (withDiscord) {
+              discord = new DiscordAdapter({
+                token: config.discordToken!,
+                apiUrl: config.discordApiUrl,
+                jobs,
+                logger,
+                ffmpegPath: ffmpeg.ffmpeg,
+                ffprobePath: ffmpeg.ffprobe,
+                tempDir,
+                adminIds: config.admins.discord,
+                // Clips to edit outlive the process: a queued edit reads its clip after a restart.
+                clipDir: join(config.outputDir, 'clips', 'discord'),
+                maxClipBytes: config.input.maxBytes,
+                clipDownloads: config.clipDownloads,
+              });
+            }
+            if (withSlack) {
+              slack = new SlackAdapter({
+                botToken: config.slackBotToken!,
+                mode: config.slackMode,
+                ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
+                apiUrl: config.slackApiUrl,
+                jobs,
+                logger,
+                ffmpegPath: ffmpeg.ffmpeg,
+                ffprobePath: ffmpeg.ffprobe,
+                tempDir,
+                inputDir: join(config.outputDir, 'clips', 'slack'),
+                maxInputBytes: config.input.maxBytes,
+                adminIds: config.admins.slack,
+                editChannels: config.slackEditChannels,
+              });
+            }
+          },
+        });
+      } catch (error) {
+        await rm(tempDir, { recursive: true, force: true });
+        if (error instanceof CoordinatorRunningError) context.fail(error.message, EXIT_TEMPFAIL);
+        throw error;
+      }
+      // `reelbot render` / `edit` beside this process submit through it (src/web/control-socket.ts).
+      const socketPath = controlSocketPath(config.dbPath);
+      const control = await startControlSocket(app.jobs, socketPath, logger);
+      app.lease.setControlSocket(socketPath);
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
@@ -111,6 +126,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
       // then do the adapters disconnect, the database close and the temp files go.
       const drain = async () => {
+        await control.close();
         await app.jobs.shutdown();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
         if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
@@ -120,6 +136,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       };
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
       const failStart = async (platform: string, error: unknown): Promise<never> => {
+        await control.close();
         await stopAdapters();
         await app.stop();
         await rm(tempDir, { recursive: true, force: true });

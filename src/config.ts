@@ -197,6 +197,11 @@ export const configSchema = z
      * platform still connecting by then goes on trying in the background.
      */
     platformStartTimeoutMs: positiveInt.default(30_000),
+    /**
+     * The coordinator's instance lease in the database lasts this long and is renewed every third of
+     * it; a coordinator killed on another host is taken over this long after its last renewal.
+     */
+    leaseTtlMs: positiveInt.default(15_000),
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -258,6 +263,7 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_SLACK_PORT: { path: ['slackPort'], kind: 'number' },
   REELBOT_SLACK_EDIT_CHANNELS: { path: ['slackEditChannels'], kind: 'list' },
   REELBOT_PLATFORM_START_TIMEOUT_MS: { path: ['platformStartTimeoutMs'], kind: 'number' },
+  REELBOT_LEASE_TTL_MS: { path: ['leaseTtlMs'], kind: 'number' },
 };
 /** Environment variables that hold secrets: never logged, never passed to worker processes. */
 export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));

@@ -45,6 +45,8 @@ export interface JobRunnerOptions {
   dispatcher: Dispatcher;
   logger: Logger;
   now(): number;
+  /** The instance recorded as the owner of the jobs this runner starts. */
+  owner: string | null;
   /** False while the service drains: a job whose turn comes then stays queued. */
   isStarted(): boolean;
   emit(event: JobEvent): void;
@@ -73,7 +75,7 @@ export class JobRunner {
     for (;;) {
       const device = dispatcher.nextIdleDevice(kind);
       const now = this.#o.now();
-      if (!queued || device === undefined || !jobs.markRunning(jobId, device, now)) {
+      if (!queued || device === undefined || !jobs.markRunning(jobId, device, now, this.#o.owner)) {
         live.running.delete(jobId);
         return;
       }

@@ -54,6 +54,8 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   cancelRequestedAt: number | null;
+  /** The coordinator instance that started its current attempt (its lease keeps recovery elsewhere off it). */
+  ownerInstance: string | null;
 }
 
 /** Who asks: the platform user, and whether the adapter verified them as an admin. */
