@@ -5,7 +5,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
@@ -15,6 +15,15 @@ import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
 import { controlSocketPath, startControlSocket } from './web/control-socket.js';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { BlobSigner } from './blob/signed-urls.js';
+import { BullmqDispatcher } from './jobs/dispatch/bullmq.js';
+import { redisLabel } from './jobs/dispatch/redis-connection.js';
+import type { Db } from './store/db.js';
+import { JobRepo } from './store/job-repo.js';
+import { blobRoutes } from './web/blob-routes.js';
+import { buildHttpServer, httpAddress, publicBaseUrl } from './web/http-server.js';
 
 export interface ServeContext {
   config(): Config;
@@ -62,16 +71,26 @@ export function registerServe(program: Command, context: ServeContext): void {
           EXIT_CONFIG,
         );
       }
+      if (config.redisUrl && httpAddress(config) === undefined) {
+        context.fail(
+          "REELBOT_REDIS_URL needs REELBOT_HTTP_PORT: worker hosts fetch clips and send results over the coordinator's HTTP port (set REELBOT_HTTP_PUBLIC_URL to the address they reach it at).",
+          EXIT_CONFIG,
+        );
+      }
       const ffmpeg = resolveFfmpegPaths(config);
       const tempDir = await mkdtemp(join(tmpdir(), 'reelbot-uploads-'));
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
       let slack: SlackAdapter | undefined;
       let app: App;
+      let remote: BullmqDispatcher | undefined;
+      let publicUrl = '';
       try {
         app = startApp(config, {
           logger,
           role: 'serve',
+          // With Redis the jobs run on worker hosts (`reelbot worker`), and no worker runs here.
+          dispatcher: config.redisUrl ? (db, log) => (remote = remoteDispatcher(config, db, log, () => publicUrl)) : undefined,
           // The adapters follow job events from the start, so recovery notices reach them too.
           beforeStart: ({ jobs }) => {
             if (withDiscord) {
@@ -118,6 +137,20 @@ export function registerServe(program: Command, context: ServeContext): void {
       const socketPath = controlSocketPath(config.dbPath);
       const control = await startControlSocket(app.jobs, socketPath, logger);
       app.lease.setControlSocket(socketPath);
+      // The HTTP side: the blob URLs of worker hosts (more routes join it as they land).
+      let http: FastifyInstance | undefined;
+      const address = httpAddress(config);
+      if (address) {
+        http = buildHttpServer({ logger });
+        const signer = BlobSigner.fromDatabase(app.db);
+        const jobRepo = new JobRepo(app.db);
+        void http.register(blobRoutes({ signer, job: (id) => jobRepo.get(id), resultPath: (id, attempt, name) => remoteResultPath(config, id, attempt, name), logger }));
+        await http.listen(address);
+        const bound = http.server.address();
+        publicUrl = publicBaseUrl(config, bound !== null && typeof bound === 'object' ? bound.port : address.port);
+        logger.info({ url: publicUrl }, 'HTTP side listening');
+        remote?.startDispatching();
+      }
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
@@ -128,6 +161,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       const drain = async () => {
         await control.close();
         await app.jobs.shutdown();
+        await http?.close();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
         if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
         await stopAdapters();
@@ -137,6 +171,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
       const failStart = async (platform: string, error: unknown): Promise<never> => {
         await control.close();
+        await http?.close();
         await stopAdapters();
         await app.stop();
         await rm(tempDir, { recursive: true, force: true });
@@ -164,7 +199,9 @@ export function registerServe(program: Command, context: ServeContext): void {
       }
       const ready = adapters.filter((_, index) => outcomes[index]!.state === 'ready').map(platformName);
       const waiting = adapters.filter((_, index) => outcomes[index]!.state === 'pending').map((adapter) => (adapter === discord ? 'Discord' : 'Slack'));
-      const workers = `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
+      const workers = config.redisUrl
+        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, blob URLs at ${publicUrl}`
+        : `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
       context.out(
         ready.length > 0
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
@@ -180,6 +217,26 @@ export function registerServe(program: Command, context: ServeContext): void {
       // to a platform that went away) must not keep the process alive.
       setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
     });
+}
+
+/** Where a worker host's upload of a job attempt's result lands on the coordinator. */
+export function remoteResultPath(config: Config, jobId: number, attempt: number, name: string): string {
+  return resolve(config.outputDir, String(jobId), `a${attempt}`, name);
+}
+
+function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () => string): BullmqDispatcher {
+  return new BullmqDispatcher({
+    redisUrl: config.redisUrl!,
+    prefix: config.scale.queuePrefix,
+    publicUrl,
+    signer: BlobSigner.fromDatabase(db),
+    blobUrlTtlMs: config.scale.blobUrlTtlSeconds * 1000,
+    maxInputBytes: config.input.maxBytes,
+    maxResultBytes: config.scale.maxResultBytes,
+    cancelGraceMs: config.jobs.cancelGraceMs,
+    resultPath: (jobId, attempt, name) => remoteResultPath(config, jobId, attempt, name),
+    logger: logger.child({ module: 'dispatch' }),
+  });
 }
 
 type StartOutcome = { state: 'ready' } | { state: 'failed'; error: unknown } | { state: 'pending'; started: Promise<void> };

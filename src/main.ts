@@ -4,6 +4,7 @@
  */
 import type { Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
+import type { Dispatcher } from './jobs/dispatch/port.js';
 import { JobService } from './jobs/job-service.js';
 import { openDatabase, type Db } from './store/db.js';
 import { describeHolder, InstanceLease, type InstanceRole, type LeaseHolder } from './store/instance-lease.js';
@@ -37,7 +38,10 @@ export class CoordinatorRunningError extends Error {
  * and starts running jobs. Throws {@link CoordinatorRunningError} when another live process holds
  * the lease (nothing is recovered or run then).
  */
-export function startApp(config: Config, options: { logger?: Logger; role?: InstanceRole; beforeStart?(app: App): void } = {}): App {
+export function startApp(
+  config: Config,
+  options: { logger?: Logger; role?: InstanceRole; beforeStart?(app: App): void; dispatcher?(db: Db, logger: Logger): Dispatcher } = {},
+): App {
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(config.dbPath);
   const lease = new InstanceLease(db, { ttlMs: config.leaseTtlMs });
@@ -46,7 +50,7 @@ export function startApp(config: Config, options: { logger?: Logger; role?: Inst
     db.close();
     throw new CoordinatorRunningError(taken.holder, config.dbPath);
   }
-  const jobs = new JobService({ config, db, logger, lease });
+  const jobs = new JobService({ config, db, logger, lease, dispatcher: options.dispatcher?.(db, logger) });
   let stopping: Promise<void> | undefined;
   const app: App = {
     config,

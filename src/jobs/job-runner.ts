@@ -6,6 +6,7 @@
  * the job at once.
  */
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { asAppError, ErrorCode, type AppError } from '../errors.js';
@@ -34,6 +35,9 @@ const OUR_FAULT: ReadonlySet<string> = new Set([
   ErrorCode.EngineFailed,
   ErrorCode.EngineUnavailable,
 ]);
+
+/** How often a job whose turn has come looks for a free slot when none is (remote slots come and go). */
+const SLOT_WAIT_MS = 100;
 
 export interface JobRunnerOptions {
   config: Config;
@@ -73,7 +77,12 @@ export class JobRunner {
     const queued = this.#o.isStarted() ? jobs.get(jobId) : undefined; // draining: it stays queued
     let attempts = queued?.attempts ?? 0;
     for (;;) {
-      const device = dispatcher.nextIdleDevice(kind);
+      let device = dispatcher.nextIdleDevice(kind);
+      // Slots that come and go (worker hosts, Redis away): the job's turn has come, so it waits for one.
+      while (device === undefined && queued && this.#o.isStarted()) {
+        await sleep(SLOT_WAIT_MS);
+        device = dispatcher.nextIdleDevice(kind);
+      }
       const now = this.#o.now();
       if (!queued || device === undefined || !jobs.markRunning(jobId, device, now, this.#o.owner)) {
         live.running.delete(jobId);

@@ -179,6 +179,7 @@ export class JobService {
       now,
       run: (jobId, kind) => this.#runner.run(jobId, kind),
     });
+    this.#dispatcher.onSizeChange?.((size) => this.#runQueue.setConcurrency(size));
     this.#view = new QueueView({
       jobs: this.#jobs,
       fair: this.#fair,
@@ -187,6 +188,7 @@ export class JobService {
       now,
       slots: () => this.#dispatcher.size,
       paused: () => this.#runQueue.isPaused && this.#state === 'started',
+      notice: () => this.#dispatcher.notice?.(),
     });
     this.#admin = new AdminOps({
       config,
