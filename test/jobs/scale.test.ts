@@ -145,7 +145,9 @@ test.skipIf(REDIS_MISSING !== undefined)('a worker host killed -9 mid-job: the j
   expect(upload.files[0]).toMatchObject({ contentType: 'video/mp4' });
   const [job] = jobRows(dir);
   expect(job).toMatchObject({ state: 'succeeded', attempts: 2, ledger: ['reserve', 'settle'] });
-  expect(readdirSync(join(dir, 'out', String(job!.id))).sort()).toEqual(['a2']);
+  // Only the second attempt's result arrived; the killed host's never did.
+  expect(readdirSync(join(dir, 'out', String(job!.id), 'a1'))).toEqual([]);
+  expect(readdirSync(join(dir, 'out', String(job!.id), 'a2'))).toEqual(['result.mp4']);
   // Delivered once: one upload to the interaction.
   expect(fake!.requestsFor(interaction).filter((r) => r.files.length > 0)).toHaveLength(1);
   bot.child.kill('SIGTERM');
