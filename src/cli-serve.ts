@@ -18,7 +18,7 @@ import { controlSocketPath, startControlSocket } from './web/control-socket.js';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { BlobSigner } from './blob/signed-urls.js';
-import { BullmqDispatcher } from './jobs/dispatch/bullmq.js';
+import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
 import { redisLabel } from './jobs/dispatch/redis-connection.js';
 import type { Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
@@ -228,6 +228,7 @@ function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () 
   return new BullmqDispatcher({
     redisUrl: config.redisUrl!,
     prefix: config.scale.queuePrefix,
+    namespace: dispatchNamespace(db),
     publicUrl,
     signer: BlobSigner.fromDatabase(db),
     blobUrlTtlMs: config.scale.blobUrlTtlSeconds * 1000,

@@ -9,16 +9,18 @@
  *
  * Files never travel through Redis: the job carries signed URLs of the coordinator's HTTP port
  * (src/blob/) for its clip and its result. A coordinator restarted while hosts compute finds each
- * job it had handed out by its BullMQ id (`<job>.<attempt>`) and waits for that run's result
+ * job it had handed out by its BullMQ id (`<database namespace>.<job>.<attempt>`) and waits for that run's result
  * instead of starting it again. While Redis is unreachable no slot is idle: submits are admitted
  * into SQLite as always and wait, and dispatch resumes when Redis is back.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BlobSigner } from '../../blob/signed-urls.js';
+import type { Db } from '../../store/db.js';
 import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { JOB_KINDS, type JobKind } from '../types.js';
@@ -28,6 +30,8 @@ import { bullConnection, connectRedis, redisLabel, scaleKeys, type HostAdvert, t
 export interface BullmqDispatcherOptions {
   redisUrl: string;
   prefix: string;
+  /** This database's own part of the BullMQ job ids ({@link dispatchNamespace}): a fresh database never follows another's runs. */
+  namespace: string;
   /** The coordinator's base URL as the worker hosts reach it (REELBOT_HTTP_PUBLIC_URL). */
   publicUrl(): string;
   signer: BlobSigner;
@@ -148,7 +152,7 @@ export class BullmqDispatcher implements Dispatcher {
       this.#o.logger.info({ jobId: job.id, bullJob: bullJob.id }, 'following the run a worker host already has for this job');
     } else {
       bullJob = await queue.add('run', await this.#data(job, task.options.timeoutMs), {
-        jobId: `${job.id}.${job.attempt}`,
+        jobId: `${this.#o.namespace}.${job.id}.${job.attempt}`,
         attempts: 1,
         removeOnComplete: { age: 24 * 3600 },
         removeOnFail: { age: 24 * 3600 },
@@ -178,7 +182,7 @@ export class BullmqDispatcher implements Dispatcher {
   async #adoptable(queue: Queue, job: DispatchJob): Promise<Job | undefined> {
     for (const attempt of [job.attempt, job.attempt - 1]) {
       if (attempt < 1) continue;
-      const found = await Job.fromId(queue, `${job.id}.${attempt}`);
+      const found = await Job.fromId(queue, `${this.#o.namespace}.${job.id}.${attempt}`);
       if (!found) continue;
       const state = await found.getState();
       if (state !== 'failed' && state !== 'unknown') return found;
@@ -209,7 +213,7 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   #onProgress(bullJobId: string, data: RemoteProgress): void {
-    const jobId = Number(bullJobId.split('.')[0]);
+    const jobId = Number(bullJobId.split('.')[1]);
     const task = this.#tasks.get(jobId);
     if (!task || task.bullJob?.id !== bullJobId) return;
     if (data.type === 'running') task.options.onRunning?.(data.loadSeconds);
@@ -283,6 +287,12 @@ export class BullmqDispatcher implements Dispatcher {
       for (const listener of this.#sizeListeners) listener(total);
     }
   }
+}
+
+/** A random id kept in the database's settings: part of every BullMQ job id the coordinator of this database makes. */
+export function dispatchNamespace(db: Db): string {
+  db.prepare(`INSERT INTO settings (key, value) VALUES ('dispatch_namespace', ?) ON CONFLICT (key) DO NOTHING`).run(randomUUID().slice(0, 8));
+  return (db.prepare(`SELECT value FROM settings WHERE key = 'dispatch_namespace'`).get() as { value: string }).value;
 }
 
 /** A host's failure reason (JSON with the code and the user's message), or a stalled host (BullMQ's own text). */
