@@ -110,10 +110,14 @@ async function scaleRun(redis: RedisServer, workers: number, jobsPerUser: number
     for (let i = 0; i < workers; i++) await jobs.submit({ actor: { platform: 'cli', externalId: 'warmup' }, kind: 'text2video', params: { ms: 10, steps: 1 } });
     while (events.filter((event) => event.type === 'succeeded').length < workers) await sleep(20);
     const submitted: number[] = [];
-    // Each user submits all of their jobs at once, one user after the other: the fair queue interleaves them.
+    // Each user submits all of their jobs at once, one user after the other, into a paused queue
+    // (so that the first user's jobs do not simply take the idle slots): the fair queue must interleave them.
+    const operator: Actor = { platform: 'cli', externalId: 'bench' };
+    jobs.pauseQueue(operator);
     for (let user = 0; user < USERS; user++) {
       for (let i = 0; i < jobsPerUser; i++) submitted.push((await jobs.submit({ actor: actor(user), kind: 'text2video', params: { ms: JOB_MS, steps: 3 } })).job.id);
     }
+    jobs.resumeQueue(operator);
     const ids = new Set(submitted);
     const done = () => events.filter((event) => event.type === 'succeeded' && ids.has(event.job.id)).length;
     while (done() < submitted.length) await sleep(20);
@@ -196,7 +200,9 @@ function spawnCoordinator(config: Record<string, unknown>, submit: unknown[]): {
   child.stdout!.on('data', (chunk: Buffer) => {
     buffer += chunk.toString();
     for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-      lines.push(JSON.parse(buffer.slice(0, nl)) as { type: string; jobId?: number; at: number });
+      const line = buffer.slice(0, nl);
+      if (process.env.BENCH_LOG_LEVEL) process.stderr.write(`${line}\n`);
+      lines.push(JSON.parse(line) as { type: string; jobId?: number; at: number });
       buffer = buffer.slice(nl + 1);
     }
   });
@@ -244,6 +250,7 @@ async function failoverCoordinator(redis: RedisServer): Promise<void> {
 async function main(): Promise<void> {
   const redis = await startRedis();
   try {
+    if (process.env.BENCH_ONLY === 'coordinator') return await failoverCoordinator(redis);
     const workers = [1, 2, 4];
     const jobsPerUser = 4;
     const runs = [];

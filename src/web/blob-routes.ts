@@ -2,7 +2,7 @@
  * The blob transport's routes on the coordinator's HTTP server (a Fastify plugin): a worker host
  * downloads the clip of the job attempt it holds and uploads its result, each through a URL that
  * src/blob/signed-urls.ts signed for that one job attempt and file. A URL works only while its job
- * is running; an upload is capped by its URL, checked against the sha256 and size the worker
+ * is unfinished; an upload is capped by its URL, checked against the sha256 and size the worker
  * declares, written to a temporary file and renamed into place only when both match.
  */
 import { createHash } from 'node:crypto';
@@ -55,7 +55,8 @@ export function blobRoutes(options: BlobRoutesOptions): FastifyPluginAsync {
       const grant = options.signer.verify('PUT', jobId, attempt, name, request.query, now());
       if ('refused' in grant) return refuse(reply, 403, grant.refused);
       const job = options.job(grant.jobId);
-      if (!job || job.state !== 'running' || grant.attempt > job.attempts) return refuse(reply, 409, 'the job is not running');
+      // Queued too: a run that a killed coordinator had handed out finishes while its job waits to be followed again.
+      if (!job || !(job.state === 'running' || job.state === 'queued') || grant.attempt > job.attempts) return refuse(reply, 409, 'the job is not running');
       const declared = { sha256: String(request.headers['x-reelbot-sha256'] ?? ''), bytes: Number(request.headers['content-length']) };
       if (!/^[0-9a-f]{64}$/.test(declared.sha256) || !Number.isSafeInteger(declared.bytes)) return refuse(reply, 400, 'x-reelbot-sha256 and content-length are required');
       if (declared.bytes > grant.maxBytes) return refuse(reply, 413, 'larger than the URL allows');
