@@ -11,7 +11,8 @@ import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
 import type { Config } from './config.js';
 import { untrainedWeightsNotice } from './engine/models/built-in.js';
-import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
+import { RetentionSweep } from './jobs/retention.js';
+import { resolveFfmpegPaths } from './media/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
 import { controlSocketPath, startControlSocket } from './web/control-socket.js';
@@ -151,6 +152,14 @@ export function registerServe(program: Command, context: ServeContext): void {
         logger.info({ url: publicUrl }, 'HTTP side listening');
         remote?.startDispatching();
       }
+      // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
+      const retention = new RetentionSweep({
+        db: app.db,
+        config,
+        logger: logger.child({ module: 'retention' }),
+        write: (write) => app.writer.write(() => app.db.transaction(write).immediate()),
+      });
+      retention.start();
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
@@ -160,6 +169,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       // then do the adapters disconnect, the database close and the temp files go.
       const drain = async () => {
         await control.close();
+        await retention.stop();
         await app.jobs.shutdown();
         await http?.close();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
@@ -172,6 +182,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       const failStart = async (platform: string, error: unknown): Promise<never> => {
         await control.close();
         await http?.close();
+        await retention.stop();
         await stopAdapters();
         await app.stop();
         await rm(tempDir, { recursive: true, force: true });

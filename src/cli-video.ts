@@ -12,7 +12,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
 import { AppError } from './errors.js';
 import { DrawsError, DrawsFile } from './engine/draws.js';
-import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
+import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './jobs/job-params.js';
 import type { JobEvent, JobKind, JobRecord, SubmitResult } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
 import { checkUnetSize } from './engine/pipelines/latents.js';
@@ -295,7 +295,7 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     const result = await finished;
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
-    if (result.type === 'failed') context.fail(result.message, 1);
+    if (result.type === 'failed') context.fail(`${result.message}${result.refunded ? ' It was not charged.' : ''}`, 1);
     if (result.type !== 'succeeded') context.fail(`Job #${jobId} ended without a result.`, 1);
     const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
     await mkdir(dirname(resolve(job.out)), { recursive: true });

@@ -8,6 +8,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import type { CostSettings } from './jobs/cost-model.js';
+import type { QuotaSettings } from './jobs/quota-policy.js';
+import type { JobKind } from './jobs/types.js';
+import type { InputLimits } from './media/input.js';
 
 const nonNegativeInt = z.number().int().nonnegative();
 const positiveInt = z.number().int().positive();
@@ -26,7 +30,6 @@ const tierLimitsSchema = z.strictObject({
   /** Seconds a user must wait between two submits; 0 = no cooldown. */
   cooldownSeconds: nonNegative.default(0),
 });
-export type TierLimits = z.infer<typeof tierLimitsSchema>;
 
 /** Caps shared by everyone in one Discord guild or Slack workspace; `null` means unlimited. */
 const groupLimitsSchema = z.strictObject({
@@ -34,7 +37,6 @@ const groupLimitsSchema = z.strictObject({
   gpuSecondsPerDay: nonNegative.nullable().default(null),
   gpuSecondsPerMonth: nonNegative.nullable().default(null),
 });
-export type GroupLimits = z.infer<typeof groupLimitsSchema>;
 
 const regexSource = z.string().refine(
   (source) => {
@@ -174,6 +176,27 @@ export const configSchema = z
     clipDownloads: z
       .strictObject({ perUser: positiveInt.default(2), total: positiveInt.default(8) })
       .prefault({}),
+    /**
+     * How long what the bot keeps on disk and in the database is kept; `serve` sweeps every
+     * `sweepIntervalMinutes` (and `reelbot db prune` at once). What a queued or running job still
+     * needs (its clip, the video it edits) is never removed.
+     */
+    retention: z
+      .strictObject({
+        /** A finished job's folder `<outputDir>/<jobId>` (its video): long enough for Re-roll and Edit. The job row stays. */
+        outputDays: nonNegative.default(7),
+        /** Clips downloaded to edit (`<outputDir>/clips/…`), counted from the download. */
+        clipDays: nonNegative.default(7),
+        /** Platform event ids kept to drop redelivered events (platforms redeliver within minutes). */
+        processedEventDays: nonNegative.default(7),
+        /**
+         * Finished jobs' rows, with their quota ledger rows; `null` keeps them for ever. At least 32,
+         * so this month's quota never loses a row.
+         */
+        jobRowDays: z.number().min(32).nullable().default(null),
+        sweepIntervalMinutes: z.number().positive().default(60),
+      })
+      .prefault({}),
     /** Platform user ids allowed to run admin commands. */
     admins: z
       .strictObject({ discord: z.array(z.string()).default([]), slack: z.array(z.string()).default([]) })
@@ -237,7 +260,19 @@ export const configSchema = z
   });
 
 export type Config = z.infer<typeof configSchema>;
-export type JobKind = keyof Config['jobs']['defaultGpuSeconds'];
+
+/**
+ * The settings map onto the domain's own types (the job core does not depend on this schema): a
+ * change to one side that the other does not make fails to compile here.
+ */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Holds<T extends true> = T;
+export type ConfigMatchesDomain = [
+  Holds<Same<keyof Config['jobs']['defaultGpuSeconds'], JobKind>>,
+  Holds<Same<Config['quota'], QuotaSettings>>,
+  Holds<Same<Config['input'], InputLimits>>,
+  Holds<Config extends CostSettings ? true : false>,
+];
 
 /** Settings whose values must never be printed or logged. */
 export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret', 'redisUrl'] as const;
@@ -283,6 +318,11 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_ALLOW_DIRECT_MESSAGES: { path: ['quota', 'allowDirectMessages'], kind: 'boolean' },
   REELBOT_CLIP_DOWNLOADS_PER_USER: { path: ['clipDownloads', 'perUser'], kind: 'number' },
   REELBOT_CLIP_DOWNLOADS_TOTAL: { path: ['clipDownloads', 'total'], kind: 'number' },
+  REELBOT_RETENTION_OUTPUT_DAYS: { path: ['retention', 'outputDays'], kind: 'number' },
+  REELBOT_RETENTION_CLIP_DAYS: { path: ['retention', 'clipDays'], kind: 'number' },
+  REELBOT_RETENTION_PROCESSED_EVENT_DAYS: { path: ['retention', 'processedEventDays'], kind: 'number' },
+  REELBOT_RETENTION_JOB_ROW_DAYS: { path: ['retention', 'jobRowDays'], kind: 'number' },
+  REELBOT_RETENTION_SWEEP_INTERVAL_MINUTES: { path: ['retention', 'sweepIntervalMinutes'], kind: 'number' },
   REELBOT_DISCORD_ADMINS: { path: ['admins', 'discord'], kind: 'list' },
   REELBOT_SLACK_ADMINS: { path: ['admins', 'slack'], kind: 'list' },
   REELBOT_DISCORD_TOKEN: { path: ['discordToken'], kind: 'string' },

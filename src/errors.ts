@@ -36,7 +36,7 @@ export const ErrorCode = {
   NotJobOwner: 'not_job_owner',
   JobAlreadyFinished: 'job_already_finished',
   NotAdmin: 'not_admin',
-  // Refusals of an uploaded clip (src/engine/video/input.ts).
+  // Refusals of an uploaded clip (src/media/input.ts).
   InputEmpty: 'input_empty',
   InputFileTooLarge: 'input_file_too_large',
   InputNotVideo: 'input_not_video',
@@ -95,5 +95,5 @@ export class UserError extends AppError {}
 /** Wraps anything thrown into an AppError without losing the original as `cause`. */
 export function asAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
-  return new AppError(ErrorCode.Unknown, 'Something went wrong on our side. The job was not charged.', { cause: error });
+  return new AppError(ErrorCode.Unknown, 'Something went wrong on our side.', { cause: error });
 }

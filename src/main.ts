@@ -8,6 +8,7 @@ import type { Dispatcher } from './jobs/dispatch/port.js';
 import { JobService } from './jobs/job-service.js';
 import { openDatabase, type Db } from './store/db.js';
 import { describeHolder, InstanceLease, type InstanceRole, type LeaseHolder } from './store/instance-lease.js';
+import { StoreWriter } from './store/writer.js';
 
 export interface App {
   config: Config;
@@ -16,6 +17,8 @@ export interface App {
   jobs: JobService;
   /** The coordinator lease this process holds on the database. */
   lease: InstanceLease;
+  /** The one queue every write of the running app goes through (see src/store/writer.ts). */
+  writer: StoreWriter;
   /** Drains the job service (see JobService.shutdown) and closes the database. */
   stop(): Promise<void>;
 }
@@ -50,7 +53,8 @@ export function startApp(
     db.close();
     throw new CoordinatorRunningError(taken.holder, config.dbPath);
   }
-  const jobs = new JobService({ config, db, logger, lease, dispatcher: options.dispatcher?.(db, logger) });
+  const writer = new StoreWriter(db, { logger });
+  const jobs = new JobService({ config, db, logger, writer, lease, dispatcher: options.dispatcher?.(db, logger) });
   let stopping: Promise<void> | undefined;
   const app: App = {
     config,
@@ -58,6 +62,7 @@ export function startApp(
     logger,
     jobs,
     lease,
+    writer,
     stop: () =>
       (stopping ??= jobs.shutdown().finally(() => {
         lease.release();

@@ -2,11 +2,11 @@
  * Plain data shared by the job core and its adapters. No platform types (Discord interactions,
  * Slack blocks) and no engine types beyond the engine contract appear here.
  */
-import type { JobKind } from '../config.js';
 import type { ErrorCode } from '../errors.js';
 
-export type { JobKind };
-export const JOB_KINDS: readonly JobKind[] = ['text2video', 'edit'];
+/** What a job does: make a video from a prompt, or edit a clip by an instruction. */
+export const JOB_KINDS = ['text2video', 'edit'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
 /**
  * Job parameters only the operator may set (`reelbot render|edit --draws / --dump-latents`): they
  * name files on the worker's machine. JobService.submit refuses them from any platform but the CLI.
@@ -56,6 +56,8 @@ export interface JobRecord {
   cancelRequestedAt: number | null;
   /** The coordinator instance that started its current attempt (its lease keeps recovery elsewhere off it). */
   ownerInstance: string | null;
+  /** When the adapter's final message for the finished job went out (null: not yet, or not finished). */
+  deliveredAt: number | null;
 }
 
 /** Who asks: the platform user, and whether the adapter verified them as an admin. */
@@ -64,6 +66,9 @@ export interface Actor {
   externalId: string;
   displayName?: string;
   isAdmin?: boolean;
+  /** Where the actor asked from (recorded with an admin action): Discord guild or Slack workspace, and channel. */
+  groupId?: string;
+  channelId?: string;
 }
 
 /** What a bot adapter submits. */

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { main } from '../../src/cli.js';
 import { makeModelSet } from '../../src/engine/models/make.js';
-import { probeVideo } from '../../src/engine/video/probe.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { probeVideo } from '../../src/media/probe.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import { alice, isType, removeDir, startService, tempDir, type Harness } from '../helpers/harness.js';
 
 let dir: string;
@@ -86,7 +86,7 @@ test('a broken model folder fails the job with a message that does not leak serv
     const failed = await h.waitFor(isType('failed', job.id));
     expect(failed).toMatchObject({ code: 'engine_unavailable', refunded: true });
     expect(failed.type === 'failed' && failed.message).toBe(
-      "The text-to-video model on this server could not be loaded. The operator can see why in the bot's log. It was not charged.",
+      "The text-to-video model on this server could not be loaded. The operator can see why in the bot's log.",
     );
   } finally {
     await h.close();

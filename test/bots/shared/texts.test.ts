@@ -5,7 +5,6 @@ import {
   doneText,
   resultNotes,
   failedText,
-  formatBytes,
   formatDuration,
   formatEta,
   formatQuotaLeft,
@@ -20,13 +19,14 @@ import {
 } from '../../../src/bots/shared/texts.js';
 import { ErrorCode, UserError } from '../../../src/errors.js';
 import type { JobRecord } from '../../../src/jobs/types.js';
+import { formatBytes } from '../../../src/media/format-bytes.js';
 
 function job(overrides: Partial<JobRecord> = {}): JobRecord {
   return {
     id: 7, kind: 'text2video', params: { prompt: 'a corgi surfing' }, state: 'succeeded', userId: 1, userExternalId: 'U123',
     platform: 'discord', groupId: null, channelId: null, messageRefs: {}, seed: 42, priority: 0, device: 'cuda:0', attempts: 1,
     estimatedGpuSeconds: 30, gpuSeconds: 28, result: null, errorCode: null, error: null, queuedAt: 0, startedAt: 1_000,
-    finishedAt: 91_000, cancelRequestedAt: null, ownerInstance: null, ...overrides,
+    finishedAt: 91_000, cancelRequestedAt: null, deliveredAt: null, ownerInstance: null, ...overrides,
   };
 }
 
