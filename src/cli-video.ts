@@ -2,7 +2,8 @@
  * `reelbot render` (text to video) and `reelbot edit` (edit a clip by an instruction): one job
  * through the whole bot on the embedded defaults — the SQLite file, the in-process queue, a CPU
  * worker process and the built-in small model sets (made on first use) — with a progress bar on a
- * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas.
+ * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas. Beside a
+ * running `reelbot serve` on the same database the job goes through it (see openChannel).
  */
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
