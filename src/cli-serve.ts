@@ -5,7 +5,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
@@ -14,7 +14,17 @@ import { untrainedWeightsNotice } from './engine/models/built-in.js';
 import { RetentionSweep } from './jobs/retention.js';
 import { resolveFfmpegPaths } from './media/ffmpeg-paths.js';
 import { createLogger } from './log.js';
-import { drainOnSignals, startApp } from './main.js';
+import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
+import { controlSocketPath, startControlSocket } from './web/control-socket.js';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { BlobSigner } from './blob/signed-urls.js';
+import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
+import { redisLabel } from './jobs/dispatch/redis-connection.js';
+import type { Db } from './store/db.js';
+import { JobRepo } from './store/job-repo.js';
+import { blobRoutes } from './web/blob-routes.js';
+import { buildHttpServer, httpAddress, publicBaseUrl } from './web/http-server.js';
 
 export interface ServeContext {
   config(): Config;
@@ -24,6 +34,8 @@ export interface ServeContext {
 
 /** sysexits.h EX_CONFIG: nothing to serve without a platform token. */
 const EXIT_CONFIG = 78;
+/** sysexits.h EX_TEMPFAIL: another coordinator holds the database; try again once it stopped. */
+const EXIT_TEMPFAIL = 75;
 /** How long a drain waits for the uploads and final messages of jobs that finished during the grace period. */
 const FINAL_DELIVERY_TIMEOUT_MS = 30_000;
 /** After a complete stop, how long the process may take to exit by itself before it is ended. */
@@ -60,50 +72,86 @@ export function registerServe(program: Command, context: ServeContext): void {
           EXIT_CONFIG,
         );
       }
+      if (config.redisUrl && httpAddress(config) === undefined) {
+        context.fail(
+          "REELBOT_REDIS_URL needs REELBOT_HTTP_PORT: worker hosts fetch clips and send results over the coordinator's HTTP port (set REELBOT_HTTP_PUBLIC_URL to the address they reach it at).",
+          EXIT_CONFIG,
+        );
+      }
       const ffmpeg = resolveFfmpegPaths(config);
       const tempDir = await mkdtemp(join(tmpdir(), 'reelbot-uploads-'));
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
       let slack: SlackAdapter | undefined;
-      const app = startApp(config, {
-        logger,
-        // The adapters follow job events from the start, so recovery notices reach them too.
-        beforeStart: ({ jobs }) => {
-          if (withDiscord) {
-            discord = new DiscordAdapter({
-              token: config.discordToken!,
-              apiUrl: config.discordApiUrl,
-              jobs,
-              logger,
-              ffmpegPath: ffmpeg.ffmpeg,
-              ffprobePath: ffmpeg.ffprobe,
-              tempDir,
-              adminIds: config.admins.discord,
-              // Clips to edit outlive the process: a queued edit reads its clip after a restart.
-              clipDir: join(config.outputDir, 'clips', 'discord'),
-              maxClipBytes: config.input.maxBytes,
-              clipDownloads: config.clipDownloads,
-            });
-          }
-          if (withSlack) {
-            slack = new SlackAdapter({
-              botToken: config.slackBotToken!,
-              mode: config.slackMode,
-              ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
-              apiUrl: config.slackApiUrl,
-              jobs,
-              logger,
-              ffmpegPath: ffmpeg.ffmpeg,
-              ffprobePath: ffmpeg.ffprobe,
-              tempDir,
-              inputDir: join(config.outputDir, 'clips', 'slack'),
-              maxInputBytes: config.input.maxBytes,
-              adminIds: config.admins.slack,
-              editChannels: config.slackEditChannels,
-            });
-          }
-        },
-      });
+      let app: App;
+      let remote: BullmqDispatcher | undefined;
+      let publicUrl = '';
+      try {
+        app = startApp(config, {
+          logger,
+          role: 'serve',
+          // With Redis the jobs run on worker hosts (`reelbot worker`), and no worker runs here.
+          dispatcher: config.redisUrl ? (db, log) => (remote = remoteDispatcher(config, db, log, () => publicUrl)) : undefined,
+          // The adapters follow job events from the start, so recovery notices reach them too.
+          beforeStart: ({ jobs }) => {
+            if (withDiscord) {
+              discord = new DiscordAdapter({
+                token: config.discordToken!,
+                apiUrl: config.discordApiUrl,
+                jobs,
+                logger,
+                ffmpegPath: ffmpeg.ffmpeg,
+                ffprobePath: ffmpeg.ffprobe,
+                tempDir,
+                adminIds: config.admins.discord,
+                // Clips to edit outlive the process: a queued edit reads its clip after a restart.
+                clipDir: join(config.outputDir, 'clips', 'discord'),
+                maxClipBytes: config.input.maxBytes,
+                clipDownloads: config.clipDownloads,
+              });
+            }
+            if (withSlack) {
+              slack = new SlackAdapter({
+                botToken: config.slackBotToken!,
+                mode: config.slackMode,
+                ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
+                apiUrl: config.slackApiUrl,
+                jobs,
+                logger,
+                ffmpegPath: ffmpeg.ffmpeg,
+                ffprobePath: ffmpeg.ffprobe,
+                tempDir,
+                inputDir: join(config.outputDir, 'clips', 'slack'),
+                maxInputBytes: config.input.maxBytes,
+                adminIds: config.admins.slack,
+                editChannels: config.slackEditChannels,
+              });
+            }
+          },
+        });
+      } catch (error) {
+        await rm(tempDir, { recursive: true, force: true });
+        if (error instanceof CoordinatorRunningError) context.fail(error.message, EXIT_TEMPFAIL);
+        throw error;
+      }
+      // `reelbot render` / `edit` beside this process submit through it (src/web/control-socket.ts).
+      const socketPath = controlSocketPath(config.dbPath);
+      const control = await startControlSocket(app.jobs, socketPath, logger);
+      app.lease.setControlSocket(socketPath);
+      // The HTTP side: the blob URLs of worker hosts (more routes join it as they land).
+      let http: FastifyInstance | undefined;
+      const address = httpAddress(config);
+      if (address) {
+        http = buildHttpServer({ logger });
+        const signer = BlobSigner.fromDatabase(app.db);
+        const jobRepo = new JobRepo(app.db);
+        void http.register(blobRoutes({ signer, job: (id) => jobRepo.get(id), resultPath: (id, attempt, name) => remoteResultPath(config, id, attempt, name), logger }));
+        await http.listen(address);
+        const bound = http.server.address();
+        publicUrl = publicBaseUrl(config, bound !== null && typeof bound === 'object' ? bound.port : address.port);
+        logger.info({ url: publicUrl }, 'HTTP side listening');
+        remote?.startDispatching();
+      }
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
       const retention = new RetentionSweep({
         db: app.db,
@@ -120,8 +168,10 @@ export function registerServe(program: Command, context: ServeContext): void {
       // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
       // then do the adapters disconnect, the database close and the temp files go.
       const drain = async () => {
+        await control.close();
         await retention.stop();
         await app.jobs.shutdown();
+        await http?.close();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
         if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
         await stopAdapters();
@@ -130,6 +180,8 @@ export function registerServe(program: Command, context: ServeContext): void {
       };
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
       const failStart = async (platform: string, error: unknown): Promise<never> => {
+        await control.close();
+        await http?.close();
         await retention.stop();
         await stopAdapters();
         await app.stop();
@@ -158,7 +210,9 @@ export function registerServe(program: Command, context: ServeContext): void {
       }
       const ready = adapters.filter((_, index) => outcomes[index]!.state === 'ready').map(platformName);
       const waiting = adapters.filter((_, index) => outcomes[index]!.state === 'pending').map((adapter) => (adapter === discord ? 'Discord' : 'Slack'));
-      const workers = `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
+      const workers = config.redisUrl
+        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, blob URLs at ${publicUrl}`
+        : `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
       context.out(
         ready.length > 0
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
@@ -174,6 +228,27 @@ export function registerServe(program: Command, context: ServeContext): void {
       // to a platform that went away) must not keep the process alive.
       setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
     });
+}
+
+/** Where a worker host's upload of a job attempt's result lands on the coordinator. */
+export function remoteResultPath(config: Config, jobId: number, attempt: number, name: string): string {
+  return resolve(config.outputDir, String(jobId), `a${attempt}`, name);
+}
+
+function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () => string): BullmqDispatcher {
+  return new BullmqDispatcher({
+    redisUrl: config.redisUrl!,
+    prefix: config.scale.queuePrefix,
+    namespace: dispatchNamespace(db),
+    publicUrl,
+    signer: BlobSigner.fromDatabase(db),
+    blobUrlTtlMs: config.scale.blobUrlTtlSeconds * 1000,
+    maxInputBytes: config.input.maxBytes,
+    maxResultBytes: config.scale.maxResultBytes,
+    cancelGraceMs: config.jobs.cancelGraceMs,
+    resultPath: (jobId, attempt, name) => remoteResultPath(config, jobId, attempt, name),
+    logger: logger.child({ module: 'dispatch' }),
+  });
 }
 
 type StartOutcome = { state: 'ready' } | { state: 'failed'; error: unknown } | { state: 'pending'; started: Promise<void> };

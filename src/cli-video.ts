@@ -2,21 +2,26 @@
  * `reelbot render` (text to video) and `reelbot edit` (edit a clip by an instruction): one job
  * through the whole bot on the embedded defaults — the SQLite file, the in-process queue, a CPU
  * worker process and the built-in small model sets (made on first use) — with a progress bar on a
- * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas.
+ * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas. Beside a
+ * running `reelbot serve` on the same database the job goes through it (see openChannel).
  */
 import { copyFile, mkdir, stat } from 'node:fs/promises';
-import { userInfo } from 'node:os';
+import { hostname, userInfo } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
 import { AppError } from './errors.js';
 import { DrawsError, DrawsFile } from './engine/draws.js';
 import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './jobs/job-params.js';
-import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
+import type { JobEvent, JobKind, JobRecord, SubmitResult } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
 import { checkUnetSize } from './engine/pipelines/latents.js';
 import { createLogger } from './log.js';
-import { startApp } from './main.js';
+import { CoordinatorRunningError, startApp, type App } from './main.js';
+import { openDatabase } from './store/db.js';
+import { describeHolder, InstanceLease, type LeaseHolder } from './store/instance-lease.js';
+import { ControlClient } from './web/control-socket.js';
 
 export interface RenderContext {
   /** Loads the settings, with these on top. */
@@ -183,34 +188,116 @@ async function settingsFor(context: RenderContext, model: string | undefined, ke
   return context.config(overrides);
 }
 
-/** Submits one job through the app, shows its progress, and copies the result to `out`. */
+/** Where a command-line job runs: on an app of this process, or through the running coordinator. */
+interface JobChannel {
+  /** Submits; `finished` resolves with the job's last event (succeeded, failed or cancelled). */
+  submit(request: { kind: JobKind; params: Record<string, unknown>; seed?: number }, user: string, onEvent: (event: JobEvent) => void): Promise<{ result: SubmitResult; finished: Promise<JobEvent> }>;
+  cancel(user: string, jobId: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How often a command waiting for another command-line job on the same database looks again. */
+const COORDINATOR_POLL_MS = 300;
+
+/**
+ * The channel for one command-line job. With a `reelbot serve` running on this database, the job
+ * goes through its control socket (it keeps the queue, the workers and the ledger). With another
+ * `reelbot render` or `edit` running its job on the database, this one waits for it, then runs its
+ * own: two command-line jobs run one after the other and never recover or run each other's jobs.
+ */
+async function openChannel(context: RenderContext, config: Config, role: 'render' | 'edit'): Promise<JobChannel> {
+  let told = false;
+  for (;;) {
+    const holder = coordinatorOf(config);
+    if (holder?.role === 'serve' && holder.controlSocket !== null && holder.host === hostname()) {
+      context.out(`Submitting through the running ${describeHolder(holder)}.`);
+      return remoteChannel(new ControlClient(holder.controlSocket));
+    }
+    if (holder?.role === 'serve' && holder.host !== hostname()) {
+      context.fail(`${describeHolder(holder)} is the coordinator of ${config.dbPath}; run this command on ${holder.host}, where it can reach it.`, 1);
+    }
+    if (holder === undefined) {
+      try {
+        return localChannel(startApp(config, { role, logger: createLogger(config.logLevel) }));
+      } catch (error) {
+        if (!(error instanceof CoordinatorRunningError)) throw error;
+        continue; // another one took the lease in between
+      }
+    }
+    if (!told) context.out(`Waiting for ${describeHolder(holder)}, which runs a job on this database, to finish…`);
+    told = true;
+    await sleep(COORDINATOR_POLL_MS);
+  }
+}
+
+/** The live coordinator of the configured database, read without taking anything. */
+function coordinatorOf(config: Config): LeaseHolder | undefined {
+  const db = openDatabase(config.dbPath);
+  try {
+    return new InstanceLease(db, { ttlMs: config.leaseTtlMs }).holder();
+  } finally {
+    db.close();
+  }
+}
+
+function localChannel(app: App): JobChannel {
+  return {
+    async submit(request, user, onEvent) {
+      let jobId = -1;
+      const early: JobEvent[] = [];
+      let settle!: (event: JobEvent) => void;
+      const finished = new Promise<JobEvent>((resolve) => (settle = resolve));
+      const handle = (event: JobEvent) => {
+        onEvent(event);
+        if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') settle(event);
+      };
+      app.jobs.onEvent((event) => {
+        if (jobId === -1) early.push(event);
+        else if (event.job.id === jobId) handle(event);
+      });
+      const result = await app.jobs.submit({ actor: { platform: 'cli', externalId: user }, ...request });
+      jobId = result.job.id;
+      for (const event of early) if (event.job.id === jobId) handle(event);
+      return { result, finished };
+    },
+    async cancel(user, jobId) {
+      await app.jobs.cancel({ platform: 'cli', externalId: user }, jobId);
+    },
+    close: () => app.stop(),
+  };
+}
+
+function remoteChannel(client: ControlClient): JobChannel {
+  return {
+    submit: (request, user, onEvent) => client.submit({ ...request, user }, onEvent),
+    cancel: (user, jobId) => client.cancel(user, jobId),
+    close: async () => undefined,
+  };
+}
+
+/** Submits one job (here or through the running coordinator), shows its progress, and copies the result to `out`. */
 async function runJob(context: RenderContext, config: Config, job: { kind: JobKind; params: Record<string, unknown>; seed?: number; out: string }): Promise<void> {
   const { out, stderr } = context;
   const started = context.now();
-  const app = startApp(config, { logger: createLogger(config.logLevel) });
+  const channel = await openChannel(context, config, job.kind === 'edit' ? 'edit' : 'render');
   const bar = progressBar(stderr);
   let onSignal: (() => void) | undefined;
   try {
-    const actor = { platform: 'cli' as const, externalId: userInfo().username || 'operator' };
-    let jobId = -1;
-    const finished = new Promise<JobEvent & { type: 'succeeded' | 'failed' | 'cancelled' }>((resolveFinished) => {
-      app.jobs.onEvent((event) => {
-        if (event.job.id !== jobId) return;
-        if (event.type === 'progress') bar.update(event.progress.step, event.progress.total, event.progress.stage ?? '');
-        if (event.type === 'started') bar.update(0, 1, 'starting');
-        if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') resolveFinished(event);
-      });
+    const user = userInfo().username || 'operator';
+    const { result: submitted, finished } = await channel.submit({ kind: job.kind, params: job.params, seed: job.seed }, user, (event) => {
+      if (event.type === 'progress') bar.update(event.progress.step, event.progress.total, event.progress.stage ?? '');
+      if (event.type === 'started') bar.update(0, 1, 'starting');
     });
-    const submitted = await app.jobs.submit({ actor, kind: job.kind, params: job.params, seed: job.seed });
-    jobId = submitted.job.id;
+    const jobId = submitted.job.id;
     out(`Job #${jobId}, seed ${submitted.job.seed}${submitted.position > 0 ? `, position ${submitted.position} in the queue` : ''}.`);
     if (typeof job.params.draws === 'string') out(`The random draws come from ${job.params.draws}; the seed decides nothing.`);
-    onSignal = () => void app.jobs.cancel(actor, jobId).catch(() => undefined);
+    onSignal = () => void channel.cancel(user, jobId).catch(() => undefined);
     process.once('SIGINT', onSignal);
     const result = await finished;
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(`${result.message}${result.refunded ? ' It was not charged.' : ''}`, 1);
+    if (result.type !== 'succeeded') context.fail(`Job #${jobId} ended without a result.`, 1);
     const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);
@@ -223,7 +310,7 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
   } finally {
     bar.done();
     if (onSignal) process.off('SIGINT', onSignal);
-    await app.stop();
+    await channel.close();
   }
 }
 

@@ -12,6 +12,7 @@ import { registerDiscord } from './cli-discord.js';
 import { registerModels } from './cli-models.js';
 import { registerServe } from './cli-serve.js';
 import { registerEdit, registerRender } from './cli-video.js';
+import { registerWorker } from './cli-worker.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
 import { RetentionSweep } from './jobs/retention.js';
@@ -445,6 +446,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     now,
   };
   registerServe(program, videoContext);
+  registerWorker(program, videoContext);
   registerDiscord(program, videoContext);
   registerRender(program, videoContext);
   registerEdit(program, videoContext);

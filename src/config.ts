@@ -220,6 +220,43 @@ export const configSchema = z
      * platform still connecting by then goes on trying in the background.
      */
     platformStartTimeoutMs: positiveInt.default(30_000),
+    /**
+     * The coordinator's instance lease in the database lasts this long and is renewed every third of
+     * it; a coordinator killed on another host is taken over this long after its last renewal.
+     */
+    leaseTtlMs: positiveInt.default(15_000),
+    /**
+     * `serve`'s HTTP side: off unless a port is set. With worker hosts it serves their blob URLs
+     * (clips in, results back), so it must be reachable from them at `publicUrl`.
+     */
+    http: z
+      .strictObject({
+        host: z.string().min(1).default('127.0.0.1'),
+        /** 0 picks a free port (tests); unset = no HTTP server. */
+        port: z.number().int().min(0).max(65535).optional(),
+        /** The address operators open (the reverse proxy's https:// URL); default http://host:port. Sign-in links start with it. */
+        publicUrl: z.url({ protocol: /^https?$/ }).optional(),
+      })
+      .prefault({}),
+    /**
+     * Redis for worker hosts (BullMQ): `redis://[:password@]host:port[/db]` or `rediss://` for TLS.
+     * Unset: jobs run on this machine's worker processes only. A secret: it may hold the password.
+     */
+    redisUrl: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
+    scale: z
+      .strictObject({
+        /** A worker host holds a job's lock this long and renews it every half of it; a host killed -9 loses its jobs to another host after it. */
+        lockMs: positiveInt.default(30_000),
+        /** How often BullMQ looks for jobs whose host stopped renewing their lock. */
+        stalledIntervalMs: positiveInt.default(15_000),
+        /** A blob URL works this long after it was handed out (a job's clip in, its result back). */
+        blobUrlTtlSeconds: positiveInt.default(3600),
+        /** Largest result a worker host may upload for one job. */
+        maxResultBytes: positiveInt.default(500 * 1024 * 1024),
+        /** BullMQ key prefix (several bots may share one Redis). */
+        queuePrefix: z.string().min(1).regex(/^[A-Za-z0-9_-]+$/).default('reelbot'),
+      })
+      .prefault({}),
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -238,7 +275,7 @@ export type ConfigMatchesDomain = [
 ];
 
 /** Settings whose values must never be printed or logged. */
-export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret'] as const;
+export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret', 'redisUrl'] as const;
 
 type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
 /** Environment variable → path in the config object, and how its text is read. */
@@ -298,6 +335,16 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_SLACK_PORT: { path: ['slackPort'], kind: 'number' },
   REELBOT_SLACK_EDIT_CHANNELS: { path: ['slackEditChannels'], kind: 'list' },
   REELBOT_PLATFORM_START_TIMEOUT_MS: { path: ['platformStartTimeoutMs'], kind: 'number' },
+  REELBOT_LEASE_TTL_MS: { path: ['leaseTtlMs'], kind: 'number' },
+  REELBOT_HTTP_HOST: { path: ['http', 'host'], kind: 'string' },
+  REELBOT_HTTP_PORT: { path: ['http', 'port'], kind: 'number' },
+  REELBOT_HTTP_PUBLIC_URL: { path: ['http', 'publicUrl'], kind: 'string' },
+  REELBOT_REDIS_URL: { path: ['redisUrl'], kind: 'string' },
+  REELBOT_WORKER_LOCK_MS: { path: ['scale', 'lockMs'], kind: 'number' },
+  REELBOT_STALLED_INTERVAL_MS: { path: ['scale', 'stalledIntervalMs'], kind: 'number' },
+  REELBOT_BLOB_URL_TTL_SECONDS: { path: ['scale', 'blobUrlTtlSeconds'], kind: 'number' },
+  REELBOT_MAX_RESULT_BYTES: { path: ['scale', 'maxResultBytes'], kind: 'number' },
+  REELBOT_QUEUE_PREFIX: { path: ['scale', 'queuePrefix'], kind: 'string' },
 };
 /** Environment variables that hold secrets: never logged, never passed to worker processes. */
 export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));

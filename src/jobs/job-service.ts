@@ -23,6 +23,7 @@ import { AuditLog, type AuditEntry, type AuditQuery } from '../store/audit-log.j
 import { isBusyError, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
 import { HandledNotices } from '../store/handled-notices.js';
+import type { InstanceLease } from '../store/instance-lease.js';
 import { ProcessedEvents } from '../store/processed-events.js';
 import { QuotaLedger } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
@@ -84,6 +85,12 @@ export interface JobServiceOptions {
   workerEnv?: NodeJS.ProcessEnv;
   /** Where jobs run; default: a local worker pool with one process per configured device. */
   dispatcher?: Dispatcher;
+  /**
+   * The coordinator lease this process holds: running jobs record it as their owner, and recovery
+   * leaves alone the running jobs of an owner whose lease is live. Without one (tests of the job core
+   * alone), every job left running is recovered.
+   */
+  lease?: InstanceLease;
   /** The writer queue of `db` (the composition root shares it with other writers); default: a new one. Closed by {@link JobService.shutdown}. */
   writer?: StoreWriter;
 }
@@ -124,6 +131,7 @@ export class JobService {
   readonly #emitter = new EventEmitter();
   /** Seconds per unit of work, learned per kind, device and model: cost estimates and ETAs. */
   readonly #costs: CostModel;
+  readonly #lease: InstanceLease | undefined;
   #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
 
   constructor(options: JobServiceOptions) {
@@ -132,6 +140,7 @@ export class JobService {
     this.#db = db;
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
+    this.#lease = options.lease;
     const now = () => this.#now();
     this.#writer = options.writer ?? new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
@@ -175,6 +184,7 @@ export class JobService {
       dispatcher: this.#dispatcher,
       logger: this.#logger,
       now,
+      owner: options.lease?.instanceId ?? null,
       isStarted: () => this.#state === 'started',
       emit,
     });
@@ -187,6 +197,7 @@ export class JobService {
       now,
       run: (jobId, kind) => this.#runner.run(jobId, kind),
     });
+    this.#dispatcher.onSizeChange?.((size) => this.#runQueue.setConcurrency(size));
     this.#view = new QueueView({
       jobs: this.#jobs,
       fair: this.#fair,
@@ -195,6 +206,7 @@ export class JobService {
       now,
       slots: () => this.#dispatcher.size,
       paused: () => this.#runQueue.isPaused && this.#state === 'started',
+      notice: () => this.#dispatcher.notice?.(),
     });
     this.#admin = new AdminOps({
       config,
@@ -236,7 +248,14 @@ export class JobService {
   start(): void {
     if (this.#state !== 'new') throw new Error('JobService.start() called twice');
     const now = this.#now();
-    const notices = recoverInterruptedJobs({ db: this.#db, jobs: this.#jobs, ledger: this.#ledger }, now);
+    const lease = this.#lease;
+    const notices = recoverInterruptedJobs({ db: this.#db, jobs: this.#jobs, ledger: this.#ledger }, now, (jobs) => {
+      const running = jobs.listByState('running');
+      if (!lease) return running;
+      // Another live instance's running jobs are its own; only those of a gone (or this) instance are recovered.
+      const live = lease.liveInstanceIds();
+      return running.filter((job) => job.ownerInstance === null || job.ownerInstance === lease.instanceId || !live.has(job.ownerInstance));
+    });
     for (const notice of notices) this.#emit(notice);
     this.#notices.prune(now - NOTICE_MEMORY_MS);
     this.#fair.seedLastServed(this.#jobs.lastEndedByUser());

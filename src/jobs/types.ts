@@ -54,6 +54,8 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   cancelRequestedAt: number | null;
+  /** The coordinator instance that started its current attempt (its lease keeps recovery elsewhere off it). */
+  ownerInstance: string | null;
   /** When the adapter's final message for the finished job went out (null: not yet, or not finished). */
   deliveredAt: number | null;
 }

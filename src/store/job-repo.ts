@@ -26,6 +26,7 @@ interface JobRow {
   started_at: number | null;
   finished_at: number | null;
   cancel_requested_at: number | null;
+  owner_instance: string | null;
   delivered_at: number | null;
 }
 
@@ -56,6 +57,7 @@ function toRecord(row: JobRow): JobRecord {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
     cancelRequestedAt: row.cancel_requested_at,
+    ownerInstance: row.owner_instance,
     deliveredAt: row.delivered_at,
   };
 }
@@ -110,7 +112,7 @@ export class JobRepo {
       seed, priority, estimated_gpu_s, model, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.#get = db.prepare(`${SELECT} WHERE jobs.id = ?`);
     this.#markRunning = db.prepare(
-      `UPDATE jobs SET state = 'running', device = ?, attempts = attempts + 1, started_at = ? WHERE id = ? AND state = 'queued'`,
+      `UPDATE jobs SET state = 'running', device = ?, attempts = attempts + 1, started_at = ?, owner_instance = ? WHERE id = ? AND state = 'queued'`,
     );
     this.#finish = db.prepare(`UPDATE jobs SET state = ?, gpu_seconds = ?, result = ?, error_code = ?, error = ?, finished_at = ?
       WHERE id = ? AND state IN ('queued', 'running')`);
@@ -161,8 +163,9 @@ export class JobRepo {
   }
 
   /** queued → running; false when the job was no longer queued. */
-  markRunning(id: number, device: string, now: number): boolean {
-    return this.#markRunning.run(device, now, id).changes === 1;
+  /** Starts an attempt on `device`; `owner` is the instance that runs it (its lease guards the job against recovery elsewhere). */
+  markRunning(id: number, device: string, now: number, owner: string | null = null): boolean {
+    return this.#markRunning.run(device, now, owner, id).changes === 1;
   }
 
   /** queued|running → a finished state; false when it had already finished. */

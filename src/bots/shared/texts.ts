@@ -263,6 +263,7 @@ export interface QueueViewer {
 export function queueText(format: Format, snapshot: QueueSnapshot, viewer: QueueViewer): string {
   const lines: string[] = [];
   if (snapshot.paused) lines.push(`${bold(format, 'The queue is paused')}: new jobs wait until an admin resumes it.`);
+  if (snapshot.notice) lines.push(snapshot.notice);
   if (snapshot.running.length === 0 && snapshot.waiting.length === 0) {
     lines.push('The queue is empty.');
     return lines.join('\n');

@@ -42,4 +42,8 @@ export interface Dispatcher {
   cancel(jobId: number, graceMs: number): boolean;
   /** Stops every slot. Running jobs reject with `interrupted`. */
   close(): Promise<void>;
+  /** Called when `size` changes (worker hosts come and go); a fixed pool has none. */
+  onSizeChange?(listener: (size: number) => void): void;
+  /** Why jobs cannot start now (Redis unreachable, no worker host), for /queue; undefined when they can. */
+  notice?(): string | undefined;
 }
