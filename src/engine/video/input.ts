@@ -532,7 +532,7 @@ function timedOut(stage: 'probe' | 'decode', stderr: string): UserError {
 }
 
 /** Resolves symlinks on both sides and refuses a file outside the job's temp dir. */
-async function insideTempDir(file: string, tempDir: string): Promise<string> {
+export async function insideTempDir(file: string, tempDir: string): Promise<string> {
   if (typeof tempDir !== 'string' || tempDir === '') throw new TypeError('Expected `tempDir` to be the job\'s temp dir, got an empty value');
   const [real, dir] = await Promise.all([realpath(file), realpath(tempDir)]);
   const relative = path.relative(dir, real);
@@ -542,7 +542,7 @@ async function insideTempDir(file: string, tempDir: string): Promise<string> {
   return real;
 }
 
-async function readHead(file: string, bytes: number): Promise<Uint8Array> {
+export async function readHead(file: string, bytes: number): Promise<Uint8Array> {
   const handle = await open(file, 'r');
   try {
     const buffer = new Uint8Array(bytes);
@@ -562,7 +562,7 @@ function looksLikeText(head: Uint8Array): boolean {
   return bad <= 1;
 }
 
-interface ChildResult {
+export interface ChildResult {
   code: number | null;
   killedBy: NodeJS.Signals | null;
   timedOut: boolean;
@@ -575,7 +575,7 @@ interface ChildResult {
  * `cwd`, and kills it (SIGKILL) on timeout, abort, `kill()` from `onStdout`, or too much output.
  * Resolves after 'close', when all output has been read; rejects only if it cannot start.
  */
-async function runChild(
+export async function runChild(
   binary: string,
   args: readonly string[],
   options: {
