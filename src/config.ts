@@ -99,7 +99,7 @@ export const configSchema = z
     previews: z
       .strictObject({
         enabled: z.boolean().default(true),
-        intervalSeconds: z.number().min(1).default(3),
+        intervalSeconds: z.number().positive().default(3),
       })
       .prefault({}),
     /** Edit pipeline: the default number of steps (50 as the reference, or 10 as Fairy's fast preset). */

@@ -7,21 +7,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
 import { decodeImage, pictureFrameSize, sniffImage } from '../../src/media/image-input.js';
-import { encodePng } from '../../src/media/png.js';
+import { gradientPng } from '../helpers/pictures.js';
 
 const { ffmpeg: ffmpegPath, ffprobe: ffprobePath } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
 const LIMITS = { maxBytes: 1024 * 1024, maxWidth: 3840, maxHeight: 3840 };
-
-/** A w×h gradient: red grows left to right, green top to bottom. */
-export function gradientPng(width: number, height: number): Buffer {
-  const rgb = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      rgb.set([Math.round((255 * x) / (width - 1)), Math.round((255 * y) / (height - 1)), 64], (y * width + x) * 3);
-    }
-  }
-  return encodePng(rgb, width, height);
-}
 
 /** A PNG whose header claims `width × height` with a few bytes of data: a decompression bomb's shape. */
 function bombPng(width: number, height: number): Buffer {
