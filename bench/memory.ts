@@ -54,7 +54,7 @@ import { createSession, releaseSession, Tensor } from '../src/engine/onnx/sessio
 import { StableDiffusionComponents } from '../src/engine/pipelines/sd-components.js';
 import { encodeFrames } from '../src/engine/video/encode.js';
 import { resolveFfmpegPaths } from '../src/engine/video/ffmpeg-paths.js';
-import { WORKER_ENTRY } from '../src/jobs/worker-pool.js';
+import { WORKER_ENTRY } from '../src/jobs/dispatch/local-pool.js';
 import { movingGradient } from './moving-gradient.js';
 
 const FRAMES = 8;

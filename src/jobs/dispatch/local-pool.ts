@@ -1,4 +1,7 @@
 /**
+ * The local dispatch (the default): one worker process per device slot on this machine. A worker
+ * host (`reelbot worker`) runs the same pool for the jobs it takes from Redis.
+ *
  * One worker process per device slot. The pool starts workers lazily, keeps them between jobs
  * (models stay loaded), and isolates failures: a worker that exits mid-job, stops sending
  * heartbeats, takes longer than the load deadline to get its engine and models ready, reports no
@@ -17,12 +20,12 @@ import { createRequire } from 'node:module';
 import { setPriority } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
-import { AppError, ErrorCode } from '../errors.js';
-import type { EngineJob, EngineResult, EngineSettings } from './engine.js';
-import type { JobProgress } from './types.js';
-import type { ChildMessage, ParentMessage } from './worker/protocol.js';
+import { AppError, ErrorCode } from '../../errors.js';
+import type { EngineJob, EngineSettings } from '../engine.js';
+import type { Dispatcher, RunOptions, RunOutcome } from './port.js';
+import type { ChildMessage, ParentMessage } from '../worker/protocol.js';
 
-export const WORKER_ENTRY = fileURLToPath(new URL('./worker/process-main.ts', import.meta.url));
+export const WORKER_ENTRY = fileURLToPath(new URL('../worker/process-main.ts', import.meta.url));
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 /**
  * How long a new worker process may take to boot before it sends its first message. Heartbeats
@@ -52,23 +55,6 @@ export interface WorkerPoolOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export interface RunOutcome {
-  result: EngineResult;
-  /** The time of the engine's `run` alone: what the user is charged. */
-  gpuSeconds: number;
-  /** The time of the engine's `prepare` (model loading) for this job; not charged. */
-  loadSeconds: number;
-  device: string;
-}
-
-export interface RunOptions {
-  /** The longest the engine's `run` may take. */
-  timeoutMs: number;
-  onProgress(progress: JobProgress): void;
-  /** Called when the models are loaded and the engine's `run` begins. */
-  onRunning?(loadSeconds: number): void;
-}
-
 interface Worker {
   child: ChildProcess;
   ready: Promise<void>;
@@ -96,7 +82,7 @@ interface Task {
   timers: NodeJS.Timeout[];
 }
 
-export class WorkerPool {
+export class WorkerPool implements Dispatcher {
   readonly #options: WorkerPoolOptions;
   readonly #slots: Slot[];
   readonly #watchdog: NodeJS.Timeout;
