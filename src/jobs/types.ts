@@ -54,6 +54,8 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   cancelRequestedAt: number | null;
+  /** When its stored output was deleted (the Delete button); null while it is kept. */
+  outputDeletedAt?: number | null;
 }
 
 /** Who asks: the platform user, and whether the adapter verified them as an admin. */

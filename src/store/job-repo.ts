@@ -26,6 +26,7 @@ interface JobRow {
   started_at: number | null;
   finished_at: number | null;
   cancel_requested_at: number | null;
+  output_deleted_at: number | null;
 }
 
 const SELECT = `SELECT jobs.*, users.external_id AS user_external_id FROM jobs JOIN users ON users.id = jobs.user_id`;
@@ -55,6 +56,7 @@ function toRecord(row: JobRow): JobRecord {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
     cancelRequestedAt: row.cancel_requested_at,
+    outputDeletedAt: row.output_deleted_at ?? null,
   };
 }
 
@@ -99,6 +101,7 @@ export class JobRepo {
   readonly #lastQueued;
   readonly #lastStarted;
   readonly #messageRefs;
+  readonly #outputDeleted;
 
   constructor(db: Db) {
     this.#db = db;
@@ -127,6 +130,12 @@ export class JobRepo {
       `SELECT user_id, max(coalesce(finished_at, started_at + estimated_gpu_s * 1000)) AS t FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id`,
     );
     this.#messageRefs = db.prepare(`UPDATE jobs SET message_refs = ? WHERE id = ?`);
+    this.#outputDeleted = db.prepare(`UPDATE jobs SET output_deleted_at = ?, output_deleted_by = ? WHERE id = ? AND output_deleted_at IS NULL`);
+  }
+
+  /** Records that a finished job's output was deleted (once); false when it already was. */
+  markOutputDeleted(id: number, by: string, now: number): boolean {
+    return this.#outputDeleted.run(now, by, id).changes === 1;
   }
 
   insert(job: NewJob): number {
