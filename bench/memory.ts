@@ -52,8 +52,8 @@ import { makeModelSet, SIZES, type ModelSetInfo, type ModelSetKind, type ModelSe
 import { onnx, readModelFile } from '../src/engine/onnx/proto.js';
 import { createSession, releaseSession, Tensor } from '../src/engine/onnx/session.js';
 import { StableDiffusionComponents } from '../src/engine/pipelines/sd-components.js';
-import { encodeFrames } from '../src/engine/video/encode.js';
-import { resolveFfmpegPaths } from '../src/engine/video/ffmpeg-paths.js';
+import { encodeFrames } from '../src/media/encode.js';
+import { resolveFfmpegPaths } from '../src/media/ffmpeg-paths.js';
 import { WORKER_ENTRY } from '../src/jobs/dispatch/local-pool.js';
 import { movingGradient } from './moving-gradient.js';
 

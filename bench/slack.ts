@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { SlackAdapter } from '../src/bots/slack/slack-adapter.js';
 import { loadConfig } from '../src/config.js';
-import { resolveFfmpegPaths } from '../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../src/media/ffmpeg-paths.js';
 import { JobService } from '../src/jobs/job-service.js';
 import { createLogger } from '../src/log.js';
 import { openDatabase } from '../src/store/db.js';

@@ -11,7 +11,7 @@ import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
 import type { Config } from './config.js';
 import { untrainedWeightsNotice } from './engine/models/built-in.js';
-import { resolveFfmpegPaths } from './engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from './media/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { drainOnSignals, startApp } from './main.js';
 

@@ -11,7 +11,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
 import { AppError } from './errors.js';
 import { DrawsError, DrawsFile } from './engine/draws.js';
-import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './engine/params.js';
+import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './jobs/job-params.js';
 import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
 import { checkUnetSize } from './engine/pipelines/latents.js';

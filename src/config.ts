@@ -8,6 +8,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import type { CostSettings } from './jobs/cost-model.js';
+import type { QuotaSettings } from './jobs/quota-policy.js';
+import type { JobKind } from './jobs/types.js';
+import type { InputLimits } from './media/input.js';
 
 const nonNegativeInt = z.number().int().nonnegative();
 const positiveInt = z.number().int().positive();
@@ -26,7 +30,6 @@ const tierLimitsSchema = z.strictObject({
   /** Seconds a user must wait between two submits; 0 = no cooldown. */
   cooldownSeconds: nonNegative.default(0),
 });
-export type TierLimits = z.infer<typeof tierLimitsSchema>;
 
 /** Caps shared by everyone in one Discord guild or Slack workspace; `null` means unlimited. */
 const groupLimitsSchema = z.strictObject({
@@ -34,7 +37,6 @@ const groupLimitsSchema = z.strictObject({
   gpuSecondsPerDay: nonNegative.nullable().default(null),
   gpuSecondsPerMonth: nonNegative.nullable().default(null),
 });
-export type GroupLimits = z.infer<typeof groupLimitsSchema>;
 
 const regexSource = z.string().refine(
   (source) => {
@@ -210,7 +212,19 @@ export const configSchema = z
   });
 
 export type Config = z.infer<typeof configSchema>;
-export type JobKind = keyof Config['jobs']['defaultGpuSeconds'];
+
+/**
+ * The settings map onto the domain's own types (the job core does not depend on this schema): a
+ * change to one side that the other does not make fails to compile here.
+ */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Holds<T extends true> = T;
+export type ConfigMatchesDomain = [
+  Holds<Same<keyof Config['jobs']['defaultGpuSeconds'], JobKind>>,
+  Holds<Same<Config['quota'], QuotaSettings>>,
+  Holds<Same<Config['input'], InputLimits>>,
+  Holds<Config extends CostSettings ? true : false>,
+];
 
 /** Settings whose values must never be printed or logged. */
 export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret'] as const;

@@ -36,7 +36,7 @@ export const ErrorCode = {
   NotJobOwner: 'not_job_owner',
   JobAlreadyFinished: 'job_already_finished',
   NotAdmin: 'not_admin',
-  // Refusals of an uploaded clip (src/engine/video/input.ts).
+  // Refusals of an uploaded clip (src/media/input.ts).
   InputEmpty: 'input_empty',
   InputFileTooLarge: 'input_file_too_large',
   InputNotVideo: 'input_not_video',

@@ -15,14 +15,14 @@ import { LatentRecorder, writeLatentDump } from './pipelines/latent-dump.js';
 import { checkUnetSize } from './pipelines/latents.js';
 import { StableDiffusionComponents } from './pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from './pipelines/text-to-video-zero.js';
-import { parseEditParams, parseTextToVideoParams, sizeForAspect, TEXT_TO_VIDEO_LIMITS, videoTiming } from './params.js';
+import { parseEditParams, parseTextToVideoParams, sizeForAspect, TEXT_TO_VIDEO_LIMITS, videoTiming } from '../jobs/job-params.js';
 import { LivePreview } from './preview.js';
 import { encodePng, scaleNearest } from '../media/png.js';
 import { decodeImage } from '../media/image-input.js';
 import { VideoEditPipeline } from './pipelines/video-edit.js';
-import { decodeClip } from './video/input.js';
-import { encodeFrames } from './video/encode.js';
-import { resolveFfmpegPaths } from './video/ffmpeg-paths.js';
+import { decodeClip } from '../media/input.js';
+import { encodeFrames } from '../media/encode.js';
+import { resolveFfmpegPaths } from '../media/ffmpeg-paths.js';
 
 /** Threads per ONNX session: the configured number, or the cores shared out between workers. */
 export function sessionThreads(settings: EngineSettings): EngineSettings['onnx'] {

@@ -2,7 +2,6 @@
  * Admin operations: who is an admin, usage reports and stats, tiers and per-user limits, bans, and
  * pausing or clearing the queue. Every change is written with its audit row in one transaction.
  */
-import type { Config } from '../config.js';
 import { ErrorCode, UserError } from '../errors.js';
 import type { AuditLog } from '../store/audit-log.js';
 import type { Db } from '../store/db.js';
@@ -10,7 +9,8 @@ import type { JobRepo, JobStats } from '../store/job-repo.js';
 import type { QuotaLedger, UsageFilter } from '../store/quota-ledger.js';
 import type { Settings } from '../store/settings.js';
 import type { UserRepo } from '../store/user-repo.js';
-import type { Actor, Usage, UserRecord } from './types.js';
+import type { QuotaSettings } from './quota-policy.js';
+import type { Actor, Platform, Usage, UserRecord } from './types.js';
 
 export type Target = { platform: Actor['platform']; externalId: string };
 
@@ -21,8 +21,15 @@ export interface UsageReport {
   byGroup: (Usage & { groupId: string | null })[];
 }
 
+/** The settings admin operations read (the config's, checked at start). */
+export interface AdminSettings {
+  /** Platform user ids allowed to run admin commands. */
+  admins: Record<Exclude<Platform, 'cli'>, readonly string[]>;
+  quota: Pick<QuotaSettings, 'tiers'>;
+}
+
 export interface AdminOpsOptions {
-  config: Config;
+  config: AdminSettings;
   db: Db;
   jobs: JobRepo;
   users: UserRepo;

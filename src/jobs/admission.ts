@@ -4,7 +4,6 @@
  * dedup row, all in ONE `BEGIN IMMEDIATE` transaction. Two submits racing at the quota edge, in this process
  * or another one on the same database file, can never both pass.
  */
-import type { Config } from '../config.js';
 import { ErrorCode, UserError } from '../errors.js';
 import type { Db } from '../store/db.js';
 import type { JobRepo } from '../store/job-repo.js';
@@ -12,7 +11,7 @@ import type { ProcessedEvents } from '../store/processed-events.js';
 import type { QuotaLedger } from '../store/quota-ledger.js';
 import type { UserRepo } from '../store/user-repo.js';
 import { lowerHint, type Estimate } from './cost-model.js';
-import { checkCooldown, checkQuota, checkWork, groupLimitsFor, limitsFor, periodsAt, quotaLeft } from './quota-policy.js';
+import { checkCooldown, checkQuota, checkWork, groupLimitsFor, limitsFor, periodsAt, quotaLeft, type QuotaSettings } from './quota-policy.js';
 import type { JobRecord, JobRequest, QuotaLeft, UserRecord } from './types.js';
 
 export interface AdmissionRepos {
@@ -46,12 +45,12 @@ export interface AdmissionPolicy {
 }
 
 export class Admission {
-  readonly #quota: Config['quota'];
+  readonly #quota: QuotaSettings;
   readonly #policy: AdmissionPolicy;
   readonly #repos: AdmissionRepos;
   readonly #admit: (request: JobRequest, options: AdmitOptions) => Admitted;
 
-  constructor(db: Db, quota: Config['quota'], repos: AdmissionRepos, policy: AdmissionPolicy = {}) {
+  constructor(db: Db, quota: QuotaSettings, repos: AdmissionRepos, policy: AdmissionPolicy = {}) {
     this.#quota = quota;
     this.#policy = policy;
     this.#repos = repos;

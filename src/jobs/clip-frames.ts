@@ -5,15 +5,14 @@
  * with its own message when the job runs.
  */
 import path from 'node:path';
-import type { Config } from '../config.js';
-import { resolveFfmpegPaths } from '../engine/video/ffmpeg-paths.js';
-import { probeClip } from '../engine/video/input.js';
+import { resolveFfmpegPaths } from '../media/ffmpeg-paths.js';
+import { probeClip, type InputLimits } from '../media/input.js';
 
 /** ffprobe on a header takes well under a second; a submit never waits longer than this for it. */
 const PROBE_TIMEOUT_MS = 5_000;
 
 /** The frames the engine will edit from `file`, or undefined when the header does not say. */
-export async function clipFramesOf(file: string, config: Pick<Config, 'ffmpegPath' | 'ffprobePath' | 'input'>): Promise<number | undefined> {
+export async function clipFramesOf(file: string, config: { ffmpegPath: string; ffprobePath: string; input: InputLimits }): Promise<number | undefined> {
   try {
     const { ffprobe } = resolveFfmpegPaths(config);
     const probe = await probeClip(file, { ffprobePath: ffprobe, limits: config.input, tempDir: path.dirname(file), probeTimeoutMs: PROBE_TIMEOUT_MS });

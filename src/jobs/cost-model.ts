@@ -13,10 +13,9 @@
  * devices. Pure functions plus one small in-memory window per key; the history comes from
  * {@link JobRepo.recentCosts}.
  */
-import type { Config } from '../config.js';
 import type { JobKind } from './types.js';
 
-/** Defaults of the engine's parameters (src/engine/params.ts) that the units depend on. */
+/** Defaults of the engine's parameters (src/jobs/job-params.ts) that the units depend on. */
 const TEXT_TO_VIDEO_DEFAULTS = { frames: 8, steps: 50, size: 512 };
 const EDIT_DEFAULTS = { anchors: 3 };
 /**
@@ -68,8 +67,25 @@ export interface CostSample {
   gpuSeconds: number;
 }
 
+/** The settings a cost estimate reads (the config's, checked at start). */
+export interface CostSettings {
+  /** One entry per device the jobs run on. */
+  devices: readonly string[];
+  /** The edit pipeline's default number of steps. */
+  editSteps: number;
+  /** Model folders (empty = the built-in sets); the measured rate is kept per model. */
+  modelDir: string;
+  editModelDir: string;
+  jobs: {
+    /** GPU-seconds of a job of each kind with default parameters, until recent jobs give a measured rate. */
+    defaultGpuSeconds: Record<JobKind, number>;
+    /** How many recent jobs of a kind, device and model the rate comes from. */
+    etaWindow: number;
+  };
+}
+
 export interface CostModelOptions {
-  config: Pick<Config, 'devices' | 'editSteps' | 'modelDir' | 'editModelDir'> & { jobs: Pick<Config['jobs'], 'defaultGpuSeconds' | 'etaWindow'> };
+  config: CostSettings;
   /** The last `window` succeeded jobs of a kind and model on a device, newest first. */
   history: (kind: JobKind, device: string, model: string, window: number) => CostSample[];
 }

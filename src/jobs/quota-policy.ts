@@ -2,10 +2,43 @@
  * Quota rules, as pure functions over usage figures: which limits apply to a user (tier, admin
  * override), and whether one more job fits. Periods are UTC days and UTC calendar months.
  */
-import type { Config, GroupLimits, TierLimits } from '../config.js';
 import { ErrorCode, UserError } from '../errors.js';
 import type { Work } from './cost-model.js';
 import type { QuotaLeft, Usage, UserRecord } from './types.js';
+
+/** Limits of one quota tier; `null` means unlimited. */
+export interface TierLimits {
+  jobsPerDay: number | null;
+  gpuSecondsPerDay: number | null;
+  gpuSecondsPerMonth: number | null;
+  maxPendingJobs: number;
+  /** Most frames a text-to-video job may ask for. */
+  maxFrames: number | null;
+  /** Most denoising steps a job (text-to-video or edit) may ask for. */
+  maxSteps: number | null;
+  /** Seconds a user must wait between two submits; 0 = no cooldown. */
+  cooldownSeconds: number;
+}
+
+/** Caps shared by everyone in one Discord guild or Slack workspace; `null` means unlimited. */
+export interface GroupLimits {
+  jobsPerDay: number | null;
+  gpuSecondsPerDay: number | null;
+  gpuSecondsPerMonth: number | null;
+}
+
+/** The quota settings (the config's `quota`, checked at start). */
+export interface QuotaSettings {
+  /** The tier of a user with none set; one of `tiers`. */
+  defaultTier: string;
+  tiers: Record<string, TierLimits>;
+  /** Caps per guild / workspace, for every guild… */
+  group: GroupLimits;
+  /** …and for named ones (key: guild or workspace id). */
+  groupOverrides: Record<string, GroupLimits>;
+  /** Whether jobs may be submitted in a direct message with the bot (outside any guild). */
+  allowDirectMessages: boolean;
+}
 
 export interface EffectiveLimits extends TierLimits {
   tier: string;
@@ -43,7 +76,7 @@ const OPERATOR_LIMITS: EffectiveLimits = {
 };
 
 /** The user's tier limits with the admin's per-user override on top. */
-export function limitsFor(user: UserRecord, quota: Config['quota']): EffectiveLimits {
+export function limitsFor(user: UserRecord, quota: QuotaSettings): EffectiveLimits {
   if (user.platform === 'cli') return OPERATOR_LIMITS;
   const tier = user.tier !== null && user.tier in quota.tiers ? user.tier : quota.defaultTier;
   const base = quota.tiers[tier]!;
@@ -60,7 +93,7 @@ export function limitsFor(user: UserRecord, quota: Config['quota']): EffectiveLi
   };
 }
 
-export function groupLimitsFor(groupId: string | null, quota: Config['quota']): GroupLimits | null {
+export function groupLimitsFor(groupId: string | null, quota: QuotaSettings): GroupLimits | null {
   if (groupId === null) return null;
   return quota.groupOverrides[groupId] ?? quota.group;
 }

@@ -2,11 +2,11 @@
  * Plain data shared by the job core and its adapters. No platform types (Discord interactions,
  * Slack blocks) and no engine types beyond the engine contract appear here.
  */
-import type { JobKind } from '../config.js';
 import type { ErrorCode } from '../errors.js';
 
-export type { JobKind };
-export const JOB_KINDS: readonly JobKind[] = ['text2video', 'edit'];
+/** What a job does: make a video from a prompt, or edit a clip by an instruction. */
+export const JOB_KINDS = ['text2video', 'edit'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
 /**
  * Job parameters only the operator may set (`reelbot render|edit --draws / --dump-latents`): they
  * name files on the worker's machine. JobService.submit refuses them from any platform but the CLI.

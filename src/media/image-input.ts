@@ -2,7 +2,7 @@
  * Untrusted pictures in (`/video image:`, a Slack image, `reelbot render --image`): check, then
  * decode one RGB24 frame at the model's size, keeping the picture's aspect ratio.
  *
- * The same layers as clips (src/engine/video/input.ts), for stills:
+ * The same layers as clips (src/media/input.ts), for stills:
  * 1. `stat` (regular file inside the job's folder, size limit) and our own sniff of the first
  *    bytes: only PNG, JPEG and WebP signatures pass. SVG (which can reference other files and
  *    URLs), HTML, text, videos and everything else are refused by name before any process starts.
@@ -15,8 +15,8 @@
  */
 import { realpath, stat } from 'node:fs/promises';
 import { ErrorCode, UserError } from '../errors.js';
-import { FfmpegError } from '../engine/video/encode.js';
-import { insideTempDir, readHead, runChild, type SpawnFunction } from '../engine/video/input.js';
+import { FfmpegError } from './encode.js';
+import { insideTempDir, readHead, runChild, type SpawnFunction } from './input.js';
 
 /** Limits on pictures (the clip limits' bytes and dimensions). */
 export interface ImageLimits {

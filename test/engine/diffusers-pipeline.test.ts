@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { main } from '../../src/cli.js';
 import { inspectModelFolder } from '../../src/engine/onnx/model-folder.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
-import { probeVideo } from '../../src/engine/video/probe.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
+import { probeVideo } from '../../src/media/probe.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/diffusers-pipeline/', import.meta.url));
 const { ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { main } from '../../src/cli.js';
 import { makeModelSet } from '../../src/engine/models/make.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
-import { probeVideo } from '../../src/engine/video/probe.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
+import { probeVideo } from '../../src/media/probe.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 
 const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });

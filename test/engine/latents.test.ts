@@ -1,6 +1,7 @@
 import { expect, test } from 'vitest';
 import { applyGuidance, imagesToRgb, nearestReflected, rgbToImages, warpLatent } from '../../src/engine/pipelines/latents.js';
-import { defaultPhaseSteps, otherFrameChunks } from '../../src/engine/pipelines/text-to-video-zero.js';
+import { otherFrameChunks } from '../../src/engine/pipelines/text-to-video-zero.js';
+import { defaultPhaseSteps } from '../../src/jobs/job-params.js';
 
 test('the motion warp shifts a 64-wide latent by dx/8 cells, like grid_sample nearest with reflection', () => {
   const w = 64;

@@ -1,7 +1,7 @@
 /** The engine's door for text-to-video parameters: t0 / t1 alone or together. */
 import { expect, test } from 'vitest';
 import { AppError } from '../../src/errors.js';
-import { parseTextToVideoParams } from '../../src/engine/params.js';
+import { parseTextToVideoParams } from '../../src/jobs/job-params.js';
 
 test('t0 or t1 may come alone; out-of-range phase steps get a message for the user', () => {
   expect(parseTextToVideoParams({ prompt: 'a corgi', numInferenceSteps: 10, t1: 3 })).toMatchObject({ t1: 3 });

@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import { ErrorCode } from '../../src/errors.js';
 import { compareWithReference, copyPipelineFixture, GOLDEN, goldenCases, goldenClip, readTensors, reelbot, TOLERANCE, type GoldenCase } from '../helpers/golden.js';
 import { alice, startService, video } from '../helpers/harness.js';

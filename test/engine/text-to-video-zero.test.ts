@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { makeModelSet } from '../../src/engine/models/make.js';
 import { StableDiffusionComponents } from '../../src/engine/pipelines/sd-components.js';
-import { phaseSteps, TextToVideoZeroPipeline } from '../../src/engine/pipelines/text-to-video-zero.js';
+import { TextToVideoZeroPipeline } from '../../src/engine/pipelines/text-to-video-zero.js';
+import { phaseSteps } from '../../src/jobs/job-params.js';
 import { meanAbsFrameDiff } from '../../src/engine/video/metrics.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 

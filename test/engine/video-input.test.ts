@@ -6,8 +6,8 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode, UserError } from '../../src/errors.js';
-import { AUDIO_SOURCE_DEMUXERS, encodeFrames } from '../../src/engine/video/encode.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { AUDIO_SOURCE_DEMUXERS, encodeFrames } from '../../src/media/encode.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import {
   ACCEPTED_CONTAINERS,
   type InputLimits,
@@ -17,8 +17,8 @@ import {
   ffprobeArgs,
   modelFrameSize,
   sniffContainer,
-} from '../../src/engine/video/input.js';
-import { probeVideo } from '../../src/engine/video/probe.js';
+} from '../../src/media/input.js';
+import { probeVideo } from '../../src/media/probe.js';
 
 const { ffmpeg: ffmpegPath, ffprobe: ffprobePath } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
 

@@ -2,10 +2,10 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { encodeFrames, FfmpegError } from '../../src/engine/video/encode.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { encodeFrames, FfmpegError } from '../../src/media/encode.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import { meanAbsFrameDiff } from '../../src/engine/video/metrics.js';
-import { decodeFrames, probeVideo, videoInfoFromProbe } from '../../src/engine/video/probe.js';
+import { decodeFrames, probeVideo, videoInfoFromProbe } from '../../src/media/probe.js';
 import type { FfprobeData } from 'fluent-ffmpeg';
 
 const { ffmpeg: ffmpegPath, ffprobe: ffprobePath } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });

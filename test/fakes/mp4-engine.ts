@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError, ErrorCode } from '../../src/errors.js';
 import type { CreateEngine } from '../../src/jobs/engine.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 
 /** Absolute path of this module, for `engineModule`. */
 export const MP4_ENGINE = fileURLToPath(import.meta.url);

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import { ErrorCode, UserError } from '../../src/errors.js';
 import { CostModel, lowerHint, workOf } from '../../src/jobs/cost-model.js';
 import type { Actor } from '../../src/jobs/types.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
-import { resolveFfmpegPaths } from '../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import { decodeImage, pictureFrameSize, sniffImage } from '../../src/media/image-input.js';
 import { gradientPng } from '../helpers/pictures.js';
 

@@ -9,7 +9,9 @@ import {
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
   type RESTPostAPIContextMenuApplicationCommandsJSONBody,
 } from 'discord.js';
-import { TEXT_TO_VIDEO_LIMITS } from '../../engine/params.js';
+import { TEXT_TO_VIDEO_LIMITS } from '../../jobs/job-params.js';
+import { ADMIN_PERIODS } from '../shared/admin-commands.js';
+import { HISTORY_PAGE_SIZE } from '../shared/user-commands.js';
 
 const T = TEXT_TO_VIDEO_LIMITS;
 
@@ -61,9 +63,6 @@ export function usageCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
   return new SlashCommandBuilder().setName('usage').setDescription('Your limits, what you used, and your recent videos').toJSON();
 }
 
-/** Jobs per `/history` page. */
-export const HISTORY_PAGE_SIZE = 10;
-
 /** `/history [page]`: the caller's jobs, newest first. */
 export function historyCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
   return new SlashCommandBuilder()
@@ -81,10 +80,6 @@ export function cancelCommandData(): RESTPostAPIChatInputApplicationCommandsJSON
     .addIntegerOption((o) => o.setName('job').setDescription('Job number, like 42').setMinValue(1))
     .toJSON();
 }
-
-/** Periods `/admin usage` and `/admin stats` report on. */
-export const ADMIN_PERIODS = ['today', 'month', 'all'] as const;
-export type AdminPeriod = (typeof ADMIN_PERIODS)[number];
 
 /**
  * `/admin …`: usage, quota set, ban, unban, queue pause|resume|clear, stats. Discord shows it only

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ErrorCode, UserError } from '../../errors.js';
-import { sniffContainer, type Container } from '../../engine/video/input.js';
+import { sniffContainer, type Container } from '../../media/input.js';
 
 export interface DownloadClipOptions {
   url: string;

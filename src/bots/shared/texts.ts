@@ -8,6 +8,7 @@
 import type { QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
 import type { JobProgress, JobRecord, JobState, Platform, QuotaLeft, Usage } from '../../jobs/types.js';
 import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
+import { formatBytes } from '../../media/format-bytes.js';
 
 export type Format = 'discord' | 'slack';
 
@@ -68,15 +69,6 @@ export function escapeMarkdown(format: Format, text: string): string {
     .replace(/([\\*_~`|>])/g, '\\$1')
     .replace(/<([@#!])/g, '<\u200b$1')
     .replace(/@(everyone|here)\b/gi, '@\u200b$1');
-}
-
-/** A size for people: `812 KB`, `9.5 MB` (binary units, as the platforms count their limits). */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
-  const mb = bytes / (1024 * 1024);
-  if (mb < 1024) return `${mb < 10 ? Math.round(mb * 10) / 10 : Math.round(mb)} MB`;
-  return `${Math.round((mb / 1024) * 10) / 10} GB`;
 }
 
 /** A duration for people: `45 s`, `2 min 5 s`, `1 h 20 min`, `3 days`. */
@@ -178,6 +170,49 @@ export function doneText(
   if (data.untrainedWeights === true) lines.push(`_${UNTRAINED_WEIGHTS_TEXT}_`);
   if (data.crossFrameUnavailable === true) lines.push(`_${PER_FRAME_TEXT}_`);
   return lines.join('\n');
+}
+
+/**
+ * {@link doneText} for a finished job from its record and engine result (frames, size and the
+ * notes it carries), with the size of the file sent and the note from fitting it to the limit.
+ */
+export function deliveredText(format: Format, job: JobRecord, result: unknown, upload: { bytes: number; note?: string }): string {
+  const fields = typeof result === 'object' && result !== null ? (result as Record<string, unknown>) : {};
+  return doneText(format, {
+    jobId: job.id,
+    kind: job.kind,
+    text: describeJob(job),
+    seed: job.seed,
+    elapsedMs: (job.finishedAt ?? Date.now()) - (job.startedAt ?? job.queuedAt),
+    bytes: upload.bytes,
+    ...numberField(fields, 'frames'),
+    ...numberField(fields, 'width'),
+    ...numberField(fields, 'height'),
+    ...(upload.note === undefined ? {} : { note: upload.note }),
+    ...resultNotes(fields),
+  });
+}
+
+/** The `file` of a job's result, when it has one. */
+export function resultFile(result: unknown): string | undefined {
+  const file = typeof result === 'object' && result !== null ? (result as { file?: unknown }).file : undefined;
+  return typeof file === 'string' && file !== '' ? file : undefined;
+}
+
+/** Shown when a succeeded job's result names no file. */
+export const MISSING_VIDEO_TEXT = 'The video file is missing.';
+
+function numberField<K extends string>(result: Record<string, unknown>, key: K): Partial<Record<K, number>> {
+  const value = result[key];
+  return typeof value === 'number' && Number.isFinite(value) ? ({ [key]: value } as Partial<Record<K, number>>) : {};
+}
+
+/** Cuts text to a platform's length limit, at a line break when there is one. */
+export function fitText(text: string, limit: number): string {
+  if (text.length <= limit) return text;
+  const cut = text.slice(0, limit - 2);
+  const lineEnd = cut.lastIndexOf('\n');
+  return `${lineEnd > limit / 2 ? cut.slice(0, lineEnd) : cut}\n…`;
 }
 
 /** Shown with every result made from a built-in set. */

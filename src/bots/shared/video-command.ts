@@ -4,13 +4,13 @@
  * Discord hands us typed options; Slack hands us one line of text:
  * `a corgi surfing --frames 8 --seed 3 --motion 12,12 --negative "blurry, text"`.
  * Both paths end in the same params object, checked by the engine's own parse functions
- * (src/engine/params.ts), so the limits and their messages have one source of truth.
+ * (src/jobs/job-params.ts), so the limits and their messages have one source of truth.
  *
  * Parsers do not throw: they return a {@link CommandResult}, whose error is a `UserError` with a
  * `userMessage` that says what is wrong and what is allowed.
  */
 import { AppError, ErrorCode, UserError } from '../../errors.js';
-import { EDIT_LIMITS, TEXT_TO_VIDEO_LIMITS, parseEditOptions, parseTextToVideoParams } from '../../engine/params.js';
+import { EDIT_LIMITS, TEXT_TO_VIDEO_LIMITS, parseEditOptions, parseTextToVideoParams } from '../../jobs/job-params.js';
 
 /** Seeds the job core accepts (src/jobs/job-service.ts): an unsigned 32-bit integer. */
 export const SEED_LIMITS = Object.freeze({ min: 0, max: 2 ** 32 - 1 });

@@ -7,24 +7,12 @@
  * @example
  * parseAdminCommandText('ban <@U0123|ann> spamming'); // { ok: true, command: { type: 'ban', userId: 'U0123', reason: 'spamming' } }
  */
-import type { UserRecord } from '../../jobs/types.js';
+import { isAdminPeriod as isPeriod, type AdminCommand, type AdminPeriod, type QuotaOverride } from '../shared/admin-commands.js';
 
-/** Report periods of `usage` and `stats`. */
-export const ADMIN_PERIODS = ['today', 'month', 'all'] as const;
-export type AdminPeriod = (typeof ADMIN_PERIODS)[number];
+/** A parsed `/reelbot-admin` line: a command for the shared runner, or `help`. */
+export type SlackAdminCommand = AdminCommand | { type: 'help' };
 
-export type QuotaOverride = NonNullable<UserRecord['quotaOverride']>;
-
-export type AdminCommand =
-  | { type: 'usage'; userId?: string; period: AdminPeriod }
-  | { type: 'stats'; period: AdminPeriod }
-  | { type: 'quota'; userId: string; tier?: string | null; override?: QuotaOverride }
-  | { type: 'ban'; userId: string; reason?: string }
-  | { type: 'unban'; userId: string }
-  | { type: 'queue'; action: 'pause' | 'resume' | 'clear' }
-  | { type: 'help' };
-
-export type AdminParse = { ok: true; command: AdminCommand } | { ok: false; message: string };
+export type AdminParse = { ok: true; command: SlackAdminCommand } | { ok: false; message: string };
 
 /** The usage lines shown for `help` and after a mistake. */
 export const ADMIN_USAGE = [
@@ -120,10 +108,6 @@ export function parseAdminCommandText(text: string): AdminParse {
     default:
       return fail(`Unknown admin command ${quote(verb)}.`);
   }
-}
-
-function isPeriod(word: string): word is AdminPeriod {
-  return (ADMIN_PERIODS as readonly string[]).includes(word);
 }
 
 function quote(text: string): string {

@@ -4,6 +4,7 @@
  * `v1:<action>:<jobId>` ids, so a click is resolved from the job row, also after a restart.
  */
 import { encodeCustomId } from '../shared/custom-id.js';
+import { fitText } from '../shared/texts.js';
 
 /** `callback_id` of the message shortcut (also in slack-manifest.yaml). */
 export const EDIT_SHORTCUT_CALLBACK_ID = 'edit_clip';
@@ -85,12 +86,4 @@ export function parseClipMetadata(value: unknown): ClipMetadata | undefined {
   const { id, name, url, size } = file as Record<string, unknown>;
   if (typeof id !== 'string' || typeof name !== 'string' || typeof url !== 'string') return undefined;
   return { channelId, threadTs, file: { id, name, url, ...(typeof size === 'number' ? { size } : {}) } };
-}
-
-/** Cuts text to a Slack limit, at a line break when there is one. */
-export function fitText(text: string, limit: number): string {
-  if (text.length <= limit) return text;
-  const cut = text.slice(0, limit - 2);
-  const lineEnd = cut.lastIndexOf('\n');
-  return `${lineEnd > limit / 2 ? cut.slice(0, lineEnd) : cut}\n…`;
 }

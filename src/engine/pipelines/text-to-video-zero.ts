@@ -30,6 +30,7 @@ import { DDIMScheduler, ddpmForwardFactor } from '../schedulers/ddim.js';
 import { seededDraws, type DrawSource } from '../draws.js';
 import type { JobPreview } from '../../jobs/types.js';
 import { applyGuidance, checkUnetSize, concat, imagesToRgb, repeat, rgbToImages, warpLatent } from './latents.js';
+import { phaseSteps } from '../../jobs/job-params.js';
 import type { RunContext } from './types.js';
 import type { StableDiffusionComponents } from './sd-components.js';
 
@@ -89,50 +90,6 @@ export const TEXT_TO_VIDEO_ZERO_DEFAULTS = Object.freeze({
   /** diffusers StableDiffusionImg2ImgPipeline's default. */
   strength: 0.8,
 });
-
-/** Reference t0 / t1 (44 / 47 at 50 steps), the same fractions for other step counts. */
-export function defaultPhaseSteps(steps: number): { t0: number; t1: number } {
-  let t1 = Math.min(steps - 1, Math.round(0.94 * steps));
-  let t0 = Math.min(t1 - 1, Math.round(0.88 * steps));
-  if (t0 < 0) {
-    t0 = 0;
-    t1 = Math.min(1, steps - 1);
-  }
-  return { t0, t1 };
-}
-
-/**
- * The two phase steps for `steps` DDIM steps, either or both given. diffusers' pipeline takes
- * t0 = 44 and t1 = 47 unless told otherwise, whatever the step count, so a lone t0 or t1 is paired
- * with a default that only fits 50 steps (and t1 < 44 alone silently breaks its t0 < t1). Here the
- * missing one is this step count's default ({@link defaultPhaseSteps}) when that keeps
- * t0 < t1, else the nearest step that does (t1 = t0 + 1, or t0 = t1 − 1). At 50 steps a lone
- * t0 ≤ 46 or t1 ≥ 45 gives diffusers' pair.
- * @throws RangeError saying which value is out of range, and the range
- */
-export function phaseSteps(steps: number, t0?: number, t1?: number): { t0: number; t1: number } {
-  const defaults = defaultPhaseSteps(steps);
-  const index = (name: string, value: number | undefined, low: number, high: number): void => {
-    if (value !== undefined && !(Number.isInteger(value) && value >= low && value <= high)) {
-      throw new RangeError(`\`${name}\` must be a step index from ${low} to ${high} for ${steps} steps${name === 't0' ? ' (below t1)' : ' (above t0)'}, got ${value}`);
-    }
-  };
-  if (t0 !== undefined && t1 !== undefined) {
-    if (!(Number.isInteger(t0) && Number.isInteger(t1) && t0 >= 0 && t0 < t1 && t1 <= steps - 1)) {
-      throw new RangeError(`\`t0\` and \`t1\` must be step indices with 0 ≤ t0 < t1 < ${steps}, got ${t0} and ${t1}`);
-    }
-    return { t0, t1 };
-  }
-  if (t0 !== undefined) {
-    index('t0', t0, 0, steps - 2);
-    return { t0, t1: defaults.t1 > t0 ? defaults.t1 : t0 + 1 };
-  }
-  if (t1 !== undefined) {
-    index('t1', t1, 1, steps - 1);
-    return { t0: defaults.t0 < t1 ? defaults.t0 : t1 - 1, t1 };
-  }
-  return defaults;
-}
 
 export class TextToVideoZeroPipeline {
   readonly #components: StableDiffusionComponents;

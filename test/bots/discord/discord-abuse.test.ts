@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import type { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../../src/media/ffmpeg-paths.js';
 import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
 import { isOriginalEdit, isPrivateFollowUp, MP4_ENGINE, newAdapter } from './setup.js';

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../../src/media/ffmpeg-paths.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
 import { isOriginalEdit, isPrivateFollowUp, MP4_ENGINE, newAdapter } from './setup.js';

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { CreateEngine } from '../../../src/jobs/engine.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../../src/media/ffmpeg-paths.js';
 import { createEngine as createMp4Engine } from '../../fakes/mp4-engine.js';
 
 /** Size and length of the "big" video: 48 frames of noise, lossless-ish. */

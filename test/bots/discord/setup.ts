@@ -1,6 +1,6 @@
 /** What the Discord tests share: the MP4 test engine, an adapter on the fake, request matchers. */
 import { DiscordAdapter, type DiscordAdapterOptions } from '../../../src/bots/discord/discord-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../../src/media/ffmpeg-paths.js';
 import type { JobService } from '../../../src/jobs/job-service.js';
 import type { Actor } from '../../../src/jobs/types.js';
 import { createLogger } from '../../../src/log.js';

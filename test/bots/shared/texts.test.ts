@@ -5,7 +5,6 @@ import {
   doneText,
   resultNotes,
   failedText,
-  formatBytes,
   formatDuration,
   formatEta,
   formatQuotaLeft,
@@ -20,6 +19,7 @@ import {
 } from '../../../src/bots/shared/texts.js';
 import { ErrorCode, UserError } from '../../../src/errors.js';
 import type { JobRecord } from '../../../src/jobs/types.js';
+import { formatBytes } from '../../../src/media/format-bytes.js';
 
 function job(overrides: Partial<JobRecord> = {}): JobRecord {
   return {

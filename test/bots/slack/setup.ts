@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SlackAdapter, type SlackAdapterOptions } from '../../../src/bots/slack/slack-adapter.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
+import { resolveFfmpegPaths } from '../../../src/media/ffmpeg-paths.js';
 import type { JobService } from '../../../src/jobs/job-service.js';
 import { createLogger } from '../../../src/log.js';
 import { APP_TOKEN, BOT_TOKEN, type FakeSlack, type RecordedRequest } from '../../fakes/fake-slack.js';

@@ -19,8 +19,9 @@
 import { type ChildProcess, type SpawnOptions, spawn as nodeSpawn } from 'node:child_process';
 import { open, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { ErrorCode, UserError } from '../../errors.js';
+import { ErrorCode, UserError } from '../errors.js';
 import { FfmpegError } from './encode.js';
+import { formatBytes } from './format-bytes.js';
 import { RawFrameSplitter } from './raw-frames.js';
 
 /** Limits on uploaded clips (the `input` settings). */
@@ -697,11 +698,6 @@ function toRate(value: unknown): number | undefined {
   return Number.isFinite(rate) && rate > 0 ? rate : undefined;
 }
 
-function formatBytes(bytes: number): string {
-  if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
-  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)} kB`;
-  return `${bytes} bytes`;
-}
 
 function formatFps(fps: number): string {
   return Number.isInteger(fps) ? String(fps) : fps.toFixed(2);

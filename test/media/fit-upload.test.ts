@@ -3,9 +3,9 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UploadTooLargeError, fitToLimit } from '../../../src/bots/shared/fit-upload.js';
-import { resolveFfmpegPaths } from '../../../src/engine/video/ffmpeg-paths.js';
-import { probeVideo } from '../../../src/engine/video/probe.js';
+import { UploadTooLargeError, fitToLimit } from '../../src/media/fit-upload.js';
+import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
+import { probeVideo } from '../../src/media/probe.js';
 
 const { ffmpeg, ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
 let dir: string;

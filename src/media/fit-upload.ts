@@ -12,10 +12,10 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { AppError, ErrorCode } from '../../errors.js';
-import { FfmpegError } from '../../engine/video/encode.js';
-import { probeVideo, type VideoInfo } from '../../engine/video/probe.js';
-import { formatBytes } from './texts.js';
+import { AppError, ErrorCode } from '../errors.js';
+import { FfmpegError } from './encode.js';
+import { probeVideo, type VideoInfo } from './probe.js';
+import { formatBytes } from './format-bytes.js';
 
 export interface FitOptions {
   /** Binaries as given by `resolveFfmpegPaths`. */

@@ -1,0 +1,169 @@
+/**
+ * What the Discord commands a member uses do: `/video` and the Re-roll / Cancel / Edit buttons
+ * under a job's message, `/queue`, `/usage`, `/history` and `/cancel`, and the submit that every
+ * new job (an edit too) goes through: the job core admits it, the reply shows its place in the
+ * queue, and {@link DiscordDelivery} follows it from there.
+ */
+import { MessageFlags, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
+import { UserError } from '../../errors.js';
+import type { JobService } from '../../jobs/job-service.js';
+import type { JobRequest, SubmitResult } from '../../jobs/types.js';
+import type { Logger } from '../../log.js';
+import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
+import { describeJob, GENERIC_FAILURE_TEXT, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
+import { cancelAnswer, historyAnswer } from '../shared/user-commands.js';
+import { videoCommandFromOptions } from '../shared/video-command.js';
+import { instructionModal, isFile } from './clips.js';
+import type { DiscordDelivery } from './delivery.js';
+import { actorOf, defer, jobButtons, refuse, safeEdit, type Replyable } from './replies.js';
+
+export interface DiscordCommandsOptions {
+  jobs: JobService;
+  logger: Logger;
+  delivery: DiscordDelivery;
+  adminIds?: readonly string[];
+}
+
+export class DiscordCommands {
+  readonly #options: DiscordCommandsOptions;
+  readonly #logger: Logger;
+
+  constructor(options: DiscordCommandsOptions) {
+    this.#options = options;
+    this.#logger = options.logger;
+  }
+
+  queue(interaction: ChatInputCommandInteraction): string {
+    return queueText('discord', this.#options.jobs.queue(), { platform: 'discord', groupId: interaction.guildId, externalId: interaction.user.id });
+  }
+
+  usage(interaction: ChatInputCommandInteraction): string {
+    return usageText('discord', this.#options.jobs.usage(this.#actor(interaction)));
+  }
+
+  history(interaction: ChatInputCommandInteraction): string {
+    // Discord enforces min_value 1; a smaller value from elsewhere is read as page 1.
+    const page = Math.max(1, interaction.options.getInteger('page') ?? 1);
+    return historyAnswer('discord', this.#options.jobs, this.#actor(interaction), page);
+  }
+
+  cancel(interaction: ChatInputCommandInteraction): Promise<string> {
+    return cancelAnswer(this.#options.jobs, this.#actor(interaction), interaction.options.getInteger('job') ?? undefined);
+  }
+
+  async video(interaction: ChatInputCommandInteraction): Promise<void> {
+    // Acknowledge first: the token dies 3 s after the interaction unless answered.
+    if (!(await defer(interaction, false, this.#logger))) return;
+    const options = interaction.options;
+    const parsed = videoCommandFromOptions({
+      prompt: options.getString('prompt'),
+      frames: options.getInteger('frames'),
+      seed: options.getInteger('seed'),
+      motion: options.getString('motion'),
+      negative: options.getString('negative'),
+      steps: options.getInteger('steps'),
+      fps: options.getInteger('fps'),
+    });
+    if (parsed.type !== 'command') {
+      await refuse(interaction, parsed.type === 'error' ? refusalText(parsed.error) : 'Use /video with a prompt.', this.#logger);
+      return;
+    }
+    const { command } = parsed;
+    await this.submitAndFollow(interaction, {
+      actor: this.#actor(interaction),
+      kind: command.kind,
+      params: command.params,
+      ...(command.seed === undefined ? {} : { seed: command.seed }),
+    });
+  }
+
+  async button(interaction: ButtonInteraction): Promise<void> {
+    const button = decodeCustomId(interaction.customId);
+    if (button === null) {
+      await interaction.reply({ content: 'This button is from an older version of the bot; please run /video again.', flags: MessageFlags.Ephemeral }).catch(() => undefined);
+      return;
+    }
+    if (button.action === 'cancel') {
+      if (!(await defer(interaction, true, this.#logger))) return;
+      try {
+        await safeEdit(interaction, await cancelAnswer(this.#options.jobs, this.#actor(interaction), button.jobId), this.#logger);
+      } catch (error) {
+        if (!(error instanceof UserError)) throw error;
+        await refuse(interaction, refusalText(error), this.#logger);
+      }
+      return;
+    }
+    if (button.action === 'reroll') {
+      if (!(await defer(interaction, false, this.#logger))) return;
+      const original = this.#options.jobs.status(button.jobId)?.job;
+      if (original === undefined) {
+        await refuse(interaction, `There is no job #${button.jobId} any more.`, this.#logger);
+        return;
+      }
+      if (original.kind === 'edit' && !(await isFile(original.params.inputFile))) {
+        await refuse(interaction, `The clip of job #${original.id} is no longer kept. Use /edit with the clip attached to edit it again.`, this.#logger);
+        return;
+      }
+      // No seed: the service draws a new one.
+      await this.submitAndFollow(interaction, { actor: this.#actor(interaction), kind: original.kind, params: original.params });
+      return;
+    }
+    // Edit: a modal asks for the instruction. No defer first: a deferred interaction cannot show a modal.
+    await interaction
+      .showModal(instructionModal(encodeCustomId('edit', button.jobId), `Edit the video of job #${button.jobId}`))
+      .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not show the edit form'));
+  }
+
+  /** Submits, shows the queued text and follows the job; true when a new job was made. */
+  async submitAndFollow(interaction: Replyable, base: Omit<JobRequest, 'eventId' | 'groupId' | 'channelId'>): Promise<boolean> {
+    const { jobs, delivery } = this.#options;
+    let submitted: SubmitResult;
+    try {
+      submitted = await jobs.submit({
+        ...base,
+        eventId: interaction.id,
+        // Outside any guild (a DM): the job core refuses it unless direct messages are allowed.
+        ...(interaction.guildId === null ? { directMessage: true } : { groupId: interaction.guildId }),
+        ...(interaction.channelId === null ? {} : { channelId: interaction.channelId }),
+      });
+    } catch (error) {
+      if (error instanceof UserError) {
+        await refuse(interaction, refusalText(error), this.#logger);
+      } else {
+        // The reply is already deferred: it must not stay "thinking…" for ever.
+        this.#logger.error({ err: error, interactionId: interaction.id }, 'could not submit a job');
+        await refuse(interaction, GENERIC_FAILURE_TEXT, this.#logger);
+      }
+      return false;
+    }
+    const { job } = submitted;
+    if (submitted.duplicate) {
+      // A redelivered interaction shares the first delivery's reply, which already shows this job.
+      const refs = job.messageRefs.discord as { interactionId?: unknown } | undefined;
+      if (delivery.follower.get(job.id) !== undefined || refs?.interactionId === interaction.id) {
+        this.#logger.info({ jobId: job.id, interactionId: interaction.id }, 'redelivered interaction; the job exists');
+        return false;
+      }
+      const where = job.channelId === null ? '' : ` in <#${job.channelId}>`;
+      await safeEdit(interaction, `This request already made job #${job.id}${where}; it is ${job.state}.`, this.#logger);
+      return false;
+    }
+    const followed = delivery.followInteraction(job.id, interaction);
+    delivery.storeRefs(followed);
+    await followed.editor
+      .now(async () => {
+        const message = await interaction.editReply({
+          content: queuedText('discord', { jobId: job.id, position: submitted.position, etaMs: submitted.etaMs, quotaLeft: submitted.quotaLeft, prompt: describeJob(job) }),
+          components: [jobButtons(job.id)],
+        });
+        followed.messageId = message.id;
+        delivery.storeRefs(followed);
+      })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: job.id }, 'could not show the queued message'));
+    return true;
+  }
+
+  #actor(interaction: Replyable) {
+    return actorOf(interaction, this.#options.adminIds);
+  }
+}

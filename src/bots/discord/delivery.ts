@@ -1,0 +1,301 @@
+/**
+ * Discord's side of following a job ({@link JobFollower}): the reply is edited with the queued
+ * text, throttled progress, then the MP4 with Re-roll / Edit / Cancel buttons, or the failure.
+ * Edits go through the interaction token while it lives and through the bot token in the channel
+ * after that; the video is fitted to the interaction's upload limit. After a restart, jobs it did
+ * not submit in this process are followed again from the Discord refs stored with them
+ * (`messageRefs.discord`).
+ */
+import { readFile, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { DiscordAPIError, Routes, type ActionRowBuilder, type ButtonBuilder, type Client } from 'discord.js';
+import type { JobService } from '../../jobs/job-service.js';
+import type { JobRecord } from '../../jobs/types.js';
+import type { Logger } from '../../log.js';
+import { fitToLimit, UploadTooLargeError, type FitOptions } from '../../media/fit-upload.js';
+import { JobFollower, type FinalEvent, type FollowedJob, type FollowerPlatform, type ProgressEvent } from '../shared/job-follower.js';
+import type { MessageEditor } from '../shared/message-editor.js';
+import { cancelledText, deliveredText, failedText, MISSING_VIDEO_TEXT, progressText, resultFile } from '../shared/texts.js';
+import { fitContent, jobButtons, type Replyable } from './replies.js';
+
+/** Discord's per-file default; any interaction may upload this much. */
+export const DISCORD_UPLOAD_FLOOR_BYTES = 10 * 1024 * 1024;
+/** Progress edits of one message are at least this far apart (Discord: 2–3 s is polite). */
+export const PROGRESS_EDIT_INTERVAL_MS = 2500;
+/** Interaction tokens stop working after 15 minutes. */
+const TOKEN_LIFETIME_MS = 15 * 60 * 1000;
+/** Edits switch from the interaction token to the bot token this long after the interaction, a minute before the token dies. */
+export const TOKEN_SWITCH_AFTER_MS = 14 * 60 * 1000;
+/** Discord error codes the delivery reacts to. */
+const INVALID_WEBHOOK_TOKEN = 50027;
+const REQUEST_ENTITY_TOO_LARGE = 40005;
+
+/** What the adapter stores with each job (`messageRefs.discord`): enough to reach the reply after a restart. */
+export interface DiscordRefs {
+  applicationId: string;
+  interactionId: string;
+  interactionToken: string;
+  tokenExpiresAt: number;
+  channelId: string | null;
+  guildId: string | null;
+  messageId?: string;
+  attachmentSizeLimit?: number;
+}
+
+/**
+ * What the adapter keeps per job it follows: small, and rebuildable from the job's message refs.
+ * A job submitted in this process has its interaction; one followed again after a restart has
+ * only the refs (and the owner's id, to mention when the reply must be posted anew).
+ */
+export interface Followed extends FollowedJob {
+  interaction?: Replyable;
+  refs?: DiscordRefs;
+  /** Discord id of the job's owner (mentioned in a channel post). */
+  userId?: string;
+  editor: MessageEditor;
+  /** Id of the reply message, once known (for the bot-token fallback). */
+  messageId?: string;
+  /** Set once the interaction token answered 50027: later edits go straight to the bot token. */
+  tokenDead?: boolean;
+}
+
+type EditBody = { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] };
+
+export interface DiscordDeliveryOptions {
+  client: Client;
+  jobs: JobService;
+  logger: Logger;
+  /** Binaries and the folder for re-encoded uploads. */
+  fit: FitOptions;
+  progressIntervalMs?: number;
+  tokenSwitchAfterMs?: number;
+}
+
+export class DiscordDelivery implements FollowerPlatform<Followed> {
+  readonly #options: DiscordDeliveryOptions;
+  readonly #logger: Logger;
+  readonly follower: JobFollower<Followed>;
+
+  constructor(options: DiscordDeliveryOptions) {
+    this.#options = options;
+    this.#logger = options.logger;
+    this.follower = new JobFollower({ jobs: options.jobs, logger: options.logger, platform: this, progressIntervalMs: options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS });
+  }
+
+  /** Follows a job submitted through this interaction (the one already followed under its id, given the interaction). */
+  followInteraction(jobId: number, interaction: Replyable): Followed {
+    const followed = this.follower.follow(jobId, () => this.#followed(jobId, { interaction, userId: interaction.user.id }));
+    followed.interaction ??= interaction;
+    return followed;
+  }
+
+  /** Stores the refs of a job submitted in this process (`messageRefs.discord`). */
+  storeRefs(followed: Followed): void {
+    const { interaction } = followed;
+    if (interaction === undefined) return;
+    const refs: DiscordRefs = {
+      applicationId: interaction.applicationId,
+      interactionId: interaction.id,
+      interactionToken: interaction.token,
+      tokenExpiresAt: interaction.createdTimestamp + TOKEN_LIFETIME_MS,
+      channelId: interaction.channelId,
+      guildId: interaction.guildId,
+      ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
+      ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
+    };
+    this.#options.jobs.setMessageRefs(followed.jobId, { discord: refs });
+  }
+
+  // --- FollowerPlatform -------------------------------------------------------------------------
+
+  /** Jobs without Discord refs (other platforms, the CLI) are left alone. */
+  reattach(job: JobRecord): Followed | undefined {
+    const refs = parseRefs(job.messageRefs.discord);
+    if (refs === undefined) return undefined;
+    return this.#followed(job.id, {
+      refs,
+      ...(job.platform === 'discord' ? { userId: job.userExternalId } : {}),
+      ...(refs.messageId === undefined ? {} : { messageId: refs.messageId }),
+    });
+  }
+
+  progressText(_followed: Followed, event: ProgressEvent): string | undefined {
+    return event.type === 'progress' ? progressText('discord', { jobId: event.job.id, progress: event.progress }) : undefined;
+  }
+
+  async deliverFinal(followed: Followed, event: FinalEvent): Promise<void> {
+    const jobId = event.job.id;
+    switch (event.type) {
+      case 'succeeded':
+        return this.#deliver(followed, event.job, event.result);
+      case 'failed':
+        return this.#edit(followed, { content: failedText('discord', { jobId, message: event.message, refunded: event.refunded }), components: [] });
+      case 'cancelled':
+        return this.#edit(followed, { content: cancelledText('discord', { jobId, refunded: event.refunded }), components: [] });
+    }
+  }
+
+  // --- Delivery ---------------------------------------------------------------------------------
+
+  #followed(jobId: number, source: Pick<Followed, 'interaction' | 'refs' | 'userId' | 'messageId'>): Followed {
+    const followed: Followed = {
+      jobId,
+      ...source,
+      editor: this.follower.editor(jobId, async (content) => {
+        await this.#edit(followed, { content, components: [jobButtons(jobId)] });
+      }),
+    };
+    return followed;
+  }
+
+  /** Uploads the video, fitted to the interaction's upload limit (retrying at 10 MiB on a 413). */
+  async #deliver(followed: Followed, job: JobRecord, result: unknown): Promise<void> {
+    const file = resultFile(result);
+    if (file === undefined) {
+      await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message: MISSING_VIDEO_TEXT, refunded: false }), components: [] });
+      return;
+    }
+    const limit = Math.max(followed.interaction?.attachmentSizeLimit || followed.refs?.attachmentSizeLimit || 0, DISCORD_UPLOAD_FLOOR_BYTES);
+    try {
+      await this.#upload(followed, job, file, result, limit);
+    } catch (error) {
+      if (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE) && limit > DISCORD_UPLOAD_FLOOR_BYTES) {
+        this.#logger.warn({ jobId: job.id, limit }, 'upload refused as too large; retrying at the 10 MiB floor');
+        await this.#upload(followed, job, file, result, DISCORD_UPLOAD_FLOOR_BYTES);
+        return;
+      }
+      if (error instanceof UploadTooLargeError || (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE))) {
+        const message = error instanceof UploadTooLargeError ? error.userMessage : 'The video is too large for this channel.';
+        await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [jobButtons(job.id)] });
+        return;
+      }
+      throw error;
+    }
+  }
+
+  async #upload(followed: Followed, job: JobRecord, file: string, result: unknown, limit: number): Promise<void> {
+    const fitted = await fitToLimit(file, limit, this.#options.fit);
+    if (fitted.steps.length > 0) this.#logger.info({ jobId: job.id, steps: fitted.steps }, 'fitted the video to the upload limit');
+    const bytes = fitted.bytes || (await stat(fitted.file)).size;
+    const content = deliveredText('discord', job, result, { bytes, ...(fitted.note === undefined ? {} : { note: fitted.note }) });
+    const name = `reelbot-${job.id}.${fitted.format}`;
+    try {
+      await this.#edit(followed, { content, components: [jobButtons(job.id, { edit: true })], files: [{ attachment: fitted.file, name }] });
+    } finally {
+      // A re-encoded copy is ours to remove; the job's own output stays.
+      if (fitted.file !== path.resolve(file)) await rm(fitted.file, { force: true });
+    }
+  }
+
+  /**
+   * Edits the reply through the interaction token while it is fresh. From
+   * {@link TOKEN_SWITCH_AFTER_MS} after the interaction (a minute before the token dies), or as
+   * soon as the token answers 401 / 50027, the same edit goes through the bot token on the channel
+   * message instead, and the dead token is never tried again (no 50027 retry storm). A job whose
+   * message id is unknown gets a new channel message that mentions its owner.
+   */
+  async #edit(followed: Followed, body: EditBody): Promise<void> {
+    const { client } = this.#options;
+    const { interaction, refs } = followed;
+    const channelId = interaction?.channelId ?? refs?.channelId ?? null;
+    if (interaction === undefined && refs === undefined) throw new Error('a followed job has neither an interaction nor message refs');
+    if (this.#tokenUsable(followed)) {
+      try {
+        if (interaction !== undefined) {
+          const message = await interaction.editReply(body);
+          followed.messageId = message.id;
+          return;
+        }
+        const files = await rawFiles(body);
+        const message = (await client.rest.patch(Routes.webhookMessage(refs!.applicationId, refs!.interactionToken, '@original'), {
+          body: restBody(body, files),
+          ...(files.length === 0 ? {} : { files }),
+          auth: false,
+        })) as { id?: unknown };
+        if (typeof message.id === 'string' && message.id !== followed.messageId) this.#rememberMessage(followed, message.id);
+        return;
+      } catch (error) {
+        if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN) || channelId === null) throw error;
+        followed.tokenDead = true;
+        this.#logger.warn({ jobId: followed.jobId }, 'interaction token expired; editing with the bot token from now on');
+      }
+    }
+    if (channelId === null) throw new Error(`job #${followed.jobId} has no channel to post in`);
+    const files = await rawFiles(body);
+    if (followed.messageId !== undefined) {
+      await client.rest.patch(Routes.channelMessage(channelId, followed.messageId), { body: restBody(body, files), ...(files.length === 0 ? {} : { files }) });
+      return;
+    }
+    const mention = followed.userId === undefined ? '' : `<@${followed.userId}> `;
+    const message = (await client.rest.post(Routes.channelMessages(channelId), {
+      body: {
+        ...restBody({ ...body, content: fitContent(mention + body.content) }, files),
+        allowed_mentions: { parse: [], users: followed.userId === undefined ? [] : [followed.userId] },
+      },
+      ...(files.length === 0 ? {} : { files }),
+    })) as { id?: unknown };
+    if (typeof message.id === 'string') this.#rememberMessage(followed, message.id);
+  }
+
+  /** Whether edits may still use the interaction token (fresh, and never refused). */
+  #tokenUsable(followed: Followed): boolean {
+    if (followed.tokenDead === true) return false;
+    const switchAfter = this.#options.tokenSwitchAfterMs ?? TOKEN_SWITCH_AFTER_MS;
+    const createdAt = followed.interaction?.createdTimestamp ?? (followed.refs === undefined ? 0 : followed.refs.tokenExpiresAt - TOKEN_LIFETIME_MS);
+    return Date.now() < createdAt + switchAfter;
+  }
+
+  /** Keeps a reattached job's message id, in memory and in its refs, so later edits find it. */
+  #rememberMessage(followed: Followed, messageId: string): void {
+    followed.messageId = messageId;
+    if (followed.refs === undefined) return;
+    followed.refs = { ...followed.refs, messageId };
+    try {
+      this.#options.jobs.setMessageRefs(followed.jobId, { discord: followed.refs });
+    } catch (error) {
+      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id');
+    }
+  }
+}
+
+/** The Discord refs stored with a job, or undefined when they are missing or malformed. */
+function parseRefs(value: unknown): DiscordRefs | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const refs = value as Record<string, unknown>;
+  const { applicationId, interactionId, interactionToken, tokenExpiresAt, channelId, guildId, messageId, attachmentSizeLimit } = refs;
+  if (typeof applicationId !== 'string' || typeof interactionId !== 'string' || typeof interactionToken !== 'string' || typeof tokenExpiresAt !== 'number') return undefined;
+  return {
+    applicationId,
+    interactionId,
+    interactionToken,
+    tokenExpiresAt,
+    channelId: typeof channelId === 'string' ? channelId : null,
+    guildId: typeof guildId === 'string' ? guildId : null,
+    ...(typeof messageId === 'string' ? { messageId } : {}),
+    ...(typeof attachmentSizeLimit === 'number' ? { attachmentSizeLimit } : {}),
+  };
+}
+
+interface RawUpload {
+  key: string;
+  name: string;
+  data: Buffer;
+  contentType: string;
+}
+
+async function rawFiles(body: EditBody): Promise<RawUpload[]> {
+  return Promise.all((body.files ?? []).map(async (file, index) => ({ key: `files[${index}]`, name: file.name, data: await readFile(file.attachment), contentType: contentTypeOf(file.name) })));
+}
+
+/** A message edit as REST JSON; with files, `attachments` names them (and drops the old ones). */
+function restBody(body: EditBody, files: RawUpload[]): Record<string, unknown> {
+  return {
+    content: body.content,
+    components: body.components.map((row) => row.toJSON()),
+    ...(files.length === 0 ? {} : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
+  };
+}
+
+function contentTypeOf(name: string): string {
+  return name.endsWith('.gif') ? 'image/gif' : 'video/mp4';
+}

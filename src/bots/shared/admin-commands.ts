@@ -1,0 +1,102 @@
+/**
+ * The one admin command runner both platforms use: an {@link AdminCommand} (parsed from Slack's
+ * `/reelbot-admin` text or built from Discord's `/admin` options) run against the job service,
+ * and the text that answers it. The job service's admin allowlist decides every call (a
+ * non-admin gets its NotAdmin UserError, and nothing changes) and writes the audit log.
+ */
+import { periodsAt } from '../../jobs/quota-policy.js';
+import type { JobService } from '../../jobs/job-service.js';
+import type { Actor, Platform, UserRecord } from '../../jobs/types.js';
+import { adminStatsText, adminUsageText, mention, type Format } from './texts.js';
+
+/** Report periods of `usage` and `stats`. */
+export const ADMIN_PERIODS = ['today', 'month', 'all'] as const;
+export type AdminPeriod = (typeof ADMIN_PERIODS)[number];
+
+/** How each period reads in a report's heading. */
+export const PERIOD_LABELS: Record<AdminPeriod, string> = { today: 'today (UTC)', month: 'this month (UTC)', all: 'all time' };
+
+export type QuotaOverride = NonNullable<UserRecord['quotaOverride']>;
+
+export type AdminCommand =
+  | { type: 'usage'; userId?: string; period: AdminPeriod }
+  | { type: 'stats'; period: AdminPeriod }
+  /** `tier: null` sets the user back to the default tier. */
+  | { type: 'quota'; userId: string; tier?: string | null; override?: QuotaOverride }
+  | { type: 'ban'; userId: string; reason?: string }
+  | { type: 'unban'; userId: string }
+  | { type: 'queue'; action: 'pause' | 'resume' | 'clear' };
+
+/** The job service's admin operations. */
+export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue'>;
+
+export interface AdminContext {
+  /** The platform the command came from: its users are the targets. */
+  platform: Exclude<Platform, 'cli'>;
+  /** The text format of the answer. */
+  format: Format;
+  /** Now, in ms since the epoch (report periods start from it). */
+  now: number;
+}
+
+/** Whether a word names a report period. */
+export function isAdminPeriod(word: string | null | undefined): word is AdminPeriod {
+  return (ADMIN_PERIODS as readonly (string | null | undefined)[]).includes(word);
+}
+
+/** Start of an admin report period, in ms since the epoch (UTC days and months). */
+export function periodStart(period: AdminPeriod, now: number): number {
+  if (period === 'all') return 0;
+  const periods = periodsAt(now);
+  return period === 'today' ? periods.dayStart : periods.monthStart;
+}
+
+/** Runs an admin command; returns the answer, or throws the job service's UserError (not an admin, unknown user). */
+export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: AdminCommand, context: AdminContext): Promise<string> {
+  const target = (userId: string) => ({ platform: context.platform, externalId: userId });
+  switch (command.type) {
+    case 'usage': {
+      const report = jobs.usageReport(actor, { since: periodStart(command.period, context.now), ...(command.userId === undefined ? {} : { target: target(command.userId) }) });
+      return adminUsageText(context.format, {
+        periodLabel: PERIOD_LABELS[command.period],
+        ...(command.userId === undefined ? {} : { userExternalId: command.userId }),
+        total: report.total,
+        topUsers: report.topUsers.map((row) => ({ jobs: row.jobs, gpuSeconds: row.gpuSeconds, externalId: row.user?.externalId ?? null })),
+        byGroup: report.byGroup,
+      });
+    }
+    case 'stats':
+      return adminStatsText(context.format, { periodLabel: PERIOD_LABELS[command.period], ...jobs.stats(actor, periodStart(command.period, context.now)) });
+    case 'quota': {
+      const user = jobs.setQuota(actor, target(command.userId), {
+        ...(command.tier === undefined ? {} : { tier: command.tier }),
+        ...(command.override === undefined ? {} : { override: command.override }),
+      });
+      const limits = Object.entries(user.quotaOverride ?? {})
+        .map(([key, value]) => `${key} ${value ?? 'tier default'}`)
+        .join(', ');
+      return `Quota of ${mention(user.externalId)}: tier ${user.tier ?? 'default'}${limits === '' ? '' : `; ${limits}`}.`;
+    }
+    case 'ban': {
+      const user = jobs.setBanned(actor, target(command.userId), true, command.reason);
+      return `${mention(user.externalId)} is banned${command.reason === undefined ? '' : `: ${command.reason}`}. Their queued jobs are cancelled.`;
+    }
+    case 'unban': {
+      const user = jobs.setBanned(actor, target(command.userId), false);
+      return `${mention(user.externalId)} may make videos again.`;
+    }
+    case 'queue':
+      switch (command.action) {
+        case 'pause':
+          jobs.pauseQueue(actor);
+          return 'The queue is paused: running jobs finish, new ones wait.';
+        case 'resume':
+          jobs.resumeQueue(actor);
+          return 'The queue is running again.';
+        case 'clear': {
+          const cleared = await jobs.clearQueue(actor);
+          return `Cleared the queue: ${cleared} ${cleared === 1 ? 'job' : 'jobs'} cancelled and refunded.`;
+        }
+      }
+  }
+}
