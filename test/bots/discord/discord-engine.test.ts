@@ -26,9 +26,9 @@ beforeAll(async () => {
   dir = tempDir();
   await makeModelSet({ size: 'tiny', kind: 'text2video', out: join(dir, 'tiny') });
   await makeModelSet({ size: 'tiny', kind: 'instruct-edit', out: join(dir, 'tiny-edit') });
-  harness = startService(join(dir, 'service'), { engineModule: '', modelDir: join(dir, 'tiny'), editModelDir: join(dir, 'tiny-edit'), editSteps: 3, jobs: { timeoutSeconds: 120 } });
+  harness = startService(join(dir, 'service'), { engineModule: '', modelDir: join(dir, 'tiny'), editModelDir: join(dir, 'tiny-edit'), editSteps: 3, jobs: { timeoutSeconds: 120 }, previews: { intervalSeconds: 0.02 } });
   fake = await FakeDiscord.start();
-  adapter = newAdapter(fake, harness.service, dir, { clipDir: join(dir, 'clips') });
+  adapter = newAdapter(fake, harness.service, dir, { clipDir: join(dir, 'clips'), progressIntervalMs: 50 });
   await adapter.start();
 }, 60_000);
 
@@ -39,7 +39,7 @@ afterAll(async () => {
   removeDir(dir);
 });
 
-const isUpload = (token: string) => (r: RecordedRequest) => isOriginalEdit(token)(r) && r.files.length > 0 && r.status === 200;
+const isUpload = (token: string) => (r: RecordedRequest) => isOriginalEdit(token)(r) && r.files.some((file) => /\.(mp4|gif)$/.test(file.name)) && r.status === 200;
 
 /** Writes an uploaded file out and probes it with ffprobe. */
 async function probeUpload(upload: RecordedRequest, name: string) {
@@ -49,11 +49,12 @@ async function probeUpload(upload: RecordedRequest, name: string) {
 }
 
 test('/video on the tiny engine uploads a decodable MP4, and /edit of that MP4 uploads the edited clip', async () => {
-  const video = fake.slashCommand(alice, { prompt: 'a corgi surfing at sunset', frames: 4, steps: 3, fps: 4, seed: 5 });
+  const video = fake.slashCommand(alice, { prompt: 'a corgi surfing at sunset', frames: 4, steps: 3, seed: 5 });
   fake.sendInteraction(video);
   const made = await fake.waitForRequest(isUpload(video.token), 90_000);
   expect(made.files[0]!.contentType).toBe('video/mp4');
-  expect(await probeUpload(made, 'made.mp4')).toMatchObject({ codec: 'h264', frames: 4, width: 64, height: 64, fps: 4 });
+  // Smoothed by default: 4 made frames shown over 1 s, interpolated to 24 fps.
+  expect(await probeUpload(made, 'made.mp4')).toMatchObject({ codec: 'h264', frames: 24, width: 64, height: 64, fps: 24 });
   expect((made.body as { content: string }).content).toMatch(/seed `5`/);
 
   const clip = fake.hostFile('made.mp4', made.files[0]!.data);
@@ -61,6 +62,26 @@ test('/video on the tiny engine uploads a decodable MP4, and /edit of that MP4 u
   fake.sendInteraction(edit);
   const edited = await fake.waitForRequest(isUpload(edit.token), 90_000);
   expect(edited.files[0]!.contentType).toBe('video/mp4');
-  expect(await probeUpload(edited, 'edited.mp4')).toMatchObject({ codec: 'h264', frames: 4, width: 64, height: 64 });
+  // The 24 fps clip is edited at the 12 fps input cap: 12 frames.
+  expect(await probeUpload(edited, 'edited.mp4')).toMatchObject({ codec: 'h264', frames: 12, width: 64, height: 64 });
   expect((edited.body as { content: string }).content).toMatch(/edited: “make it snowy”/);
 }, 180_000);
+
+test('/video shows live previews on its message while it denoises, and the final message replaces them with the video', async () => {
+  const video = fake.slashCommand(alice, { prompt: 'a lighthouse in a storm', frames: 6, steps: 40, seed: 9 });
+  fake.sendInteraction(video);
+  const upload = await fake.waitForRequest(isUpload(video.token), 90_000);
+  const edits = fake.requestsFor(video).filter(isOriginalEdit(video.token));
+  const previews = edits.filter((r) => r.files.some((file) => file.name === 'preview.png'));
+  expect(previews.length).toBeGreaterThan(0);
+  const png = previews[0]!.files[0]!;
+  expect(png.contentType).toBe('image/png');
+  expect(png.data.subarray(1, 4).toString()).toBe('PNG');
+  // Previews ride on progress edits (the text is the progress bar) and come before the upload.
+  expect((previews[0]!.body as { content: string }).content).toMatch(/denoising/);
+  expect(previews.every((r) => r.at <= upload.at)).toBe(true);
+  // The final message carries only the video: the preview attachment is gone, and no edit follows it.
+  expect(upload.files.map((file) => file.name)).toEqual([expect.stringMatching(/\.mp4$/)]);
+  expect((upload.body as { attachments: unknown[] }).attachments).toHaveLength(1);
+  expect(edits.filter((r) => r.at > upload.at)).toEqual([]);
+}, 120_000);
