@@ -500,6 +500,8 @@ export class FakeDiscord {
     }
     if (webhook !== null && method === 'DELETE') return { status: 204 };
     const channel = /^\/channels\/(\d+)\/messages(?:\/(\d+))?$/.exec(path);
+    // A bot may delete its own messages (and, with Manage Messages, others'); Discord answers 204.
+    if (channel !== null && channel[2] !== undefined && method === 'DELETE') return { status: 204 };
     if (channel !== null && (method === 'POST' || method === 'PATCH')) {
       const payload = (body ?? {}) as Record<string, unknown>;
       return { status: 200, json: this.#message(channel[2] ?? snowflake(), String(payload.content ?? ''), files, payload.components, this.botUserId, channel[1]) };

@@ -4,7 +4,7 @@
  * new job (an edit too) goes through: the job core admits it, the reply shows its place in the
  * queue, and {@link DiscordDelivery} follows it from there.
  */
-import { MessageFlags, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
+import { MessageFlags, Routes, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRequest, SubmitResult } from '../../jobs/types.js';
@@ -93,6 +93,10 @@ export class DiscordCommands {
       }
       return;
     }
+    if (button.action === 'delete') {
+      await this.#deleteResult(interaction, button.jobId);
+      return;
+    }
     if (button.action === 'reroll') {
       if (!(await defer(interaction, false, this.#logger))) return;
       const original = this.#options.jobs.status(button.jobId)?.job;
@@ -161,6 +165,29 @@ export class DiscordCommands {
       })
       .catch((error: unknown) => this.#logger.warn({ err: error, jobId: job.id }, 'could not show the queued message'));
     return true;
+  }
+
+  /**
+   * 🗑 Delete (owner or admin, the job core decides): the stored output goes first, then the message
+   * the button is on; the clicker is told privately. Anyone else is refused privately and nothing changes.
+   */
+  async #deleteResult(interaction: ButtonInteraction, jobId: number): Promise<void> {
+    if (!(await defer(interaction, true, this.#logger))) return;
+    try {
+      await this.#options.jobs.deleteResult(this.#actor(interaction), jobId);
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      await safeEdit(interaction, refusalText(error), this.#logger);
+      return;
+    }
+    let removed = true;
+    if (interaction.channelId !== null) {
+      await interaction.client.rest.delete(Routes.channelMessage(interaction.channelId, interaction.message.id)).catch((error: unknown) => {
+        removed = false;
+        this.#logger.warn({ err: error, jobId }, 'could not delete the message of a deleted result');
+      });
+    }
+    await safeEdit(interaction, removed ? `Deleted job #${jobId}'s video and its message.` : `Deleted job #${jobId}'s video; its message could not be removed.`, this.#logger);
   }
 
   #actor(interaction: Replyable) {
