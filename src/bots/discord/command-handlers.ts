@@ -4,7 +4,8 @@
  * new job (an edit too) goes through: the job core admits it, the reply shows its place in the
  * queue, and {@link DiscordDelivery} follows it from there.
  */
-import { MessageFlags, Routes, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
+import { rm } from 'node:fs/promises';
+import { MessageFlags, Routes, type Attachment, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRequest, SubmitResult } from '../../jobs/types.js';
@@ -22,6 +23,8 @@ export interface DiscordCommandsOptions {
   logger: Logger;
   delivery: DiscordDelivery;
   adminIds?: readonly string[];
+  /** Fetches a `/video image:` attachment to a local file; undefined when refused (already answered). */
+  downloadPicture(interaction: Replyable, attachment: Attachment): Promise<string | undefined>;
 }
 
 export class DiscordCommands {
@@ -63,18 +66,34 @@ export class DiscordCommands {
       negative: options.getString('negative'),
       steps: options.getInteger('steps'),
       fps: options.getInteger('fps'),
+      duration: options.getNumber('duration'),
+      aspect: options.getString('aspect'),
+      smooth: options.getBoolean('smooth'),
     });
     if (parsed.type !== 'command') {
       await refuse(interaction, parsed.type === 'error' ? refusalText(parsed.error) : 'Use /video with a prompt.', this.#logger);
       return;
     }
     const { command } = parsed;
-    await this.submitAndFollow(interaction, {
+    // A picture to animate: fetched (Discord's hosts only, size-capped) before the submit; the
+    // engine checks its content. It keeps its own shape, so an aspect or size is refused with it.
+    const attachment = options.getAttachment('image');
+    let image: string | undefined;
+    if (attachment !== null) {
+      if (command.params.aspect !== undefined) {
+        await refuse(interaction, 'A picture keeps its own shape: leave out the aspect ratio when animating one.', this.#logger);
+        return;
+      }
+      image = await this.#options.downloadPicture(interaction, attachment);
+      if (image === undefined) return; // refused (and answered) by the download
+    }
+    const created = await this.submitAndFollow(interaction, {
       actor: this.#actor(interaction),
       kind: command.kind,
-      params: command.params,
+      params: image === undefined ? command.params : { ...command.params, image },
       ...(command.seed === undefined ? {} : { seed: command.seed }),
     });
+    if (!created && image !== undefined) await rm(image, { force: true });
   }
 
   async button(interaction: ButtonInteraction): Promise<void> {

@@ -88,7 +88,7 @@ export class DiscordAdapter {
       ...(options.progressIntervalMs === undefined ? {} : { progressIntervalMs: options.progressIntervalMs }),
       ...(options.tokenSwitchAfterMs === undefined ? {} : { tokenSwitchAfterMs: options.tokenSwitchAfterMs }),
     });
-    this.#commands = new DiscordCommands({ jobs, logger, delivery: this.#delivery, ...(adminIds === undefined ? {} : { adminIds }) });
+    this.#commands = new DiscordCommands({ jobs, logger, delivery: this.#delivery, ...(adminIds === undefined ? {} : { adminIds }), downloadPicture: (interaction, attachment) => this.#clips.downloadPicture(interaction, attachment) });
     this.#clips = new DiscordClips({
       client: this.client,
       jobs,

@@ -12,7 +12,8 @@ import { resolveFfmpegPaths } from '../../../src/media/ffmpeg-paths.js';
 import { probeVideo } from '../../../src/media/probe.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../../fakes/fake-discord.js';
 import { removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
-import { isOriginalEdit, newAdapter } from './setup.js';
+import { gradientPng } from '../../helpers/pictures.js';
+import { isOriginalEdit, isPrivateFollowUp, newAdapter } from './setup.js';
 
 const { ffprobe } = resolveFfmpegPaths({ ffmpegPath: '', ffprobePath: '' });
 const alice = { id: snowflake(), username: 'alice' };
@@ -85,3 +86,20 @@ test('/video shows live previews on its message while it denoises, and the final
   expect((upload.body as { attachments: unknown[] }).attachments).toHaveLength(1);
   expect(edits.filter((r) => r.at > upload.at)).toEqual([]);
 }, 120_000);
+
+test('/video image: animates the picture in its own shape; a hostile "picture" is refused privately before any job exists', async () => {
+  const picture = fake.hostFile('wide.png', gradientPng(200, 100), { contentType: 'image/png' });
+  const video = fake.slashCommand(alice, { prompt: 'the sea moves', image: picture, frames: 3, steps: 10, duration: 1, seed: 3 });
+  fake.sendInteraction(video);
+  const made = await fake.waitForRequest(isUpload(video.token), 90_000);
+  expect(await probeUpload(made, 'animated.mp4')).toMatchObject({ codec: 'h264', width: 64, height: 32, fps: 24, frames: 24 });
+
+  const svg = fake.hostFile('cat.png', Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"><image href="http://127.0.0.1:9/x.png"/></svg>'), { contentType: 'image/png' });
+  const hostile = fake.slashCommand(alice, { prompt: 'a cat', image: svg, frames: 2, steps: 3 });
+  fake.sendInteraction(hostile);
+  // Refused privately as soon as its first bytes are in, before any job exists.
+  const refused = await fake.waitForRequest(isPrivateFollowUp(hostile.token), 30_000);
+  expect((refused.body as { content: string }).content).toContain('it looks like an SVG drawing');
+  expect(fake.requestsFor(hostile).filter(isUpload(hostile.token))).toEqual([]);
+  expect(harness.events.filter((e) => e.type === 'queued' && e.job.params.prompt === 'a cat')).toEqual([]);
+}, 180_000);
