@@ -11,6 +11,7 @@ import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
 import type { Config } from './config.js';
 import { untrainedWeightsNotice } from './engine/models/built-in.js';
+import { RetentionSweep } from './jobs/retention.js';
 import { resolveFfmpegPaths } from './media/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { drainOnSignals, startApp } from './main.js';
@@ -103,6 +104,14 @@ export function registerServe(program: Command, context: ServeContext): void {
           }
         },
       });
+      // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
+      const retention = new RetentionSweep({
+        db: app.db,
+        config,
+        logger: logger.child({ module: 'retention' }),
+        write: (write) => app.writer.write(() => app.db.transaction(write).immediate()),
+      });
+      retention.start();
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
@@ -111,6 +120,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
       // then do the adapters disconnect, the database close and the temp files go.
       const drain = async () => {
+        await retention.stop();
         await app.jobs.shutdown();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
         if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
@@ -120,6 +130,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       };
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
       const failStart = async (platform: string, error: unknown): Promise<never> => {
+        await retention.stop();
         await stopAdapters();
         await app.stop();
         await rm(tempDir, { recursive: true, force: true });

@@ -230,7 +230,7 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     const result = await finished;
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
-    if (result.type === 'failed') context.fail(result.message, 1);
+    if (result.type === 'failed') context.fail(`${result.message}${result.refunded ? ' It was not charged.' : ''}`, 1);
     const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; smooth?: boolean; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);

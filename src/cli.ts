@@ -14,8 +14,12 @@ import { registerServe } from './cli-serve.js';
 import { registerEdit, registerRender } from './cli-video.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
+import { RetentionSweep } from './jobs/retention.js';
 import type { JobRecord, Platform, Usage, UserRecord } from './jobs/types.js';
-import { maskSecrets } from './log.js';
+import { createLogger, maskSecrets } from './log.js';
+import { formatBytes } from './media/format-bytes.js';
+import { AuditLog } from './store/audit-log.js';
+import { backupDatabase, BackupError } from './store/backup.js';
 import { openDatabase, type Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
 import { migrate, migrationStatus, MigrationError, readMigrations, type MigrationStatus } from './store/migrate.js';
@@ -91,7 +95,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
   const config = (): Config => loadConfig({ env, file: program.opts<{ config?: string }>().config });
 
   // reelbot db …
-  const db = program.command('db').description('database migrations');
+  const db = program.command('db').description('database migrations, backup and retention');
   db.command('migrate')
     .description('apply pending migrations')
     .action(() => {
@@ -146,6 +150,76 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
       } else if (pending.length === 0) {
         out('Up to date.');
       }
+    });
+
+  db.command('backup')
+    .description('copy the database into a new FILE, online (VACUUM INTO) while the bot runs; never overwrites a file')
+    .argument('<file>', 'the new file (its folder must exist)')
+    .action((file: string) => {
+      withDatabase(config(), (handle) => {
+        try {
+          const copy = backupDatabase(handle, file);
+          out(`Backed up to ${copy.file} (${formatBytes(copy.bytes)}).`);
+        } catch (error) {
+          if (error instanceof BackupError) throw new CliError(error.message);
+          throw error;
+        }
+      });
+    });
+  db.command('prune')
+    .description('run the retention sweep now (old outputs, clips, event ids; see the retention settings) and print what it removed')
+    .action(async () => {
+      const settings = config();
+      const handle = openExisting(settings);
+      try {
+        const report = await new RetentionSweep({ db: handle, config: settings, logger: createLogger('silent') }).run();
+        const ids = report.outputJobIds.map((id) => `#${id}`);
+        out(
+          `Removed the output folders of ${report.outputJobIds.length} job${report.outputJobIds.length === 1 ? '' : 's'}` +
+            `${ids.length === 0 ? '' : ` (${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', …' : ''})`}` +
+            ` and ${report.clips.length} downloaded clip${report.clips.length === 1 ? '' : 's'}: ${formatBytes(report.bytes)} freed.`,
+        );
+        out(`Forgot ${report.processedEvents} processed event id${report.processedEvents === 1 ? '' : 's'}; deleted ${report.jobRows} old job row${report.jobRows === 1 ? '' : 's'}.`);
+        if (report.keptForWaitingJobs > 0) out(`Kept ${report.keptForWaitingJobs} old file${report.keptForWaitingJobs === 1 ? '' : 's'} that a queued or running job needs.`);
+      } finally {
+        handle.close();
+      }
+    });
+
+  // reelbot audit
+  program
+    .command('audit')
+    .description('the admin audit log, newest first: who did what, where and when')
+    .option('--limit <n>', 'how many entries (default 50)', parseLimit)
+    .option('--since <date>', 'only entries from this UTC date (YYYY-MM-DD) or ISO timestamp', parseTime)
+    .option('--json', 'print one JSON object per line')
+    .action((flags: { limit?: number; since?: TimeArg; json?: boolean }) => {
+      withDatabase(config(), (handle) => {
+        const entries = new AuditLog(handle).list({ limit: flags.limit ?? 50, ...(flags.since === undefined ? {} : { since: flags.since.time }) });
+        if (flags.json) {
+          for (const entry of entries) out(JSON.stringify({ ...entry, createdAt: iso(entry.createdAt) }));
+          return;
+        }
+        if (entries.length === 0) {
+          out(flags.since === undefined ? 'The audit log is empty.' : `No admin actions since ${iso(flags.since.time)}.`);
+          return;
+        }
+        out(
+          table(
+            ['ID', 'TIME', 'BY', 'WHERE', 'ACTION', 'TARGET', 'DETAILS'],
+            entries.map((entry) => [
+              String(entry.id),
+              iso(entry.createdAt),
+              `${entry.platform}:${entry.actorId}`,
+              [entry.groupId, entry.channelId].filter((part) => part !== null).join('/') || '-',
+              entry.action,
+              entry.target ?? '-',
+              Object.keys(entry.details).length === 0 ? '' : JSON.stringify(entry.details),
+            ]),
+            { right: [0] },
+          ),
+        );
+      });
     });
 
   // reelbot queue
@@ -404,6 +478,16 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
 
 /** Opens an existing, migrated database without changing its schema, runs `use`, closes it. */
 function withDatabase<T>(config: Config, use: (db: Db) => T): T {
+  const db = openExisting(config);
+  try {
+    return use(db);
+  } finally {
+    db.close();
+  }
+}
+
+/** Opens the bot's existing database file, refusing a missing one or one with pending migrations. */
+function openExisting(config: Config): Db {
   if (config.dbPath === ':memory:') {
     throw new CliError('dbPath is ":memory:": the command line reads the bot\'s database file, so set REELBOT_DB_PATH to it.');
   }
@@ -419,9 +503,10 @@ function withDatabase<T>(config: Config, use: (db: Db) => T): T {
           `(${pending.map(migrationName).join(', ')}). Run "reelbot db migrate" first.`,
       );
     }
-    return use(db);
-  } finally {
+    return db;
+  } catch (error) {
     db.close();
+    throw error;
   }
 }
 

@@ -186,6 +186,27 @@ export const configSchema = z
     clipDownloads: z
       .strictObject({ perUser: positiveInt.default(2), total: positiveInt.default(8) })
       .prefault({}),
+    /**
+     * How long what the bot keeps on disk and in the database is kept; `serve` sweeps every
+     * `sweepIntervalMinutes` (and `reelbot db prune` at once). What a queued or running job still
+     * needs (its clip, the video it edits) is never removed.
+     */
+    retention: z
+      .strictObject({
+        /** A finished job's folder `<outputDir>/<jobId>` (its video): long enough for Re-roll and Edit. The job row stays. */
+        outputDays: nonNegative.default(7),
+        /** Clips downloaded to edit (`<outputDir>/clips/…`), counted from the download. */
+        clipDays: nonNegative.default(7),
+        /** Platform event ids kept to drop redelivered events (platforms redeliver within minutes). */
+        processedEventDays: nonNegative.default(7),
+        /**
+         * Finished jobs' rows, with their quota ledger rows; `null` keeps them for ever. At least 32,
+         * so this month's quota never loses a row.
+         */
+        jobRowDays: z.number().min(32).nullable().default(null),
+        sweepIntervalMinutes: z.number().positive().default(60),
+      })
+      .prefault({}),
     /** Platform user ids allowed to run admin commands. */
     admins: z
       .strictObject({ discord: z.array(z.string()).default([]), slack: z.array(z.string()).default([]) })
@@ -272,6 +293,11 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_ALLOW_DIRECT_MESSAGES: { path: ['quota', 'allowDirectMessages'], kind: 'boolean' },
   REELBOT_CLIP_DOWNLOADS_PER_USER: { path: ['clipDownloads', 'perUser'], kind: 'number' },
   REELBOT_CLIP_DOWNLOADS_TOTAL: { path: ['clipDownloads', 'total'], kind: 'number' },
+  REELBOT_RETENTION_OUTPUT_DAYS: { path: ['retention', 'outputDays'], kind: 'number' },
+  REELBOT_RETENTION_CLIP_DAYS: { path: ['retention', 'clipDays'], kind: 'number' },
+  REELBOT_RETENTION_PROCESSED_EVENT_DAYS: { path: ['retention', 'processedEventDays'], kind: 'number' },
+  REELBOT_RETENTION_JOB_ROW_DAYS: { path: ['retention', 'jobRowDays'], kind: 'number' },
+  REELBOT_RETENTION_SWEEP_INTERVAL_MINUTES: { path: ['retention', 'sweepIntervalMinutes'], kind: 'number' },
   REELBOT_DISCORD_ADMINS: { path: ['admins', 'discord'], kind: 'list' },
   REELBOT_SLACK_ADMINS: { path: ['admins', 'slack'], kind: 'list' },
   REELBOT_DISCORD_TOKEN: { path: ['discordToken'], kind: 'string' },

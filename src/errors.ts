@@ -97,5 +97,5 @@ export class UserError extends AppError {}
 /** Wraps anything thrown into an AppError without losing the original as `cause`. */
 export function asAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
-  return new AppError(ErrorCode.Unknown, 'Something went wrong on our side. The job was not charged.', { cause: error });
+  return new AppError(ErrorCode.Unknown, 'Something went wrong on our side.', { cause: error });
 }

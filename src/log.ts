@@ -12,7 +12,13 @@
  *   values of secret-looking environment variables;
  * - byte buffers become `[N bytes]`;
  * - token-like keys are redacted wherever they appear.
+ *
+ * A key appears once per line: a child's `module` nests under its parent's (`jobs.pool`), any
+ * other key a child binds again replaces the parent's, and a field a log call passes that the
+ * logger already binds is written once (the call's value when it differs). pino itself would
+ * write both (`"module":"jobs","module":"pool"`), and a JSON parser keeps only the last.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -128,7 +134,7 @@ export interface LoggerOptions {
 
 export function createLogger(level: string, destination: pino.DestinationStream | number = 2, options: LoggerOptions = {}): Logger {
   const secrets = options.secrets ?? secretsFromEnv(process.env);
-  return pino(
+  const root = pino(
     {
       level,
       redact: { paths: REDACT, censor: '[redacted]' },
@@ -138,7 +144,7 @@ export function createLogger(level: string, destination: pino.DestinationStream 
       serializers: { err: (value: unknown) => value },
       // The message string too: `logger.error(err)` takes the error's message as the line's msg.
       hooks: {
-        logMethod(args, method) {
+        logMethod(args, method, levelValue) {
           const [first, ...rest] = args as unknown[];
           // An error logged on its own: pino would take its raw message as the line's msg.
           const leading: unknown[] =
@@ -146,10 +152,50 @@ export function createLogger(level: string, destination: pino.DestinationStream 
               ? [{ err: first }, (first as Error).message]
               : [first];
           const masked = [...leading, ...rest].map((arg) => (typeof arg === 'string' ? maskSecrets(arg, secrets) : arg));
+          const fields = masked[0];
+          if (typeof fields === 'object' && fields !== null && !isErrorLike(fields)) {
+            const { kept, rebound } = splitBoundFields(fields as Record<string, unknown>, this.bindings());
+            masked[0] = kept;
+            if (rebound !== undefined) {
+              // The call names a bound key with another value: the line goes out with that value bound instead.
+              const logger = withBindings({ ...this.bindings(), ...rebound }, this.level);
+              const label = logger.levels.labels[levelValue] as pino.Level;
+              (logger[label] as (...parts: unknown[]) => void)(...masked);
+              return;
+            }
+          }
           method.apply(this, masked as Parameters<typeof method>);
         },
       },
     },
     typeof destination === 'number' ? pino.destination({ fd: destination, sync: true }) : destination,
   );
+  const rootChild = root.child.bind(root);
+  /** A logger with exactly these bindings (made from the root, so that no key is bound twice). */
+  const withBindings = (bindings: pino.Bindings, childLevel: string): Logger => {
+    const logger = rootChild(bindings, { level: childLevel });
+    logger.child = ((next: pino.Bindings, childOptions?: pino.ChildLoggerOptions) =>
+      withBindings(mergeBindings(logger.bindings(), next), childOptions?.level ?? logger.level)) as unknown as Logger['child'];
+    return logger;
+  };
+  root.child = ((next: pino.Bindings, childOptions?: pino.ChildLoggerOptions) => withBindings(mergeBindings({}, next), childOptions?.level ?? root.level)) as unknown as Logger['child'];
+  return root;
+}
+
+/** A child's bindings over its parent's: `module` nests (`jobs` + `pool` = `jobs.pool`), other keys replace. */
+function mergeBindings(parent: pino.Bindings, next: pino.Bindings): pino.Bindings {
+  const merged = { ...parent, ...next };
+  if (typeof parent.module === 'string' && typeof next.module === 'string' && next.module !== parent.module) merged.module = `${parent.module}.${next.module}`;
+  return merged;
+}
+
+/** A log call's fields without those the logger binds to the same value; `rebound`: those it binds to another. */
+function splitBoundFields(fields: Record<string, unknown>, bindings: pino.Bindings): { kept: Record<string, unknown>; rebound?: Record<string, unknown> } {
+  const kept: Record<string, unknown> = {};
+  let rebound: Record<string, unknown> | undefined;
+  for (const [key, value] of Object.entries(fields)) {
+    if (!(key in bindings)) kept[key] = value;
+    else if (!isDeepStrictEqual(bindings[key], value)) (rebound ??= {})[key] = value;
+  }
+  return rebound === undefined ? { kept } : { kept, rebound };
 }

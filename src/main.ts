@@ -6,12 +6,15 @@ import type { Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { JobService } from './jobs/job-service.js';
 import { openDatabase, type Db } from './store/db.js';
+import { StoreWriter } from './store/writer.js';
 
 export interface App {
   config: Config;
   db: Db;
   logger: Logger;
   jobs: JobService;
+  /** The one queue every write of the running app goes through (see src/store/writer.ts). */
+  writer: StoreWriter;
   /** Drains the job service (see JobService.shutdown) and closes the database. */
   stop(): Promise<void>;
 }
@@ -20,13 +23,15 @@ export interface App {
 export function startApp(config: Config, options: { logger?: Logger; beforeStart?(app: App): void } = {}): App {
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(config.dbPath);
-  const jobs = new JobService({ config, db, logger });
+  const writer = new StoreWriter(db, { logger });
+  const jobs = new JobService({ config, db, logger, writer });
   let stopping: Promise<void> | undefined;
   const app: App = {
     config,
     db,
     logger,
     jobs,
+    writer,
     stop: () =>
       (stopping ??= jobs.shutdown().finally(() => {
         db.close();

@@ -99,3 +99,55 @@ test('maskSecrets leaves ordinary text alone; secretsFromEnv takes only secret-l
   expect(maskSecrets('Job #12 finished in 3.2 s on cpu (/outputs/12/video.mp4)')).toBe('Job #12 finished in 3.2 s on cpu (/outputs/12/video.mp4)');
   expect(secretsFromEnv({ REELBOT_DISCORD_TOKEN: 'abcdefgh123', REELBOT_SLACK_SIGNING_SECRET: 'zzzzzzzzzz', HOME: '/root', SHORT_TOKEN: 'abc' }).sort()).toEqual(['abcdefgh123', 'zzzzzzzzzz']);
 });
+
+/** The top-level keys of a raw JSON line that appear more than once (JSON.parse would keep only the last). */
+function repeatedKeys(line: string): string[] {
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < line.length; i++) {
+    const char = line[i];
+    if (char === '"') {
+      let end = i + 1;
+      while (line[end] !== '"') end += line[end] === '\\' ? 2 : 1;
+      const key = line.slice(i + 1, end);
+      if (depth === 1 && line[end + 1] === ':') {
+        if (seen.has(key)) repeated.push(key);
+        seen.add(key);
+      }
+      i = end;
+    } else if (char === '{' || char === '[') depth++;
+    else if (char === '}' || char === ']') depth--;
+  }
+  return repeated;
+}
+
+test('a line names each key once: child modules nest, a re-bound key replaces, a call field the logger binds is written once', async () => {
+  const { logger, text } = capture();
+  // As the job service makes its pool's logger.
+  const pool = logger.child({ module: 'jobs' }).child({ module: 'pool' });
+  pool.info({ device: 'cpu', workerPid: 42 }, 'worker started');
+  // As a worker makes its logger; the ONNX session then logs the device it runs on (a real session).
+  const worker = logger.child({ module: 'worker', device: 'cpu' });
+  const { createSession, releaseSession } = await import('../src/engine/onnx/session.js');
+  const { DataType, encodeModel, makeNode, makeValueInfo, onnx } = await import('../src/engine/onnx/proto.js');
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    graph: onnx.GraphProto.create({ name: 'add', node: [makeNode('Add', ['a', 'a'], ['b'])], input: [makeValueInfo('a', DataType.FLOAT, [1])], output: [makeValueInfo('b', DataType.FLOAT, [1])] }),
+  });
+  const created = await createSession(encodeModel(model), { device: 'cpu', intraOpThreads: 1, interOpThreads: 1, fallbackToCpu: true, logger: worker });
+  await releaseSession(created.session);
+  // A call that names a bound key with another value, and a child that binds a key again.
+  worker.warn({ device: 'cuda:0' }, 'moved');
+  logger.child({ platform: 'slack' }).child({ platform: 'discord', module: 'bolt' }).info('hello');
+
+  const raw = text().trim().split('\n');
+  expect(raw).toHaveLength(4);
+  for (const line of raw) expect(repeatedKeys(line), line).toEqual([]);
+  const [started, session, moved, hello] = raw.map((line) => JSON.parse(line) as Record<string, unknown>);
+  expect(started).toMatchObject({ module: 'jobs.pool', device: 'cpu', msg: 'worker started' });
+  expect(session).toMatchObject({ module: 'worker', device: 'cpu', provider: 'cpu' });
+  expect(moved).toMatchObject({ module: 'worker', device: 'cuda:0', msg: 'moved', level: 40 });
+  expect(hello).toMatchObject({ platform: 'discord', module: 'bolt' });
+});

@@ -1,10 +1,10 @@
 /**
  * Admin operations: who is an admin, usage reports and stats, tiers and per-user limits, bans, and
- * pausing or clearing the queue. Every change is written with its audit row in one transaction.
+ * pausing or clearing the queue, and reading the audit log. Every change is written with its
+ * audit row (who, where, what, when) in one transaction, through the writer queue.
  */
 import { ErrorCode, UserError } from '../errors.js';
-import type { AuditLog } from '../store/audit-log.js';
-import type { Db } from '../store/db.js';
+import type { AuditEntry, AuditLog, AuditQuery } from '../store/audit-log.js';
 import type { JobRepo, JobStats } from '../store/job-repo.js';
 import type { QuotaLedger, UsageFilter } from '../store/quota-ledger.js';
 import type { Settings } from '../store/settings.js';
@@ -30,16 +30,17 @@ export interface AdminSettings {
 
 export interface AdminOpsOptions {
   config: AdminSettings;
-  db: Db;
   jobs: JobRepo;
   users: UserRepo;
   ledger: QuotaLedger;
   audit: AuditLog;
   settings: Settings;
   now(): number;
+  /** Runs a write someone waits for in one transaction (JobService's: "try again" when the database stays locked). */
+  write<T>(write: () => T): Promise<T>;
   /** The ids of the queued jobs, in the order they will start. */
   queuedJobIds(): number[];
-  /** Cancels a job as the actor (JobService.cancel). */
+  /** Cancels a job as the actor (JobService.cancel) without an audit row of its own: the ban or clear that asks is audited. */
   cancel(actor: Actor, jobId: number): Promise<{ outcome: 'cancelled' | 'cancelling' }>;
   /** Stops and restarts the starting of jobs. */
   pauseStarts(): void;
@@ -92,7 +93,7 @@ export class AdminOps {
   }
 
   /** Sets a user's tier and/or per-user limits (null in the override clears it). */
-  setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): UserRecord {
+  async setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): Promise<UserRecord> {
     this.requireAdmin(actor);
     const { config, users } = this.#options;
     if (change.tier != null && !(change.tier in config.quota.tiers)) {
@@ -105,10 +106,10 @@ export class AdminOps {
   }
 
   /** Bans a user (their queued jobs are cancelled and refunded) or lifts the ban. */
-  setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): UserRecord {
+  async setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): Promise<UserRecord> {
     this.requireAdmin(actor);
     const { users, jobs } = this.#options;
-    const user = this.#adminAction(actor, banned ? 'user.ban' : 'user.unban', target, { reason: reason ?? null }, (found) =>
+    const user = await this.#adminAction(actor, banned ? 'user.ban' : 'user.unban', target, { reason: reason ?? null }, (found) =>
       users.setBanned(found.id, banned, reason ?? null),
     );
     if (banned) {
@@ -121,17 +122,21 @@ export class AdminOps {
   }
 
   /** Stops starting jobs (running ones finish); kept across restarts. */
-  pauseQueue(actor: Actor): void {
+  async pauseQueue(actor: Actor): Promise<void> {
     this.requireAdmin(actor);
-    this.#record(actor, 'queue.pause', {});
-    this.#options.settings.setQueuePaused(true);
+    await this.#options.write(() => {
+      this.#record(actor, 'queue.pause', {});
+      this.#options.settings.setQueuePaused(true);
+    });
     this.#options.pauseStarts();
   }
 
-  resumeQueue(actor: Actor): void {
+  async resumeQueue(actor: Actor): Promise<void> {
     this.requireAdmin(actor);
-    this.#record(actor, 'queue.resume', {});
-    this.#options.settings.setQueuePaused(false);
+    await this.#options.write(() => {
+      this.#record(actor, 'queue.resume', {});
+      this.#options.settings.setQueuePaused(false);
+    });
     this.#options.resumeStarts();
   }
 
@@ -139,7 +144,7 @@ export class AdminOps {
   async clearQueue(actor: Actor): Promise<number> {
     this.requireAdmin(actor);
     const ids = this.#options.queuedJobIds();
-    this.#record(actor, 'queue.clear', { jobs: ids.length });
+    await this.#options.write(() => this.#record(actor, 'queue.clear', { jobs: ids.length }));
     let cleared = 0;
     for (const id of ids) {
       const { outcome } = await this.#options.cancel(actor, id);
@@ -148,21 +153,44 @@ export class AdminOps {
     return cleared;
   }
 
+  /** The audit log, newest first; `beforeId` pages on from the last entry of the page before. */
+  auditLog(actor: Actor, query: AuditQuery): AuditEntry[] {
+    this.requireAdmin(actor);
+    return this.#options.audit.list(query);
+  }
+
+  /** Records an admin action; call it inside the write that makes the change. */
+  record(actor: Actor, action: string, target: string | null, details: Record<string, unknown>): void {
+    this.#options.audit.record(auditEntry(actor, action, target, details, this.#options.now()));
+  }
+
   #record(actor: Actor, action: string, details: Record<string, unknown>): void {
-    this.#options.audit.record({ platform: actor.platform, actorId: actor.externalId, action, target: null, details, createdAt: this.#options.now() });
+    this.record(actor, action, null, details);
   }
 
   /** Runs an admin change on a user (created if new) and records it in the audit log, in one transaction. */
-  #adminAction(actor: Actor, action: string, target: Target, details: Record<string, unknown>, change: (user: UserRecord) => void): UserRecord {
-    const { db, users, audit } = this.#options;
-    return db
-      .transaction(() => {
-        const now = this.#options.now();
-        const user = users.upsert(target.platform, target.externalId, null, now);
-        change(user);
-        audit.record({ platform: actor.platform, actorId: actor.externalId, action, target: `${target.platform}:${target.externalId}`, details, createdAt: now });
-        return users.get(user.id)!;
-      })
-      .immediate();
+  #adminAction(actor: Actor, action: string, target: Target, details: Record<string, unknown>, change: (user: UserRecord) => void): Promise<UserRecord> {
+    const { users } = this.#options;
+    return this.#options.write(() => {
+      const now = this.#options.now();
+      const user = users.upsert(target.platform, target.externalId, null, now);
+      change(user);
+      this.record(actor, action, `${target.platform}:${target.externalId}`, details);
+      return users.get(user.id)!;
+    });
   }
+}
+
+/** The audit row of an admin action: who, where (platform, guild/workspace, channel), what and when. */
+function auditEntry(actor: Actor, action: string, target: string | null, details: Record<string, unknown>, now: number): Omit<AuditEntry, 'id'> {
+  return {
+    platform: actor.platform,
+    actorId: actor.externalId,
+    groupId: actor.groupId ?? null,
+    channelId: actor.channelId ?? null,
+    action,
+    target,
+    details,
+    createdAt: now,
+  };
 }

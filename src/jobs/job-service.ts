@@ -11,7 +11,8 @@
  * - recovery.ts: on start, jobs left running by a crash are requeued once;
  * - queue-view.ts: positions and ETAs; admin-ops.ts: admin operations.
  *
- * SIGTERM drains (see {@link JobService.shutdown}).
+ * Every write goes through one writer queue (src/store/writer.ts): another process holding the
+ * database's write lock never holds the event loop. SIGTERM drains (see {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
 import { rm } from 'node:fs/promises';
@@ -20,14 +21,15 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { ErrorCode, UserError } from '../errors.js';
-import { AuditLog } from '../store/audit-log.js';
-import { isBusyError, writeWithoutBlocking, type Db } from '../store/db.js';
+import { AuditLog, type AuditEntry, type AuditQuery } from '../store/audit-log.js';
+import { isBusyError, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
 import { HandledNotices } from '../store/handled-notices.js';
 import { ProcessedEvents } from '../store/processed-events.js';
 import { QuotaLedger } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
 import { UserRepo } from '../store/user-repo.js';
+import { StoreClosedError, StoreWriter } from '../store/writer.js';
 import { Admission } from './admission.js';
 import { AdminOps, type Target, type UsageReport } from './admin-ops.js';
 import { clipFramesOf } from './clip-frames.js';
@@ -61,12 +63,17 @@ import {
 export { MAX_ATTEMPTS } from './recovery.js';
 export type { QueueEntry, QueueSnapshot } from './queue-view.js';
 export type { Target, UsageReport } from './admin-ops.js';
+export type { AuditEntry, AuditQuery } from '../store/audit-log.js';
 export { engineSettings, workerEnvironment } from './dispatch/worker-settings.js';
 
 /** Once-only notices are remembered this long (then a thread could be hinted again). */
 const NOTICE_MEMORY_MS = 30 * 24 * 60 * 60 * 1000;
 /** How long a submit waits for another process's write lock before the user is asked to try again. */
 export const ADMISSION_LOCK_WAIT_MS = 10_000;
+/** How long a cancel or an admin change waits for another process's write lock before the user is asked to try again. */
+export const COMMAND_LOCK_WAIT_MS = 5_000;
+/** At shutdown, after the workers stopped, how long the records of finished jobs may still wait for the database. */
+const SHUTDOWN_WRITES_WAIT_MS = 5_000;
 
 export interface JobServiceOptions {
   config: Config;
@@ -78,6 +85,8 @@ export interface JobServiceOptions {
   workerEnv?: NodeJS.ProcessEnv;
   /** Where jobs run; default: a local worker pool with one process per configured device. */
   dispatcher?: Dispatcher;
+  /** The writer queue of `db` (the composition root shares it with other writers); default: a new one. Closed by {@link JobService.shutdown}. */
+  writer?: StoreWriter;
 }
 
 export interface UserUsage {
@@ -102,6 +111,10 @@ export class JobService {
   readonly #admission: Admission;
   readonly #policy: PromptPolicy;
   readonly #db: Db;
+  /** Every write of the running service goes through it: a foreign lock never holds the event loop. */
+  readonly #writer: StoreWriter;
+  /** Message refs given to {@link setMessageRefs} and not stored yet, per job. */
+  readonly #latestRefs = new Map<number, Record<string, unknown>>();
   readonly #fair: FairQueue;
   readonly #live = new LiveJobs();
   readonly #dispatcher: Dispatcher;
@@ -121,6 +134,7 @@ export class JobService {
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
     const now = () => this.#now();
+    this.#writer = options.writer ?? new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
     this.#audit = new AuditLog(db);
@@ -156,6 +170,7 @@ export class JobService {
       db,
       jobs: this.#jobs,
       ledger: this.#ledger,
+      writer: this.#writer,
       costs: this.#costs,
       live: this.#live,
       dispatcher: this.#dispatcher,
@@ -184,15 +199,15 @@ export class JobService {
     });
     this.#admin = new AdminOps({
       config,
-      db,
       jobs: this.#jobs,
       users: this.#users,
       ledger: this.#ledger,
       audit: this.#audit,
       settings: this.#settings,
       now,
+      write: (write) => this.#commandWrite(write),
       queuedJobIds: () => this.#fair.order().map((entry) => Number(entry.id)),
-      cancel: (actor, jobId) => this.cancel(actor, jobId),
+      cancel: (actor, jobId) => this.#cancel(actor, jobId, false),
       pauseStarts: () => this.#runQueue.pause(),
       resumeStarts: () => {
         if (this.#state === 'started') this.#runQueue.start();
@@ -270,9 +285,7 @@ export class JobService {
       // Another process (a CLI render, a second bot) may hold the write lock: wait for it without
       // stopping the event loop, so the platforms' acks and heartbeats keep flowing.
       const options = { seed, priority, estimatedGpuSeconds: estimate.gpuSeconds, estimate, model };
-      admitted = await writeWithoutBlocking(this.#db, () => this.#admission.admit(request, { ...options, now: this.#now() }), {
-        deadlineMs: ADMISSION_LOCK_WAIT_MS,
-      });
+      admitted = await this.#writer.write(() => this.#admission.admit(request, { ...options, now: this.#now() }), { deadlineMs: ADMISSION_LOCK_WAIT_MS });
     } catch (error) {
       if (error instanceof UserError && error.code === ErrorCode.QuotaPending) throw this.#view.withQueuePositions(error, request.actor);
       if (!isBusyError(error)) throw error;
@@ -291,30 +304,44 @@ export class JobService {
    * at once; a running one is told to stop and killed after the grace period (the `cancelled` event
    * follows). A finished job is refused with the reason.
    */
-  async cancel(actor: Actor, jobId: number): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
+  cancel(actor: Actor, jobId: number): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
+    return this.#cancel(actor, jobId, true);
+  }
+
+  /**
+   * {@link cancel}; with `audited`, an admin's cancel of someone else's job gets an audit row in the
+   * same transaction (a ban or a clear, audited themselves, cancels without).
+   */
+  async #cancel(actor: Actor, jobId: number, audited: boolean): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
     const job = this.#ownJob(actor, jobId);
     if (FINISHED_STATES.includes(job.state)) {
       throw new UserError(ErrorCode.JobAlreadyFinished, `Job #${job.id} has already ${pastTense(job.state)}, so there is nothing to cancel.`);
     }
+    const audit = () => {
+      if (!audited || (job.platform === actor.platform && job.userExternalId === actor.externalId)) return;
+      this.#admin.record(actor, 'job.cancel', `${job.platform}:${job.userExternalId}`, { jobId: job.id, state: job.state });
+    };
     if (job.state === 'queued') {
-      const now = this.#now();
       let refunded = false;
-      const changed = this.#db
-        .transaction(() => {
-          if (!this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' })) return false;
-          refunded = this.#ledger.refund(job.id, now);
-          return true;
-        })
-        .immediate();
+      const changed = await this.#commandWrite(() => {
+        const now = this.#now();
+        if (!this.#jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' })) return false;
+        refunded = this.#ledger.refund(job.id, now);
+        audit();
+        return true;
+      });
       if (changed) {
         this.#runQueue.remove(job.id);
         const cancelled = this.#jobs.get(job.id)!;
         this.#emit({ type: 'cancelled', job: cancelled, refunded });
         return { job: cancelled, outcome: 'cancelled' };
       }
-      return this.cancel(actor, jobId); // it started in between: cancel it as a running job
+      return this.#cancel(actor, jobId, audited); // it started in between: cancel it as a running job
     }
-    this.#jobs.markCancelRequested(job.id, this.#now());
+    await this.#commandWrite(() => {
+      this.#jobs.markCancelRequested(job.id, this.#now());
+      audit();
+    });
     const running = this.#live.running.get(job.id);
     if (running) running.cancelRequested = true;
     this.#dispatcher.cancel(job.id, this.#config.jobs.cancelGraceMs);
@@ -330,8 +357,8 @@ export class JobService {
    * Claims a notice that a bot sends at most once (a hint to a thread with no clip): true the
    * first time `key` is claimed on `platform`, false ever after, across redeliveries and restarts.
    */
-  claimNotice(platform: Platform, key: string): boolean {
-    return this.#notices.claim(platform, key, this.#now());
+  claimNotice(platform: Platform, key: string): Promise<boolean> {
+    return this.#commandWrite(() => this.#notices.claim(platform, key, this.#now()));
   }
 
   /** What is running and what waits, in the order it will start. */
@@ -339,10 +366,10 @@ export class JobService {
     return this.#view.queue();
   }
 
-  /** A user's own quota, what is left, and their recent jobs. */
+  /** A user's own quota, what is left, and their recent jobs. Reads only: a user never seen has used nothing yet. */
   usage(actor: Actor): UserUsage {
     const now = this.#now();
-    const user = this.#users.upsert(actor.platform, actor.externalId, actor.displayName ?? null, now);
+    const user = this.#users.find(actor.platform, actor.externalId) ?? newUser(actor, now);
     const periods = periodsAt(now);
     return {
       user,
@@ -377,22 +404,22 @@ export class JobService {
   }
 
   /** Admin: sets a user's tier and/or per-user limits (null in the override clears it). */
-  setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): UserRecord {
+  setQuota(actor: Actor, target: Target, change: { tier?: string | null; override?: UserRecord['quotaOverride'] }): Promise<UserRecord> {
     return this.#admin.setQuota(actor, target, change);
   }
 
   /** Admin: bans a user (their queued jobs are cancelled and refunded) or lifts the ban. */
-  setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): UserRecord {
+  setBanned(actor: Actor, target: Target, banned: boolean, reason?: string): Promise<UserRecord> {
     return this.#admin.setBanned(actor, target, banned, reason);
   }
 
   /** Admin: stops starting jobs (running ones finish); kept across restarts. */
-  pauseQueue(actor: Actor): void {
-    this.#admin.pauseQueue(actor);
+  pauseQueue(actor: Actor): Promise<void> {
+    return this.#admin.pauseQueue(actor);
   }
 
-  resumeQueue(actor: Actor): void {
-    this.#admin.resumeQueue(actor);
+  resumeQueue(actor: Actor): Promise<void> {
+    return this.#admin.resumeQueue(actor);
   }
 
   /** Admin: cancels and refunds every queued job; running jobs go on. Returns how many. */
@@ -400,9 +427,25 @@ export class JobService {
     return this.#admin.clearQueue(actor);
   }
 
-  /** Records the platform messages of a job (progress message id…), for delivery after a restart. */
-  setMessageRefs(jobId: number, refs: Record<string, unknown>): void {
-    this.#jobs.setMessageRefs(jobId, refs);
+  /** Admin: the audit log, newest first; `beforeId` pages on from the last entry of the page before. */
+  auditLog(actor: Actor, query: AuditQuery): AuditEntry[] {
+    return this.#admin.auditLog(actor, query);
+  }
+
+  /** Records the platform messages of a job (progress message id…), for delivery after a restart; retried until stored. */
+  setMessageRefs(jobId: number, refs: Record<string, unknown>): Promise<void> {
+    // Whichever write runs first stores the newest refs: a retried older write never overwrites a newer one.
+    this.#latestRefs.set(jobId, refs);
+    return this.#writer.writeUntilDone(
+      "store a job's message refs",
+      () => {
+        const latest = this.#latestRefs.get(jobId);
+        if (latest === undefined) return;
+        this.#jobs.setMessageRefs(jobId, latest);
+        this.#latestRefs.delete(jobId);
+      },
+      { jobId },
+    );
   }
 
   /**
@@ -422,6 +465,14 @@ export class JobService {
       clearTimeout(timer);
     }
     await this.#dispatcher.close();
+    // The outcomes of the jobs that just ended are being stored; a database still locked by another
+    // process gets a few seconds more, then the writer stops and the next start recovers those jobs.
+    if (tasks.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...tasks]), new Promise((resolve) => (timer = setTimeout(resolve, SHUTDOWN_WRITES_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    this.#writer.close();
     await Promise.allSettled([...tasks]);
     this.#state = 'stopped';
     this.#logger.info('job service stopped');
@@ -468,10 +519,39 @@ export class JobService {
     return job;
   }
 
+  /**
+   * A write someone waits for (a cancel, an admin change, a notice claim), in one IMMEDIATE
+   * transaction through the writer queue. Another process holding the lock past
+   * {@link COMMAND_LOCK_WAIT_MS} is a "try again" for the user, never a frozen bot.
+   */
+  async #commandWrite<T>(write: () => T): Promise<T> {
+    try {
+      return await this.#writer.write(() => this.#db.transaction(write).immediate(), { deadlineMs: COMMAND_LOCK_WAIT_MS });
+    } catch (error) {
+      if (!isBusyError(error) && !(error instanceof StoreClosedError)) throw error;
+      throw new UserError(ErrorCode.DatabaseBusy, 'The bot is too busy to do that right now. Please try again in a moment.', { cause: error });
+    }
+  }
+
   /** Listeners are isolated by {@link onEvent}: an adapter's bug never breaks the job core or another adapter. */
   #emit(event: JobEvent): void {
     this.#emitter.emit('job', event);
   }
+}
+
+/** A user not in the database yet, as they would be created: default tier, not banned, nothing used. */
+function newUser(actor: Actor, now: number): UserRecord {
+  return {
+    id: 0,
+    platform: actor.platform,
+    externalId: actor.externalId,
+    displayName: actor.displayName ?? null,
+    tier: null,
+    banned: false,
+    banReason: null,
+    quotaOverride: null,
+    createdAt: now,
+  };
 }
 
 function pastTense(state: JobRecord['state']): string {

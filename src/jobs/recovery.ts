@@ -30,7 +30,7 @@ export function recoverInterruptedJobs(stores: RecoveryStores, now: number, sele
         jobs.finish(job.id, 'cancelled', { now, errorCode: ErrorCode.Cancelled, error: 'Cancelled.' });
         notices.push({ type: 'cancelled', job: jobs.get(job.id)!, refunded: ledger.refund(job.id, now) });
       } else if (job.attempts >= MAX_ATTEMPTS) {
-        const message = 'The bot restarted while making this video, twice. It was not charged; please try again.';
+        const message = 'The bot restarted while making this video, twice. Please try again.';
         jobs.finish(job.id, 'failed', { now, errorCode: ErrorCode.Interrupted, error: message });
         notices.push({ type: 'failed', job: jobs.get(job.id)!, code: ErrorCode.Interrupted, message, refunded: ledger.refund(job.id, now) });
       } else {

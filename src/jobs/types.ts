@@ -64,6 +64,9 @@ export interface Actor {
   externalId: string;
   displayName?: string;
   isAdmin?: boolean;
+  /** Where the actor asked from (recorded with an admin action): Discord guild or Slack workspace, and channel. */
+  groupId?: string;
+  channelId?: string;
 }
 
 /** What a bot adapter submits. */

@@ -45,9 +45,10 @@ export function isBusyError(error: unknown): boolean {
  * Runs a synchronous write transaction without holding the event loop while another process has
  * the write lock: better-sqlite3 waits out `busy_timeout` synchronously, so each try here waits at
  * most `tryMs` inside SQLite and the next try comes after an asynchronous pause (5 ms, doubling to
- * 100 ms). After `deadlineMs` (default: the connection's busy timeout) the SQLITE_BUSY error is thrown.
+ * 100 ms). After `deadlineMs` (default: the connection's busy timeout), or as soon as `stop()` says
+ * so, the SQLITE_BUSY error is thrown.
  */
-export async function writeWithoutBlocking<T>(db: Db, write: () => T, options: { deadlineMs?: number; tryMs?: number } = {}): Promise<T> {
+export async function writeWithoutBlocking<T>(db: Db, write: () => T, options: { deadlineMs?: number; tryMs?: number; stop?: () => boolean } = {}): Promise<T> {
   const saved = Number(db.pragma('busy_timeout', { simple: true }));
   const deadline = Date.now() + (options.deadlineMs ?? saved);
   for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
@@ -57,7 +58,7 @@ export async function writeWithoutBlocking<T>(db: Db, write: () => T, options: {
     try {
       return write();
     } catch (error) {
-      if (!isBusyError(error) || Date.now() >= deadline) throw error;
+      if (!isBusyError(error) || Date.now() >= deadline || options.stop?.() === true) throw error;
     } finally {
       db.pragma(`busy_timeout = ${saved}`);
     }

@@ -131,7 +131,7 @@ test('a broken model folder fails the job with a message that does not leak serv
     const failed = await h.waitFor(isType('failed', job.id));
     expect(failed).toMatchObject({ code: 'engine_unavailable', refunded: true });
     expect(failed.type === 'failed' && failed.message).toBe(
-      "The text-to-video model on this server could not be loaded. The operator can see why in the bot's log. It was not charged.",
+      "The text-to-video model on this server could not be loaded. The operator can see why in the bot's log.",
     );
   } finally {
     await h.close();

@@ -47,7 +47,7 @@ function jobCount(harness: Harness): number {
 
 test('the reservation follows the parameters: 64 frames × 150 steps reserve 24 times a default job', async () => {
   h = startService(tempDir(), { ...tiers(), jobs: { timeoutSeconds: 3600 } });
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   const small = await h.service.submit(video(alice));
   const big = await h.service.submit(video(alice, { numFrames: 64, numInferenceSteps: 150 }));
   const wide = await h.service.submit(video(alice, { width: 1024, height: 512 }));
@@ -64,7 +64,7 @@ test('the reservation follows the parameters: 64 frames × 150 steps reserve 24 
 
 test('an edit is costed by its clip\'s frames, read at submit and recorded with the job', async () => {
   h = startService(tempDir(), { ...tiers(), jobs: { timeoutSeconds: 900 } });
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   const clips = join(h.dir, 'clips');
   mkdirSync(clips);
   const file = join(clips, 'clip.mp4');
@@ -91,7 +91,7 @@ test('the rate is learned from succeeded jobs of the same kind and model, kept a
 
   // A restart reads the history back from the database.
   h = startService(dir, tiers());
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   const again = await h.service.submit(video(alice, { numFrames: 8 }));
   expect(again.job.estimatedGpuSeconds).toBeLessThan(1);
   expect(again.job.estimatedGpuSeconds).toBeGreaterThan(0);
@@ -102,7 +102,7 @@ test('the rate is learned from succeeded jobs of the same kind and model, kept a
 
   // Another model has no history: back to the configured default.
   h = startService(dir, { ...tiers(), modelDir: '/models/other' });
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   const otherModel = await h.service.submit(video(alice));
   expect(otherModel.job.estimatedGpuSeconds).toBeCloseTo(60, 6);
 });
@@ -152,10 +152,10 @@ test('tier caps on frames and steps apply to every platform user; the CLI operat
   expect(steps.userMessage).toBe('Up to 50 steps can be used with your quota; this job asks for 80. Lower the steps to 50 or fewer.');
   const editSteps = await refusal(h.service.submit({ actor: alice, kind: 'edit', params: { instruction: 'snow', inputFile: '/nowhere.mp4', numInferenceSteps: 60 } }));
   expect(editSteps.code).toBe(ErrorCode.QuotaWorkTooLarge);
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   await h.service.submit(video(alice, { numFrames: 16 }));
   // The pro tier allows more.
-  h.service.setQuota(admin, alice, { tier: 'pro' });
+  await h.service.setQuota(admin, alice, { tier: 'pro' });
   await h.service.submit(video(alice, { numFrames: 32 }));
   await h.service.submit(video(operator, { numFrames: 64, numInferenceSteps: 80 })); // within the timeout, which applies to every job
 });
@@ -163,7 +163,7 @@ test('tier caps on frames and steps apply to every platform user; the CLI operat
 test('a per-user cooldown between submits, off by default', async () => {
   let now = Date.UTC(2026, 10, 25, 12, 0);
   h = startService(tempDir(), tiers({ cooldownSeconds: 30 }), { now: () => now });
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   await h.service.submit(video(alice));
   now += 10_000;
   const error = await refusal(h.service.submit(video(alice)));
@@ -175,7 +175,7 @@ test('a per-user cooldown between submits, off by default', async () => {
   await h.close();
   removeDir(h.dir);
   h = startService(tempDir(), tiers(), { now: () => now });
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   await h.service.submit(video(alice));
   await h.service.submit(video(alice));
 });
@@ -191,7 +191,7 @@ test('direct messages are refused unless allowed; when allowed, the user\'s own 
   removeDir(h.dir);
 
   h = startService(tempDir(), tiers({ jobsPerDay: 2 }, { allowDirectMessages: true, group: { jobsPerDay: 100 } }));
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   await h.service.submit(video(alice, {}, { groupId: 'guild-1' }));
   await h.service.submit(video(alice, {}, { directMessage: true }));
   const dm = await refusal(h.service.submit(video(alice, {}, { directMessage: true })));

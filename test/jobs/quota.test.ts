@@ -76,7 +76,7 @@ test('reserve on submit, settle with measured GPU-seconds, refund on failure and
 
 test('50 concurrent submits against a limit of 10: exactly 10 are accepted', async () => {
   h = startService(tempDir(), quota({ jobsPerDay: 10 }));
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   const outcomes = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => h!.service.submit(video(alice, { n: i }))));
   expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(10);
   const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
@@ -116,7 +116,7 @@ test('limits: pending jobs, GPU-seconds per day and month, guild caps, admin ove
   h = startService(tempDir(), quota({ jobsPerDay: 3, gpuSecondsPerDay: 150, gpuSecondsPerMonth: 200, maxPendingJobs: 2 }, { group: { jobsPerDay: 4 } }), {
     now: () => now,
   });
-  h.service.pauseQueue(admin);
+  await h.service.pauseQueue(admin);
   await h.service.submit(video(alice));
   await h.service.submit(video(alice));
   expect((await refusal(h.service.submit(video(alice)))).code).toBe(ErrorCode.QuotaPending);
@@ -131,14 +131,14 @@ test('limits: pending jobs, GPU-seconds per day and month, guild caps, admin ove
 
   // Next day: the daily counts reset, the month's GPU-seconds (2 × 60 reserved) do not.
   now = Date.UTC(2026, 10, 26, 1, 0);
-  h.service.setQuota(admin, alice, { override: { maxPendingJobs: 10 } });
+  await h.service.setQuota(admin, alice, { override: { maxPendingJobs: 10 } });
   await h.service.submit(video(alice, { ms: 1 }));
   const month = await refusal(h.service.submit(video(alice)));
   expect(month.code).toBe(ErrorCode.QuotaGpuPerMonth);
   expect(month.userMessage).toMatch(/you have 20 left this month\. Lower the frames from 8 to about 2, or the steps from 50 to about 16\. It resets on the 1st of next month/);
 
   // The admin override lifts the monthly cap for alice only.
-  h.service.setQuota(admin, alice, { override: { maxPendingJobs: 10, gpuSecondsPerMonth: null } });
+  await h.service.setQuota(admin, alice, { override: { maxPendingJobs: 10, gpuSecondsPerMonth: null } });
   await h.service.submit(video(alice));
   expect((await refusal(h.service.submit(video(alice)))).code).toBe(ErrorCode.QuotaGpuPerDay);
   expect(h.service.usage(alice).left).toMatchObject({ tier: 'free', jobsToday: 1, gpuSecondsToday: 30, gpuSecondsThisMonth: null });
@@ -151,10 +151,10 @@ test('limits: pending jobs, GPU-seconds per day and month, guild caps, admin ove
   await h.service.submit(video(bob, {}, { groupId: 'guild-2' }));
 
   // A tier change applies at once.
-  h.service.setQuota(admin, bob, { tier: 'pro' });
+  await h.service.setQuota(admin, bob, { tier: 'pro' });
   expect(h.service.usage(bob).limits.tier).toBe('pro');
-  expect(() => h!.service.setQuota(admin, bob, { tier: 'gold' })).toThrow(/Unknown tier "gold"/);
-  expect(() => h!.service.setQuota(bob, alice, { tier: 'pro' })).toThrow(/Only the bot admins/);
+  await expect(h!.service.setQuota(admin, bob, { tier: 'gold' })).rejects.toThrow(/Unknown tier "gold"/);
+  await expect(h!.service.setQuota(bob, alice, { tier: 'pro' })).rejects.toThrow(/Only the bot admins/);
   const audit = h.db.prepare(`SELECT action, target FROM admin_audit ORDER BY id`).all();
   expect(audit).toEqual([
     { action: 'queue.pause', target: null },

@@ -63,7 +63,7 @@ test('an engine blocked forever is stopped after the stall timeout with a clear 
   expect(failed).toMatchObject({
     code: ErrorCode.EngineStalled,
     refunded: true,
-    message: 'The video engine made no progress for 2 s on this job, so it was stopped. It was not charged.',
+    message: 'The video engine made no progress for 2 s on this job, so it was stopped.',
     job: { attempts: 1, state: 'failed' },
   });
   expect((await succeeded(after.job.id)).pid).not.toBe(firstPid);
@@ -131,7 +131,7 @@ test('a model load past its deadline fails the job with a clear message, not ret
   expect(failed).toMatchObject({
     code: ErrorCode.ModelLoadTimedOut,
     refunded: true,
-    message: "Loading the video models took longer than 8 s on this server, so the job was stopped. The operator can see why in the bot's log. It was not charged.",
+    message: "Loading the video models took longer than 8 s on this server, so the job was stopped. The operator can see why in the bot's log.",
     job: { attempts: 1, state: 'failed' },
   });
   expect((await succeeded(after.job.id)).attempt).toBe(1);

@@ -50,6 +50,8 @@ export function adminCommandOf(options: AdminOptions): AdminCommand | string {
     }
     case 'unban':
       return { type: 'unban', userId: userId() };
+    case 'audit':
+      return { type: 'audit', page: Math.max(1, options.getInteger('page') ?? 1) };
     default:
       return `Unknown command /admin ${sub}.`;
   }

@@ -2,10 +2,10 @@
  * Clip edits on Discord: `/edit` (an attachment), Apps → "Edit clip…" on a message with a video,
  * and the Edit button under a result; the last two ask for the instruction in a modal. Clips are
  * downloaded at once (their signed links expire), only from Discord's CDN over https (or the
- * configured API host), each download holding one of the user's slots; downloaded clips are swept
- * after {@link CLIP_RETENTION_MS}.
+ * configured API host), each download holding one of the user's slots. Old downloaded clips are
+ * removed by the retention sweep (src/jobs/retention.ts), which keeps those a queued edit needs.
  */
-import { readdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   ActionRowBuilder,
@@ -40,10 +40,6 @@ export const DISCORD_CDN_HOSTS: readonly string[] = ['cdn.discordapp.com', 'medi
 const DEFAULT_MAX_CLIP_BYTES = 50 * 1024 * 1024;
 /** A clip downloaded for an "Edit clip…" modal nobody submitted is removed after this long. */
 const PENDING_CLIP_TTL_MS = 15 * 60 * 1000;
-/** Downloaded clips are kept this long (so Re-roll of an edit and a restart mid-queue still find them). */
-export const CLIP_RETENTION_MS = 24 * 60 * 60 * 1000;
-/** How often old clips are swept. */
-const CLIP_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 /** File extensions of the video formats the editor accepts, for attachments without a content type. */
 const VIDEO_EXTENSIONS = ['.mp4', '.m4v', '.mov', '.webm', '.mkv', '.gif', '.avi'];
 
@@ -80,8 +76,6 @@ export class DiscordClips {
   readonly #pendingClips = new Map<string, PendingClip>();
   /** Caps on the clips being fetched or waiting for their instruction. */
   readonly #downloadSlots: DownloadSlots;
-  /** Removes old downloaded clips every hour. */
-  #clipSweep: NodeJS.Timeout | undefined;
 
   constructor(options: DiscordClipsOptions) {
     this.#options = options;
@@ -89,17 +83,9 @@ export class DiscordClips {
     this.#downloadSlots = new DownloadSlots(options.clipDownloads);
   }
 
-  /** Sweeps old clips now and every hour. */
-  async start(): Promise<void> {
-    await this.#removeOldClips();
-    this.#clipSweep = setInterval(() => void this.#removeOldClips(), CLIP_SWEEP_INTERVAL_MS);
-    this.#clipSweep.unref();
-  }
-
-  /** Drops the clips of modals never sent, and stops the sweep. */
+  /** Drops the clips of modals never sent. */
   stop(): void {
     for (const [key, pending] of this.#pendingClips) this.#dropPendingClip(key, pending);
-    clearInterval(this.#clipSweep);
   }
 
   /** `/edit clip instruction`: downloads the attachment at once (its link expires), then submits the edit. */
@@ -302,18 +288,6 @@ export class DiscordClips {
       .then((clip) => rm(clip.file, { force: true }))
       .catch(() => undefined)
       .finally(() => pending.release());
-  }
-
-  /** Removes downloaded clips older than {@link CLIP_RETENTION_MS}. */
-  async #removeOldClips(): Promise<void> {
-    const dir = this.#clipDir;
-    const names = await readdir(dir).catch(() => [] as string[]);
-    const cutoff = Date.now() - CLIP_RETENTION_MS;
-    for (const name of names.filter((entry) => entry.startsWith('clip-'))) {
-      const file = path.join(dir, name);
-      const info = await stat(file).catch(() => undefined);
-      if (info !== undefined && info.mtimeMs < cutoff) await rm(file, { force: true });
-    }
   }
 
   get #clipDir(): string {

@@ -145,6 +145,12 @@ export function adminCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
         .setDescription('Jobs by state, failure rate, durations, GPU time by server')
         .addStringOption((o) => o.setName('period').setDescription('Since the start of today (default), this month, or ever').addChoices(...periodChoices)),
     )
+    .addSubcommand((s) =>
+      s
+        .setName('audit')
+        .setDescription('The audit log of admin actions, newest first')
+        .addIntegerOption((o) => o.setName('page').setDescription('Page (10 entries each; 1 = the newest)').setMinValue(1)),
+    )
     .toJSON();
 }
 

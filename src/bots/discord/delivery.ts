@@ -112,7 +112,9 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
       ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
     };
-    this.#options.jobs.setMessageRefs(followed.jobId, { discord: refs });
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { discord: refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs'));
   }
 
   // --- FollowerPlatform -------------------------------------------------------------------------
@@ -264,11 +266,9 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     followed.messageId = messageId;
     if (followed.refs === undefined) return;
     followed.refs = { ...followed.refs, messageId };
-    try {
-      this.#options.jobs.setMessageRefs(followed.jobId, { discord: followed.refs });
-    } catch (error) {
-      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id');
-    }
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { discord: followed.refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id'));
   }
 }
 

@@ -22,7 +22,7 @@ import { allCommandData, EDIT_CLIP_MENU_NAME } from './commands.js';
 import { DiscordDelivery } from './delivery.js';
 import { actorOf, defer, fitContent } from './replies.js';
 
-export { CLIP_RETENTION_MS, DISCORD_CDN_HOSTS } from './clips.js';
+export { DISCORD_CDN_HOSTS } from './clips.js';
 export { DISCORD_UPLOAD_FLOOR_BYTES, PROGRESS_EDIT_INTERVAL_MS, TOKEN_SWITCH_AFTER_MS } from './delivery.js';
 export { DISCORD_CONTENT_LIMIT, fitContent } from './replies.js';
 
@@ -112,7 +112,6 @@ export class DiscordAdapter {
     await this.client.login(this.#options.token);
     await ready;
     if (this.#options.registerCommands !== false) await this.client.application?.commands.set(allCommandData());
-    await this.#clips.start();
     this.#logger.info({ user: this.client.user?.id }, 'discord adapter ready');
     this.#delivery.follower.open();
   }

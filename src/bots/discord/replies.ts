@@ -72,6 +72,9 @@ export function actorOf(interaction: Replyable, adminIds: readonly string[] | un
     externalId: user.id,
     displayName: user.globalName ?? user.username,
     ...(adminIds?.includes(user.id) === true ? { isAdmin: true } : {}),
+    // Where the interaction came from, for the audit log.
+    ...(interaction.guildId === null ? {} : { groupId: interaction.guildId }),
+    ...(interaction.channelId === null ? {} : { channelId: interaction.channelId }),
   };
 }
 

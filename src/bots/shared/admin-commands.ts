@@ -7,7 +7,7 @@
 import { periodsAt } from '../../jobs/quota-policy.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { Actor, Platform, UserRecord } from '../../jobs/types.js';
-import { adminStatsText, adminUsageText, mention, type Format } from './texts.js';
+import { adminStatsText, adminUsageText, AUDIT_PAGE_SIZE, auditText, mention, type Format } from './texts.js';
 
 /** Report periods of `usage` and `stats`. */
 export const ADMIN_PERIODS = ['today', 'month', 'all'] as const;
@@ -25,10 +25,20 @@ export type AdminCommand =
   | { type: 'quota'; userId: string; tier?: string | null; override?: QuotaOverride }
   | { type: 'ban'; userId: string; reason?: string }
   | { type: 'unban'; userId: string }
-  | { type: 'queue'; action: 'pause' | 'resume' | 'clear' };
+  | { type: 'queue'; action: 'pause' | 'resume' | 'clear' }
+  /** One page of the audit log, newest first (page 1 = the newest {@link AUDIT_PAGE_SIZE}). */
+  | { type: 'audit'; page: number };
 
 /** The job service's admin operations. */
-export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue'>;
+export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue' | 'auditLog'>;
+
+/**
+ * Whether a command changes something (and so writes to the database): a platform acks such a
+ * command before running it, so that a database held by another process never delays the ack.
+ */
+export function adminCommandWrites(command: AdminCommand): boolean {
+  return command.type === 'quota' || command.type === 'ban' || command.type === 'unban' || command.type === 'queue';
+}
 
 export interface AdminContext {
   /** The platform the command came from: its users are the targets. */
@@ -68,7 +78,7 @@ export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: Ad
     case 'stats':
       return adminStatsText(context.format, { periodLabel: PERIOD_LABELS[command.period], ...jobs.stats(actor, periodStart(command.period, context.now)) });
     case 'quota': {
-      const user = jobs.setQuota(actor, target(command.userId), {
+      const user = await jobs.setQuota(actor, target(command.userId), {
         ...(command.tier === undefined ? {} : { tier: command.tier }),
         ...(command.override === undefined ? {} : { override: command.override }),
       });
@@ -78,20 +88,24 @@ export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: Ad
       return `Quota of ${mention(user.externalId)}: tier ${user.tier ?? 'default'}${limits === '' ? '' : `; ${limits}`}.`;
     }
     case 'ban': {
-      const user = jobs.setBanned(actor, target(command.userId), true, command.reason);
+      const user = await jobs.setBanned(actor, target(command.userId), true, command.reason);
       return `${mention(user.externalId)} is banned${command.reason === undefined ? '' : `: ${command.reason}`}. Their queued jobs are cancelled.`;
     }
     case 'unban': {
-      const user = jobs.setBanned(actor, target(command.userId), false);
+      const user = await jobs.setBanned(actor, target(command.userId), false);
       return `${mention(user.externalId)} may make videos again.`;
+    }
+    case 'audit': {
+      const entries = jobs.auditLog(actor, { limit: AUDIT_PAGE_SIZE + 1, offset: (command.page - 1) * AUDIT_PAGE_SIZE });
+      return auditText(context.format, { entries: entries.slice(0, AUDIT_PAGE_SIZE), page: command.page, hasMore: entries.length > AUDIT_PAGE_SIZE });
     }
     case 'queue':
       switch (command.action) {
         case 'pause':
-          jobs.pauseQueue(actor);
+          await jobs.pauseQueue(actor);
           return 'The queue is paused: running jobs finish, new ones wait.';
         case 'resume':
-          jobs.resumeQueue(actor);
+          await jobs.resumeQueue(actor);
           return 'The queue is running again.';
         case 'clear': {
           const cleared = await jobs.clearQueue(actor);

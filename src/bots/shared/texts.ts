@@ -5,7 +5,7 @@
  * written the same for both. No function ever shows a stack trace: failures show the job's user
  * message only.
  */
-import type { QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
+import type { AuditEntry, QueueSnapshot, UserUsage } from '../../jobs/job-service.js';
 import type { JobProgress, JobRecord, JobState, Platform, QuotaLeft, Usage } from '../../jobs/types.js';
 import { EDIT_FLAGS, VIDEO_FLAGS, type FlagSpec } from './video-command.js';
 import { formatBytes } from '../../media/format-bytes.js';
@@ -323,6 +323,36 @@ function historyLine(format: Format, job: JobRecord): string {
 }
 
 // --- Admin --------------------------------------------------------------------------------------
+
+/** Entries on one page of `/admin audit`. */
+export const AUDIT_PAGE_SIZE = 10;
+
+/** `/admin audit`: one page of the audit log, newest first (who, what, on whom, where, when). */
+export function auditText(format: Format, data: { entries: readonly AuditEntry[]; page: number; hasMore: boolean }): string {
+  if (data.entries.length === 0) return data.page <= 1 ? 'The audit log is empty: no admin has changed anything yet.' : `Page ${data.page} of the audit log is empty.`;
+  const lines = [bold(format, `Audit log, page ${data.page}`), ...data.entries.map((entry) => auditLine(format, entry))];
+  if (data.hasMore) lines.push(`_More on page ${data.page + 1}._`);
+  return lines.join('\n');
+}
+
+function auditLine(format: Format, entry: AuditEntry): string {
+  const who = person(format, entry.platform, entry.actorId);
+  const [targetPlatform, ...rest] = (entry.target ?? '').split(':');
+  const target = entry.target === null ? '' : ` ${person(format, targetPlatform as Platform, rest.join(':'))}`;
+  const where = entry.channelId !== null && entry.platform === format ? ` in <#${entry.channelId}>` : entry.groupId !== null ? ` in ${code(entry.groupId)}` : '';
+  const details = Object.entries(entry.details)
+    .filter(([, value]) => value !== null)
+    .map(([key, value]) => `${key} ${typeof value === 'string' ? quoted(format, value, 80) : code(JSON.stringify(value))}`)
+    .join(', ');
+  const when = new Date(entry.createdAt).toISOString().slice(0, 16).replace('T', ' ');
+  return `• ${when} UTC · ${who} ${code(entry.action)}${target}${details === '' ? '' : ` (${details})`}${where}`;
+}
+
+/** A user of the log's platform as a mention; of another platform (or the CLI) by name. */
+function person(format: Format, platform: Platform, externalId: string): string {
+  if (platform === format) return mention(externalId);
+  return platform === 'cli' ? 'the operator' : code(`${platform}:${externalId}`);
+}
 
 /** Admin usage report: totals, top users and groups (guilds / workspaces) over a period. */
 export function adminUsageText(

@@ -21,6 +21,7 @@ export const ADMIN_USAGE = [
   '`/reelbot-admin quota set @user [tier=NAME|default] [jobs_per_day=N|none] [gpu_seconds_per_day=N|none]`',
   '`/reelbot-admin ban @user [reason]` · `/reelbot-admin unban @user`',
   '`/reelbot-admin queue pause|resume|clear`',
+  '`/reelbot-admin audit [page]` the audit log of admin actions, newest first',
 ].join('\n');
 
 /** Quota keys an admin may set, as typed → as stored. */
@@ -104,6 +105,11 @@ export function parseAdminCommandText(text: string): AdminParse {
       const action = rest[0]?.toLowerCase();
       if (rest.length !== 1 || (action !== 'pause' && action !== 'resume' && action !== 'clear')) return fail('queue takes pause, resume or clear.');
       return { ok: true, command: { type: 'queue', action } };
+    }
+    case 'audit': {
+      const page = rest[0] === undefined ? 1 : Number(rest[0]);
+      if (rest.length > 1 || !Number.isSafeInteger(page) || page < 1) return fail('audit takes a page number from 1 up.');
+      return { ok: true, command: { type: 'audit', page } };
     }
     default:
       return fail(`Unknown admin command ${quote(verb)}.`);

@@ -5,10 +5,11 @@
  */
 import type { JobService } from '../../jobs/job-service.js';
 import type { Logger } from '../../log.js';
-import { runAdminCommand } from '../shared/admin-commands.js';
+import { adminCommandWrites, runAdminCommand } from '../shared/admin-commands.js';
 import { answerSafely } from '../shared/user-commands.js';
 import { ADMIN_USAGE, parseAdminCommandText } from './admin-command.js';
 import { ephemeral, slackActor, type Ack, type SlashCommand } from './payload.js';
+import { answerAfterAck } from './response-url.js';
 
 export interface SlackAdminOptions {
   jobs: JobService;
@@ -19,12 +20,18 @@ export interface SlackAdminOptions {
 
 export async function onAdminCommand(command: SlashCommand, ack: Ack, options: SlackAdminOptions): Promise<void> {
   const { jobs, logger } = options;
-  const actor = slackActor(command.user_id, command.user_name, options.adminIds);
+  const actor = slackActor(command.user_id, command.user_name, options.adminIds, { teamId: command.team_id, channelId: command.channel_id });
   const parsed = parseAdminCommandText(command.text);
   // Refuse a non-admin before saying anything about the grammar.
   if (!jobs.isAdmin(actor)) return ack(ephemeral('Only the bot admins can use /reelbot-admin.'));
   if (!parsed.ok) return ack(ephemeral(parsed.message));
   const admin = parsed.command;
   const answer = () => (admin.type === 'help' ? ADMIN_USAGE : runAdminCommand(jobs, actor, admin, { platform: 'slack', format: 'slack', now: options.now() }));
+  // A change writes to the database: acked first, answered on the response_url (a locked database never delays the ack).
+  if (admin.type !== 'help' && adminCommandWrites(admin)) {
+    await ack();
+    await answerAfterAck(command, await answerSafely(answer, logger, { command: command.command }), logger);
+    return;
+  }
   await ack(ephemeral(await answerSafely(answer, logger, { command: command.command })));
 }

@@ -21,7 +21,7 @@ import type { SlackDelivery } from './delivery.js';
 import { downloadSlackClip, type ClipDownloadOptions } from './edits.js';
 import { arrayOf, ephemeral, MEMORY_LIMIT, record, slackActor, str, type Ack, type SlashCommand } from './payload.js';
 import { parseRefs, type SlackRefs } from './refs.js';
-import type { ResponseUrl } from './response-url.js';
+import { answerAfterAck, type ResponseUrl } from './response-url.js';
 
 /** Slack acks must arrive within 3 s; the job core gets this long before a short ack goes out instead. */
 export const ACK_DEADLINE_MS = 2000;
@@ -91,8 +91,9 @@ export class SlackCommands {
   /** `/reelbot usage|history [page]|queue|cancel [job]|help`. */
   async reelbot(command: SlashCommand, ack: Ack): Promise<void> {
     const [verb = 'help', arg] = command.text.trim().split(/\s+/);
-    const actor = this.#actor(command.user_id, command.user_name);
+    const actor = slackActor(command.user_id, command.user_name, this.#options.adminIds, { teamId: command.team_id, channelId: command.channel_id });
     const jobs = this.#options.jobs;
+    let acked = false;
     const answer = async (): Promise<string> => {
       switch (verb.toLowerCase()) {
         case 'usage':
@@ -107,6 +108,9 @@ export class SlackCommands {
         case 'cancel': {
           const jobId = arg === undefined ? undefined : Number(arg.replace(/^#/, ''));
           if (jobId !== undefined && (!Number.isSafeInteger(jobId) || jobId < 1)) return `Give the job number to cancel, like \`/reelbot cancel 12\`; got \`${arg ?? ''}\`.`;
+          // A cancel writes: acked first, answered on the response_url.
+          await ack();
+          acked = true;
           return cancelAnswer(jobs, actor, jobId);
         }
         case 'help':
@@ -115,7 +119,9 @@ export class SlackCommands {
           return `Unknown command \`${verb}\`. Try \`/reelbot usage\`, \`/reelbot history\`, \`/reelbot queue\`, \`/reelbot cancel\` or \`/reelbot help\`.`;
       }
     };
-    await ack(ephemeral(await answerSafely(answer, this.#logger, { command: command.command })));
+    const text = await answerSafely(answer, this.#logger, { command: command.command });
+    if (acked) await answerAfterAck(command, text, this.#logger);
+    else await ack(ephemeral(text));
   }
 
   async button(body: Record<string, unknown>): Promise<void> {

@@ -96,11 +96,9 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
         // The job may be followed through another copy of its refs (its first events can come before submit returns).
         const followed = this.follower.get(jobId);
         const stored = followed === undefined ? refs : (followed.refs = { ...followed.refs, responseUrl: responseUrl.state() });
-        try {
-          this.#options.jobs.setMessageRefs(jobId, { slack: stored });
-        } catch (error) {
-          this.#logger.warn({ err: error, jobId }, 'could not store the response_url use count');
-        }
+        void this.#options.jobs
+          .setMessageRefs(jobId, { slack: stored })
+          .catch((error: unknown) => this.#logger.warn({ err: error, jobId }, 'could not store the response_url use count'));
       }
       if (sent) return;
     }
@@ -157,11 +155,9 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
 
   #storeRefs(followed: Followed, change: Partial<SlackRefs>): void {
     followed.refs = { ...followed.refs, ...change };
-    try {
-      this.#options.jobs.setMessageRefs(followed.jobId, { slack: followed.refs });
-    } catch (error) {
-      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs');
-    }
+    void this.#options.jobs
+      .setMessageRefs(followed.jobId, { slack: followed.refs })
+      .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs'));
   }
 
   #storedResponseUrl(refs: SlackRefs): ResponseUrl | undefined {

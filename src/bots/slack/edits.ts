@@ -107,7 +107,7 @@ export class SlackEdits {
     const clip = videoFileOf(event.files) ?? (await this.#parentClip(channelId, threadTs));
     if (clip === undefined) {
       // One hint per thread, whatever the number of replies or redeliveries.
-      if (this.#options.jobs.claimNotice('slack', `hint:${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
+      if (await this.#options.jobs.claimNotice('slack', `hint:${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
       return;
     }
     const instruction = mentionTag === undefined ? text : text.split(mentionTag).join(' ');

@@ -35,12 +35,20 @@ export function asSlashCommand(command: Record<string, unknown> | object): Slash
 }
 
 /** The job core's actor for a Slack user (an admin when listed in `adminIds`; the job core's allowlist still decides). */
-export function slackActor(userId: string, displayName: string | undefined, adminIds: readonly string[] | undefined): Actor {
+export function slackActor(
+  userId: string,
+  displayName: string | undefined,
+  adminIds: readonly string[] | undefined,
+  where: { teamId?: string | undefined; channelId?: string | undefined } = {},
+): Actor {
   return {
     platform: 'slack',
     externalId: userId,
     ...(displayName === undefined ? {} : { displayName }),
     ...(adminIds?.includes(userId) === true ? { isAdmin: true } : {}),
+    // Where the command ran, for the audit log.
+    ...(where.teamId === undefined ? {} : { groupId: where.teamId }),
+    ...(where.channelId === undefined || where.channelId === '' ? {} : { channelId: where.channelId }),
   };
 }
 

@@ -4,6 +4,7 @@
  * through the job's message refs), refuses once either limit is reached, and tells the caller so,
  * who then posts with the bot token instead (`chat.postEphemeral` / `chat.postMessage`).
  */
+import type { Logger } from '../../log.js';
 
 /** Responses Slack accepts per `response_url`. */
 export const RESPONSE_URL_MAX_USES = 5;
@@ -75,4 +76,13 @@ export class ResponseUrl {
       return false;
     }
   }
+}
+
+/**
+ * The answer to a slash command that was acked before it ran (it writes to the database): an
+ * ephemeral message on the command's response_url. A refused post is logged (no token in it).
+ */
+export async function answerAfterAck(command: { response_url: string; command: string }, text: string, logger: Logger): Promise<void> {
+  const responseUrl = new ResponseUrl({ url: command.response_url, issuedAt: Date.now(), uses: 0 });
+  if (!(await responseUrl.send({ response_type: 'ephemeral', text }))) logger.warn({ command: command.command }, 'could not answer a command on its response_url');
 }

@@ -179,7 +179,7 @@ export class WorkerPool implements Dispatcher {
       try {
         setPriority(child.pid, WORKER_NICENESS);
       } catch (error) {
-        this.#options.logger.debug({ err: error, pid: child.pid }, 'could not lower the worker priority');
+        this.#options.logger.debug({ err: error, workerPid: child.pid }, 'could not lower the worker priority');
       }
     }
     let settleReady!: { resolve(): void; reject(error: AppError): void };
@@ -187,7 +187,7 @@ export class WorkerPool implements Dispatcher {
     ready.catch(() => undefined); // observed through run(); never an unhandled rejection
     const worker: Worker = { child, ready, spawnedAt: Date.now() };
     slot.worker = worker;
-    this.#options.logger.info({ device: slot.device, pid: child.pid }, 'worker started');
+    this.#options.logger.info({ device: slot.device, workerPid: child.pid }, 'worker started');
 
     child.on('message', (message: ChildMessage) => {
       worker.lastSeen = Date.now();
@@ -197,7 +197,7 @@ export class WorkerPool implements Dispatcher {
     child.on('exit', (code, signal) => {
       // Workers stopped on purpose (a replaced or hung worker, shutdown) are not news.
       const expected = this.#closed || slot.worker !== worker;
-      this.#options.logger[expected ? 'debug' : 'warn']({ device: slot.device, pid: child.pid, code, signal }, 'worker exited');
+      this.#options.logger[expected ? 'debug' : 'warn']({ device: slot.device, workerPid: child.pid, code, signal }, 'worker exited');
       settleReady.reject(new AppError(ErrorCode.WorkerCrashed, 'The video worker crashed.'));
       if (slot.worker !== worker) return;
       slot.worker = undefined;

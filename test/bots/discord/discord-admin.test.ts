@@ -68,6 +68,7 @@ describe('DiscordAdapter /admin', () => {
       ['unban', 1],
       ['queue', 2],
       ['stats', 1],
+      ['audit', 1],
     ]);
     expect(adminCommand?.options?.find((o) => o.name === 'queue')?.options?.map((o) => o.name)).toEqual(['pause', 'resume', 'clear']);
     expect(commands.find((c) => c.name === 'video')?.default_member_permissions ?? null).toBeNull();
@@ -87,6 +88,26 @@ describe('DiscordAdapter /admin', () => {
     expect(harness.service.usage(actorOf(alice)).limits.jobsPerDay).toBe(20);
   });
 
+  it('/admin audit pages through the audit log, newest first, with where each action ran; only admins read it', async () => {
+    await runAdmin(admin, ['queue', 'pause']);
+    await runAdmin(admin, ['ban'], { user: bob, reason: 'spam' });
+    await runAdmin(admin, ['queue', 'resume']);
+    const rows = harness.db.prepare(`SELECT action, group_id, channel_id FROM admin_audit ORDER BY id`).all();
+    expect(rows).toEqual(['queue.pause', 'user.ban', 'queue.resume'].map((action) => ({ action, group_id: fake.guildId, channel_id: fake.channelId })));
+    const page = await runAdmin(admin, ['audit']);
+    const lines = page.split('\n');
+    expect(lines[0]).toBe('**Audit log, page 1**');
+    expect(lines.slice(1).map((line) => /`([a-z.]+)`/.exec(line)?.[1])).toEqual(['queue.resume', 'user.ban', 'queue.pause']);
+    expect(lines[2]).toMatch(new RegExp(`^• \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2} UTC · <@${admin.id}> \`user.ban\` <@${bob.id}> \\(reason “spam”\\) in <#${fake.channelId}>$`));
+    for (let i = 0; i < 9; i++) await harness.service.setQuota(actorOf(admin), { platform: 'discord', externalId: `user-${i}` }, { tier: 'pro' });
+    expect(await runAdmin(admin, ['audit'])).toContain('_More on page 2._');
+    const second = await runAdmin(admin, ['audit'], { page: 2 });
+    expect(second.split('\n')).toHaveLength(3);
+    expect(second).toContain('`queue.pause`');
+    expect(await runAdmin(admin, ['audit'], { page: 3 })).toBe('Page 3 of the audit log is empty.');
+    expect(await runAdmin(alice, ['audit'])).toBe(NOT_ADMIN);
+  });
+
   it('pauses and resumes the queue', async () => {
     expect(await runAdmin(admin, ['queue', 'pause'])).toContain('paused');
     expect(harness.service.queue().paused).toBe(true);
@@ -95,7 +116,7 @@ describe('DiscordAdapter /admin', () => {
   });
 
   it('clears the queue', async () => {
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     const { job } = await harness.service.submit(video(actorOf(alice), { prompt: 'a waiting corgi' }));
     expect(await runAdmin(admin, ['queue', 'clear'])).toContain('1 job cancelled');
     expect(harness.service.status(job.id)?.job.state).toBe('cancelled');
@@ -105,12 +126,12 @@ describe('DiscordAdapter /admin', () => {
     expect(await runAdmin(admin, ['ban'], { user: bob, reason: 'spam' })).toBe(`<@${bob.id}> is banned: spam. Their queued jobs are cancelled.`);
     expect(await videoReply(bob, 'a corgi')).toBe('You are not allowed to make videos on this bot: spam');
     expect(await runAdmin(admin, ['unban'], { user: bob })).toBe(`<@${bob.id}> may make videos again.`);
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     expect(await videoReply(bob, 'a corgi')).toContain('Job #');
   });
 
   it('quota set jobs_per_day 1: the second /video of the day is refused', async () => {
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     expect(await runAdmin(admin, ['quota', 'set'], { user: alice, jobs_per_day: 1 })).toBe(`Quota of <@${alice.id}>: tier default; jobsPerDay 1.`);
     expect(harness.service.usage(actorOf(alice)).limits.jobsPerDay).toBe(1);
     expect(await videoReply(alice, 'the first corgi')).toContain('Job #');
@@ -121,7 +142,7 @@ describe('DiscordAdapter /admin', () => {
   it('usage and stats show totals and counts', async () => {
     const { job } = await harness.service.submit(video(actorOf(alice), { prompt: 'a corgi surfing' }));
     await harness.waitFor(isType('succeeded', job.id));
-    harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
+    await harness.service.pauseQueue({ platform: 'cli', externalId: 'operator' });
     const waiting = await harness.service.submit(video(actorOf(bob), { prompt: 'a waiting cat' }));
     await harness.service.cancel(actorOf(bob), waiting.job.id);
 

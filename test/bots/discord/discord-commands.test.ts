@@ -125,7 +125,7 @@ describe('DiscordAdapter commands', () => {
   });
 
   it('/history pages the user’s jobs, newest first, 10 a page', async () => {
-    harness.service.pauseQueue(operator);
+    await harness.service.pauseQueue(operator);
     const ids: number[] = [];
     for (let i = 1; i <= 12; i++) {
       const id = await submit(alice, `corgi number ${i}`);
@@ -153,7 +153,7 @@ describe('DiscordAdapter commands', () => {
   });
 
   it('/cancel without a job number cancels the user’s latest queued job', async () => {
-    harness.service.pauseQueue(operator);
+    await harness.service.pauseQueue(operator);
     const older = await submit(alice, 'an older corgi');
     const latest = await submit(alice, 'the latest corgi');
     const bobs = await submit(bob, 'bob’s newer cat');
@@ -171,7 +171,7 @@ describe('DiscordAdapter commands', () => {
   });
 
   it('/cancel with a job number: someone else’s, finished, or missing job is refused', async () => {
-    harness.service.pauseQueue(operator);
+    await harness.service.pauseQueue(operator);
     const bobs = await submit(bob, 'bob’s cat');
     const refused = await run(alice, 'cancel', { job: bobs });
     expect(refused.content).toContain('belongs to someone else');

@@ -147,7 +147,7 @@ describe('Discord failure modes', () => {
 
     const notice = await fake!.waitForRequest((r) => isOriginalEdit(crashing.interaction.token)(r) && /failed/.test(contentOf(r)), 30_000);
     expect(contentOf(notice)).toBe(
-      `**Job #${crashJob}** failed: The video worker crashed twice on this job. It was not charged; please try again, perhaps with other settings. It did not count against your quota.`,
+      `**Job #${crashJob}** failed: The video worker crashed twice on this job. Please try again, perhaps with other settings. It did not count against your quota.`,
     );
     expect((notice.body as Payload).components).toEqual([]);
     expect(harness!.events.filter(isType('started', crashJob)).map((event) => event.attempt)).toEqual([1, 2]);

@@ -138,6 +138,34 @@ describe('Discord failure mode 2: slow database before the ack', () => {
     expect(jobCount()).toBe(2);
   }, 45_000);
 
+  it('an admin change waiting for the lock holds no other interaction: /queue is acked at once, then the pause completes', async () => {
+    const admin = { id: snowflake(), username: 'admin' };
+    const bot = startServe(dir, {
+      REELBOT_LOG_LEVEL: 'warn',
+      REELBOT_ENGINE_MODULE: MP4_ENGINE,
+      REELBOT_DISCORD_TOKEN: 'fake-bot-token',
+      REELBOT_DISCORD_API_URL: fake.apiUrl,
+      REELBOT_DISCORD_ADMINS: admin.id,
+    });
+    children.push(bot.child);
+    await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
+    const lock = await lockDatabase(4000);
+    const pause = fake.subcommand(admin, 'admin', ['queue', 'pause']);
+    fake.sendInteraction(pause);
+    await fake.waitForRequest((r) => r.method === 'POST' && r.path === `/interactions/${pause.id}/${pause.token}/callback`, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // While the pause waits for the lock, another member's command is acked within Discord's 3 s.
+    const queue = fake.command(bob, 'queue');
+    const sentAt = Date.now();
+    fake.sendInteraction(queue);
+    const ack = await fake.waitForRequest((r) => r.method === 'POST' && r.path === `/interactions/${queue.id}/${queue.token}/callback`, 15_000);
+    expect(ack.at - sentAt).toBeLessThan(ACK_DEADLINE_MS);
+    const paused = await fake.waitForRequest(isOriginalEdit(pause.token), 20_000);
+    expect(contentOf(paused)).toContain('The queue is paused');
+    await lock.released;
+    expect(bot.output()).not.toMatch(/SQLITE_BUSY|database is locked/);
+  }, 45_000);
+
   it('answers /video with "try again", not silence, when the lock outlasts the 10 s a submit waits', async () => {
     await serve();
     // Longer than a submit waits for the lock (ADMISSION_LOCK_WAIT_MS, 10 s).

@@ -1,22 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { JobEventFeed } from '../../../src/bots/shared/job-event-feed.js';
-import type { JobEvent, JobRecord } from '../../../src/jobs/types.js';
+import type { JobRecord } from '../../../src/jobs/types.js';
+import { eventSource as sharedEventSource } from '../../helpers/event-source.js';
 
-/** A JobService's event side: listeners, and a way to emit. */
+/** A source that emits a cancelled event of job `id`. */
 function eventSource() {
-  const listeners = new Set<(event: JobEvent) => void>();
-  return {
-    onEvent(listener: (event: JobEvent) => void) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    emit: (id: number) => {
-      for (const listener of listeners) listener({ type: 'cancelled', job: { id } as JobRecord, refunded: true });
-    },
-    get listeners() {
-      return listeners.size;
-    },
-  };
+  const source = sharedEventSource();
+  return Object.assign(source, { emitJob: (id: number) => source.emit({ type: 'cancelled', job: { id } as JobRecord, refunded: true }) });
 }
 
 describe('JobEventFeed', () => {
@@ -24,12 +14,12 @@ describe('JobEventFeed', () => {
     const source = eventSource();
     const seen: number[] = [];
     const feed = new JobEventFeed(source, (event) => seen.push(event.job.id));
-    source.emit(1);
-    source.emit(2);
+    source.emitJob(1);
+    source.emitJob(2);
     expect(seen).toEqual([]);
     feed.open();
     expect(seen).toEqual([1, 2]);
-    source.emit(3);
+    source.emitJob(3);
     expect(seen).toEqual([1, 2, 3]);
   });
 
@@ -37,10 +27,10 @@ describe('JobEventFeed', () => {
     const source = eventSource();
     const seen: number[] = [];
     const feed = new JobEventFeed(source, (event) => seen.push(event.job.id));
-    source.emit(1);
+    source.emitJob(1);
     feed.close();
     feed.open();
-    source.emit(2);
+    source.emitJob(2);
     expect(seen).toEqual([]);
     expect(source.listeners).toBe(0);
   });

@@ -1,21 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { JobFollower, type FinalEvent, type FollowedJob, type FollowerPlatform } from '../../../src/bots/shared/job-follower.js';
-import type { JobEvent, JobRecord } from '../../../src/jobs/types.js';
+import type { JobRecord } from '../../../src/jobs/types.js';
 import { createLogger } from '../../../src/log.js';
-
-/** A JobService's event side: listeners, and a way to emit. */
-function eventSource() {
-  const listeners = new Set<(event: JobEvent) => void>();
-  return {
-    onEvent(listener: (event: JobEvent) => void) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    emit(event: JobEvent) {
-      for (const listener of listeners) listener(event);
-    },
-  };
-}
+import { eventSource } from '../../helpers/event-source.js';
 
 const job = (id: number, refs: Record<string, unknown> = {}) => ({ id, messageRefs: refs }) as unknown as JobRecord;
 

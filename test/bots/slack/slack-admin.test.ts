@@ -3,6 +3,7 @@
  * allowed only to the Slack ids in the config's admin allowlist, each recorded in the audit log.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openDatabase } from '../../../src/store/db.js';
 import type { SlackAdapter } from '../../../src/bots/slack/slack-adapter.js';
 import { FakeSlack } from '../../fakes/fake-slack.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../../helpers/harness.js';
@@ -31,8 +32,18 @@ afterEach(async () => {
   removeDir(dir);
 });
 
+/**
+ * Sends a slash command and returns what the user reads: the ack's ephemeral text, or, for a
+ * command that writes (acked at once, before any write), the ephemeral reply on its response_url.
+ */
 async function say(user: { id: string; name?: string }, command: string, text: string): Promise<string> {
-  const ack = await fake.slashCommand(command, text, user).ack;
+  const sent = fake.slashCommand(command, text, user);
+  const ack = await sent.ack;
+  if (ack.payload?.text === undefined) {
+    const reply = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(String(sent.payload.response_url)).pathname);
+    expect(reply.body.response_type).toBe('ephemeral');
+    return String(reply.body.text);
+  }
   expect(ack.payload?.response_type).toBe('ephemeral');
   return String(ack.payload?.text);
 }
@@ -98,6 +109,44 @@ describe('SlackAdapter /reelbot and /reelbot-admin', () => {
       [admin.id, 'queue.pause'],
       [admin.id, 'queue.resume'],
     ]);
+  });
+
+  it('commands that write are acked at once while another process holds the write lock, and answered when it is gone', async () => {
+    const locker = openDatabase(harness.config.dbPath);
+    locker.exec('BEGIN IMMEDIATE');
+    try {
+      const pause = fake.slashCommand('/reelbot-admin', 'queue pause', admin);
+      const ack = await pause.ack;
+      expect(ack.at - pause.at).toBeLessThan(1000);
+      const usage = fake.slashCommand('/reelbot', 'usage', alice);
+      expect((await usage.ack).at - usage.at).toBeLessThan(1000);
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(harness.service.queue().paused).toBe(false);
+    } finally {
+      locker.exec('COMMIT');
+      locker.close();
+    }
+    const reply = await fake.waitForRequest((r) => r.method === 'response' && String(r.body.text).includes('paused'));
+    expect(reply.body).toMatchObject({ response_type: 'ephemeral', text: 'The queue is paused: running jobs finish, new ones wait.' });
+    expect(harness.service.queue().paused).toBe(true);
+  });
+
+  it('/reelbot-admin audit pages through the audit log with where each action ran', async () => {
+    await say(admin, '/reelbot-admin', 'queue pause');
+    await say(admin, '/reelbot-admin', `ban <@${bob.id}|bob> spamming`);
+    const rows = harness.db.prepare(`SELECT action, group_id, channel_id FROM admin_audit ORDER BY id`).all();
+    expect(rows).toEqual([
+      { action: 'queue.pause', group_id: 'T0000TEAM', channel_id: 'C0000CHAN' },
+      { action: 'user.ban', group_id: 'T0000TEAM', channel_id: 'C0000CHAN' },
+    ]);
+    const page = await say(admin, '/reelbot-admin', 'audit');
+    const lines = page.split('\n');
+    expect(lines[0]).toBe('*Audit log, page 1*');
+    expect(lines[1]).toMatch(new RegExp(`^• .* UTC · <@${admin.id}> \`user.ban\` <@${bob.id}> \\(reason “spamming”\\) in <#C0000CHAN>$`));
+    expect(lines[2]).toContain('`queue.pause`');
+    expect(await say(admin, '/reelbot-admin', 'audit 2')).toBe('Page 2 of the audit log is empty.');
+    expect(await say(admin, '/reelbot-admin', 'audit last')).toMatch(/audit takes a page number/);
+    expect(await say(alice, '/reelbot-admin', 'audit')).toBe('Only the bot admins can use /reelbot-admin.');
   });
 
   it('mistakes in admin commands get the usage lines, not a stack trace', async () => {
