@@ -497,7 +497,7 @@ export class JobService {
     this.#db.transaction(() => {
       this.#jobs.markOutputDeleted(job.id, by, now);
       const owner = job.platform === actor.platform && job.userExternalId === actor.externalId;
-      if (!owner) this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'delete-result', target: `job:${job.id}`, details: { owner: `${job.platform}:${job.userExternalId}` }, createdAt: now });
+      if (!owner) this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'delete-result', target: `job:${job.id}`, details: { owner: `${job.platform}:${job.userExternalId}` }, groupId: job.groupId, channelId: job.channelId, createdAt: now });
     })();
     this.#logger.info({ jobId: job.id, by }, 'job output deleted');
     return this.#jobs.get(job.id)!;
