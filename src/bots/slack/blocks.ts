@@ -28,8 +28,10 @@ export interface SlackMessage {
  * A job's message: its mrkdwn text, and the Re-roll and Cancel buttons (`buttons: 'cancel'`: only
  * Cancel, as on the queued notice; `false`: none).
  */
-export function jobMessage(text: string, jobId: number, options: { buttons?: boolean | 'cancel' } = {}): SlackMessage {
+export function jobMessage(text: string, jobId: number, options: { buttons?: boolean | 'cancel'; image?: { fileId: string; alt: string } } = {}): SlackMessage {
   const blocks: unknown[] = [{ type: 'section', text: { type: 'mrkdwn', text: fitText(text, SECTION_TEXT_LIMIT) } }];
+  // A live preview: an image block of a file the bot uploaded.
+  if (options.image !== undefined) blocks.push({ type: 'image', slack_file: { id: options.image.fileId }, alt_text: options.image.alt });
   if (options.buttons !== false) blocks.push(jobButtons(jobId, options.buttons === 'cancel'));
   return { text: fitText(text, MESSAGE_TEXT_LIMIT), blocks };
 }
