@@ -216,7 +216,7 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
         return;
       }
       this.#storeRefs(followed, { fileId: uploaded.fileId });
-      await this.#showFinal(followed, text, true);
+      await this.#showFinal(followed, text, 'finished');
     } finally {
       // A re-encoded copy is ours to remove; the job's own output stays.
       if (fitted.file !== path.resolve(file)) await rm(fitted.file, { force: true });
@@ -253,7 +253,7 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
   }
 
   /** The job's message shows its final text (with the buttons when `buttons`). */
-  async #showFinal(followed: Followed, text: string, buttons: boolean): Promise<void> {
+  async #showFinal(followed: Followed, text: string, buttons: boolean | 'finished'): Promise<void> {
     await this.#show(followed, jobMessage(text, followed.jobId, { buttons }), 'final');
   }
 
