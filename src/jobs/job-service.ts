@@ -40,6 +40,7 @@ import { engineSettings, workerEnvironment } from './dispatch/worker-settings.js
 import { FairQueue } from './fair-queue.js';
 import { JobRunner } from './job-runner.js';
 import { LiveJobs } from './live-jobs.js';
+import { Outbox, type FinalJobEvent } from './outbox.js';
 import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
 import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
 import { QueueView, type QueueEntry, type QueueSnapshot } from './queue-view.js';
@@ -108,6 +109,7 @@ export class JobService {
   readonly #ledger: QuotaLedger;
   readonly #settings: Settings;
   readonly #notices: HandledNotices;
+  readonly #outbox: Outbox;
   readonly #admission: Admission;
   readonly #policy: PromptPolicy;
   readonly #db: Db;
@@ -142,6 +144,7 @@ export class JobService {
     this.#ledger = new QuotaLedger(db);
     this.#settings = new Settings(db);
     this.#notices = new HandledNotices(db);
+    this.#outbox = new Outbox(db, { jobs: this.#jobs, ledger: this.#ledger }, this.#now);
     this.#admission = new Admission(
       db,
       config.quota,
@@ -446,6 +449,24 @@ export class JobService {
       },
       { jobId },
     );
+  }
+
+  /**
+   * The final events of the platform's finished jobs whose final message never went out (the
+   * process stopped between the outcome and its message), of the last day, oldest first: an
+   * adapter resends them at start, then marks each delivered. See outbox.ts.
+   */
+  undeliveredOutcomes(platform: Platform): FinalJobEvent[] {
+    return this.#outbox.undelivered(platform);
+  }
+
+  /**
+   * Records that a finished job's final message (the upload, the failure or cancel notice) went
+   * out, or was given up for good: it is not resent at the next start. Waits out another
+   * process's write lock without blocking the event loop.
+   */
+  markDelivered(jobId: number): Promise<void> {
+    return this.#outbox.markDelivered(jobId);
   }
 
   /**

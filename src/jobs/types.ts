@@ -56,6 +56,8 @@ export interface JobRecord {
   cancelRequestedAt: number | null;
   /** When its stored output was deleted (the Delete button); null while it is kept. */
   outputDeletedAt?: number | null;
+  /** When the adapter's final message for the finished job went out (null: not yet, or not finished). */
+  deliveredAt: number | null;
 }
 
 /** Who asks: the platform user, and whether the adapter verified them as an admin. */

@@ -27,6 +27,7 @@ interface JobRow {
   finished_at: number | null;
   cancel_requested_at: number | null;
   output_deleted_at: number | null;
+  delivered_at: number | null;
 }
 
 const SELECT = `SELECT jobs.*, users.external_id AS user_external_id FROM jobs JOIN users ON users.id = jobs.user_id`;
@@ -57,6 +58,7 @@ function toRecord(row: JobRow): JobRecord {
     finishedAt: row.finished_at,
     cancelRequestedAt: row.cancel_requested_at,
     outputDeletedAt: row.output_deleted_at ?? null,
+    deliveredAt: row.delivered_at,
   };
 }
 
@@ -102,6 +104,8 @@ export class JobRepo {
   readonly #lastStarted;
   readonly #messageRefs;
   readonly #outputDeleted;
+  readonly #undelivered;
+  readonly #markDelivered;
 
   constructor(db: Db) {
     this.#db = db;
@@ -130,6 +134,10 @@ export class JobRepo {
       `SELECT user_id, max(coalesce(finished_at, started_at + estimated_gpu_s * 1000)) AS t FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id`,
     );
     this.#messageRefs = db.prepare(`UPDATE jobs SET message_refs = ? WHERE id = ?`);
+    this.#undelivered = db.prepare(`${SELECT} WHERE jobs.platform = ? AND jobs.delivered_at IS NULL
+      AND jobs.state IN ('succeeded', 'failed', 'cancelled') AND jobs.finished_at >= ? ORDER BY jobs.finished_at, jobs.id`);
+    this.#markDelivered = db.prepare(`UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL
+      AND state IN ('succeeded', 'failed', 'cancelled')`);
     this.#outputDeleted = db.prepare(`UPDATE jobs SET output_deleted_at = ?, output_deleted_by = ? WHERE id = ? AND output_deleted_at IS NULL`);
   }
 
@@ -196,6 +204,16 @@ export class JobRepo {
 
   setMessageRefs(id: number, refs: Record<string, unknown>): void {
     this.#messageRefs.run(JSON.stringify(refs), id);
+  }
+
+  /** Finished jobs of a platform whose final message was never delivered, finished since `since`, oldest first. */
+  listUndelivered(platform: Platform, since: number): JobRecord[] {
+    return (this.#undelivered.all(platform, since) as JobRow[]).map(toRecord);
+  }
+
+  /** Records that a finished job's final message went out; false when it already had (or the job is not finished). */
+  markDelivered(id: number, now: number): boolean {
+    return this.#markDelivered.run(now, id).changes === 1;
   }
 
   listByState(state: JobState): JobRecord[] {

@@ -2,7 +2,8 @@
  * A fake Discord on 127.0.0.1 for driving a real discord.js 14 Client offline: REST under
  * `/api/v10` (node:http) and the gateway (ws) on the same port. It records every request, answers
  * the routes the Discord adapter uses, and can be told to fail a route (429 with `Retry-After`,
- * 401 / 50027, 413 / 40005). Shapes follow what was observed in /work/shared/platforms-offline.md §1.
+ * 401 / 50027, 413 / 40005, any status), to drop a route's connection without an answer, or to
+ * answer it late. Shapes follow what was observed in /work/shared/platforms-offline.md §1.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -53,6 +54,13 @@ interface SlowRule {
   uploadsOnly: boolean;
 }
 
+interface DropRule {
+  method: string;
+  path: RegExp;
+  times: number;
+  uploadsOnly: boolean;
+}
+
 export interface FailRule {
   method: string;
   path: RegExp;
@@ -98,6 +106,9 @@ export class FakeDiscord {
   #sockets = new Set<WebSocket>();
   #rules: FailRule[] = [];
   readonly #slowRules: SlowRule[] = [];
+  readonly #dropRules: DropRule[] = [];
+  /** DM channels opened with `POST /users/@me/channels`, by recipient id. */
+  readonly dmChannels = new Map<string, string>();
   #sequence = 0;
   #waiters = new Set<() => void>();
   #commandIds = new Map<string, string>();
@@ -157,9 +168,22 @@ export class FakeDiscord {
     this.#rules.push({ method: method.toUpperCase(), path, status, body, headers: options.headers ?? {}, times: options.times ?? 1, uploadsOnly: options.uploadsOnly ?? false });
   }
 
-  /** Answers requests matching `method` and `path` normally, but only after `delayMs` (a slow upload). */
-  slowDown(method: string, path: RegExp, delayMs: number, options: { uploadsOnly?: boolean } = {}): void {
-    this.#slowRules.push({ method: method.toUpperCase(), path, delayMs, uploadsOnly: options.uploadsOnly ?? false });
+  /**
+   * Answers requests matching `method` and `path` normally, but only after `delayMs` (a slow
+   * upload). Returns a function that ends the slowdown for later requests.
+   */
+  slowDown(method: string, path: RegExp, delayMs: number, options: { uploadsOnly?: boolean } = {}): () => void {
+    const rule: SlowRule = { method: method.toUpperCase(), path, delayMs, uploadsOnly: options.uploadsOnly ?? false };
+    this.#slowRules.push(rule);
+    return () => {
+      const index = this.#slowRules.indexOf(rule);
+      if (index !== -1) this.#slowRules.splice(index, 1);
+    };
+  }
+
+  /** Drops the connection of the next `times` matching requests once their body has arrived, with no answer (recorded with status 0). */
+  dropConnection(method: string, path: RegExp, options: { times?: number; uploadsOnly?: boolean } = {}): void {
+    this.#dropRules.push({ method: method.toUpperCase(), path, times: options.times ?? 1, uploadsOnly: options.uploadsOnly ?? false });
   }
 
   /** A 429 as Discord sends it: the `Retry-After` header (which @discordjs/rest reads) and the JSON `retry_after`. */
@@ -451,6 +475,14 @@ export class FakeDiscord {
       body = JSON.parse(raw.toString('utf8')) as unknown;
     }
     const record: RecordedRequest = { method, path, query: url.searchParams, headers: req.headers, body, files, multipart, status: 0, at: Date.now() };
+    const drop = this.#dropRules.find((rule) => rule.method === method && rule.path.test(path) && rule.times > 0 && (!rule.uploadsOnly || files.length > 0));
+    if (drop !== undefined) {
+      drop.times--;
+      this.requests.push(record);
+      for (const wake of [...this.#waiters]) wake();
+      req.socket.destroy();
+      return;
+    }
     const { status, json, headers, raw: file } = this.#answer(method, path, body, files, req.headers);
     record.status = status;
     this.requests.push(record);
@@ -503,6 +535,15 @@ export class FakeDiscord {
       };
     }
     if (method === 'POST' && /^\/interactions\/\d+\/[^/]+\/callback$/.test(path)) return { status: 204 };
+    if (method === 'POST' && path === '/users/@me/channels') {
+      const recipient = String((body as { recipient_id?: unknown } | undefined)?.recipient_id ?? '');
+      let id = this.dmChannels.get(recipient);
+      if (id === undefined) {
+        id = snowflake();
+        this.dmChannels.set(recipient, id);
+      }
+      return { status: 200, json: { id, type: 1, last_message_id: null, flags: 0, recipients: [{ id: recipient, username: 'someone', global_name: null, discriminator: '0', avatar: null }] } };
+    }
     const webhook = /^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/(@original|\d+))?$/.exec(path);
     if (webhook !== null && (method === 'PATCH' || method === 'POST')) {
       const payload = (body ?? {}) as Record<string, unknown>;

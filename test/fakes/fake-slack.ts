@@ -95,8 +95,10 @@ export class FakeSlack {
   readonly requests: RecordedRequest[] = [];
   readonly acks: Ack[] = [];
   readonly channels = new Map<string, StoredMessage[]>();
-  /** Channels where chat.postMessage answers `not_in_channel`. */
+  /** Channels where chat.postMessage answers `not_in_channel` (and conversations.info `is_member: false`). */
   readonly notInChannel = new Set<string>();
+  /** Private channels the bot is not in: conversations.info (and posting) answers `channel_not_found`. */
+  readonly hiddenChannels = new Set<string>();
   /** completeUploadExternal answers with no `shares` (Slack fills them in later). */
   emptyShares = false;
   readonly #server: Server;
@@ -434,6 +436,7 @@ export class FakeSlack {
         return { ok: true, url: `ws://127.0.0.1:${(this.#server.address() as AddressInfo).port}/link/?ticket=${randomBytes(8).toString('hex')}&app_id=${APP_ID}` };
       case 'chat.postMessage': {
         const channel = String(body.channel ?? '');
+        if (this.hiddenChannels.has(channel)) return { ok: false, error: 'channel_not_found' };
         if (this.notInChannel.has(channel)) return { ok: false, error: 'not_in_channel' };
         const message = this.addMessage(channel, {
           user: BOT_USER_ID,
@@ -471,6 +474,14 @@ export class FakeSlack {
       case 'chat.postEphemeral':
         if (this.notInChannel.has(String(body.channel ?? ''))) return { ok: false, error: 'not_in_channel' };
         return { ok: true, message_ts: this.nextTs() };
+      case 'conversations.info': {
+        // As Slack answers it for a bot token: public channels show whether the bot is a member,
+        // a private one the bot is not in does not exist for it, a DM has no `is_member`.
+        const id = String(body.channel ?? '');
+        if (this.hiddenChannels.has(id)) return { ok: false, error: 'channel_not_found' };
+        if (id.startsWith('D')) return { ok: true, channel: { id, is_im: true, is_channel: false, user: 'U0', is_open: true } };
+        return { ok: true, channel: { id, name: `channel-${id.toLowerCase()}`, is_channel: true, is_private: false, is_archived: false, is_member: !this.notInChannel.has(id) } };
+      }
       case 'conversations.replies': {
         const channel = this.channels.get(String(body.channel ?? ''));
         if (channel === undefined) return { ok: false, error: 'channel_not_found' };

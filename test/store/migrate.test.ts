@@ -1,4 +1,4 @@
-import { cpSync, writeFileSync, appendFileSync, rmSync } from 'node:fs';
+import { cpSync, writeFileSync, appendFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { openDatabase } from '../../src/store/db.js';
@@ -68,4 +68,25 @@ test('an applied migration that was edited or removed stops the start', () => {
 test('badly named migration files are refused', () => {
   writeFileSync(join(migrations, '2_oops.sql'), 'SELECT 1;');
   expect(() => openDatabase(':memory:', { migrationsDir: migrations })).toThrow(/must be named NNN_name.sql/);
+});
+
+test('004 counts the jobs that finished before it as delivered; later ones wait in the outbox', () => {
+  const path = join(dir, 'reelbot.db');
+  rmSync(join(migrations, '004_delivery_outbox.sql'));
+  for (const name of readdirSync(migrations).filter((file) => Number(file.slice(0, 3)) > 4)) rmSync(join(migrations, name));
+  const old = openDatabase(path, { migrationsDir: migrations });
+  old.prepare(`INSERT INTO users (id, platform, external_id, created_at) VALUES (1, 'discord', 'alice', 1)`).run();
+  const insert = old.prepare(`INSERT INTO jobs (kind, params, state, user_id, platform, seed, estimated_gpu_s, queued_at, finished_at)
+    VALUES ('text2video', '{}', ?, 1, 'discord', 1, 1, 1, ?)`);
+  insert.run('succeeded', 5);
+  insert.run('failed', 6);
+  insert.run('queued', null);
+  old.close();
+  const db = openDatabase(path);
+  expect(db.prepare(`SELECT state, delivered_at FROM jobs ORDER BY id`).all()).toEqual([
+    { state: 'succeeded', delivered_at: 5 },
+    { state: 'failed', delivered_at: 6 },
+    { state: 'queued', delivered_at: null },
+  ]);
+  db.close();
 });

@@ -15,7 +15,7 @@ import { describeJob, GENERIC_FAILURE_TEXT, queuedText, queueText, refusalText, 
 import { cancelAnswer, historyAnswer } from '../shared/user-commands.js';
 import { videoCommandFromOptions } from '../shared/video-command.js';
 import { instructionModal, isFile } from './clips.js';
-import type { DiscordDelivery } from './delivery.js';
+import { interactionRefs, type DiscordDelivery } from './delivery.js';
 import { actorOf, defer, jobButtons, refuse, safeEdit, type Replyable } from './replies.js';
 
 export interface DiscordCommandsOptions {
@@ -148,6 +148,8 @@ export class DiscordCommands {
         // Outside any guild (a DM): the job core refuses it unless direct messages are allowed.
         ...(interaction.guildId === null ? { directMessage: true } : { groupId: interaction.guildId }),
         ...(interaction.channelId === null ? {} : { channelId: interaction.channelId }),
+        // In the admission transaction: a job is never without the refs that let it be delivered.
+        messageRefs: { discord: interactionRefs(interaction) },
       });
     } catch (error) {
       if (error instanceof UserError) {
@@ -172,7 +174,6 @@ export class DiscordCommands {
       return false;
     }
     const followed = delivery.followInteraction(job.id, interaction);
-    delivery.storeRefs(followed);
     await followed.editor
       .now(async () => {
         const message = await interaction.editReply({

@@ -2,13 +2,17 @@
  * Discord's side of following a job ({@link JobFollower}): the reply is edited with the queued
  * text, throttled progress, then the MP4 with Re-roll / Edit / Cancel buttons, or the failure.
  * Edits go through the interaction token while it lives and through the bot token in the channel
- * after that; the video is fitted to the interaction's upload limit. After a restart, jobs it did
- * not submit in this process are followed again from the Discord refs stored with them
- * (`messageRefs.discord`).
+ * after that; the video is fitted to the interaction's upload limit. A final message that fails
+ * for a reason worth another try (5xx, a dropped connection) is tried again after a pause; an
+ * upload refused for another reason is told to the user in the job's message, with Re-roll. Where
+ * the bot may not post (403 on a bot-token edit) no edit is tried again, and the outcome goes to
+ * its user privately, once: an ephemeral follow-up while the interaction token lives, else a DM.
+ * After a restart, jobs it did not submit in this process are followed again from the Discord
+ * refs stored with them (`messageRefs.discord`).
  */
 import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { DiscordAPIError, Routes, type ActionRowBuilder, type ButtonBuilder, type Client } from 'discord.js';
+import { DiscordAPIError, MessageFlags, Routes, type ActionRowBuilder, type ButtonBuilder, type Client } from 'discord.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRecord } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
@@ -16,6 +20,7 @@ import { fitToLimit, UploadTooLargeError, type FitOptions } from '../../media/fi
 import { JobFollower, type FinalEvent, type FollowedJob, type FollowerPlatform, type ProgressEvent } from '../shared/job-follower.js';
 import type { MessageEditor } from '../shared/message-editor.js';
 import { cancelledText, deliveredText, failedText, MISSING_VIDEO_TEXT, progressText, resultFile } from '../shared/texts.js';
+import { DELIVERY_RETRY_DELAYS_MS, isChannelForbidden, isRetryableDeliveryError, uploadFailureText, withDeliveryRetries } from './delivery-errors.js';
 import { fitContent, jobButtons, type Replyable } from './replies.js';
 
 /** Discord's per-file default; any interaction may upload this much. */
@@ -29,6 +34,10 @@ export const TOKEN_SWITCH_AFTER_MS = 14 * 60 * 1000;
 /** Discord error codes the delivery reacts to. */
 const INVALID_WEBHOOK_TOKEN = 50027;
 const REQUEST_ENTITY_TOO_LARGE = 40005;
+/** A follow-up is sent through the interaction token only while it has at least this long left. */
+const TOKEN_MARGIN_MS = 30_000;
+/** Said under an outcome sent privately because the channel refused the bot. */
+const SENT_PRIVATELY_NOTE = '_I cannot post in this channel (I lack the permission there), so this comes to you privately._';
 
 /** What the adapter stores with each job (`messageRefs.discord`): enough to reach the reply after a restart. */
 export interface DiscordRefs {
@@ -59,6 +68,10 @@ export interface Followed extends FollowedJob {
   tokenDead?: boolean;
   /** The step of the preview the message shows now (undefined: none). */
   previewShown?: number;
+  /** Set once a bot-token edit answered 403 (50001 / 50013): no edit of this message is tried again. */
+  channelForbidden?: boolean;
+  /** Set once the outcome went to the user privately (it is sent at most once). */
+  sentPrivately?: boolean;
 }
 
 /**
@@ -78,6 +91,8 @@ export interface DiscordDeliveryOptions {
   fit: FitOptions;
   progressIntervalMs?: number;
   tokenSwitchAfterMs?: number;
+  /** Pauses before the second and third try of a final message that failed retryably. */
+  retryDelaysMs?: readonly number[];
 }
 
 export class DiscordDelivery implements FollowerPlatform<Followed> {
@@ -88,7 +103,7 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
   constructor(options: DiscordDeliveryOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.follower = new JobFollower({ jobs: options.jobs, logger: options.logger, platform: this, progressIntervalMs: options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS });
+    this.follower = new JobFollower({ jobs: options.jobs, logger: options.logger, platform: this, platformName: 'discord', progressIntervalMs: options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS });
   }
 
   /** Follows a job submitted through this interaction (the one already followed under its id, given the interaction). */
@@ -98,22 +113,12 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     return followed;
   }
 
-  /** Stores the refs of a job submitted in this process (`messageRefs.discord`). */
+  /** Stores the refs of a job submitted in this process (`messageRefs.discord`), with its reply's message id once known. */
   storeRefs(followed: Followed): void {
     const { interaction } = followed;
     if (interaction === undefined) return;
-    const refs: DiscordRefs = {
-      applicationId: interaction.applicationId,
-      interactionId: interaction.id,
-      interactionToken: interaction.token,
-      tokenExpiresAt: interaction.createdTimestamp + TOKEN_LIFETIME_MS,
-      channelId: interaction.channelId,
-      guildId: interaction.guildId,
-      ...(followed.messageId === undefined ? {} : { messageId: followed.messageId }),
-      ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
-    };
     void this.#options.jobs
-      .setMessageRefs(followed.jobId, { discord: refs })
+      .setMessageRefs(followed.jobId, { discord: interactionRefs(interaction, followed.messageId) })
       .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message refs'));
   }
 
@@ -140,9 +145,9 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       case 'succeeded':
         return this.#deliver(followed, event.job, event.result);
       case 'failed':
-        return this.#edit(followed, { content: failedText('discord', { jobId, message: event.message, refunded: event.refunded }), components: [], clearAttachments: followed.previewShown !== undefined });
+        return this.#sendFinal(followed, { content: failedText('discord', { jobId, message: event.message, refunded: event.refunded }), components: [], clearAttachments: followed.previewShown !== undefined });
       case 'cancelled':
-        return this.#edit(followed, { content: cancelledText('discord', { jobId, refunded: event.refunded }), components: [], clearAttachments: followed.previewShown !== undefined });
+        return this.#sendFinal(followed, { content: cancelledText('discord', { jobId, refunded: event.refunded }), components: [], clearAttachments: followed.previewShown !== undefined });
     }
   }
 
@@ -153,6 +158,8 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       jobId,
       ...source,
       editor: this.follower.editor(jobId, async (content) => {
+        // A channel that refused the bot gets no more progress: the outcome goes privately.
+        if (followed.channelForbidden === true) return;
         // A newer live preview than the one shown rides along with this progress edit, replacing it.
         const preview = followed.preview;
         const fresh = preview !== undefined && preview.step !== followed.previewShown;
@@ -163,29 +170,46 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     return followed;
   }
 
-  /** Uploads the video, fitted to the interaction's upload limit (retrying at 10 MiB on a 413). */
+  /**
+   * Uploads the video, fitted to the interaction's upload limit (retrying at 10 MiB on a 413).
+   * When it cannot be uploaded, the job's message says why, with Re-roll (it never stays on its
+   * last progress line).
+   */
   async #deliver(followed: Followed, job: JobRecord, result: unknown): Promise<void> {
     const file = resultFile(result);
     if (file === undefined) {
-      await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message: MISSING_VIDEO_TEXT, refunded: false }), components: [], clearAttachments: followed.previewShown !== undefined });
+      await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message: MISSING_VIDEO_TEXT, refunded: false }), components: [], clearAttachments: followed.previewShown !== undefined });
       return;
     }
     const limit = Math.max(followed.interaction?.attachmentSizeLimit || followed.refs?.attachmentSizeLimit || 0, DISCORD_UPLOAD_FLOOR_BYTES);
+    let failure: unknown;
     try {
       await this.#upload(followed, job, file, result, limit);
+      return;
     } catch (error) {
-      if (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE) && limit > DISCORD_UPLOAD_FLOOR_BYTES) {
-        this.#logger.warn({ jobId: job.id, limit }, 'upload refused as too large; retrying at the 10 MiB floor');
+      failure = error;
+    }
+    // Discord said 413 at the interaction's limit (a channel's may be lower): once more at the floor.
+    if (isTooLarge(failure) && !(failure instanceof UploadTooLargeError) && limit > DISCORD_UPLOAD_FLOOR_BYTES) {
+      this.#logger.warn({ jobId: job.id, limit }, 'upload refused as too large; retrying at the 10 MiB floor');
+      try {
         await this.#upload(followed, job, file, result, DISCORD_UPLOAD_FLOOR_BYTES);
         return;
+      } catch (error) {
+        failure = error;
       }
-      if (error instanceof UploadTooLargeError || (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE))) {
-        const message = error instanceof UploadTooLargeError ? error.userMessage : 'The video is too large for this channel.';
-        await this.#edit(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [jobButtons(job.id)], clearAttachments: followed.previewShown !== undefined });
-        return;
-      }
-      throw error;
     }
+    // Sent privately already, or that failed too: nothing is left to try now (the next start will).
+    if (followed.channelForbidden === true) throw failure;
+    let message: string;
+    if (failure instanceof UploadTooLargeError) message = failure.userMessage;
+    else if (isTooLarge(failure)) message = 'The video is too large for this channel.';
+    else {
+      const tries = isRetryableDeliveryError(failure) ? this.#retryDelays.length + 1 : 1;
+      this.#logger.warn({ jobId: job.id, err: failure, tries }, 'the upload failed; telling the user');
+      message = uploadFailureText(failure, tries);
+    }
+    await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [jobButtons(job.id)], clearAttachments: followed.previewShown !== undefined });
   }
 
   async #upload(followed: Followed, job: JobRecord, file: string, result: unknown, limit: number): Promise<void> {
@@ -195,7 +219,7 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     const content = deliveredText('discord', job, result, { bytes, ...(fitted.note === undefined ? {} : { note: fitted.note }) });
     const name = `reelbot-${job.id}.${fitted.format}`;
     try {
-      await this.#edit(followed, { content, components: [jobButtons(job.id, { edit: true })], files: [{ attachment: fitted.file, name }] });
+      await this.#sendFinal(followed, { content, components: [jobButtons(job.id, { edit: true })], files: [{ attachment: fitted.file, name }] });
     } finally {
       // A re-encoded copy is ours to remove; the job's own output stays.
       if (fitted.file !== path.resolve(file)) await rm(fitted.file, { force: true });
@@ -237,6 +261,20 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       }
     }
     if (channelId === null) throw new Error(`job #${followed.jobId} has no channel to post in`);
+    try {
+      await this.#editWithBotToken(followed, channelId, body);
+    } catch (error) {
+      if (isChannelForbidden(error) && followed.channelForbidden !== true) {
+        followed.channelForbidden = true;
+        this.#logger.warn({ jobId: followed.jobId, channelId, code: (error as DiscordAPIError).code }, 'the bot may not post in this channel; no more edits of this job there');
+      }
+      throw error;
+    }
+  }
+
+  /** The edit through the bot token: of the channel message when its id is known, else a new one that mentions the owner. */
+  async #editWithBotToken(followed: Followed, channelId: string, body: EditBody): Promise<void> {
+    const { client } = this.#options;
     const files = await rawFiles(body);
     if (followed.messageId !== undefined) {
       await client.rest.patch(Routes.channelMessage(channelId, followed.messageId), { body: restBody(body, files), ...(files.length === 0 ? {} : { files }) });
@@ -251,6 +289,74 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       ...(files.length === 0 ? {} : { files }),
     })) as { id?: unknown };
     if (typeof message.id === 'string') this.#rememberMessage(followed, message.id);
+  }
+
+  /**
+   * Sends a final message: the edit of the job's message, tried again after a pause when it fails
+   * retryably; where the channel refused the bot, the same message privately instead.
+   */
+  async #sendFinal(followed: Followed, body: EditBody): Promise<void> {
+    // A function, not a field read: the edit below can set the flag (TypeScript would not see it).
+    const forbidden = (): boolean => followed.channelForbidden === true;
+    if (!forbidden()) {
+      try {
+        await withDeliveryRetries(() => this.#edit(followed, body), this.#retryDelays, (error, tryNumber) =>
+          this.#logger.warn({ jobId: followed.jobId, err: error, try: tryNumber }, 'a final message failed; trying again'),
+        );
+        return;
+      } catch (error) {
+        if (!forbidden()) throw error;
+      }
+    }
+    await this.#sendPrivately(followed, body);
+  }
+
+  /**
+   * The outcome for a job whose channel refused the bot, to its user alone, once: an ephemeral
+   * follow-up on the interaction while its token lives, else a DM to the owner.
+   */
+  async #sendPrivately(followed: Followed, body: EditBody): Promise<void> {
+    if (followed.sentPrivately === true) return;
+    const { client } = this.#options;
+    const files = await rawFiles(body);
+    const content = fitContent(`${body.content}\n${SENT_PRIVATELY_NOTE}`);
+    const applicationId = followed.interaction?.applicationId ?? followed.refs?.applicationId;
+    const token = followed.interaction?.token ?? followed.refs?.interactionToken;
+    const expiresAt = followed.interaction === undefined ? (followed.refs?.tokenExpiresAt ?? 0) : followed.interaction.createdTimestamp + TOKEN_LIFETIME_MS;
+    if (applicationId !== undefined && token !== undefined && followed.tokenDead !== true && Date.now() < expiresAt - TOKEN_MARGIN_MS) {
+      try {
+        await client.rest.post(Routes.webhook(applicationId, token), {
+          body: { ...restBody({ ...body, content }, files), flags: MessageFlags.Ephemeral, allowed_mentions: { parse: [] } },
+          ...(files.length === 0 ? {} : { files }),
+          auth: false,
+        });
+        followed.sentPrivately = true;
+        return;
+      } catch (error) {
+        if (!(error instanceof DiscordAPIError && error.code === INVALID_WEBHOOK_TOKEN)) throw error;
+        followed.tokenDead = true;
+      }
+    }
+    if (followed.userId === undefined) throw new Error(`job #${followed.jobId} has no owner to send a DM to`);
+    try {
+      const dm = (await client.rest.post(Routes.userChannels(), { body: { recipient_id: followed.userId } })) as { id?: unknown };
+      if (typeof dm.id !== 'string') throw new Error('Discord opened no DM channel');
+      // No buttons in a DM: a click there would come from outside the server.
+      await client.rest.post(Routes.channelMessages(dm.id), {
+        body: { ...restBody({ ...body, content, components: [] }, files), allowed_mentions: { parse: [] } },
+        ...(files.length === 0 ? {} : { files }),
+      });
+    } catch (error) {
+      // The user takes no DMs from the bot (50007) or is out of its reach: there is nowhere left
+      // to say it, now or at a later start, so the job counts as delivered.
+      if (!(error instanceof DiscordAPIError && error.status < 500)) throw error;
+      this.#logger.warn({ jobId: followed.jobId, code: error.code }, 'the channel refused the bot and the owner takes no DMs from it; the outcome is given up');
+    }
+    followed.sentPrivately = true;
+  }
+
+  get #retryDelays(): readonly number[] {
+    return this.#options.retryDelaysMs ?? DELIVERY_RETRY_DELAYS_MS;
   }
 
   /** Whether edits may still use the interaction token (fresh, and never refused). */
@@ -270,6 +376,25 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       .setMessageRefs(followed.jobId, { discord: followed.refs })
       .catch((error: unknown) => this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not store the message id'));
   }
+}
+
+/** The refs of a job submitted through `interaction`, stored with it at admission (`messageRefs.discord`). */
+export function interactionRefs(interaction: Replyable, messageId?: string): DiscordRefs {
+  return {
+    applicationId: interaction.applicationId,
+    interactionId: interaction.id,
+    interactionToken: interaction.token,
+    tokenExpiresAt: interaction.createdTimestamp + TOKEN_LIFETIME_MS,
+    channelId: interaction.channelId,
+    guildId: interaction.guildId,
+    ...(messageId === undefined ? {} : { messageId }),
+    ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
+  };
+}
+
+/** A 413 / 40005 from Discord, or a video no re-encode could fit. */
+function isTooLarge(error: unknown): boolean {
+  return error instanceof UploadTooLargeError || (error instanceof DiscordAPIError && (error.status === 413 || error.code === REQUEST_ENTITY_TOO_LARGE));
 }
 
 /** The Discord refs stored with a job, or undefined when they are missing or malformed. */

@@ -24,6 +24,7 @@ import { actorOf, defer, fitContent } from './replies.js';
 
 export { DISCORD_CDN_HOSTS } from './clips.js';
 export { DISCORD_UPLOAD_FLOOR_BYTES, PROGRESS_EDIT_INTERVAL_MS, TOKEN_SWITCH_AFTER_MS } from './delivery.js';
+export { DELIVERY_RETRY_DELAYS_MS } from './delivery-errors.js';
 export { DISCORD_CONTENT_LIMIT, fitContent } from './replies.js';
 
 export interface DiscordAdapterOptions {
@@ -53,6 +54,8 @@ export interface DiscordAdapterOptions {
   clipDownloads?: DownloadLimits;
   /** When edits stop using the interaction token (default {@link TOKEN_SWITCH_AFTER_MS}; tests shorten it). */
   tokenSwitchAfterMs?: number;
+  /** Pauses before the second and third try of a final message that failed retryably (default {@link DELIVERY_RETRY_DELAYS_MS}; tests shorten them). */
+  deliveryRetryDelaysMs?: readonly number[];
 }
 
 export class DiscordAdapter {
@@ -87,6 +90,7 @@ export class DiscordAdapter {
       fit: { ffmpegPath: options.ffmpegPath, ffprobePath: options.ffprobePath, tempDir: options.tempDir },
       ...(options.progressIntervalMs === undefined ? {} : { progressIntervalMs: options.progressIntervalMs }),
       ...(options.tokenSwitchAfterMs === undefined ? {} : { tokenSwitchAfterMs: options.tokenSwitchAfterMs }),
+      ...(options.deliveryRetryDelaysMs === undefined ? {} : { retryDelaysMs: options.deliveryRetryDelaysMs }),
     });
     this.#commands = new DiscordCommands({ jobs, logger, delivery: this.#delivery, ...(adminIds === undefined ? {} : { adminIds }), downloadPicture: (interaction, attachment) => this.#clips.downloadPicture(interaction, attachment) });
     this.#clips = new DiscordClips({

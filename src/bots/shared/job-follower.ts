@@ -3,11 +3,13 @@
  * message editor; the job events (held until the adapter is connected, see {@link JobEventFeed});
  * a job this process did not submit (recovered after a restart) followed again from the refs
  * stored with it; and the final message of a finished job, tracked so that a drain waits for it
- * ({@link FinalDeliveries}). What a message looks like and how it is sent is the platform's
+ * ({@link FinalDeliveries}) and marked delivered once it went out. At {@link JobFollower.open}, the
+ * outcomes of this platform's jobs that finished but were never delivered (the process stopped in
+ * between) are sent, once, like live ones (the job core's outbox, src/jobs/outbox.ts). What a message looks like and how it is sent is the platform's
  * ({@link FollowerPlatform}).
  */
 import type { JobService } from '../../jobs/job-service.js';
-import type { JobEvent, JobPreview, JobRecord } from '../../jobs/types.js';
+import type { JobEvent, JobPreview, JobRecord, Platform } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { FinalDeliveries } from './final-deliveries.js';
 import { JobEventFeed } from './job-event-feed.js';
@@ -40,9 +42,11 @@ export interface FollowerPlatform<F extends FollowedJob> {
 }
 
 export interface JobFollowerOptions<F extends FollowedJob> {
-  jobs: Pick<JobService, 'onEvent'>;
+  jobs: Pick<JobService, 'onEvent' | 'undeliveredOutcomes' | 'markDelivered'>;
   logger: Logger;
   platform: FollowerPlatform<F>;
+  /** Which platform's jobs this follower delivers (and resends from the outbox). */
+  platformName: Platform;
   /** Shortest time between two progress edits of one message. */
   progressIntervalMs: number;
 }
@@ -52,6 +56,8 @@ export class JobFollower<F extends FollowedJob> {
   readonly #followed = new Map<number, F>();
   readonly #finalDeliveries = new FinalDeliveries();
   readonly #events: JobEventFeed;
+  /** Jobs whose final message was started in this process, while {@link open} resends the outbox (then undefined). */
+  #finalsStarted: Set<number> | undefined = new Set();
 
   /**
    * Subscribes to job events at once, so that a follower built before `JobService.start()` (as
@@ -63,9 +69,34 @@ export class JobFollower<F extends FollowedJob> {
     this.#events = new JobEventFeed(options.jobs, (event) => this.#onEvent(event));
   }
 
-  /** Handles the events held so far, and every later one as it comes. */
+  /**
+   * Handles the events held so far and every later one as it comes; then sends the outcomes of
+   * this platform's finished jobs that were never delivered, except those just handled.
+   */
   open(): void {
+    if (this.#finalsStarted === undefined) return this.#events.open();
     this.#events.open();
+    const started = this.#finalsStarted;
+    this.#finalsStarted = undefined;
+    let outcomes: FinalEvent[];
+    try {
+      outcomes = this.#options.jobs.undeliveredOutcomes(this.#options.platformName);
+    } catch (error) {
+      this.#options.logger.error({ err: error }, 'could not read the outcomes left undelivered');
+      return;
+    }
+    for (const event of outcomes) {
+      if (started.has(event.job.id) || this.#followed.has(event.job.id)) continue;
+      const followed = this.#options.platform.reattach(event.job);
+      if (followed === undefined) {
+        // Nothing says where its messages were: nobody can deliver it, now or at a later start.
+        this.#options.logger.warn({ jobId: event.job.id }, 'an undelivered outcome has no message refs; giving it up');
+        void this.#finalDeliveries.track(this.#markDelivered(event.job.id));
+        continue;
+      }
+      this.#options.logger.info({ jobId: event.job.id, state: event.job.state }, 'sending an outcome left undelivered by the last run');
+      this.#deliverFinal(followed, event);
+    }
   }
 
   /** Stops handling events and any waiting progress edit; final messages under way go on. */
@@ -106,7 +137,7 @@ export class JobFollower<F extends FollowedJob> {
   }
 
   #onEvent(event: JobEvent): void {
-    const { platform, logger } = this.#options;
+    const { platform } = this.#options;
     const final = event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled';
     if (final) platform.onFinished?.(event.job);
     const followed = this.#followed.get(event.job.id) ?? this.#reattach(event);
@@ -118,13 +149,37 @@ export class JobFollower<F extends FollowedJob> {
       return;
     }
     if (!final) return;
+    this.#followed.delete(event.job.id);
+    this.#deliverFinal(followed, event);
+  }
+
+  /**
+   * Sends a job's final message after the edits under way, and marks the job delivered once it
+   * went out. One that failed stays undelivered: the next start sends it again.
+   */
+  #deliverFinal(followed: F, event: FinalEvent): void {
+    const { platform, logger } = this.#options;
     const jobId = event.job.id;
-    this.#followed.delete(jobId);
     // Previews stop with the job: the final message carries none.
     delete followed.preview;
+    this.#finalsStarted?.add(jobId);
     void this.#finalDeliveries.track(
-      followed.editor.now(() => platform.deliverFinal(followed, event), { final: true }).catch((error: unknown) => logger.error({ err: error, jobId }, 'could not post the outcome of a job')),
+      followed.editor
+        .now(() => platform.deliverFinal(followed, event), { final: true })
+        .then(
+          () => this.#markDelivered(jobId),
+          (error: unknown) => logger.error({ err: error, jobId }, 'could not post the outcome of a job'),
+        ),
     );
+  }
+
+  async #markDelivered(jobId: number): Promise<void> {
+    try {
+      await this.#options.jobs.markDelivered(jobId);
+    } catch (error) {
+      // The message went out; at worst the next start sends it once more.
+      this.#options.logger.error({ err: error, jobId }, 'could not record that a job was delivered');
+    }
   }
 
   /** A job this process is not following: followed again from its stored refs (a submit in progress follows its own job). */

@@ -17,6 +17,7 @@ import { describeJob, GENERIC_FAILURE_TEXT, helpText, queuedText, queueText, ref
 import { answerSafely, cancelAnswer, historyAnswer } from '../shared/user-commands.js';
 import { parseVideoCommandText } from '../shared/video-command.js';
 import { jobMessage } from './blocks.js';
+import type { ChannelAccess } from './channel-access.js';
 import type { SlackDelivery } from './delivery.js';
 import { downloadSlackClip, type ClipDownloadOptions } from './edits.js';
 import { arrayOf, ephemeral, MEMORY_LIMIT, record, slackActor, str, type Ack, type SlashCommand } from './payload.js';
@@ -41,6 +42,10 @@ export interface SlackCommandsOptions {
   jobs: JobService;
   logger: Logger;
   delivery: SlackDelivery;
+  /** Whether the bot may post in a job's channel, asked before the job is admitted. */
+  channelAccess: ChannelAccess;
+  /** The bot's user id once connected (for the `/invite <@bot>` hint). */
+  botUserId: () => string | undefined;
   /** Where a Re-roll of an edit fetches its clip again. */
   clips: ClipDownloadOptions;
   /** How long a slash command waits for the job core before acking without the queued text (default 2 s). */
@@ -205,11 +210,19 @@ export class SlackCommands {
   }
 
   /**
-   * Submits a job and says what to tell its user. A new job (`created`) is followed at once, so
-   * none of its events is missed; its public message is posted when it starts, so a long queue
-   * does not flood the channel.
+   * Submits a job and says what to tell its user. A channel the bot cannot post in is refused
+   * first (no job, no charge; the text says how to invite the bot). A new job (`created`) is
+   * followed at once, so none of its events is missed; its public message is posted when it
+   * starts, so a long queue does not flood the channel.
    */
   async submit(request: JobRequest, refs: SlackRefs, onRefused?: () => Promise<void>): Promise<Submitted> {
+    const botUserId = this.#options.botUserId();
+    const noAccess = await this.#options.channelAccess.refusal(refs.channelId, botUserId === undefined ? undefined : `<@${botUserId}>`);
+    if (noAccess !== undefined) {
+      await onRefused?.();
+      this.#logger.info({ channelId: refs.channelId, eventId: request.eventId }, 'refused a job in a channel the bot cannot post in');
+      return { text: noAccess };
+    }
     let submitted: SubmitResult;
     try {
       submitted = await this.#options.jobs.submit(request);

@@ -64,7 +64,7 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
   constructor(options: SlackDeliveryOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.follower = new JobFollower({ jobs: options.jobs, logger: options.logger, platform: this, progressIntervalMs: options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS });
+    this.follower = new JobFollower({ jobs: options.jobs, logger: options.logger, platform: this, platformName: 'slack', progressIntervalMs: options.progressIntervalMs ?? PROGRESS_EDIT_INTERVAL_MS });
   }
 
   /** Follows a job (the one already followed under its id, if any). */

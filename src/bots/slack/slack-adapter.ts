@@ -33,6 +33,7 @@ import type { Logger } from '../../log.js';
 import { onAdminCommand } from './admin.js';
 import { EDIT_MODAL_CALLBACK_ID, EDIT_SHORTCUT_CALLBACK_ID } from './blocks.js';
 import { boltLogger } from './bolt-logger.js';
+import { ChannelAccess } from './channel-access.js';
 import { SlackCommands } from './commands.js';
 import { SlackDelivery } from './delivery.js';
 import { SlackEdits, type ClipDownloadOptions } from './edits.js';
@@ -150,7 +151,8 @@ export class SlackAdapter {
       maxInputBytes: options.maxInputBytes,
       inputDir: options.inputDir,
     };
-    this.#commands = new SlackCommands({ app, jobs, logger, delivery: this.#delivery, clips, ...(options.ackDeadlineMs === undefined ? {} : { ackDeadlineMs: options.ackDeadlineMs }), ...admins });
+    const channelAccess = new ChannelAccess({ client: app.client, logger, now: this.#now });
+    this.#commands = new SlackCommands({ app, jobs, logger, delivery: this.#delivery, channelAccess, botUserId: () => this.#botUserId, clips, ...(options.ackDeadlineMs === undefined ? {} : { ackDeadlineMs: options.ackDeadlineMs }), ...admins });
     this.#edits = new SlackEdits({
       app,
       jobs,

@@ -4,7 +4,7 @@ import type { JobRecord } from '../../../src/jobs/types.js';
 import { createLogger } from '../../../src/log.js';
 import { eventSource } from '../../helpers/event-source.js';
 
-const job = (id: number, refs: Record<string, unknown> = {}) => ({ id, messageRefs: refs }) as unknown as JobRecord;
+const job = (id: number, refs: Record<string, unknown> = {}) => ({ id, platform: 'discord', messageRefs: refs }) as unknown as JobRecord;
 
 interface Followed extends FollowedJob {
   via: 'submit' | 'refs';
@@ -35,7 +35,7 @@ describe('JobFollower', () => {
     const source = eventSource();
     let follower!: JobFollower<Followed>;
     const { platform, sent, releaseFinal } = recordingPlatform(() => follower);
-    follower = new JobFollower({ jobs: source, logger: createLogger('silent'), platform, progressIntervalMs: 0 });
+    follower = new JobFollower({ jobs: source, logger: createLogger('silent'), platform, platformName: 'discord', progressIntervalMs: 0 });
     // Recovery notices come before the adapter is connected: held until open().
     source.emit({ type: 'progress', job: job(1, { test: true }), progress: { step: 1, total: 4 } });
     source.emit({ type: 'progress', job: job(2), progress: { step: 1, total: 4 } });
@@ -61,7 +61,7 @@ describe('JobFollower', () => {
     const source = eventSource();
     let follower!: JobFollower<Followed>;
     const { platform } = recordingPlatform(() => follower);
-    follower = new JobFollower({ jobs: source, logger: createLogger('silent'), platform, progressIntervalMs: 0 });
+    follower = new JobFollower({ jobs: source, logger: createLogger('silent'), platform, platformName: 'discord', progressIntervalMs: 0 });
     follower.open();
     source.emit({ type: 'queued', job: job(3, { test: true }), position: 1, etaMs: 0 });
     expect(follower.get(3)).toBeUndefined();
@@ -71,5 +71,31 @@ describe('JobFollower', () => {
     expect(follower.get(3)).toBe(submitted);
     follower.close();
     expect(follower.get(3)).toBeUndefined();
+  });
+
+  it('at open, sends each outcome left undelivered once (a recovery notice held before open is not sent twice), and marks each delivered', async () => {
+    const held = { type: 'failed', job: job(5, { test: true }), code: 'interrupted', message: 'restarted twice', refunded: true } as const;
+    const source = eventSource({
+      undelivered: [
+        { type: 'succeeded', job: job(6, { test: true }), result: {}, gpuSeconds: 1 },
+        // No refs on this platform: nobody can deliver it; it is given up, not tried at every start.
+        { type: 'cancelled', job: job(7), refunded: true },
+        { type: 'succeeded', job: { ...job(8, { test: true }), platform: 'slack' } as JobRecord, result: {}, gpuSeconds: 1 },
+      ],
+    });
+    let follower!: JobFollower<Followed>;
+    const { platform, sent } = recordingPlatform(() => follower);
+    // Final messages go out at once here.
+    platform.deliverFinal = async (followed, event) => void sent.push(`#${followed.jobId} ${followed.via} ${event.type}`);
+    follower = new JobFollower({ jobs: source, logger: createLogger('silent'), platform, platformName: 'discord', progressIntervalMs: 0 });
+    // Recovery fails job 5 before the adapter is connected: held, and in the outbox as well.
+    source.emit(held);
+    follower.open();
+    expect(await follower.finalDeliveriesSettled(1_000)).toBe('settled');
+    expect(sent.sort()).toEqual(['#5 refs failed', '#6 refs succeeded']);
+    expect(source.delivered.sort()).toEqual([5, 6, 7]);
+    // A second open (nothing new) sends nothing.
+    follower.open();
+    expect(sent).toHaveLength(2);
   });
 });

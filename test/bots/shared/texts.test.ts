@@ -26,7 +26,7 @@ function job(overrides: Partial<JobRecord> = {}): JobRecord {
     id: 7, kind: 'text2video', params: { prompt: 'a corgi surfing' }, state: 'succeeded', userId: 1, userExternalId: 'U123',
     platform: 'discord', groupId: null, channelId: null, messageRefs: {}, seed: 42, priority: 0, device: 'cuda:0', attempts: 1,
     estimatedGpuSeconds: 30, gpuSeconds: 28, result: null, errorCode: null, error: null, queuedAt: 0, startedAt: 1_000,
-    finishedAt: 91_000, cancelRequestedAt: null, ...overrides,
+    finishedAt: 91_000, cancelRequestedAt: null, deliveredAt: null, ...overrides,
   };
 }
 

@@ -10,9 +10,17 @@ import { parseAdminCommandText, parseUserRef } from '../../../src/bots/slack/adm
 import { EDIT_SHORTCUT_CALLBACK_ID } from '../../../src/bots/slack/blocks.js';
 
 const manifest = readFileSync(fileURLToPath(new URL('../../../slack-manifest.yaml', import.meta.url)), 'utf8');
+/** The YAML list under `key:` (comment lines skipped), up to the next key. */
 const listAfter = (key: string) => {
-  const block = manifest.slice(manifest.indexOf(`${key}:`));
-  return [...block.matchAll(/^\s+- ([a-z:._]+)\s*$/gm)].map((m) => m[1]).slice(0, 8);
+  const lines = manifest.slice(manifest.indexOf(`${key}:`)).split('\n').slice(1);
+  const items: string[] = [];
+  for (const line of lines) {
+    if (/^\s*#/.test(line)) continue;
+    const item = /^\s+- ([a-z:._]+)\s*$/.exec(line);
+    if (item === null) break;
+    items.push(item[1]!);
+  }
+  return items;
 };
 
 describe('slack-manifest.yaml', () => {
@@ -25,8 +33,8 @@ describe('slack-manifest.yaml', () => {
     expect(manifest).not.toMatch(/- app_mention\s*$/m);
   });
 
-  it('asks for exactly the scopes of platforms.md §4', () => {
-    expect(listAfter('bot').sort()).toEqual(['app_mentions:read', 'channels:history', 'chat:write', 'commands', 'files:read', 'files:write', 'groups:history', 'im:history']);
+  it('asks for exactly the scopes of platforms.md §4, and channels:read / groups:read for the membership check before admission', () => {
+    expect(listAfter('bot').sort()).toEqual(['app_mentions:read', 'channels:history', 'channels:read', 'chat:write', 'commands', 'files:read', 'files:write', 'groups:history', 'groups:read', 'im:history']);
   });
 });
 

@@ -293,20 +293,44 @@ describe('SlackAdapter /video', () => {
     expect(fake.calls('files.completeUploadExternal')).toHaveLength(0);
   });
 
-  it('a channel the bot is not in: the user hears it privately through the response_url (no public message)', async () => {
+  it('a channel the bot is not in: refused privately before admission, with the /invite hint; no job, no charge', async () => {
     fake.notInChannel.add(CHANNEL);
     await startAdapter();
     const sent = fake.slashCommand('/video', 'a wren', alice);
-    const jobId = jobIdOf(String((await sent.ack).payload?.text));
-    const path = new URL(String(sent.payload.response_url)).pathname;
-    const notices = await fake.waitForCount((r) => r.method === 'response' && r.path === path, 2, 30_000);
-    expect(String(notices[0]!.body.text)).toContain('/invite @reelbot');
-    expect(String(notices[1]!.body.text)).toContain(`*Job #${jobId}* failed: I cannot post in this channel`);
-    expect(notices.every((n) => n.body.response_type === 'ephemeral')).toBe(true);
-    // No public message could be posted.
-    expect(fake.calls('chat.postMessage').length).toBeGreaterThan(0);
+    const ack = (await sent.ack).payload;
+    expect(ack?.response_type).toBe('ephemeral');
+    expect(String(ack?.text)).toMatch(/I am not a member of this channel/);
+    expect(String(ack?.text)).toMatch(/\/invite <@U[A-Z0-9]+>/);
+    expect(String(ack?.text)).toMatch(/Nothing was charged/);
+    expect(fake.calls('conversations.info').map((r) => r.body.channel)).toEqual([CHANNEL]);
+    expect(harness.db.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(0);
+    expect(harness.db.prepare('SELECT count(*) FROM quota_ledger').pluck().get()).toBe(0);
+    expect(fake.calls('chat.postMessage')).toHaveLength(0);
     expect(fake.channels.get(CHANNEL) ?? []).toEqual([]);
-    // Not in the channel is not worth a second upload attempt.
-    expect(fake.calls('files.completeUploadExternal')).toHaveLength(1);
+
+    // Once invited, the same command goes through (a refusal is not remembered).
+    fake.notInChannel.delete(CHANNEL);
+    const again = fake.slashCommand('/video', 'a wren', alice);
+    const jobId = jobIdOf(String((await again.ack).payload?.text));
+    expect(jobId).toBeGreaterThan(0);
+    await harness.waitFor(isType('succeeded', jobId), 30_000);
+  });
+
+  it('a private channel the bot cannot see is refused the same way; a channel known to have the bot is not asked again', async () => {
+    const hidden = 'G0000PRIV';
+    fake.hiddenChannels.add(hidden);
+    await startAdapter();
+    const refused = fake.slashCommand('/video', 'a wren', alice, hidden);
+    expect(String((await refused.ack).payload?.text)).toMatch(/I cannot see this channel.*\/invite/s);
+    expect(harness.db.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(0);
+
+    const first = fake.slashCommand('/video', 'a wren', alice);
+    const firstJob = jobIdOf(String((await first.ack).payload?.text));
+    await harness.waitFor(isType('succeeded', firstJob), 30_000);
+    const second = fake.slashCommand('/video', 'a robin', bob);
+    const secondJob = jobIdOf(String((await second.ack).payload?.text));
+    await harness.waitFor(isType('succeeded', secondJob), 30_000);
+    // The member answer is remembered for a few minutes: one conversations.info for the two jobs.
+    expect(fake.calls('conversations.info').filter((r) => r.body.channel === CHANNEL)).toHaveLength(1);
   });
 });
