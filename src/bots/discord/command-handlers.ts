@@ -12,7 +12,7 @@ import type { JobRequest, SubmitResult } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
 import { describeJob, GENERIC_FAILURE_TEXT, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
-import { cancelAnswer, historyAnswer } from '../shared/user-commands.js';
+import { cancelAnswer, historyAnswer, historyThumbnails } from '../shared/user-commands.js';
 import { videoCommandFromOptions } from '../shared/video-command.js';
 import { instructionModal, isFile } from './clips.js';
 import { interactionRefs, type DiscordDelivery } from './delivery.js';
@@ -48,6 +48,12 @@ export class DiscordCommands {
     // Discord enforces min_value 1; a smaller value from elsewhere is read as page 1.
     const page = Math.max(1, interaction.options.getInteger('page') ?? 1);
     return historyAnswer('discord', this.#options.jobs, this.#actor(interaction), page);
+  }
+
+  /** The thumbnails of the results on the asked history page, as attachments `job-<id>.png`. */
+  async historyFiles(interaction: ChatInputCommandInteraction): Promise<{ attachment: string; name: string }[]> {
+    const page = Math.max(1, interaction.options.getInteger('page') ?? 1);
+    return (await historyThumbnails(this.#options.jobs, this.#actor(interaction), page)).map(({ jobId, file }) => ({ attachment: file, name: `job-${jobId}.png` }));
   }
 
   cancel(interaction: ChatInputCommandInteraction): Promise<string> {

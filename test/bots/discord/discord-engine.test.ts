@@ -103,3 +103,14 @@ test('/video image: animates the picture in its own shape; a hostile "picture" i
   expect(fake.requestsFor(hostile).filter(isUpload(hostile.token))).toEqual([]);
   expect(harness.events.filter((e) => e.type === 'queued' && e.job.params.prompt === 'a cat')).toEqual([]);
 }, 180_000);
+
+test('/history shows the thumbnails of the results still kept beside its text', async () => {
+  const history = fake.command(alice, 'history');
+  fake.sendInteraction(history);
+  const answer = await fake.waitForRequest((r) => isOriginalEdit(history.token)(r) && r.status === 200, 30_000);
+  expect((answer.body as { content: string }).content).toMatch(/#\d+/);
+  const kept = harness.service.history({ platform: 'discord', externalId: alice.id }, 1, 10).filter((job) => job.state === 'succeeded');
+  expect(kept.length).toBeGreaterThan(0);
+  expect(answer.files.map((file) => file.name)).toEqual(kept.map((job) => `job-${job.id}.png`));
+  for (const file of answer.files) expect(file.data.subarray(1, 4).toString()).toBe('PNG');
+}, 60_000);
