@@ -324,7 +324,8 @@ test('restart recovery: a job that was already retried is failed with a refund a
 test('SIGTERM drains: running jobs get their grace period, queued jobs wait for the next start', async () => {
   const dir = tempDir();
   const svc = spawnService(dir, [video(alice, { ms: 600 }), video(bob, { ms: 1 }), video(alice, { ms: 1 })]);
-  await svc.until('started', 1);
+  // The signal comes once job 1 computes (its worker is up), so the grace period is the job's, not a slow boot's.
+  await svc.until('progress', 1);
   svc.child.kill('SIGTERM');
   await svc.until('drained');
   expect(svc.seen.filter((m) => m.type === 'succeeded').map((m) => m.jobId)).toEqual([1]);
