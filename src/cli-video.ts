@@ -51,6 +51,11 @@ interface RenderFlags {
   t1?: number;
   draws?: string;
   dumpLatents?: string;
+  smooth: boolean;
+  duration?: number;
+  aspect?: string;
+  image?: string;
+  strength?: number;
 }
 
 const integer = (label: string) => (value: string) => {
@@ -119,6 +124,12 @@ export function registerRender(program: Command, context: RenderContext): void {
     .option('--no-cross-frame', 'turn cross-frame attention off (to compare; the method needs it on)')
     .option('--t0 <n>', 'Text2Video-Zero\'s step index t0 (default 0.88 of the steps, 44 of 50; alone, t1 keeps its default or follows it)', integer('--t0'))
     .option('--t1 <n>', 'Text2Video-Zero\'s step index t1 (default 0.94 of the steps, 47 of 50; alone, t0 keeps its default or precedes it)', integer('--t1'))
+    .option('--smooth', `interpolate the frames (motion-compensated) to --fps, default ${L.fps.smooth}, at the same duration (the default)`, true)
+    .option('--no-smooth', `show the made frames as they are, at --fps (default ${L.fps.default})`)
+    .option('--duration <seconds>', `how long the video lasts (${L.durationSeconds.min}–${L.durationSeconds.max}; default: the frames at ${L.fps.default} per second)`, decimal)
+    .option('--aspect <w:h>', 'shape of the video, like 16:9, 9:16 or 1:1: a size the model takes is picked (not with --width/--height)')
+    .option('--image <file>', 'animate this picture (PNG, JPEG or WebP): it starts frame 0, and keeps its shape')
+    .option('--strength <x>', `how much of the picture is redrawn, above 0 to 1 (default ${L.strength.default}; with --image)`, decimal)
     .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
     .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: RenderFlags) => {
@@ -145,8 +156,17 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     format: format.slice(1),
     t0: flags.t0,
     t1: flags.t1,
+    smooth: flags.smooth,
+    durationSeconds: flags.duration,
+    aspect: flags.aspect,
+    strength: flags.strength,
     ...(await replayParams(flags, context)),
   };
+  if (flags.image !== undefined) {
+    const image = resolve(flags.image);
+    if (!(await isFile(image))) context.fail(`--image: no file at ${flags.image}.`, 2);
+    params.image = image;
+  }
   try {
     parseTextToVideoParams(params);
   } catch (error) {
@@ -297,13 +317,17 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(`${result.message}${result.refunded ? ' It was not charged.' : ''}`, 1);
+<<<<<<< HEAD
     if (result.type !== 'succeeded') context.fail(`Job #${jobId} ended without a result.`, 1);
     const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
+=======
+    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; smooth?: boolean; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
+>>>>>>> wip/features
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);
     if (video.droppedText) out(`Note: the text was too long; this part was left out: "${video.droppedText}"`);
     out(
-      `Saved ${job.out}: ${video.frames} frames, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
+      `Saved ${job.out}: ${video.frames} frames${video.smooth ? ' (smoothed)' : ''}, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
     );
     if (video.untrainedWeights === true) out('Note: made with untrained demo weights (a built-in set): abstract patterns, not what you asked for. Pass --model DIR with real weights.');
     if (video.crossFrameUnavailable === true) out("Note: the model's attention could not be linked across frames, so each frame was made on its own and the video may flicker.");
@@ -330,6 +354,7 @@ interface EditFlags {
   resolution?: number;
   draws?: string;
   dumpLatents?: string;
+  smooth: boolean;
 }
 
 export function registerEdit(program: Command, context: RenderContext): void {
@@ -350,6 +375,8 @@ export function registerEdit(program: Command, context: RenderContext): void {
     .option('--model <dir>', 'instruct-pix2pix model folder (default: the built-in small set)')
     .option('--no-cross-frame', 'edit every frame on its own (to compare; the method needs anchors)')
     .option('--resolution <px>', 'scale the clip so its long side is this, a multiple of 64 (default: the model\'s resolution)', integer('--resolution'))
+    .option('--smooth', 'interpolate the edited frames (motion-compensated) to 24 fps at the clip\'s length (off by default: the clip\'s rate is kept)', false)
+    .option('--no-smooth', 'keep the clip\'s frame rate (the default)')
     .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
     .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: EditFlags) => {
@@ -370,6 +397,7 @@ export function registerEdit(program: Command, context: RenderContext): void {
         crossFrameAttention: flags.crossFrame,
         format: format.slice(1),
         resolution: flags.resolution,
+        smooth: flags.smooth,
         ...(await replayParams(flags, context)),
       };
       try {

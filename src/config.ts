@@ -94,6 +94,16 @@ export const configSchema = z
         maxFps: z.number().positive().default(12),
       })
       .prefault({}),
+    /**
+     * Live previews while a job denoises: a few frames projected from the latents (no VAE call),
+     * shown on the job's message at most every `intervalSeconds`, within 5 % of the job's time.
+     */
+    previews: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        intervalSeconds: z.number().positive().default(3),
+      })
+      .prefault({}),
     /** Edit pipeline: the default number of steps (50 as the reference, or 10 as Fairy's fast preset). */
     editSteps: positiveInt.default(10),
     /** ffmpeg and ffprobe binaries; empty = the ones bundled by @ffmpeg-installer / @ffprobe-installer. */
@@ -288,6 +298,8 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_MODEL_DIR: { path: ['modelDir'], kind: 'string' },
   REELBOT_EDIT_MODEL_DIR: { path: ['editModelDir'], kind: 'string' },
   REELBOT_EDIT_STEPS: { path: ['editSteps'], kind: 'number' },
+  REELBOT_PREVIEWS: { path: ['previews', 'enabled'], kind: 'boolean' },
+  REELBOT_PREVIEW_INTERVAL_SECONDS: { path: ['previews', 'intervalSeconds'], kind: 'number' },
   REELBOT_INPUT_MAX_BYTES: { path: ['input', 'maxBytes'], kind: 'number' },
   REELBOT_INPUT_MAX_DURATION_SECONDS: { path: ['input', 'maxDurationSeconds'], kind: 'number' },
   REELBOT_INPUT_MAX_WIDTH: { path: ['input', 'maxWidth'], kind: 'number' },

@@ -15,6 +15,8 @@
  * database's write lock never holds the event loop. SIGTERM drains (see {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -109,6 +111,7 @@ export class JobService {
   readonly #logger: Logger;
   readonly #now: () => number;
   readonly #jobs: JobRepo;
+  readonly #audit: AuditLog;
   readonly #users: UserRepo;
   readonly #ledger: QuotaLedger;
   readonly #settings: Settings;
@@ -145,6 +148,7 @@ export class JobService {
     this.#writer = options.writer ?? new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
+    this.#audit = new AuditLog(db);
     this.#users = new UserRepo(db);
     this.#ledger = new QuotaLedger(db);
     this.#settings = new Settings(db);
@@ -213,7 +217,7 @@ export class JobService {
       jobs: this.#jobs,
       users: this.#users,
       ledger: this.#ledger,
-      audit: new AuditLog(db),
+      audit: this.#audit,
       settings: this.#settings,
       now,
       write: (write) => this.#commandWrite(write),
@@ -512,6 +516,31 @@ export class JobService {
     await Promise.allSettled([...tasks]);
     this.#state = 'stopped';
     this.#logger.info('job service stopped');
+  }
+
+  /**
+   * Deletes a finished job's stored output (its folder: the video, the thumbnail, the inputs copied
+   * there) for its owner or an admin (audited when it is someone else's), and records it on the job,
+   * which stays in history and usage. The adapter removes the platform message. A job still
+   * queued or running is refused (cancel it first); a second delete says it is already gone.
+   */
+  async deleteResult(actor: Actor, jobId: number): Promise<JobRecord> {
+    const job = this.#ownJob(actor, jobId);
+    if (!FINISHED_STATES.includes(job.state)) {
+      throw new UserError(ErrorCode.InvalidRequest, `Job #${job.id} is still ${job.state}; cancel it first.`);
+    }
+    if (job.outputDeletedAt != null) throw new UserError(ErrorCode.InvalidRequest, `Job #${job.id}'s video was already deleted.`);
+    const folder = resolve(join(this.#config.outputDir, String(job.id)));
+    await rm(folder, { recursive: true, force: true });
+    const now = this.#now();
+    const by = `${actor.platform}:${actor.externalId}`;
+    this.#db.transaction(() => {
+      this.#jobs.markOutputDeleted(job.id, by, now);
+      const owner = job.platform === actor.platform && job.userExternalId === actor.externalId;
+      if (!owner) this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'delete-result', target: `job:${job.id}`, details: { owner: `${job.platform}:${job.userExternalId}` }, groupId: job.groupId, channelId: job.channelId, createdAt: now });
+    })();
+    this.#logger.info({ jobId: job.id, by }, 'job output deleted');
+    return this.#jobs.get(job.id)!;
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ interface JobRow {
   finished_at: number | null;
   cancel_requested_at: number | null;
   owner_instance: string | null;
+  output_deleted_at: number | null;
   delivered_at: number | null;
 }
 
@@ -58,6 +59,7 @@ function toRecord(row: JobRow): JobRecord {
     finishedAt: row.finished_at,
     cancelRequestedAt: row.cancel_requested_at,
     ownerInstance: row.owner_instance,
+    outputDeletedAt: row.output_deleted_at ?? null,
     deliveredAt: row.delivered_at,
   };
 }
@@ -103,6 +105,7 @@ export class JobRepo {
   readonly #lastQueued;
   readonly #lastStarted;
   readonly #messageRefs;
+  readonly #outputDeleted;
   readonly #undelivered;
   readonly #markDelivered;
 
@@ -137,6 +140,12 @@ export class JobRepo {
       AND jobs.state IN ('succeeded', 'failed', 'cancelled') AND jobs.finished_at >= ? ORDER BY jobs.finished_at, jobs.id`);
     this.#markDelivered = db.prepare(`UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL
       AND state IN ('succeeded', 'failed', 'cancelled')`);
+    this.#outputDeleted = db.prepare(`UPDATE jobs SET output_deleted_at = ?, output_deleted_by = ? WHERE id = ? AND output_deleted_at IS NULL`);
+  }
+
+  /** Records that a finished job's output was deleted (once); false when it already was. */
+  markOutputDeleted(id: number, by: string, now: number): boolean {
+    return this.#outputDeleted.run(now, by, id).changes === 1;
   }
 
   insert(job: NewJob): number {
