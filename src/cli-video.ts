@@ -317,12 +317,8 @@ async function runJob(context: RenderContext, config: Config, job: { kind: JobKi
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(`${result.message}${result.refunded ? ' It was not charged.' : ''}`, 1);
-<<<<<<< HEAD
     if (result.type !== 'succeeded') context.fail(`Job #${jobId} ended without a result.`, 1);
-    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
-=======
     const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; smooth?: boolean; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
->>>>>>> wip/features
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);
     if (video.droppedText) out(`Note: the text was too long; this part was left out: "${video.droppedText}"`);
