@@ -5,7 +5,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { DiscordAdapter } from './bots/discord/discord-adapter.js';
 import { SlackAdapter } from './bots/slack/slack-adapter.js';
@@ -14,7 +14,15 @@ import { untrainedWeightsNotice } from './engine/models/built-in.js';
 import { RetentionSweep } from './jobs/retention.js';
 import { resolveFfmpegPaths } from './media/ffmpeg-paths.js';
 import { createLogger } from './log.js';
-import { drainOnSignals, startApp } from './main.js';
+import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
+import { controlSocketPath, startControlSocket } from './web/control-socket.js';
+import type { Logger } from 'pino';
+import { BlobSigner } from './blob/signed-urls.js';
+import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
+import { redisLabel } from './jobs/dispatch/redis-connection.js';
+import type { Db } from './store/db.js';
+import { JobRepo } from './store/job-repo.js';
+import { blobRoutes } from './web/blob-routes.js';
 import { httpAddress } from './web/http-server.js';
 import { ServeHttp } from './web/serve-http.js';
 
@@ -26,6 +34,8 @@ export interface ServeContext {
 
 /** sysexits.h EX_CONFIG: nothing to serve without a platform token. */
 const EXIT_CONFIG = 78;
+/** sysexits.h EX_TEMPFAIL: another coordinator holds the database; try again once it stopped. */
+const EXIT_TEMPFAIL = 75;
 /** How long a drain waits for the uploads and final messages of jobs that finished during the grace period. */
 const FINAL_DELIVERY_TIMEOUT_MS = 30_000;
 /** After a complete stop, how long the process may take to exit by itself before it is ended. */
@@ -62,58 +72,98 @@ export function registerServe(program: Command, context: ServeContext): void {
           EXIT_CONFIG,
         );
       }
+      if (config.redisUrl && httpAddress(config) === undefined) {
+        context.fail(
+          "REELBOT_REDIS_URL needs REELBOT_HTTP_PORT: worker hosts fetch clips and send results over the coordinator's HTTP port (set REELBOT_HTTP_PUBLIC_URL to the address they reach it at).",
+          EXIT_CONFIG,
+        );
+      }
       const ffmpeg = resolveFfmpegPaths(config);
-      const dashboardLinks = (server: ServeHttp) => ({ link: server.dashboardLink.bind(server), minutes: config.http.dashboardLinkMinutes });
       const tempDir = await mkdtemp(join(tmpdir(), 'reelbot-uploads-'));
       const logger = createLogger(config.logLevel);
       let discord: DiscordAdapter | undefined;
       let slack: SlackAdapter | undefined;
+      let app: App;
+      let remote: BullmqDispatcher | undefined;
+      let publicUrl = '';
+      // The HTTP side: health, metrics, the dashboard, and the blob URLs of worker hosts.
       let http: ServeHttp | undefined;
-      const app = startApp(config, {
-        logger,
-        // The adapters and the metrics follow job events from the start, so recovery notices reach them too.
-        beforeStart: ({ jobs, db, writer }) => {
-          if (httpAddress(config)) {
-            const platforms = [...(withDiscord ? (['discord'] as const) : []), ...(withSlack ? (['slack'] as const) : [])];
-            http = new ServeHttp({ config, db, writer, jobs, logger, ffmpegPath: ffmpeg.ffmpeg, platforms });
-          }
-          if (withDiscord) {
-            discord = new DiscordAdapter({
-              token: config.discordToken!,
-              apiUrl: config.discordApiUrl,
-              jobs,
-              logger,
-              ffmpegPath: ffmpeg.ffmpeg,
-              ffprobePath: ffmpeg.ffprobe,
-              tempDir,
-              adminIds: config.admins.discord,
-              // Clips to edit outlive the process: a queued edit reads its clip after a restart.
-              clipDir: join(config.outputDir, 'clips', 'discord'),
-              maxClipBytes: config.input.maxBytes,
-              clipDownloads: config.clipDownloads,
-              ...(http ? { observer: http.metrics.platform('discord'), dashboardLinks: dashboardLinks(http) } : {}),
-            });
-          }
-          if (withSlack) {
-            slack = new SlackAdapter({
-              botToken: config.slackBotToken!,
-              mode: config.slackMode,
-              ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
-              apiUrl: config.slackApiUrl,
-              jobs,
-              logger,
-              ffmpegPath: ffmpeg.ffmpeg,
-              ffprobePath: ffmpeg.ffprobe,
-              tempDir,
-              inputDir: join(config.outputDir, 'clips', 'slack'),
-              maxInputBytes: config.input.maxBytes,
-              adminIds: config.admins.slack,
-              editChannels: config.slackEditChannels,
-              ...(http ? { observer: http.metrics.platform('slack'), dashboardLinks: dashboardLinks(http) } : {}),
-            });
-          }
-        },
-      });
+      const dashboardLinks = (server: ServeHttp) => ({ link: server.dashboardLink.bind(server), minutes: config.http.dashboardLinkMinutes });
+      try {
+        app = startApp(config, {
+          logger,
+          role: 'serve',
+          // With Redis the jobs run on worker hosts (`reelbot worker`), and no worker runs here.
+          dispatcher: config.redisUrl ? (db, log) => (remote = remoteDispatcher(config, db, log, () => publicUrl)) : undefined,
+          // The adapters and the metrics follow job events from the start, so recovery notices reach them too.
+          beforeStart: ({ jobs, db, writer }) => {
+            if (httpAddress(config)) {
+              const platforms = [...(withDiscord ? (['discord'] as const) : []), ...(withSlack ? (['slack'] as const) : [])];
+              http = new ServeHttp({ config, db, writer, jobs, logger, ffmpegPath: ffmpeg.ffmpeg, platforms });
+            }
+            if (withDiscord) {
+              discord = new DiscordAdapter({
+                token: config.discordToken!,
+                apiUrl: config.discordApiUrl,
+                jobs,
+                logger,
+                ffmpegPath: ffmpeg.ffmpeg,
+                ffprobePath: ffmpeg.ffprobe,
+                tempDir,
+                adminIds: config.admins.discord,
+                // Clips to edit outlive the process: a queued edit reads its clip after a restart.
+                clipDir: join(config.outputDir, 'clips', 'discord'),
+                maxClipBytes: config.input.maxBytes,
+                clipDownloads: config.clipDownloads,
+                ...(http ? { observer: http.metrics.platform('discord'), dashboardLinks: dashboardLinks(http) } : {}),
+              });
+            }
+            if (withSlack) {
+              slack = new SlackAdapter({
+                botToken: config.slackBotToken!,
+                mode: config.slackMode,
+                ...(config.slackMode === 'socket' ? { appToken: config.slackAppToken! } : { signingSecret: config.slackSigningSecret!, port: config.slackPort }),
+                apiUrl: config.slackApiUrl,
+                jobs,
+                logger,
+                ffmpegPath: ffmpeg.ffmpeg,
+                ffprobePath: ffmpeg.ffprobe,
+                tempDir,
+                inputDir: join(config.outputDir, 'clips', 'slack'),
+                maxInputBytes: config.input.maxBytes,
+                adminIds: config.admins.slack,
+                editChannels: config.slackEditChannels,
+                ...(http ? { observer: http.metrics.platform('slack'), dashboardLinks: dashboardLinks(http) } : {}),
+              });
+            }
+          },
+        });
+      } catch (error) {
+        await rm(tempDir, { recursive: true, force: true });
+        if (error instanceof CoordinatorRunningError) context.fail(error.message, EXIT_TEMPFAIL);
+        throw error;
+      }
+      // `reelbot render` / `edit` beside this process submit through it (src/web/control-socket.ts).
+      const socketPath = controlSocketPath(config.dbPath);
+      const control = await startControlSocket(app.jobs, socketPath, logger);
+      app.lease.setControlSocket(socketPath);
+      if (http) {
+        const signer = BlobSigner.fromDatabase(app.db);
+        const jobRepo = new JobRepo(app.db);
+        http.register(blobRoutes({ signer, job: (id) => jobRepo.get(id), resultPath: (id, attempt, name) => remoteResultPath(config, id, attempt, name), logger }));
+        try {
+          publicUrl = await http.listen();
+        } catch (error) {
+          await control.close();
+          await app.stop();
+          await rm(tempDir, { recursive: true, force: true });
+          const { host, port } = httpAddress(config)!;
+          const reason = (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (error as Error).message;
+          return context.fail(`Could not serve HTTP on ${host}:${port} (REELBOT_HTTP_HOST / REELBOT_HTTP_PORT): ${reason}.`, 1);
+        }
+        logger.info({ url: publicUrl }, 'HTTP side listening');
+        remote?.startDispatching();
+      }
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
       const retention = new RetentionSweep({
         db: app.db,
@@ -125,14 +175,15 @@ export function registerServe(program: Command, context: ServeContext): void {
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);
         await slack?.stop().catch(() => undefined);
-        await http?.close().catch(() => undefined);
       };
       // The drain, in order: the job service stops starting jobs and gives running ones their grace
       // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
       // then do the adapters disconnect, the database close and the temp files go.
       const drain = async () => {
+        await control.close();
         await retention.stop();
         await app.jobs.shutdown();
+        await http?.close();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
         if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
         await stopAdapters();
@@ -140,20 +191,9 @@ export function registerServe(program: Command, context: ServeContext): void {
         await rm(tempDir, { recursive: true, force: true });
       };
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
-      let httpUrl: string | undefined;
-      if (http) {
-        try {
-          httpUrl = await http.listen();
-        } catch (error) {
-          await stopAdapters();
-          await app.stop();
-          await rm(tempDir, { recursive: true, force: true });
-          const { host, port } = httpAddress(config)!;
-          const reason = (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (error as Error).message;
-          return context.fail(`Could not serve HTTP on ${host}:${port} (REELBOT_HTTP_HOST / REELBOT_HTTP_PORT): ${reason}.`, 1);
-        }
-      }
       const failStart = async (platform: string, error: unknown): Promise<never> => {
+        await control.close();
+        await http?.close();
         await retention.stop();
         await stopAdapters();
         await app.stop();
@@ -182,13 +222,15 @@ export function registerServe(program: Command, context: ServeContext): void {
       }
       const ready = adapters.filter((_, index) => outcomes[index]!.state === 'ready').map(platformName);
       const waiting = adapters.filter((_, index) => outcomes[index]!.state === 'pending').map((adapter) => (adapter === discord ? 'Discord' : 'Slack'));
-      const workers = `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
+      const workers = config.redisUrl
+        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, blob URLs at ${publicUrl}`
+        : `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
       context.out(
         ready.length > 0
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
           : `reelbot is still connecting to ${waiting.join(' and ')} (${workers}). Stop it with Ctrl-C or SIGTERM.`,
       );
-      if (httpUrl !== undefined) context.out(`Health, metrics and the dashboard: ${httpUrl} (sign in with a link from "reelbot dashboard link").`);
+      if (http) context.out(`Health, metrics and the dashboard: ${publicUrl} (sign in with a link from "reelbot dashboard link").`);
       const untrained = await untrainedWeightsNotice(config);
       if (untrained !== undefined) {
         logger.warn({ modelDir: config.modelDir || null, editModelDir: config.editModelDir || null }, untrained);
@@ -199,6 +241,27 @@ export function registerServe(program: Command, context: ServeContext): void {
       // to a platform that went away) must not keep the process alive.
       setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
     });
+}
+
+/** Where a worker host's upload of a job attempt's result lands on the coordinator. */
+export function remoteResultPath(config: Config, jobId: number, attempt: number, name: string): string {
+  return resolve(config.outputDir, String(jobId), `a${attempt}`, name);
+}
+
+function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () => string): BullmqDispatcher {
+  return new BullmqDispatcher({
+    redisUrl: config.redisUrl!,
+    prefix: config.scale.queuePrefix,
+    namespace: dispatchNamespace(db),
+    publicUrl,
+    signer: BlobSigner.fromDatabase(db),
+    blobUrlTtlMs: config.scale.blobUrlTtlSeconds * 1000,
+    maxInputBytes: config.input.maxBytes,
+    maxResultBytes: config.scale.maxResultBytes,
+    cancelGraceMs: config.jobs.cancelGraceMs,
+    resultPath: (jobId, attempt, name) => remoteResultPath(config, jobId, attempt, name),
+    logger: logger.child({ module: 'dispatch' }),
+  });
 }
 
 type StartOutcome = { state: 'ready' } | { state: 'failed'; error: unknown } | { state: 'pending'; started: Promise<void> };

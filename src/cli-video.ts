@@ -2,21 +2,26 @@
  * `reelbot render` (text to video) and `reelbot edit` (edit a clip by an instruction): one job
  * through the whole bot on the embedded defaults — the SQLite file, the in-process queue, a CPU
  * worker process and the built-in small model sets (made on first use) — with a progress bar on a
- * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas.
+ * terminal. The operator's jobs are recorded like anyone's, and never refused by quotas. Beside a
+ * running `reelbot serve` on the same database the job goes through it (see openChannel).
  */
 import { copyFile, mkdir, stat } from 'node:fs/promises';
-import { userInfo } from 'node:os';
+import { hostname, userInfo } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
 import { AppError } from './errors.js';
 import { DrawsError, DrawsFile } from './engine/draws.js';
 import { EDIT_LIMITS, parseEditParams, parseTextToVideoParams, TEXT_TO_VIDEO_LIMITS } from './jobs/job-params.js';
-import type { JobEvent, JobKind, JobRecord } from './jobs/types.js';
+import type { JobEvent, JobKind, JobRecord, SubmitResult } from './jobs/types.js';
 import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder.js';
 import { checkUnetSize } from './engine/pipelines/latents.js';
 import { createLogger } from './log.js';
-import { startApp } from './main.js';
+import { CoordinatorRunningError, startApp, type App } from './main.js';
+import { openDatabase } from './store/db.js';
+import { describeHolder, InstanceLease, type LeaseHolder } from './store/instance-lease.js';
+import { ControlClient } from './web/control-socket.js';
 
 export interface RenderContext {
   /** Loads the settings, with these on top. */
@@ -46,6 +51,11 @@ interface RenderFlags {
   t1?: number;
   draws?: string;
   dumpLatents?: string;
+  smooth: boolean;
+  duration?: number;
+  aspect?: string;
+  image?: string;
+  strength?: number;
 }
 
 const integer = (label: string) => (value: string) => {
@@ -114,6 +124,12 @@ export function registerRender(program: Command, context: RenderContext): void {
     .option('--no-cross-frame', 'turn cross-frame attention off (to compare; the method needs it on)')
     .option('--t0 <n>', 'Text2Video-Zero\'s step index t0 (default 0.88 of the steps, 44 of 50; alone, t1 keeps its default or follows it)', integer('--t0'))
     .option('--t1 <n>', 'Text2Video-Zero\'s step index t1 (default 0.94 of the steps, 47 of 50; alone, t0 keeps its default or precedes it)', integer('--t1'))
+    .option('--smooth', `interpolate the frames (motion-compensated) to --fps, default ${L.fps.smooth}, at the same duration (the default)`, true)
+    .option('--no-smooth', `show the made frames as they are, at --fps (default ${L.fps.default})`)
+    .option('--duration <seconds>', `how long the video lasts (${L.durationSeconds.min}–${L.durationSeconds.max}; default: the frames at ${L.fps.default} per second)`, decimal)
+    .option('--aspect <w:h>', 'shape of the video, like 16:9, 9:16 or 1:1: a size the model takes is picked (not with --width/--height)')
+    .option('--image <file>', 'animate this picture (PNG, JPEG or WebP): it starts frame 0, and keeps its shape')
+    .option('--strength <x>', `how much of the picture is redrawn, above 0 to 1 (default ${L.strength.default}; with --image)`, decimal)
     .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
     .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: RenderFlags) => {
@@ -140,8 +156,17 @@ async function render(flags: RenderFlags, context: RenderContext): Promise<void>
     format: format.slice(1),
     t0: flags.t0,
     t1: flags.t1,
+    smooth: flags.smooth,
+    durationSeconds: flags.duration,
+    aspect: flags.aspect,
+    strength: flags.strength,
     ...(await replayParams(flags, context)),
   };
+  if (flags.image !== undefined) {
+    const image = resolve(flags.image);
+    if (!(await isFile(image))) context.fail(`--image: no file at ${flags.image}.`, 2);
+    params.image = image;
+  }
   try {
     parseTextToVideoParams(params);
   } catch (error) {
@@ -183,47 +208,129 @@ async function settingsFor(context: RenderContext, model: string | undefined, ke
   return context.config(overrides);
 }
 
-/** Submits one job through the app, shows its progress, and copies the result to `out`. */
+/** Where a command-line job runs: on an app of this process, or through the running coordinator. */
+interface JobChannel {
+  /** Submits; `finished` resolves with the job's last event (succeeded, failed or cancelled). */
+  submit(request: { kind: JobKind; params: Record<string, unknown>; seed?: number }, user: string, onEvent: (event: JobEvent) => void): Promise<{ result: SubmitResult; finished: Promise<JobEvent> }>;
+  cancel(user: string, jobId: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How often a command waiting for another command-line job on the same database looks again. */
+const COORDINATOR_POLL_MS = 300;
+
+/**
+ * The channel for one command-line job. With a `reelbot serve` running on this database, the job
+ * goes through its control socket (it keeps the queue, the workers and the ledger). With another
+ * `reelbot render` or `edit` running its job on the database, this one waits for it, then runs its
+ * own: two command-line jobs run one after the other and never recover or run each other's jobs.
+ */
+async function openChannel(context: RenderContext, config: Config, role: 'render' | 'edit'): Promise<JobChannel> {
+  let told = false;
+  for (;;) {
+    const holder = coordinatorOf(config);
+    if (holder?.role === 'serve' && holder.controlSocket !== null && holder.host === hostname()) {
+      context.out(`Submitting through the running ${describeHolder(holder)}.`);
+      return remoteChannel(new ControlClient(holder.controlSocket));
+    }
+    if (holder?.role === 'serve' && holder.host !== hostname()) {
+      context.fail(`${describeHolder(holder)} is the coordinator of ${config.dbPath}; run this command on ${holder.host}, where it can reach it.`, 1);
+    }
+    if (holder === undefined) {
+      try {
+        return localChannel(startApp(config, { role, logger: createLogger(config.logLevel) }));
+      } catch (error) {
+        if (!(error instanceof CoordinatorRunningError)) throw error;
+        continue; // another one took the lease in between
+      }
+    }
+    if (!told) context.out(`Waiting for ${describeHolder(holder)}, which runs a job on this database, to finish…`);
+    told = true;
+    await sleep(COORDINATOR_POLL_MS);
+  }
+}
+
+/** The live coordinator of the configured database, read without taking anything. */
+function coordinatorOf(config: Config): LeaseHolder | undefined {
+  const db = openDatabase(config.dbPath);
+  try {
+    return new InstanceLease(db, { ttlMs: config.leaseTtlMs }).holder();
+  } finally {
+    db.close();
+  }
+}
+
+function localChannel(app: App): JobChannel {
+  return {
+    async submit(request, user, onEvent) {
+      let jobId = -1;
+      const early: JobEvent[] = [];
+      let settle!: (event: JobEvent) => void;
+      const finished = new Promise<JobEvent>((resolve) => (settle = resolve));
+      const handle = (event: JobEvent) => {
+        onEvent(event);
+        if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') settle(event);
+      };
+      app.jobs.onEvent((event) => {
+        if (jobId === -1) early.push(event);
+        else if (event.job.id === jobId) handle(event);
+      });
+      const result = await app.jobs.submit({ actor: { platform: 'cli', externalId: user }, ...request });
+      jobId = result.job.id;
+      for (const event of early) if (event.job.id === jobId) handle(event);
+      return { result, finished };
+    },
+    async cancel(user, jobId) {
+      await app.jobs.cancel({ platform: 'cli', externalId: user }, jobId);
+    },
+    close: () => app.stop(),
+  };
+}
+
+function remoteChannel(client: ControlClient): JobChannel {
+  return {
+    submit: (request, user, onEvent) => client.submit({ ...request, user }, onEvent),
+    cancel: (user, jobId) => client.cancel(user, jobId),
+    close: async () => undefined,
+  };
+}
+
+/** Submits one job (here or through the running coordinator), shows its progress, and copies the result to `out`. */
 async function runJob(context: RenderContext, config: Config, job: { kind: JobKind; params: Record<string, unknown>; seed?: number; out: string }): Promise<void> {
   const { out, stderr } = context;
   const started = context.now();
-  const app = startApp(config, { logger: createLogger(config.logLevel) });
+  const channel = await openChannel(context, config, job.kind === 'edit' ? 'edit' : 'render');
   const bar = progressBar(stderr);
   let onSignal: (() => void) | undefined;
   try {
-    const actor = { platform: 'cli' as const, externalId: userInfo().username || 'operator' };
-    let jobId = -1;
-    const finished = new Promise<JobEvent & { type: 'succeeded' | 'failed' | 'cancelled' }>((resolveFinished) => {
-      app.jobs.onEvent((event) => {
-        if (event.job.id !== jobId) return;
-        if (event.type === 'progress') bar.update(event.progress.step, event.progress.total, event.progress.stage ?? '');
-        if (event.type === 'started') bar.update(0, 1, 'starting');
-        if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') resolveFinished(event);
-      });
+    const user = userInfo().username || 'operator';
+    const { result: submitted, finished } = await channel.submit({ kind: job.kind, params: job.params, seed: job.seed }, user, (event) => {
+      if (event.type === 'progress') bar.update(event.progress.step, event.progress.total, event.progress.stage ?? '');
+      if (event.type === 'started') bar.update(0, 1, 'starting');
     });
-    const submitted = await app.jobs.submit({ actor, kind: job.kind, params: job.params, seed: job.seed });
-    jobId = submitted.job.id;
+    const jobId = submitted.job.id;
     out(`Job #${jobId}, seed ${submitted.job.seed}${submitted.position > 0 ? `, position ${submitted.position} in the queue` : ''}.`);
     if (typeof job.params.draws === 'string') out(`The random draws come from ${job.params.draws}; the seed decides nothing.`);
-    onSignal = () => void app.jobs.cancel(actor, jobId).catch(() => undefined);
+    onSignal = () => void channel.cancel(user, jobId).catch(() => undefined);
     process.once('SIGINT', onSignal);
     const result = await finished;
     bar.done();
     if (result.type === 'cancelled') context.fail(`Job #${jobId} was cancelled.`, 1);
     if (result.type === 'failed') context.fail(`${result.message}${result.refunded ? ' It was not charged.' : ''}`, 1);
-    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
+    if (result.type !== 'succeeded') context.fail(`Job #${jobId} ended without a result.`, 1);
+    const video = result.result as { file: string; frames: number; width: number; height: number; fps: number; smooth?: boolean; droppedText?: string; untrainedWeights?: boolean; crossFrameUnavailable?: boolean };
     await mkdir(dirname(resolve(job.out)), { recursive: true });
     await copyFile(video.file, job.out);
     if (video.droppedText) out(`Note: the text was too long; this part was left out: "${video.droppedText}"`);
     out(
-      `Saved ${job.out}: ${video.frames} frames, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
+      `Saved ${job.out}: ${video.frames} frames${video.smooth ? ' (smoothed)' : ''}, ${video.width}×${video.height}, ${video.fps} fps, seed ${(result.job as JobRecord).seed}, in ${((context.now() - started) / 1000).toFixed(1)} s.`,
     );
     if (video.untrainedWeights === true) out('Note: made with untrained demo weights (a built-in set): abstract patterns, not what you asked for. Pass --model DIR with real weights.');
     if (video.crossFrameUnavailable === true) out("Note: the model's attention could not be linked across frames, so each frame was made on its own and the video may flicker.");
   } finally {
     bar.done();
     if (onSignal) process.off('SIGINT', onSignal);
-    await app.stop();
+    await channel.close();
   }
 }
 
@@ -243,6 +350,7 @@ interface EditFlags {
   resolution?: number;
   draws?: string;
   dumpLatents?: string;
+  smooth: boolean;
 }
 
 export function registerEdit(program: Command, context: RenderContext): void {
@@ -263,6 +371,8 @@ export function registerEdit(program: Command, context: RenderContext): void {
     .option('--model <dir>', 'instruct-pix2pix model folder (default: the built-in small set)')
     .option('--no-cross-frame', 'edit every frame on its own (to compare; the method needs anchors)')
     .option('--resolution <px>', 'scale the clip so its long side is this, a multiple of 64 (default: the model\'s resolution)', integer('--resolution'))
+    .option('--smooth', 'interpolate the edited frames (motion-compensated) to 24 fps at the clip\'s length (off by default: the clip\'s rate is kept)', false)
+    .option('--no-smooth', 'keep the clip\'s frame rate (the default)')
     .option('--draws <file>', 'replay these random draws instead of the seed\'s (docs/draws.md)')
     .option('--dump-latents <dir>', 'write every latent along the way and the frames to DIR/latents.safetensors (docs/draws.md)')
     .action(async (flags: EditFlags) => {
@@ -283,6 +393,7 @@ export function registerEdit(program: Command, context: RenderContext): void {
         crossFrameAttention: flags.crossFrame,
         format: format.slice(1),
         resolution: flags.resolution,
+        smooth: flags.smooth,
         ...(await replayParams(flags, context)),
       };
       try {

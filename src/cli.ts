@@ -13,6 +13,7 @@ import { registerDiscord } from './cli-discord.js';
 import { registerModels } from './cli-models.js';
 import { registerServe } from './cli-serve.js';
 import { registerEdit, registerRender } from './cli-video.js';
+import { registerWorker } from './cli-worker.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
 import { FairQueue } from './jobs/fair-queue.js';
 import { RetentionSweep } from './jobs/retention.js';
@@ -446,6 +447,7 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     now,
   };
   registerServe(program, videoContext);
+  registerWorker(program, videoContext);
   registerDashboard(program, {
     config,
     out,

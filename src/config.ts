@@ -94,6 +94,16 @@ export const configSchema = z
         maxFps: z.number().positive().default(12),
       })
       .prefault({}),
+    /**
+     * Live previews while a job denoises: a few frames projected from the latents (no VAE call),
+     * shown on the job's message at most every `intervalSeconds`, within 5 % of the job's time.
+     */
+    previews: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        intervalSeconds: z.number().positive().default(3),
+      })
+      .prefault({}),
     /** Edit pipeline: the default number of steps (50 as the reference, or 10 as Fairy's fast preset). */
     editSteps: positiveInt.default(10),
     /** ffmpeg and ffprobe binaries; empty = the ones bundled by @ffmpeg-installer / @ffprobe-installer. */
@@ -221,8 +231,14 @@ export const configSchema = z
      */
     platformStartTimeoutMs: positiveInt.default(30_000),
     /**
-     * `serve`'s HTTP side (health, metrics, the dashboard): off unless a port is set. It binds to
-     * 127.0.0.1; put it behind a reverse proxy with TLS to reach it from elsewhere (see the README).
+     * The coordinator's instance lease in the database lasts this long and is renewed every third of
+     * it; a coordinator killed on another host is taken over this long after its last renewal.
+     */
+    leaseTtlMs: positiveInt.default(15_000),
+    /**
+     * `serve`'s HTTP side (health, metrics, the dashboard, and with worker hosts their blob URLs):
+     * off unless a port is set. It binds to 127.0.0.1; put it behind a reverse proxy with TLS to
+     * reach it from elsewhere (see the README); worker hosts reach it at `publicUrl`.
      */
     http: z
       .strictObject({
@@ -235,6 +251,25 @@ export const configSchema = z
         dashboardLinkMinutes: positiveInt.max(60).default(10),
         /** A dashboard session lasts this long, then the operator signs in again. */
         dashboardSessionHours: positiveInt.max(24 * 30).default(12),
+      })
+      .prefault({}),
+    /**
+     * Redis for worker hosts (BullMQ): `redis://[:password@]host:port[/db]` or `rediss://` for TLS.
+     * Unset: jobs run on this machine's worker processes only. A secret: it may hold the password.
+     */
+    redisUrl: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
+    scale: z
+      .strictObject({
+        /** A worker host holds a job's lock this long and renews it every half of it; a host killed -9 loses its jobs to another host after it. */
+        lockMs: positiveInt.default(30_000),
+        /** How often BullMQ looks for jobs whose host stopped renewing their lock. */
+        stalledIntervalMs: positiveInt.default(15_000),
+        /** A blob URL works this long after it was handed out (a job's clip in, its result back). */
+        blobUrlTtlSeconds: positiveInt.default(3600),
+        /** Largest result a worker host may upload for one job. */
+        maxResultBytes: positiveInt.default(500 * 1024 * 1024),
+        /** BullMQ key prefix (several bots may share one Redis). */
+        queuePrefix: z.string().min(1).regex(/^[A-Za-z0-9_-]+$/).default('reelbot'),
       })
       .prefault({}),
   });
@@ -255,7 +290,7 @@ export type ConfigMatchesDomain = [
 ];
 
 /** Settings whose values must never be printed or logged. */
-export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret'] as const;
+export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret', 'redisUrl'] as const;
 
 type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
 /** Environment variable → path in the config object, and how its text is read. */
@@ -268,6 +303,8 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_MODEL_DIR: { path: ['modelDir'], kind: 'string' },
   REELBOT_EDIT_MODEL_DIR: { path: ['editModelDir'], kind: 'string' },
   REELBOT_EDIT_STEPS: { path: ['editSteps'], kind: 'number' },
+  REELBOT_PREVIEWS: { path: ['previews', 'enabled'], kind: 'boolean' },
+  REELBOT_PREVIEW_INTERVAL_SECONDS: { path: ['previews', 'intervalSeconds'], kind: 'number' },
   REELBOT_INPUT_MAX_BYTES: { path: ['input', 'maxBytes'], kind: 'number' },
   REELBOT_INPUT_MAX_DURATION_SECONDS: { path: ['input', 'maxDurationSeconds'], kind: 'number' },
   REELBOT_INPUT_MAX_WIDTH: { path: ['input', 'maxWidth'], kind: 'number' },
@@ -315,9 +352,16 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_SLACK_PORT: { path: ['slackPort'], kind: 'number' },
   REELBOT_SLACK_EDIT_CHANNELS: { path: ['slackEditChannels'], kind: 'list' },
   REELBOT_PLATFORM_START_TIMEOUT_MS: { path: ['platformStartTimeoutMs'], kind: 'number' },
+  REELBOT_LEASE_TTL_MS: { path: ['leaseTtlMs'], kind: 'number' },
   REELBOT_HTTP_HOST: { path: ['http', 'host'], kind: 'string' },
   REELBOT_HTTP_PORT: { path: ['http', 'port'], kind: 'number' },
   REELBOT_HTTP_PUBLIC_URL: { path: ['http', 'publicUrl'], kind: 'string' },
+  REELBOT_REDIS_URL: { path: ['redisUrl'], kind: 'string' },
+  REELBOT_WORKER_LOCK_MS: { path: ['scale', 'lockMs'], kind: 'number' },
+  REELBOT_STALLED_INTERVAL_MS: { path: ['scale', 'stalledIntervalMs'], kind: 'number' },
+  REELBOT_BLOB_URL_TTL_SECONDS: { path: ['scale', 'blobUrlTtlSeconds'], kind: 'number' },
+  REELBOT_MAX_RESULT_BYTES: { path: ['scale', 'maxResultBytes'], kind: 'number' },
+  REELBOT_QUEUE_PREFIX: { path: ['scale', 'queuePrefix'], kind: 'string' },
   REELBOT_DASHBOARD_LINK_MINUTES: { path: ['http', 'dashboardLinkMinutes'], kind: 'number' },
   REELBOT_DASHBOARD_SESSION_HOURS: { path: ['http', 'dashboardSessionHours'], kind: 'number' },
 };

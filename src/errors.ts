@@ -50,6 +50,8 @@ export const ErrorCode = {
   InputTooLong: 'input_too_long',
   InputTooManyFrames: 'input_too_many_frames',
   InputTimedOut: 'input_timed_out',
+  /** A picture to animate that is not a PNG, JPEG or WebP (an SVG, a web page, a video…). */
+  InputNotImage: 'input_not_image',
   /** A clip link that is not on the platform's own file hosts (or not https). */
   InputHostNotAllowed: 'input_host_not_allowed',
   /** The platform would not hand over the clip (403, a login page, a dropped connection…). */

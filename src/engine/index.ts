@@ -4,7 +4,7 @@
  * on first use); edit runs Video Instruct-Pix2Pix with anchor-frame attention on an uploaded clip
  * (checked and decoded by the hardened input path) and keeps its frame rate and audio.
  */
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { extname, join } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
@@ -15,7 +15,10 @@ import { LatentRecorder, writeLatentDump } from './pipelines/latent-dump.js';
 import { checkUnetSize } from './pipelines/latents.js';
 import { StableDiffusionComponents } from './pipelines/sd-components.js';
 import { TextToVideoZeroPipeline } from './pipelines/text-to-video-zero.js';
-import { parseEditParams, parseTextToVideoParams } from '../jobs/job-params.js';
+import { parseEditParams, parseTextToVideoParams, sizeForAspect, TEXT_TO_VIDEO_LIMITS, videoTiming } from '../jobs/job-params.js';
+import { LivePreview } from './preview.js';
+import { encodePng, scaleNearest } from '../media/png.js';
+import { decodeImage } from '../media/image-input.js';
 import { VideoEditPipeline } from './pipelines/video-edit.js';
 import { decodeClip } from '../media/input.js';
 import { encodeFrames } from '../media/encode.js';
@@ -62,6 +65,22 @@ function crossFrameNote(components: StableDiffusionComponents): { crossFrameUnav
   return components.crossFrameUnavailable ? { crossFrameUnavailable: true } : {};
 }
 
+/** The rate smoothing interpolates to when the job does not say (edits always). */
+const SMOOTH_FPS = TEXT_TO_VIDEO_LIMITS.fps.smooth;
+
+/** Longest side of a result's thumbnail (`/history`). */
+const THUMBNAIL_SIDE = 160;
+
+/** A small PNG of the result's first frame beside it, for `/history`: `{ thumbnail: path }`. */
+async function thumbnail(dir: string, output: { frames: Uint8Array[]; width: number; height: number }): Promise<{ thumbnail: string }> {
+  const scale = Math.min(1, THUMBNAIL_SIDE / Math.max(output.width, output.height));
+  const width = Math.max(1, Math.round(output.width * scale));
+  const height = Math.max(1, Math.round(output.height * scale));
+  const file = join(dir, 'thumbnail.png');
+  await writeFile(file, encodePng(scaleNearest(output.frames[0]!, output.width, output.height, width, height), width, height));
+  return { thumbnail: file };
+}
+
 export const createEngine: CreateEngine = ({ device, settings, logger }) => {
   const ffmpeg = resolveFfmpegPaths(settings);
   const loaded: StableDiffusionComponents[] = [];
@@ -92,6 +111,29 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     logger.info({ dir, provider: components.provider, crossFrameBlocks: components.crossFrameBlocks, crossFrameUnavailable: components.crossFrameUnavailable, untrainedWeights: components.untrainedWeights }, 'clip-edit model loaded');
     return { components, pipeline: new VideoEditPipeline(components) };
   });
+
+  /** A fresh preview policy per job, or none when the operator turned previews off. */
+  const livePreview = (): LivePreview | undefined =>
+    settings.previews?.enabled === false ? undefined : new LivePreview({ intervalMs: (settings.previews?.intervalSeconds ?? 3) * 1000 });
+
+  /** The picture to animate: copied into the job's folder, checked and decoded there at the model's size. */
+  const readPicture = async (file: string, outputDir: string, components: StableDiffusionComponents, signal: AbortSignal) => {
+    const input = join(outputDir, `picture${extname(file).toLowerCase().replace(/[^.a-z0-9]/g, '') || '.bin'}`);
+    await copyFile(file, input).catch((error: unknown) => {
+      throw new AppError(ErrorCode.InvalidRequest, 'The picture to animate could not be read.', { cause: error });
+    });
+    const picture = await decodeImage(input, {
+      ffmpegPath: ffmpeg.ffmpeg,
+      ffprobePath: ffmpeg.ffprobe,
+      limits: settings.input,
+      resolution: components.resolution,
+      sizeMultiple: components.sizeMultiple,
+      tempDir: outputDir,
+      signal,
+    });
+    await components.ensureVaeEncoder();
+    return picture;
+  };
 
   const edit: Engine['run'] = async (job, { signal, onProgress }) => {
     const params = parseEditParams(job.params);
@@ -135,11 +177,13 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     await dumpLatents(params.dumpLatents, recorder, output, { pipeline: 'video-edit', draws: draws?.description ?? `seed ${job.seed}`, scheduler: params.scheduler });
     onProgress({ step: 1, total: 1, stage: 'encoding' });
     const file = join(job.outputDir, `edited.${params.format}`);
+    const smoothTo = params.smooth && clip.fps < SMOOTH_FPS ? SMOOTH_FPS : undefined;
     await encodeFrames({
       frames: output.frames,
       width: output.width,
       height: output.height,
       fps: clip.fps,
+      smoothTo,
       out: file,
       format: params.format,
       ffmpegPath: ffmpeg.ffmpeg,
@@ -149,10 +193,12 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
     });
     return {
       file,
+      ...(await thumbnail(job.outputDir, output)),
       width: output.width,
       height: output.height,
       frames: output.frames.length,
-      fps: clip.fps,
+      fps: smoothTo ?? clip.fps,
+      smooth: smoothTo !== undefined,
       sourceFps: clip.sourceFps,
       anchors: output.anchors,
       seed: job.seed,
@@ -183,19 +229,28 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       } catch (error) {
         throw new AppError(ErrorCode.InvalidRequest, `${(error as Error).message}.`);
       }
-      const { draws: drawsFile, dumpLatents: dumpDir, ...input } = params;
+      const { draws: drawsFile, dumpLatents: dumpDir, image: imageFile, aspect, fps: _fps, durationSeconds: _duration, smooth: _smooth, ...input } = params;
+      const timing = videoTiming(params.numFrames, params);
+      const size = aspect === undefined ? {} : sizeForAspect(aspect, components.resolution, components.sizeMultiple);
+      await mkdir(job.outputDir, { recursive: true });
+      const picture = imageFile === undefined ? undefined : await readPicture(imageFile, job.outputDir, components, signal);
       const draws = await readDraws(drawsFile);
       const recorder = dumpDir ? new LatentRecorder() : undefined;
-      const output = await asInvalidRequest(() => pipeline.run({ ...input, seed: job.seed, draws }, { signal, onProgress, onLatent: recorder?.record }));
+      const output = await asInvalidRequest(() =>
+        pipeline.run(
+          { ...input, ...size, ...(picture ? { image: picture.rgb, width: picture.width, height: picture.height } : {}), seed: job.seed, draws },
+          { signal, onProgress, onLatent: recorder?.record, preview: livePreview() },
+        ),
+      );
       await dumpLatents(dumpDir, recorder, output, { pipeline: 'text-to-video-zero', draws: draws?.description ?? `seed ${job.seed}` });
       onProgress({ step: 1, total: 1, stage: 'encoding' });
-      await mkdir(job.outputDir, { recursive: true });
       const file = join(job.outputDir, `video.${params.format}`);
       await encodeFrames({
         frames: output.frames,
         width: output.width,
         height: output.height,
-        fps: params.fps,
+        fps: timing.sourceFps,
+        smoothTo: timing.interpolate ? timing.fps : undefined,
         out: file,
         format: params.format,
         ffmpegPath: ffmpeg.ffmpeg,
@@ -203,10 +258,14 @@ export const createEngine: CreateEngine = ({ device, settings, logger }) => {
       });
       return {
         file,
+        ...(await thumbnail(job.outputDir, output)),
         width: output.width,
         height: output.height,
         frames: output.frames.length,
-        fps: params.fps,
+        fps: timing.fps,
+        durationSeconds: timing.durationSeconds,
+        smooth: timing.interpolate,
+        ...(picture ? { image: { width: picture.sourceWidth, height: picture.sourceHeight } } : {}),
         seed: job.seed,
         promptTruncated: output.promptTruncated,
         droppedText: output.droppedText,

@@ -59,6 +59,8 @@ export interface EngineSettings {
   input: { maxBytes: number; maxDurationSeconds: number; maxWidth: number; maxHeight: number; maxFrames: number; maxFps: number };
   /** Default steps of the edit pipeline. */
   editSteps: number;
+  /** Live previews (the `previews` settings); absent: on, every 3 s. */
+  previews?: { enabled: boolean; intervalSeconds: number };
   /** How many workers share this machine (to split its cores between them). */
   workerCount: number;
 }

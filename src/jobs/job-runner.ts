@@ -11,6 +11,7 @@
  * start recovers it (recovery.ts).
  */
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { asAppError, ErrorCode, type AppError } from '../errors.js';
@@ -41,6 +42,9 @@ const OUR_FAULT: ReadonlySet<string> = new Set([
   ErrorCode.EngineUnavailable,
 ]);
 
+/** How often a job whose turn has come looks for a free slot when none is (remote slots come and go). */
+const SLOT_WAIT_MS = 100;
+
 export interface JobRunnerOptions {
   config: Config;
   db: Db;
@@ -53,6 +57,8 @@ export interface JobRunnerOptions {
   dispatcher: Dispatcher;
   logger: Logger;
   now(): number;
+  /** The instance recorded as the owner of the jobs this runner starts. */
+  owner: string | null;
   /** False while the service drains: a job whose turn comes then stays queued. */
   isStarted(): boolean;
   emit(event: JobEvent): void;
@@ -90,11 +96,16 @@ export class JobRunner {
     const queued = this.#o.isStarted() ? jobs.get(jobId) : undefined; // draining: it stays queued
     let attempts = queued?.attempts ?? 0;
     for (;;) {
-      const device = dispatcher.nextIdleDevice(kind);
+      let device = dispatcher.nextIdleDevice(kind);
+      // Slots that come and go (worker hosts, Redis away): the job's turn has come, so it waits for one.
+      while (device === undefined && queued && this.#o.isStarted()) {
+        await sleep(SLOT_WAIT_MS);
+        device = dispatcher.nextIdleDevice(kind);
+      }
       const now = this.#o.now();
       if (!queued || device === undefined) return;
       const context = { jobId, userId: queued.userId, device, attempt: attempts + 1 };
-      if (!(await writer.writeUntilDone('mark a job running', () => jobs.markRunning(jobId, device, now), context))) return;
+      if (!(await writer.writeUntilDone('mark a job running', () => jobs.markRunning(jobId, device, now, this.#o.owner), context))) return;
       attempts++;
       running.runningSince = undefined;
       live.running.set(jobId, running);

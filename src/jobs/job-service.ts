@@ -15,6 +15,8 @@
  * database's write lock never holds the event loop. SIGTERM drains (see {@link JobService.shutdown}).
  */
 import { randomInt } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -23,6 +25,7 @@ import { AuditLog, type AuditEntry, type AuditQuery } from '../store/audit-log.j
 import { isBusyError, type Db } from '../store/db.js';
 import { JobRepo, type JobStats } from '../store/job-repo.js';
 import { HandledNotices } from '../store/handled-notices.js';
+import type { InstanceLease } from '../store/instance-lease.js';
 import { ProcessedEvents } from '../store/processed-events.js';
 import { QuotaLedger } from '../store/quota-ledger.js';
 import { Settings } from '../store/settings.js';
@@ -85,6 +88,12 @@ export interface JobServiceOptions {
   workerEnv?: NodeJS.ProcessEnv;
   /** Where jobs run; default: a local worker pool with one process per configured device. */
   dispatcher?: Dispatcher;
+  /**
+   * The coordinator lease this process holds: running jobs record it as their owner, and recovery
+   * leaves alone the running jobs of an owner whose lease is live. Without one (tests of the job core
+   * alone), every job left running is recovered.
+   */
+  lease?: InstanceLease;
   /** The writer queue of `db` (the composition root shares it with other writers); default: a new one. Closed by {@link JobService.shutdown}. */
   writer?: StoreWriter;
 }
@@ -103,6 +112,7 @@ export class JobService {
   readonly #logger: Logger;
   readonly #now: () => number;
   readonly #jobs: JobRepo;
+  readonly #audit: AuditLog;
   readonly #users: UserRepo;
   readonly #ledger: QuotaLedger;
   readonly #settings: Settings;
@@ -125,6 +135,7 @@ export class JobService {
   readonly #emitter = new EventEmitter();
   /** Seconds per unit of work, learned per kind, device and model: cost estimates and ETAs. */
   readonly #costs: CostModel;
+  readonly #lease: InstanceLease | undefined;
   #state: 'new' | 'started' | 'draining' | 'stopped' = 'new';
 
   constructor(options: JobServiceOptions) {
@@ -133,10 +144,12 @@ export class JobService {
     this.#db = db;
     this.#logger = options.logger.child({ module: 'jobs' });
     this.#now = options.now ?? Date.now;
+    this.#lease = options.lease;
     const now = () => this.#now();
     this.#writer = options.writer ?? new StoreWriter(db, { logger: this.#logger });
     this.#fair = new FairQueue({ now: this.#now });
     this.#jobs = new JobRepo(db);
+    this.#audit = new AuditLog(db);
     this.#users = new UserRepo(db);
     this.#ledger = new QuotaLedger(db);
     this.#settings = new Settings(db);
@@ -176,6 +189,7 @@ export class JobService {
       dispatcher: this.#dispatcher,
       logger: this.#logger,
       now,
+      owner: options.lease?.instanceId ?? null,
       isStarted: () => this.#state === 'started',
       emit,
     });
@@ -188,6 +202,7 @@ export class JobService {
       now,
       run: (jobId, kind) => this.#runner.run(jobId, kind),
     });
+    this.#dispatcher.onSizeChange?.((size) => this.#runQueue.setConcurrency(size));
     this.#view = new QueueView({
       jobs: this.#jobs,
       fair: this.#fair,
@@ -196,13 +211,14 @@ export class JobService {
       now,
       slots: () => this.#dispatcher.size,
       paused: () => this.#runQueue.isPaused && this.#state === 'started',
+      notice: () => this.#dispatcher.notice?.(),
     });
     this.#admin = new AdminOps({
       config,
       jobs: this.#jobs,
       users: this.#users,
       ledger: this.#ledger,
-      audit: new AuditLog(db),
+      audit: this.#audit,
       settings: this.#settings,
       now,
       write: (write) => this.#commandWrite(write),
@@ -258,7 +274,14 @@ export class JobService {
   start(): void {
     if (this.#state !== 'new') throw new Error('JobService.start() called twice');
     const now = this.#now();
-    const notices = recoverInterruptedJobs({ db: this.#db, jobs: this.#jobs, ledger: this.#ledger }, now);
+    const lease = this.#lease;
+    const notices = recoverInterruptedJobs({ db: this.#db, jobs: this.#jobs, ledger: this.#ledger }, now, (jobs) => {
+      const running = jobs.listByState('running');
+      if (!lease) return running;
+      // Another live instance's running jobs are its own; only those of a gone (or this) instance are recovered.
+      const live = lease.liveInstanceIds();
+      return running.filter((job) => job.ownerInstance === null || job.ownerInstance === lease.instanceId || !live.has(job.ownerInstance));
+    });
     for (const notice of notices) this.#emit(notice);
     this.#notices.prune(now - NOTICE_MEMORY_MS);
     this.#fair.seedLastServed(this.#jobs.lastEndedByUser());
@@ -537,6 +560,31 @@ export class JobService {
     await Promise.allSettled([...tasks]);
     this.#state = 'stopped';
     this.#logger.info('job service stopped');
+  }
+
+  /**
+   * Deletes a finished job's stored output (its folder: the video, the thumbnail, the inputs copied
+   * there) for its owner or an admin (audited when it is someone else's), and records it on the job,
+   * which stays in history and usage. The adapter removes the platform message. A job still
+   * queued or running is refused (cancel it first); a second delete says it is already gone.
+   */
+  async deleteResult(actor: Actor, jobId: number): Promise<JobRecord> {
+    const job = this.#ownJob(actor, jobId);
+    if (!FINISHED_STATES.includes(job.state)) {
+      throw new UserError(ErrorCode.InvalidRequest, `Job #${job.id} is still ${job.state}; cancel it first.`);
+    }
+    if (job.outputDeletedAt != null) throw new UserError(ErrorCode.InvalidRequest, `Job #${job.id}'s video was already deleted.`);
+    const folder = resolve(join(this.#config.outputDir, String(job.id)));
+    await rm(folder, { recursive: true, force: true });
+    const now = this.#now();
+    const by = `${actor.platform}:${actor.externalId}`;
+    this.#db.transaction(() => {
+      this.#jobs.markOutputDeleted(job.id, by, now);
+      const owner = job.platform === actor.platform && job.userExternalId === actor.externalId;
+      if (!owner) this.#audit.record({ platform: actor.platform, actorId: actor.externalId, action: 'delete-result', target: `job:${job.id}`, details: { owner: `${job.platform}:${job.userExternalId}` }, groupId: job.groupId, channelId: job.channelId, createdAt: now });
+    })();
+    this.#logger.info({ jobId: job.id, by }, 'job output deleted');
+    return this.#jobs.get(job.id)!;
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ export interface QueueEntry {
 
 export interface QueueSnapshot {
   paused: boolean;
+  /** Why jobs cannot start now (the job queue server unreachable, no worker host), when so. */
+  notice?: string;
   running: QueueEntry[];
   waiting: QueueEntry[];
 }
@@ -32,6 +34,8 @@ export interface QueueViewOptions {
   slots(): number;
   /** Whether starts are paused (by an admin). */
   paused(): boolean;
+  /** The dispatch's word on why jobs cannot start now. */
+  notice?(): string | undefined;
 }
 
 export class QueueView {
@@ -53,7 +57,8 @@ export class QueueView {
     const { live, fair } = this.#options;
     const running = [...live.running.keys()].map((id) => this.status(id)!).filter(Boolean);
     const waiting = fair.order().map((entry) => this.status(Number(entry.id))!);
-    return { paused: this.#options.paused(), running, waiting };
+    const notice = this.#options.notice?.();
+    return { paused: this.#options.paused(), running, waiting, ...(notice ? { notice } : {}) };
   }
 
   /** Position (1 = next, 0 = running or finished) and the time until the result is expected. */

@@ -54,6 +54,10 @@ export interface JobRecord {
   startedAt: number | null;
   finishedAt: number | null;
   cancelRequestedAt: number | null;
+  /** The coordinator instance that started its current attempt (its lease keeps recovery elsewhere off it). */
+  ownerInstance: string | null;
+  /** When its stored output was deleted (the Delete button); null while it is kept. */
+  outputDeletedAt?: number | null;
   /** When the adapter's final message for the finished job went out (null: not yet, or not finished). */
   deliveredAt: number | null;
 }
@@ -115,11 +119,28 @@ export interface SubmitResult {
   quotaLeft: QuotaLeft;
 }
 
+/**
+ * A live preview of a running job: a small PNG (a few frames side by side, projected from the
+ * latents without a VAE call). Sent with some progress events; never stored.
+ */
+export interface JobPreview {
+  /** PNG bytes, base64. */
+  png: string;
+  width: number;
+  height: number;
+  /** The frames shown, left to right. */
+  frames: number[];
+  /** The denoising step (UNet call) it shows. */
+  step: number;
+}
+
 export interface JobProgress {
   step: number;
   total: number;
   /** Stage of the work ("loading", "denoising", "encoding"…). */
   stage?: string;
+  /** What the frames look like now (only while denoising, at most every few seconds; off when the operator turned previews off). */
+  preview?: JobPreview;
 }
 
 /** The typed event stream that bot adapters follow. */

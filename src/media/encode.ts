@@ -34,6 +34,14 @@ export interface EncodeFramesOptions {
   /** Called after each frame is handed to ffmpeg's input (not yet encoded). */
   onFrameWritten?: (written: number, total: number) => void;
   /**
+   * Motion-compensated frame interpolation (ffmpeg's `minterpolate`, bidirectional motion
+   * estimation, overlapped-block compensation) up to this rate, at the same duration: the frames
+   * still span `frames.length / fps` seconds, the output has `round(duration · smoothTo)` frames at
+   * `smoothTo` fps. Ignored when it is not above `fps`. The last frame is held for its full
+   * duration (it is fed three times: the filter stops one frame short of its input's end).
+   */
+  smoothTo?: number;
+  /**
    * MP4 only (ignored for GIF): a video file (normally the user's original clip) whose first
    * audio stream is muxed into the output, cut to the video's length (`-t frames / fps`). A file without
    * audio gives a silent video. It is opened like untrusted input: `file:` protocol only, and only
@@ -89,6 +97,15 @@ const PAD_TO_EVEN = 'pad=ceil(iw/2)*2:ceil(ih/2)*2';
  */
 const GIF_PALETTE = 'split[a][b];[a]palettegen[p];[b][p]paletteuse';
 
+/**
+ * ffmpeg's motion-compensated interpolation to `fps`: motion-compensated (`mci`) with
+ * overlapped-block compensation, bidirectional estimation and variable-size block refinement,
+ * the quality settings of the filter's documentation.
+ */
+export function minterpolateFilter(fps: number): string {
+  return `minterpolate=fps=${fps}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1`;
+}
+
 /** Audio codecs the MP4 muxer takes as they are (Opus in MP4 is still "experimental" in the bundled ffmpeg). */
 const MP4_AUDIO_COPY = new Set(['aac', 'mp3', 'alac', 'ac3', 'eac3']);
 
@@ -136,6 +153,12 @@ export async function encodeFrames(options: EncodeFramesOptions): Promise<void> 
     .inputOptions('-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-r', String(fps))
     .outputOptions('-hide_banner', '-loglevel', 'error')
     .output(partial);
+  const smooth = options.smoothTo !== undefined && options.smoothTo > fps && frames.length > 1 ? options.smoothTo : undefined;
+  const smoothing = smooth === undefined ? [] : [minterpolateFilter(smooth)];
+  // minterpolate stops one input frame short of the end: with the last frame fed twice more, the
+  // output reaches it and holds it for its duration; the frame count cuts off the rest.
+  const fed = smooth === undefined ? frames : [...frames, frames.at(-1)!, frames.at(-1)!];
+  if (smooth !== undefined) command.outputOptions('-r', String(smooth), '-frames:v', String(Math.round((frames.length / fps) * smooth)));
   const { audioFrom } = options;
   if (format === 'mp4' && audioFrom !== undefined) {
     const copy = options.audioCodec === undefined || MP4_AUDIO_COPY.has(options.audioCodec);
@@ -160,13 +183,14 @@ export async function encodeFrames(options: EncodeFramesOptions): Promise<void> 
   }
   if (format === 'mp4') {
     // (Never call outputOptions with no argument: fluent-ffmpeg then adds the word "undefined".)
-    if (width % 2 !== 0 || height % 2 !== 0) command.outputOptions('-vf', PAD_TO_EVEN);
+    const filters = [...(width % 2 !== 0 || height % 2 !== 0 ? [PAD_TO_EVEN] : []), ...smoothing];
+    if (filters.length > 0) command.outputOptions('-vf', filters.join(','));
     command
       .videoCodec('libx264')
       .outputOptions('-pix_fmt', 'yuv420p', '-crf', MP4_CRF, '-preset', MP4_PRESET, '-movflags', '+faststart')
       .format('mp4');
   } else {
-    command.outputOptions('-vf', GIF_PALETTE, '-loop', '0').format('gif');
+    command.outputOptions('-vf', [...smoothing, GIF_PALETTE].join(','), '-loop', '0').format('gif');
   }
 
   // 4. Run. `stop` ends the frame writer early, on abort or when ffmpeg ends by itself.
@@ -188,7 +212,7 @@ export async function encodeFrames(options: EncodeFramesOptions): Promise<void> 
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   command.run();
-  const writing = writeFrames(input, frames, stop.signal, onFrameWritten);
+  const writing = writeFrames(input, fed, stop.signal, onFrameWritten);
 
   // The 'error'/'end' events come only after ffmpeg has exited, so nothing writes `partial` later.
   const failure = await finished;
@@ -248,6 +272,9 @@ function checkOptions(options: EncodeFramesOptions, format: string): void {
   if (typeof out !== 'string' || out === '') throw new TypeError('Expected `out` to be a file path, got an empty value');
   if (typeof ffmpegPath !== 'string' || ffmpegPath === '') {
     throw new TypeError('Expected `ffmpegPath` to be the path of an ffmpeg binary (see resolveFfmpegPaths), got an empty value');
+  }
+  if (options.smoothTo !== undefined && !(typeof options.smoothTo === 'number' && Number.isFinite(options.smoothTo) && options.smoothTo > 0)) {
+    throw new TypeError(`Expected \`smoothTo\` to be a frame rate above 0, got \`${String(options.smoothTo)}\``);
   }
   if (options.audioFrom !== undefined && (typeof options.audioFrom !== 'string' || options.audioFrom === '')) {
     throw new TypeError('Expected `audioFrom` to be the path of the original clip, got an empty value');

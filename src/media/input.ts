@@ -533,7 +533,7 @@ function timedOut(stage: 'probe' | 'decode', stderr: string): UserError {
 }
 
 /** Resolves symlinks on both sides and refuses a file outside the job's temp dir. */
-async function insideTempDir(file: string, tempDir: string): Promise<string> {
+export async function insideTempDir(file: string, tempDir: string): Promise<string> {
   if (typeof tempDir !== 'string' || tempDir === '') throw new TypeError('Expected `tempDir` to be the job\'s temp dir, got an empty value');
   const [real, dir] = await Promise.all([realpath(file), realpath(tempDir)]);
   const relative = path.relative(dir, real);
@@ -543,7 +543,7 @@ async function insideTempDir(file: string, tempDir: string): Promise<string> {
   return real;
 }
 
-async function readHead(file: string, bytes: number): Promise<Uint8Array> {
+export async function readHead(file: string, bytes: number): Promise<Uint8Array> {
   const handle = await open(file, 'r');
   try {
     const buffer = new Uint8Array(bytes);
@@ -563,7 +563,7 @@ function looksLikeText(head: Uint8Array): boolean {
   return bad <= 1;
 }
 
-interface ChildResult {
+export interface ChildResult {
   code: number | null;
   killedBy: NodeJS.Signals | null;
   timedOut: boolean;
@@ -576,7 +576,7 @@ interface ChildResult {
  * `cwd`, and kills it (SIGKILL) on timeout, abort, `kill()` from `onStdout`, or too much output.
  * Resolves after 'close', when all output has been read; rejects only if it cannot start.
  */
-async function runChild(
+export async function runChild(
   binary: string,
   args: readonly string[],
   options: {

@@ -26,6 +26,8 @@ interface JobRow {
   started_at: number | null;
   finished_at: number | null;
   cancel_requested_at: number | null;
+  owner_instance: string | null;
+  output_deleted_at: number | null;
   delivered_at: number | null;
 }
 
@@ -56,6 +58,8 @@ function toRecord(row: JobRow): JobRecord {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
     cancelRequestedAt: row.cancel_requested_at,
+    ownerInstance: row.owner_instance,
+    outputDeletedAt: row.output_deleted_at ?? null,
     deliveredAt: row.delivered_at,
   };
 }
@@ -101,6 +105,7 @@ export class JobRepo {
   readonly #lastQueued;
   readonly #lastStarted;
   readonly #messageRefs;
+  readonly #outputDeleted;
   readonly #undelivered;
   readonly #markDelivered;
 
@@ -110,7 +115,7 @@ export class JobRepo {
       seed, priority, estimated_gpu_s, model, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.#get = db.prepare(`${SELECT} WHERE jobs.id = ?`);
     this.#markRunning = db.prepare(
-      `UPDATE jobs SET state = 'running', device = ?, attempts = attempts + 1, started_at = ? WHERE id = ? AND state = 'queued'`,
+      `UPDATE jobs SET state = 'running', device = ?, attempts = attempts + 1, started_at = ?, owner_instance = ? WHERE id = ? AND state = 'queued'`,
     );
     this.#finish = db.prepare(`UPDATE jobs SET state = ?, gpu_seconds = ?, result = ?, error_code = ?, error = ?, finished_at = ?
       WHERE id = ? AND state IN ('queued', 'running')`);
@@ -135,6 +140,12 @@ export class JobRepo {
       AND jobs.state IN ('succeeded', 'failed', 'cancelled') AND jobs.finished_at >= ? ORDER BY jobs.finished_at, jobs.id`);
     this.#markDelivered = db.prepare(`UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL
       AND state IN ('succeeded', 'failed', 'cancelled')`);
+    this.#outputDeleted = db.prepare(`UPDATE jobs SET output_deleted_at = ?, output_deleted_by = ? WHERE id = ? AND output_deleted_at IS NULL`);
+  }
+
+  /** Records that a finished job's output was deleted (once); false when it already was. */
+  markOutputDeleted(id: number, by: string, now: number): boolean {
+    return this.#outputDeleted.run(now, by, id).changes === 1;
   }
 
   insert(job: NewJob): number {
@@ -161,8 +172,9 @@ export class JobRepo {
   }
 
   /** queued → running; false when the job was no longer queued. */
-  markRunning(id: number, device: string, now: number): boolean {
-    return this.#markRunning.run(device, now, id).changes === 1;
+  /** Starts an attempt on `device`; `owner` is the instance that runs it (its lease guards the job against recovery elsewhere). */
+  markRunning(id: number, device: string, now: number, owner: string | null = null): boolean {
+    return this.#markRunning.run(device, now, owner, id).changes === 1;
   }
 
   /** queued|running → a finished state; false when it had already finished. */

@@ -52,7 +52,7 @@ test('the folder check reads the torch exports: int32 ids, int64 timestep, 7 sel
 
 test('reelbot render and reelbot edit run on the exports, end to end', async () => {
   const made = join(dir, 'made.mp4');
-  const render = await cli('render', '--model', sd, '--prompt', 'a corgi surfing', '--frames', '3', '--steps', '3', '--fps', '3', '--seed', '1', '--out', made);
+  const render = await cli('render', '--model', sd, '--prompt', 'a corgi surfing', '--frames', '3', '--steps', '3', '--fps', '3', '--no-smooth', '--seed', '1', '--out', made);
   expect(render.code, render.text).toBe(0);
   // A real export (no reelbot.json): no untrained-weights note.
   expect(render.text).not.toContain('untrained');

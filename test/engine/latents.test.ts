@@ -1,6 +1,6 @@
 import { expect, test } from 'vitest';
 import { applyGuidance, imagesToRgb, nearestReflected, rgbToImages, warpLatent } from '../../src/engine/pipelines/latents.js';
-import { chunkFrames } from '../../src/engine/pipelines/text-to-video-zero.js';
+import { otherFrameChunks } from '../../src/engine/pipelines/text-to-video-zero.js';
 import { defaultPhaseSteps } from '../../src/jobs/job-params.js';
 
 test('the motion warp shifts a 64-wide latent by dx/8 cells, like grid_sample nearest with reflection', () => {
@@ -49,10 +49,11 @@ test('VAE images ↔ RGB frames', () => {
   expect(back[1]).toBeCloseTo(1, 5);
 });
 
-test('chunks all start with frame 0 and cover every frame once', () => {
-  expect(chunkFrames(8, 8)).toEqual([[0, 1, 2, 3, 4, 5, 6, 7]]);
-  expect(chunkFrames(10, 4)).toEqual([[0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9]]);
-  expect(chunkFrames(1, 8)).toEqual([[0]]);
+test('chunks hold the frames after frame 0, each once, size − 1 per chunk', () => {
+  // Frame 0 runs alone once per step (the anchor); the chunks hold the other frames, size − 1 each.
+  expect(otherFrameChunks(8, 8)).toEqual([[1, 2, 3, 4, 5, 6, 7]]);
+  expect(otherFrameChunks(10, 4)).toEqual([[1, 2, 3], [4, 5, 6], [7, 8, 9]]);
+  expect(otherFrameChunks(1, 8)).toEqual([]);
 });
 
 test('phase steps: the reference 44 / 47 at 50 steps, the same fractions otherwise', () => {

@@ -43,6 +43,29 @@ afterEach(() => {
 describe('encodeFrames → probeVideo → decodeFrames', () => {
   const frames = movingSquare(8, 64, 48);
 
+  it('smooths 8 frames at 4 fps to 24 fps over the same 2 s, with in-between frames that move', async () => {
+    const out = path.join(dir, 'smooth.mp4');
+    await encodeFrames({ frames, width: 64, height: 48, fps: 4, smoothTo: 24, out, ffmpegPath });
+    const info = await probeVideo(out, ffprobePath);
+    expect(info).toMatchObject({ codec: 'h264', fps: 24, frames: 48, width: 64, height: 48 });
+    expect(info.durationSeconds).toBeCloseTo(2, 1);
+    const decoded = await decodeFrames(out, ffmpegPath, { width: 64, height: 48 });
+    // Frame 3 of 48 lies half-way between source frames 0 and 1: not a copy of either.
+    expect(frameDiff(decoded[3]!, decoded[0]!)).toBeGreaterThan(0.5);
+    expect(frameDiff(decoded[3]!, decoded[6]!)).toBeGreaterThan(0.5);
+    // The last source frame is held to the end.
+    expect(frameDiff(decoded[47]!, frames[7]!)).toBeLessThan(frameDiff(decoded[47]!, frames[6]!));
+  });
+
+  it('smooths a GIF too, and leaves a clip that is already at the rate as it is', async () => {
+    const gif = path.join(dir, 'smooth.gif');
+    await encodeFrames({ frames, width: 64, height: 48, fps: 4, smoothTo: 12, out: gif, format: 'gif', ffmpegPath });
+    expect(await probeVideo(gif, ffprobePath)).toMatchObject({ codec: 'gif', frames: 24 });
+    const same = path.join(dir, 'same.mp4');
+    await encodeFrames({ frames, width: 64, height: 48, fps: 24, smoothTo: 24, out: same, ffmpegPath });
+    expect(await probeVideo(same, ffprobePath)).toMatchObject({ fps: 24, frames: 8 });
+  });
+
   it('writes an H.264 yuv420p MP4 with every frame, at the given size and rate', async () => {
     const out = path.join(dir, 'clip.mp4');
     await encodeFrames({ frames, width: 64, height: 48, fps: 4, out, ffmpegPath });

@@ -86,6 +86,11 @@ export interface SlashOptions {
   negative?: string;
   steps?: number;
   fps?: number;
+  /** A picture to animate: an attachment from {@link FakeDiscord.hostFile}. */
+  image?: Record<string, unknown> & { id: string };
+  duration?: number;
+  aspect?: string;
+  smooth?: boolean;
 }
 
 export class FakeDiscord {
@@ -276,7 +281,13 @@ export class FakeDiscord {
     add('negative', 3, options.negative);
     add('steps', 4, options.steps);
     add('fps', 4, options.fps);
-    return this.#chatInput(user, 'video', typed, extra.attachmentSizeLimit);
+    add('image', 11, options.image?.id);
+    add('duration', 10, options.duration);
+    add('aspect', 3, options.aspect);
+    if (options.smooth !== undefined) typed.push({ name: 'smooth', type: 5, value: options.smooth as unknown as number });
+    const interaction = this.#chatInput(user, 'video', typed, extra.attachmentSizeLimit);
+    if (options.image !== undefined) (interaction.data as Record<string, unknown>).resolved = { attachments: { [options.image.id]: options.image } };
+    return interaction;
   }
 
   /**
@@ -541,6 +552,8 @@ export class FakeDiscord {
     }
     if (webhook !== null && method === 'DELETE') return { status: 204 };
     const channel = /^\/channels\/(\d+)\/messages(?:\/(\d+))?$/.exec(path);
+    // A bot may delete its own messages (and, with Manage Messages, others'); Discord answers 204.
+    if (channel !== null && channel[2] !== undefined && method === 'DELETE') return { status: 204 };
     if (channel !== null && (method === 'POST' || method === 'PATCH')) {
       const payload = (body ?? {}) as Record<string, unknown>;
       return { status: 200, json: this.#message(channel[2] ?? snowflake(), String(payload.content ?? ''), files, payload.components, this.botUserId, channel[1]) };

@@ -455,6 +455,22 @@ export class FakeSlack {
         if (Array.isArray(body.blocks)) message.blocks = body.blocks;
         return { ok: true, channel, ts: message.ts, text: message.text };
       }
+      case 'chat.delete': {
+        const channel = this.channels.get(String(body.channel ?? ''));
+        const at = channel?.findIndex((message) => message.ts === String(body.ts ?? '')) ?? -1;
+        if (channel === undefined || at < 0) return { ok: false, error: 'message_not_found' };
+        channel.splice(at, 1);
+        return { ok: true, channel: body.channel, ts: body.ts };
+      }
+      case 'files.delete': {
+        const id = String(body.file ?? '');
+        if (!this.#files.delete(id)) return { ok: false, error: 'file_not_found' };
+        // Deleting a file takes its share messages with it, as on Slack.
+        for (const messages of this.channels.values()) {
+          for (let i = messages.length - 1; i >= 0; i--) if (messages[i]!.files?.some((file) => file.id === id)) messages.splice(i, 1);
+        }
+        return { ok: true };
+      }
       case 'chat.postEphemeral':
         if (this.notInChannel.has(String(body.channel ?? ''))) return { ok: false, error: 'not_in_channel' };
         return { ok: true, message_ts: this.nextTs() };

@@ -14,8 +14,6 @@ beforeEach(() => {
 });
 afterEach(() => removeDir(dir));
 
-/** The versions of the migrations the project ships (001…), whatever their number today. */
-const shipped = () => readMigrations(MIGRATIONS_DIR).map((file) => file.version);
 
 test('opening a new file applies every migration with WAL and foreign keys on', () => {
   const db = openDatabase(join(dir, 'nested', 'reelbot.db'), { migrationsDir: migrations });
@@ -23,7 +21,7 @@ test('opening a new file applies every migration with WAL and foreign keys on', 
   expect(db.pragma('foreign_keys', { simple: true })).toBe(1);
   expect(migrationStatus(db, migrations).map((m) => m.state)).toEqual(readMigrations().map(() => 'applied'));
   const tables = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all();
-  expect(tables).toEqual(expect.arrayContaining(['users', 'jobs', 'quota_ledger', 'processed_events', 'handled_notices', 'admin_audit', 'schema_migrations']));
+  expect(tables).toEqual(expect.arrayContaining(['users', 'jobs', 'quota_ledger', 'processed_events', 'handled_notices', 'admin_audit', 'instance_leases', 'schema_migrations']));
   expect(() => db.prepare(`INSERT INTO jobs (kind, params, state, user_id, platform, seed, estimated_gpu_s, queued_at)
     VALUES ('text2video', '{}', 'queued', 999, 'discord', 1, 1, 1)`).run()).toThrow(/FOREIGN KEY/);
   db.close();

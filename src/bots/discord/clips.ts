@@ -231,8 +231,18 @@ export class DiscordClips {
     return this.#download(attachment);
   }
 
-  #download(attachment: Pick<Attachment | APIAttachment, 'url' | 'size'> & { name?: string; filename?: string }): Promise<DownloadedClip> {
+  /**
+   * Fetches a picture to animate (`/video image:`) like a clip: Discord's hosts only, over https,
+   * within the clip size cap; its content is checked by the engine. Undefined when refused (the
+   * user was answered).
+   */
+  async downloadPicture(interaction: Replyable, attachment: Attachment): Promise<string | undefined> {
+    return (await this.#tryDownload(interaction, () => this.#download(attachment, 'picture')))?.file;
+  }
+
+  #download(attachment: Pick<Attachment | APIAttachment, 'url' | 'size'> & { name?: string; filename?: string }, expect: 'video' | 'picture' = 'video'): Promise<DownloadedClip> {
     return downloadClip({
+      expect,
       url: attachment.url,
       allowedHosts: DISCORD_CDN_HOSTS,
       ...(this.#options.apiUrl === undefined ? {} : { extraOrigins: [this.#options.apiUrl] }),

@@ -4,14 +4,15 @@
  * new job (an edit too) goes through: the job core admits it, the reply shows its place in the
  * queue, and {@link DiscordDelivery} follows it from there.
  */
-import { MessageFlags, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
+import { rm } from 'node:fs/promises';
+import { MessageFlags, Routes, type Attachment, type ButtonInteraction, type ChatInputCommandInteraction } from 'discord.js';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobRequest, SubmitResult } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { decodeCustomId, encodeCustomId } from '../shared/custom-id.js';
 import { describeJob, GENERIC_FAILURE_TEXT, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
-import { cancelAnswer, historyAnswer } from '../shared/user-commands.js';
+import { cancelAnswer, historyAnswer, historyThumbnails } from '../shared/user-commands.js';
 import { videoCommandFromOptions } from '../shared/video-command.js';
 import { instructionModal, isFile } from './clips.js';
 import { interactionRefs, type DiscordDelivery } from './delivery.js';
@@ -22,6 +23,8 @@ export interface DiscordCommandsOptions {
   logger: Logger;
   delivery: DiscordDelivery;
   adminIds?: readonly string[];
+  /** Fetches a `/video image:` attachment to a local file; undefined when refused (already answered). */
+  downloadPicture(interaction: Replyable, attachment: Attachment): Promise<string | undefined>;
 }
 
 export class DiscordCommands {
@@ -47,6 +50,12 @@ export class DiscordCommands {
     return historyAnswer('discord', this.#options.jobs, this.#actor(interaction), page);
   }
 
+  /** The thumbnails of the results on the asked history page, as attachments `job-<id>.png`. */
+  async historyFiles(interaction: ChatInputCommandInteraction): Promise<{ attachment: string; name: string }[]> {
+    const page = Math.max(1, interaction.options.getInteger('page') ?? 1);
+    return (await historyThumbnails(this.#options.jobs, this.#actor(interaction), page)).map(({ jobId, file }) => ({ attachment: file, name: `job-${jobId}.png` }));
+  }
+
   cancel(interaction: ChatInputCommandInteraction): Promise<string> {
     return cancelAnswer(this.#options.jobs, this.#actor(interaction), interaction.options.getInteger('job') ?? undefined);
   }
@@ -63,18 +72,34 @@ export class DiscordCommands {
       negative: options.getString('negative'),
       steps: options.getInteger('steps'),
       fps: options.getInteger('fps'),
+      duration: options.getNumber('duration'),
+      aspect: options.getString('aspect'),
+      smooth: options.getBoolean('smooth'),
     });
     if (parsed.type !== 'command') {
       await refuse(interaction, parsed.type === 'error' ? refusalText(parsed.error) : 'Use /video with a prompt.', this.#logger);
       return;
     }
     const { command } = parsed;
-    await this.submitAndFollow(interaction, {
+    // A picture to animate: fetched (Discord's hosts only, size-capped) before the submit; the
+    // engine checks its content. It keeps its own shape, so an aspect or size is refused with it.
+    const attachment = options.getAttachment('image');
+    let image: string | undefined;
+    if (attachment !== null) {
+      if (command.params.aspect !== undefined) {
+        await refuse(interaction, 'A picture keeps its own shape: leave out the aspect ratio when animating one.', this.#logger);
+        return;
+      }
+      image = await this.#options.downloadPicture(interaction, attachment);
+      if (image === undefined) return; // refused (and answered) by the download
+    }
+    const created = await this.submitAndFollow(interaction, {
       actor: this.#actor(interaction),
       kind: command.kind,
-      params: command.params,
+      params: image === undefined ? command.params : { ...command.params, image },
       ...(command.seed === undefined ? {} : { seed: command.seed }),
     });
+    if (!created && image !== undefined) await rm(image, { force: true });
   }
 
   async button(interaction: ButtonInteraction): Promise<void> {
@@ -91,6 +116,10 @@ export class DiscordCommands {
         if (!(error instanceof UserError)) throw error;
         await refuse(interaction, refusalText(error), this.#logger);
       }
+      return;
+    }
+    if (button.action === 'delete') {
+      await this.#deleteResult(interaction, button.jobId);
       return;
     }
     if (button.action === 'reroll') {
@@ -162,6 +191,29 @@ export class DiscordCommands {
       })
       .catch((error: unknown) => this.#logger.warn({ err: error, jobId: job.id }, 'could not show the queued message'));
     return true;
+  }
+
+  /**
+   * 🗑 Delete (owner or admin, the job core decides): the stored output goes first, then the message
+   * the button is on; the clicker is told privately. Anyone else is refused privately and nothing changes.
+   */
+  async #deleteResult(interaction: ButtonInteraction, jobId: number): Promise<void> {
+    if (!(await defer(interaction, true, this.#logger))) return;
+    try {
+      await this.#options.jobs.deleteResult(this.#actor(interaction), jobId);
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      await safeEdit(interaction, refusalText(error), this.#logger);
+      return;
+    }
+    let removed = true;
+    if (interaction.channelId !== null) {
+      await interaction.client.rest.delete(Routes.channelMessage(interaction.channelId, interaction.message.id)).catch((error: unknown) => {
+        removed = false;
+        this.#logger.warn({ err: error, jobId }, 'could not delete the message of a deleted result');
+      });
+    }
+    await safeEdit(interaction, removed ? `Deleted job #${jobId}'s video and its message.` : `Deleted job #${jobId}'s video; its message could not be removed.`, this.#logger);
   }
 
   #actor(interaction: Replyable) {

@@ -15,7 +15,7 @@ import { HISTORY_PAGE_SIZE } from '../shared/user-commands.js';
 
 const T = TEXT_TO_VIDEO_LIMITS;
 
-/** `/video prompt [frames] [seed] [motion] [negative] [steps] [fps]`, as `videoCommandFromOptions` reads it. */
+/** `/video prompt [frames] [seed] [motion] [negative] [steps] [fps] [image] [duration] [aspect] [smooth]`, as `videoCommandFromOptions` reads it. */
 export function videoCommandData(): RESTPostAPIChatInputApplicationCommandsJSONBody {
   return new SlashCommandBuilder()
     .setName('video')
@@ -27,6 +27,10 @@ export function videoCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
     .addStringOption((o) => o.setName('negative').setDescription('What the video should not show'))
     .addIntegerOption((o) => o.setName('steps').setDescription(`Denoising steps, ${T.steps.min} to ${T.steps.max}`).setMinValue(T.steps.min).setMaxValue(T.steps.max))
     .addIntegerOption((o) => o.setName('fps').setDescription(`Frames per second, ${T.fps.min} to ${T.fps.max}`).setMinValue(T.fps.min).setMaxValue(T.fps.max))
+    .addAttachmentOption((o) => o.setName('image').setDescription('A picture to animate (PNG, JPEG or WebP): it starts the video and keeps its shape'))
+    .addNumberOption((o) => o.setName('duration').setDescription(`Seconds the video lasts, ${T.durationSeconds.min} to ${T.durationSeconds.max}`).setMinValue(T.durationSeconds.min).setMaxValue(T.durationSeconds.max))
+    .addStringOption((o) => o.setName('aspect').setDescription('Shape of the video: 16:9, 9:16, 1:1…').setMaxLength(8))
+    .addBooleanOption((o) => o.setName('smooth').setDescription(`Interpolate the motion to ${T.fps.smooth} fps (default on)`))
     .toJSON();
 }
 

@@ -66,13 +66,22 @@ export interface Followed extends FollowedJob {
   messageId?: string;
   /** Set once the interaction token answered 50027: later edits go straight to the bot token. */
   tokenDead?: boolean;
+  /** The step of the preview the message shows now (undefined: none). */
+  previewShown?: number;
   /** Set once a bot-token edit answered 403 (50001 / 50013): no edit of this message is tried again. */
   channelForbidden?: boolean;
   /** Set once the outcome went to the user privately (it is sent at most once). */
   sentPrivately?: boolean;
 }
 
-type EditBody = { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string; name: string }[] };
+/**
+ * A message edit. With `files`, the new files replace every attachment; `clearAttachments`
+ * removes them without new ones (a final text after a preview); otherwise attachments stay.
+ */
+type EditBody = { content: string; components: ActionRowBuilder<ButtonBuilder>[]; files?: { attachment: string | Buffer; name: string }[]; clearAttachments?: boolean };
+
+/** The file name of a live preview on a job's message. */
+export const PREVIEW_FILE_NAME = 'preview.png';
 
 export interface DiscordDeliveryOptions {
   client: Client;
@@ -136,9 +145,9 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       case 'succeeded':
         return this.#deliver(followed, event.job, event.result);
       case 'failed':
-        return this.#sendFinal(followed, { content: failedText('discord', { jobId, message: event.message, refunded: event.refunded }), components: [] });
+        return this.#sendFinal(followed, { content: failedText('discord', { jobId, message: event.message, refunded: event.refunded }), components: [], clearAttachments: followed.previewShown !== undefined });
       case 'cancelled':
-        return this.#sendFinal(followed, { content: cancelledText('discord', { jobId, refunded: event.refunded }), components: [] });
+        return this.#sendFinal(followed, { content: cancelledText('discord', { jobId, refunded: event.refunded }), components: [], clearAttachments: followed.previewShown !== undefined });
     }
   }
 
@@ -151,7 +160,11 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       editor: this.follower.editor(jobId, async (content) => {
         // A channel that refused the bot gets no more progress: the outcome goes privately.
         if (followed.channelForbidden === true) return;
-        await this.#edit(followed, { content, components: [jobButtons(jobId)] });
+        // A newer live preview than the one shown rides along with this progress edit, replacing it.
+        const preview = followed.preview;
+        const fresh = preview !== undefined && preview.step !== followed.previewShown;
+        await this.#edit(followed, { content, components: [jobButtons(jobId)], ...(fresh ? { files: [{ attachment: Buffer.from(preview.png, 'base64'), name: PREVIEW_FILE_NAME }] } : {}) });
+        if (fresh) followed.previewShown = preview.step;
       }),
     };
     return followed;
@@ -165,7 +178,7 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
   async #deliver(followed: Followed, job: JobRecord, result: unknown): Promise<void> {
     const file = resultFile(result);
     if (file === undefined) {
-      await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message: MISSING_VIDEO_TEXT, refunded: false }), components: [] });
+      await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message: MISSING_VIDEO_TEXT, refunded: false }), components: [], clearAttachments: followed.previewShown !== undefined });
       return;
     }
     const limit = Math.max(followed.interaction?.attachmentSizeLimit || followed.refs?.attachmentSizeLimit || 0, DISCORD_UPLOAD_FLOOR_BYTES);
@@ -196,7 +209,7 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
       this.#logger.warn({ jobId: job.id, err: failure, tries }, 'the upload failed; telling the user');
       message = uploadFailureText(failure, tries);
     }
-    await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [jobButtons(job.id)] });
+    await this.#sendFinal(followed, { content: failedText('discord', { jobId: job.id, message, refunded: false }), components: [jobButtons(job.id)], clearAttachments: followed.previewShown !== undefined });
   }
 
   async #upload(followed: Followed, job: JobRecord, file: string, result: unknown, limit: number): Promise<void> {
@@ -228,7 +241,8 @@ export class DiscordDelivery implements FollowerPlatform<Followed> {
     if (this.#tokenUsable(followed)) {
       try {
         if (interaction !== undefined) {
-          const message = await interaction.editReply(body);
+          const { clearAttachments, ...reply } = body;
+          const message = await interaction.editReply(clearAttachments === true ? { ...reply, attachments: [] } : reply);
           followed.messageId = message.id;
           return;
         }
@@ -409,7 +423,14 @@ interface RawUpload {
 }
 
 async function rawFiles(body: EditBody): Promise<RawUpload[]> {
-  return Promise.all((body.files ?? []).map(async (file, index) => ({ key: `files[${index}]`, name: file.name, data: await readFile(file.attachment), contentType: contentTypeOf(file.name) })));
+  return Promise.all(
+    (body.files ?? []).map(async (file, index) => ({
+      key: `files[${index}]`,
+      name: file.name,
+      data: typeof file.attachment === 'string' ? await readFile(file.attachment) : file.attachment,
+      contentType: contentTypeOf(file.name),
+    })),
+  );
 }
 
 /** A message edit as REST JSON; with files, `attachments` names them (and drops the old ones). */
@@ -417,10 +438,10 @@ function restBody(body: EditBody, files: RawUpload[]): Record<string, unknown> {
   return {
     content: body.content,
     components: body.components.map((row) => row.toJSON()),
-    ...(files.length === 0 ? {} : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
+    ...(files.length === 0 ? (body.clearAttachments === true ? { attachments: [] } : {}) : { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) }),
   };
 }
 
 function contentTypeOf(name: string): string {
-  return name.endsWith('.gif') ? 'image/gif' : 'video/mp4';
+  return name.endsWith('.gif') ? 'image/gif' : name.endsWith('.png') ? 'image/png' : 'video/mp4';
 }

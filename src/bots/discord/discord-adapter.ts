@@ -97,7 +97,7 @@ export class DiscordAdapter {
       ...(options.tokenSwitchAfterMs === undefined ? {} : { tokenSwitchAfterMs: options.tokenSwitchAfterMs }),
       ...(options.deliveryRetryDelaysMs === undefined ? {} : { retryDelaysMs: options.deliveryRetryDelaysMs }),
     });
-    this.#commands = new DiscordCommands({ jobs, logger, delivery: this.#delivery, ...(adminIds === undefined ? {} : { adminIds }) });
+    this.#commands = new DiscordCommands({ jobs, logger, delivery: this.#delivery, ...(adminIds === undefined ? {} : { adminIds }), downloadPicture: (interaction, attachment) => this.#clips.downloadPicture(interaction, attachment) });
     this.#clips = new DiscordClips({
       client: this.client,
       jobs,
@@ -154,7 +154,7 @@ export class DiscordAdapter {
         case 'usage':
           return this.#ephemeralCommand(interaction, () => commands.usage(interaction));
         case 'history':
-          return this.#ephemeralCommand(interaction, () => commands.history(interaction));
+          return this.#ephemeralCommand(interaction, () => commands.history(interaction), () => commands.historyFiles(interaction));
         case 'cancel':
           return this.#ephemeralCommand(interaction, () => commands.cancel(interaction));
         case 'admin':
@@ -175,12 +175,17 @@ export class DiscordAdapter {
    * handler's text as the reply. A UserError is shown as its message; anything else is logged and
    * answered with a short generic text, so no exception leaves the handler.
    */
-  async #ephemeralCommand(interaction: ChatInputCommandInteraction, handler: () => Promise<string> | string): Promise<void> {
+  async #ephemeralCommand(interaction: ChatInputCommandInteraction, handler: () => Promise<string> | string, attachments?: () => Promise<{ attachment: string; name: string }[]>): Promise<void> {
     if (!(await defer(interaction, true, this.#logger))) return;
     const content = await answerSafely(handler, this.#logger, { interactionId: interaction.id, command: interaction.commandName });
+    // Pictures beside the text (/history's thumbnails); a failure to gather them only drops them.
+    const files = attachments === undefined ? [] : await attachments().catch((error: unknown) => {
+      this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not gather the thumbnails');
+      return [];
+    });
     // Listings mention users; an ephemeral reply pings nobody, but say so explicitly anyway.
     await interaction
-      .editReply({ content: fitContent(content), components: [], allowedMentions: { parse: [] } })
+      .editReply({ content: fitContent(content), components: [], allowedMentions: { parse: [] }, ...(files.length === 0 ? {} : { files }) })
       .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not edit a reply'));
   }
 }

@@ -79,11 +79,16 @@ export function actorOf(interaction: Replyable, adminIds: readonly string[] | un
 }
 
 /**
- * Re-roll and Cancel, and Edit under a finished video; the job row decides what a click does,
- * so the buttons survive restarts.
+ * Re-roll and Cancel while a job runs; Re-roll, Edit and 🗑 Delete under a finished video (`edit`).
+ * The job row decides what a click does (and who may), so the buttons survive restarts.
  */
 export function jobButtons(jobId: number, options: { edit?: boolean } = {}): ActionRowBuilder<ButtonBuilder> {
   const row = new ActionRowBuilder<ButtonBuilder>().addComponents(new ButtonBuilder().setCustomId(encodeCustomId('reroll', jobId)).setLabel('Re-roll').setStyle(ButtonStyle.Primary));
-  if (options.edit === true) row.addComponents(new ButtonBuilder().setCustomId(encodeCustomId('edit', jobId)).setLabel('Edit').setStyle(ButtonStyle.Secondary));
+  if (options.edit === true) {
+    return row.addComponents(
+      new ButtonBuilder().setCustomId(encodeCustomId('edit', jobId)).setLabel('Edit').setStyle(ButtonStyle.Secondary),
+      new ButtonBuilder().setCustomId(encodeCustomId('delete', jobId)).setLabel('🗑 Delete').setStyle(ButtonStyle.Danger),
+    );
+  }
   return row.addComponents(new ButtonBuilder().setCustomId(encodeCustomId('cancel', jobId)).setLabel('Cancel').setStyle(ButtonStyle.Danger));
 }

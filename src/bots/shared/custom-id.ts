@@ -5,7 +5,7 @@
  */
 
 /** What a button does. */
-export const BUTTON_ACTIONS = ['reroll', 'cancel', 'edit'] as const;
+export const BUTTON_ACTIONS = ['reroll', 'cancel', 'edit', 'delete'] as const;
 export type ButtonAction = (typeof BUTTON_ACTIONS)[number];
 
 /** A decoded button id. */

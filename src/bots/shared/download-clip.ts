@@ -18,6 +18,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ErrorCode, UserError } from '../../errors.js';
+import { sniffImage, type ImageType } from '../../media/image-input.js';
 import { sniffContainer, type Container } from '../../media/input.js';
 
 export interface DownloadClipOptions {
@@ -40,12 +41,15 @@ export interface DownloadClipOptions {
   signal?: AbortSignal;
   /** Says where the clip is from in messages: "Discord", "Slack". */
   platformName: string;
+  /** What the file must be, by its first bytes: a video clip (default) or a picture to animate (PNG, JPEG, WebP). */
+  expect?: 'video' | 'picture';
 }
 
 export interface DownloadedClip {
   file: string;
   bytes: number;
-  container: Container;
+  /** The video container, or the picture type for `expect: 'picture'`. */
+  container: Container | ImageType;
 }
 
 const MAX_REDIRECTS = 3;
@@ -99,6 +103,7 @@ export async function downloadClip(options: DownloadClipOptions): Promise<Downlo
 
   await mkdir(options.destDir, { recursive: true });
   const file = path.join(options.destDir, `clip-${randomUUID()}${safeExtension(options.fileName)}`);
+  const refuseUnexpected = (start: Uint8Array): Container | ImageType => (options.expect === 'picture' ? refuseNonPicture(start) : refuseNonVideo(start));
   let bytes = 0;
   const head: Buffer[] = [];
   let headBytes = 0;
@@ -114,7 +119,7 @@ export async function downloadClip(options: DownloadClipOptions): Promise<Downlo
             head.push(chunk);
             headBytes += chunk.length;
             // Refuse a web page or other non-video as soon as its first bytes are in.
-            if (headBytes >= SNIFF_BYTES) refuseNonVideo(Buffer.concat(head).subarray(0, SNIFF_BYTES));
+            if (headBytes >= SNIFF_BYTES) refuseUnexpected(Buffer.concat(head).subarray(0, SNIFF_BYTES));
           }
           yield chunk;
         }
@@ -122,7 +127,8 @@ export async function downloadClip(options: DownloadClipOptions): Promise<Downlo
       createWriteStream(file, { flags: 'wx' }),
       { signal },
     );
-    const sniffed = refuseNonVideo(Buffer.concat(head).subarray(0, SNIFF_BYTES));
+    const start = Buffer.concat(head).subarray(0, SNIFF_BYTES);
+    const sniffed = refuseUnexpected(start);
     return { file, bytes, container: sniffed };
   } catch (error) {
     await rm(file, { force: true });
@@ -157,6 +163,12 @@ function originOf(value: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function refuseNonPicture(head: Uint8Array): ImageType {
+  const sniffed = sniffImage(head);
+  if (!sniffed.ok) throw new UserError(ErrorCode.InputNotImage, sniffed.message);
+  return sniffed.type;
 }
 
 function refuseNonVideo(head: Uint8Array): Container {

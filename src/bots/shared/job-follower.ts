@@ -9,7 +9,7 @@
  * ({@link FollowerPlatform}).
  */
 import type { JobService } from '../../jobs/job-service.js';
-import type { JobEvent, JobRecord, Platform } from '../../jobs/types.js';
+import type { JobEvent, JobPreview, JobRecord, Platform } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { FinalDeliveries } from './final-deliveries.js';
 import { JobEventFeed } from './job-event-feed.js';
@@ -19,6 +19,8 @@ import { MessageEditor } from './message-editor.js';
 export interface FollowedJob {
   readonly jobId: number;
   readonly editor: MessageEditor;
+  /** The newest live preview of the job (set before its progress text is queued); gone once it has finished. */
+  preview?: JobPreview;
 }
 
 export type ProgressEvent = Extract<JobEvent, { type: 'started' | 'progress' }>;
@@ -141,6 +143,7 @@ export class JobFollower<F extends FollowedJob> {
     const followed = this.#followed.get(event.job.id) ?? this.#reattach(event);
     if (followed === undefined) return;
     if (event.type === 'started' || event.type === 'progress') {
+      if (event.type === 'progress' && event.progress.preview !== undefined) followed.preview = event.progress.preview;
       const text = platform.progressText(followed, event);
       if (text !== undefined) followed.editor.progress(text);
       return;
@@ -157,6 +160,8 @@ export class JobFollower<F extends FollowedJob> {
   #deliverFinal(followed: F, event: FinalEvent): void {
     const { platform, logger } = this.#options;
     const jobId = event.job.id;
+    // Previews stop with the job: the final message carries none.
+    delete followed.preview;
     this.#finalsStarted?.add(jobId);
     void this.#finalDeliveries.track(
       followed.editor

@@ -263,6 +263,7 @@ export interface QueueViewer {
 export function queueText(format: Format, snapshot: QueueSnapshot, viewer: QueueViewer): string {
   const lines: string[] = [];
   if (snapshot.paused) lines.push(`${bold(format, 'The queue is paused')}: new jobs wait until an admin resumes it.`);
+  if (snapshot.notice) lines.push(snapshot.notice);
   if (snapshot.running.length === 0 && snapshot.waiting.length === 0) {
     lines.push('The queue is empty.');
     return lines.join('\n');
@@ -412,12 +413,12 @@ export function adminStatsText(
 
 /** The help text: the commands of the platform and the options of `/video` and of edits. */
 export function helpText(format: Format): string {
-  const flagLines = (flags: readonly FlagSpec[]): string[] => flags.map((flag) => `  ${code(`--${flag.name} ${flag.value}`)} ${flag.description}`);
+  const flagLines = (flags: readonly FlagSpec[]): string[] => flags.map((flag) => `  ${code(flag.value === '' ? `--${flag.name}` : `--${flag.name} ${flag.value}`)} ${flag.description}`);
   const lines =
     format === 'discord'
       ? [
           bold(format, 'reelbot makes short videos'),
-          `${code('/video prompt')} a video from a description; options: frames, seed, motion (dx,dy), negative, steps, fps`,
+          `${code('/video prompt')} a video from a description; options: frames, seed, motion (dx,dy), negative, steps, fps, duration, aspect, smooth, image (a picture to animate)`,
           `${code('/edit clip instruction')} change an attached video by an instruction, like "make it snowy". Options in the instruction:`,
           ...flagLines(EDIT_FLAGS),
           `${code('Apps → Edit clip…')} on a message with a video does the same and asks for the instruction.`,

@@ -3,6 +3,7 @@
  * or the caller's most recent active one, also from a Cancel button), and the rule that turns
  * any command's failure into a text for the user.
  */
+import { stat } from 'node:fs/promises';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { Actor, JobRecord } from '../../jobs/types.js';
@@ -23,6 +24,22 @@ export function historyAnswer(format: Format, jobs: Pick<JobService, 'history'>,
   const list = jobs.history(actor, page, HISTORY_PAGE_SIZE);
   const hasMore = list.length === HISTORY_PAGE_SIZE && jobs.history(actor, page + 1, HISTORY_PAGE_SIZE).length > 0;
   return historyText(format, { jobs: list, page, hasMore });
+}
+
+/**
+ * The thumbnails of a history page's results that are still kept (succeeded, not deleted, the file
+ * there), newest first: what `/history` shows beside its text.
+ */
+export async function historyThumbnails(jobs: Pick<JobService, 'history'>, actor: Actor, page: number): Promise<{ jobId: number; file: string }[]> {
+  const thumbnails: { jobId: number; file: string }[] = [];
+  for (const job of jobs.history(actor, page, HISTORY_PAGE_SIZE)) {
+    if (job.state !== 'succeeded' || job.outputDeletedAt != null) continue;
+    const file = (job.result as { thumbnail?: unknown } | null)?.thumbnail;
+    if (typeof file !== 'string') continue;
+    const kept = await stat(file).then((info) => info.isFile(), () => false);
+    if (kept) thumbnails.push({ jobId: job.id, file });
+  }
+  return thumbnails;
 }
 
 /** Cancels a job (by default the actor's most recent queued or running one) and says what happened. */

@@ -35,7 +35,11 @@ export const VIDEO_FLAGS: readonly FlagSpec[] = Object.freeze([
   { name: 'motion', value: 'dx,dy', description: `camera motion per frame in latent pixels, each ${T.motion.min} to ${T.motion.max} (default ${T.motion.default},${T.motion.default})` },
   { name: 'negative', value: '"text"', description: 'what the video should not show' },
   { name: 'steps', value: 'N', description: `denoising steps, ${T.steps.min} to ${T.steps.max} (default ${T.steps.default})` },
-  { name: 'fps', value: 'N', description: `frames per second of the video, ${T.fps.min} to ${T.fps.max} (default ${T.fps.default})` },
+  { name: 'fps', value: 'N', description: `frames per second of the video, ${T.fps.min} to ${T.fps.max} (default ${T.fps.smooth} when smoothing, else ${T.fps.default})` },
+  { name: 'duration', value: 'S', description: `seconds the video lasts, ${T.durationSeconds.min} to ${T.durationSeconds.max} (default: ${T.fps.default} frames a second)` },
+  { name: 'aspect', value: 'W:H', description: 'shape of the video, like 16:9, 9:16 or 1:1 (default: square)' },
+  { name: 'smooth', value: '', description: `interpolate the motion to ${T.fps.smooth} fps at the same duration (the default)` },
+  { name: 'no-smooth', value: '', description: 'show the made frames as they are' },
 ]);
 
 /** Options of an edit instruction, in the order the help text lists them. */
@@ -44,6 +48,7 @@ export const EDIT_FLAGS: readonly FlagSpec[] = Object.freeze([
   { name: 'steps', value: 'N', description: `denoising steps, ${E.steps.min} to ${E.steps.max} (default: the server's)` },
   { name: 'image-guidance', value: 'X', description: `how closely to keep the original clip, ${E.imageGuidance.min} to ${E.imageGuidance.max} (default ${E.imageGuidance.default})` },
   { name: 'seed', value: 'N', description: `seed for a repeatable result, ${SEED_LIMITS.min} to ${SEED_LIMITS.max} (default: random)` },
+  { name: 'smooth', value: '', description: `interpolate the edited clip to ${T.fps.smooth} fps at its length (default: the clip's own rate)` },
 ]);
 
 /** Params of a `text2video` JobRequest, in the keys `parseTextToVideoParams` reads. */
@@ -54,6 +59,11 @@ export type VideoParams = {
   numInferenceSteps?: number;
   motion: { dx: number; dy: number };
   fps?: number;
+  durationSeconds?: number;
+  /** As typed (`16:9`); the engine picks the size. */
+  aspect?: string;
+  /** Only when turned off (`false`): on is the default. */
+  smooth?: boolean;
 };
 
 /** Params of an `edit` JobRequest without the clip: the adapter adds `inputFile` once downloaded. */
@@ -62,6 +72,7 @@ export type EditCommandParams = {
   anchors?: number;
   numInferenceSteps?: number;
   imageGuidanceScale?: number;
+  smooth?: boolean;
 };
 
 export interface VideoCommand {
@@ -89,6 +100,11 @@ export interface VideoOptions {
   negative?: string | null;
   steps?: number | null;
   fps?: number | null;
+  /** Seconds. */
+  duration?: number | null;
+  /** `"16:9"`… */
+  aspect?: string | null;
+  smooth?: boolean | null;
 }
 
 /**
@@ -114,6 +130,9 @@ export function parseVideoCommandText(text: string): CommandResult<VideoCommand>
         negative: flags.get('negative'),
         steps: optionalInteger(flags, 'steps'),
         fps: optionalInteger(flags, 'fps'),
+        duration: flags.has('duration') ? parseDecimal(flags.get('duration')!, '--duration', T.durationSeconds) : undefined,
+        aspect: flags.get('aspect'),
+        smooth: smoothSwitch(flags),
       }),
     };
   });
@@ -136,6 +155,9 @@ export function videoCommandFromOptions(options: VideoOptions): CommandResult<Vi
       negative: options.negative ?? undefined,
       steps: options.steps ?? undefined,
       fps: options.fps ?? undefined,
+      duration: options.duration ?? undefined,
+      aspect: options.aspect ?? undefined,
+      smooth: options.smooth ?? undefined,
     }),
   }));
 }
@@ -164,6 +186,7 @@ export function parseEditCommandText(text: string): CommandResult<EditCommand> {
     if (anchors !== undefined) params.anchors = anchors;
     if (steps !== undefined) params.numInferenceSteps = steps;
     if (imageGuidance !== undefined) params.imageGuidanceScale = parseDecimal(imageGuidance, '--image-guidance', E.imageGuidance);
+    if (flags.has('smooth')) params.smooth = true;
     const seed = optionalInteger(flags, 'seed');
     checkSeed(seed, '--seed');
     // The clip itself is checked by the engine once the adapter has downloaded it.
@@ -182,6 +205,9 @@ interface RawVideo {
   negative: string | undefined;
   steps: number | undefined;
   fps: number | undefined;
+  duration: number | undefined;
+  aspect: string | undefined;
+  smooth: boolean | undefined;
 }
 
 function buildVideoCommand(raw: RawVideo): VideoCommand {
@@ -197,11 +223,17 @@ function buildVideoCommand(raw: RawVideo): VideoCommand {
   if (raw.steps !== undefined) input.numInferenceSteps = raw.steps;
   if (raw.motion !== undefined) input.motion = raw.motion;
   if (raw.fps !== undefined) input.fps = raw.fps;
+  if (raw.duration !== undefined) input.durationSeconds = raw.duration;
+  if (raw.aspect !== undefined) input.aspect = raw.aspect;
+  if (raw.smooth === false) input.smooth = false;
   const checked = engineCheck(() => parseTextToVideoParams(input));
   const params: VideoParams = { prompt, numFrames: checked.numFrames, motion: checked.motion };
   if (input.negativePrompt !== undefined) params.negativePrompt = checked.negativePrompt;
   if (raw.steps !== undefined) params.numInferenceSteps = checked.numInferenceSteps;
   if (raw.fps !== undefined) params.fps = checked.fps;
+  if (raw.duration !== undefined) params.durationSeconds = checked.durationSeconds;
+  if (raw.aspect !== undefined) params.aspect = raw.aspect.trim();
+  if (raw.smooth === false) params.smooth = false;
   return raw.seed === undefined ? { kind: 'text2video', params } : { kind: 'text2video', params, seed: raw.seed };
 }
 
@@ -232,6 +264,13 @@ function checkSeed(seed: number | undefined, label: string): void {
   if (seed !== undefined && !(Number.isSafeInteger(seed) && seed >= SEED_LIMITS.min && seed <= SEED_LIMITS.max)) {
     throw refuse(`${label} must be a whole number from ${SEED_LIMITS.min} to ${SEED_LIMITS.max}, not ${seed}.`);
   }
+}
+
+/** `--smooth` / `--no-smooth` (not both): true, false, or undefined when neither is given. */
+function smoothSwitch(flags: ReadonlyMap<string, string>): boolean | undefined {
+  if (flags.has('smooth') && flags.has('no-smooth')) throw refuse('Give --smooth or --no-smooth, not both.');
+  if (flags.has('no-smooth')) return false;
+  return flags.has('smooth') ? true : undefined;
 }
 
 /** Integer flags and the range shown when their value is not a number at all. */
@@ -348,14 +387,20 @@ function splitLine(text: string, specs: readonly FlagSpec[], what: string): { wo
     }
     if (!known.has(name)) throw refuse(`Unknown option --${name} for ${what}. Known options: ${knownList}.`);
     if (flags.has(name)) throw refuse(`--${name} is given twice; give it once.`);
+    const spec = specs.find((candidate) => candidate.name === name)!;
+    if (spec.value === '') {
+      // A switch: it takes no value.
+      if (equals !== -1) throw refuse(`--${name} is a switch and takes no value; write just --${name}.`);
+      flags.set(name, 'on');
+      continue;
+    }
     let value: string;
     if (equals !== -1) {
       value = raw.slice(equals + 1);
     } else {
       const next = tokens[index + 1];
       if (next === undefined || (next.flagLike && /^(?:--|—|–)[a-z]/i.test(next.text))) {
-        const spec = specs.find((candidate) => candidate.name === name)!;
-        throw refuse(`--${name} needs a value, like --${name} ${spec.value === 'N' ? '8' : spec.value === 'X' ? '1.5' : spec.value === 'dx,dy' ? '12,12' : '"blurry, text"'}.`);
+        throw refuse(`--${name} needs a value, like --${name} ${spec.value === 'N' ? '8' : spec.value === 'X' ? '1.5' : spec.value === 'S' ? '3' : spec.value === 'W:H' ? '16:9' : spec.value === 'dx,dy' ? '12,12' : '"blurry, text"'}.`);
       }
       value = next.text;
       index++;

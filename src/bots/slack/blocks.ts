@@ -28,9 +28,12 @@ export interface SlackMessage {
  * A job's message: its mrkdwn text, and the Re-roll and Cancel buttons (`buttons: 'cancel'`: only
  * Cancel, as on the queued notice; `false`: none).
  */
-export function jobMessage(text: string, jobId: number, options: { buttons?: boolean | 'cancel' } = {}): SlackMessage {
+export function jobMessage(text: string, jobId: number, options: { buttons?: boolean | 'cancel' | 'finished'; image?: { fileId: string; alt: string } } = {}): SlackMessage {
   const blocks: unknown[] = [{ type: 'section', text: { type: 'mrkdwn', text: fitText(text, SECTION_TEXT_LIMIT) } }];
-  if (options.buttons !== false) blocks.push(jobButtons(jobId, options.buttons === 'cancel'));
+  // A live preview: an image block of a file the bot uploaded.
+  if (options.image !== undefined) blocks.push({ type: 'image', slack_file: { id: options.image.fileId }, alt_text: options.image.alt });
+  if (options.buttons === 'finished') blocks.push(finishedButtons(jobId));
+  else if (options.buttons !== false) blocks.push(jobButtons(jobId, options.buttons === 'cancel'));
   return { text: fitText(text, MESSAGE_TEXT_LIMIT), blocks };
 }
 
@@ -39,6 +42,13 @@ export function jobButtons(jobId: number, cancelOnly = false): unknown {
   const reroll = { type: 'button', action_id: encodeCustomId('reroll', jobId), text: { type: 'plain_text', text: '🔁 Re-roll' }, value: String(jobId) };
   const cancel = { type: 'button', action_id: encodeCustomId('cancel', jobId), text: { type: 'plain_text', text: '⛔ Cancel' }, style: 'danger', value: String(jobId) };
   return { type: 'actions', block_id: `job-${jobId}`, elements: cancelOnly ? [cancel] : [reroll, cancel] };
+}
+
+/** Under a delivered video: Re-roll and 🗑 Delete (owner or admin: the video and the job's message go). */
+export function finishedButtons(jobId: number): unknown {
+  const reroll = { type: 'button', action_id: encodeCustomId('reroll', jobId), text: { type: 'plain_text', text: '🔁 Re-roll' }, value: String(jobId) };
+  const remove = { type: 'button', action_id: encodeCustomId('delete', jobId), text: { type: 'plain_text', text: '🗑 Delete' }, style: 'danger', value: String(jobId) };
+  return { type: 'actions', block_id: `job-${jobId}`, elements: [reroll, remove] };
 }
 
 /** What the modal carries from the shortcut to its submission (`private_metadata`, at most 3000 chars). */

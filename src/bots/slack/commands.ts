@@ -153,6 +153,10 @@ export class SlackCommands {
       await reply(await answerSafely(() => cancelAnswer(jobs, actor, button.jobId), this.#logger, { button: actionId }));
       return;
     }
+    if (button.action === 'delete') {
+      await reply(await answerSafely(() => this.#deleteResult(actor, button.jobId), this.#logger, { button: actionId }));
+      return;
+    }
     if (button.action !== 'reroll') {
       await reply('This button does not belong to this bot.');
       return;
@@ -272,6 +276,24 @@ export class SlackCommands {
     const late = await outcome;
     // A new job keeps the response_url's use count in its refs (a duplicate's refs are not ours to change).
     await this.#options.delivery.notify(refs, responseUrl, late.text, late.created === true ? late.submitted?.job.id : undefined);
+  }
+
+  /**
+   * 🗑 Delete (owner or admin, the job core decides): the stored output first, then the uploaded
+   * video (files.delete, which takes its message with it) and the job's own message (chat.delete).
+   */
+  async #deleteResult(actor: Actor, jobId: number): Promise<string> {
+    const job = await this.#options.jobs.deleteResult(actor, jobId);
+    const refs = parseRefs(job.messageRefs.slack);
+    const { client } = this.#options.app;
+    let removed = true;
+    const log = (what: string) => (error: unknown) => {
+      removed = false;
+      this.#logger.warn({ err: error, jobId }, `could not delete ${what} of a deleted result`);
+    };
+    if (refs?.fileId !== undefined && refs.fileId !== 'unknown') await client.files.delete({ file: refs.fileId }).catch(log('the video file'));
+    if (refs?.statusTs !== undefined) await client.chat.delete({ channel: refs.channelId, ts: refs.statusTs }).catch(log('the message'));
+    return removed ? `Deleted job #${jobId}'s video and its message.` : `Deleted job #${jobId}'s video; its message could not be removed.`;
   }
 
   #actor(userId: string, displayName?: string): Actor {

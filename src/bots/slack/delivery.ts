@@ -36,6 +36,8 @@ export interface Followed extends FollowedJob {
   rateLimitedUntil: number;
   /** chat.postMessage said the bot is not in the channel. */
   cannotPost: boolean;
+  /** The live preview on the message now: its step and the Slack file it was uploaded as. */
+  previewShown?: { step: number; fileId: string };
 }
 
 export interface SlackDeliveryOptions {
@@ -148,9 +150,30 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
       refs,
       rateLimitedUntil: 0,
       cannotPost: false,
-      editor: this.follower.editor(jobId, (content) => this.#show(followed, jobMessage(content, jobId), 'progress')),
+      editor: this.follower.editor(jobId, async (content) => {
+        const shown = await this.#uploadPreview(followed);
+        await this.#show(followed, jobMessage(content, jobId, shown ? { image: { fileId: shown.fileId, alt: `What job #${jobId} looks like so far` } } : {}), 'progress');
+      }),
     };
     return followed;
+  }
+
+  /**
+   * A newer live preview is uploaded as a file of the bot's own (shared nowhere: files.uploadV2
+   * without a channel) and shown in the progress message as an image block; the last one stays
+   * until a newer one comes, and the final message has none. A failed upload keeps the old one.
+   */
+  async #uploadPreview(followed: Followed): Promise<Followed['previewShown']> {
+    const preview = followed.preview;
+    if (preview === undefined || preview.step === followed.previewShown?.step) return followed.previewShown;
+    try {
+      const response = await this.#options.app.client.files.uploadV2({ file: Buffer.from(preview.png, 'base64'), filename: 'preview.png', title: `reelbot #${followed.jobId} preview` });
+      const fileId = (response as { files?: { files?: { id?: string }[] }[] }).files?.[0]?.files?.[0]?.id;
+      if (fileId !== undefined) followed.previewShown = { step: preview.step, fileId };
+    } catch (error) {
+      this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not upload a live preview');
+    }
+    return followed.previewShown;
   }
 
   #storeRefs(followed: Followed, change: Partial<SlackRefs>): void {
@@ -193,7 +216,7 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
         return;
       }
       this.#storeRefs(followed, { fileId: uploaded.fileId });
-      await this.#showFinal(followed, text, true);
+      await this.#showFinal(followed, text, 'finished');
     } finally {
       // A re-encoded copy is ours to remove; the job's own output stays.
       if (fitted.file !== path.resolve(file)) await rm(fitted.file, { force: true });
@@ -230,7 +253,7 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
   }
 
   /** The job's message shows its final text (with the buttons when `buttons`). */
-  async #showFinal(followed: Followed, text: string, buttons: boolean): Promise<void> {
+  async #showFinal(followed: Followed, text: string, buttons: boolean | 'finished'): Promise<void> {
     await this.#show(followed, jobMessage(text, followed.jobId, { buttons }), 'final');
   }
 

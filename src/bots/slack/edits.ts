@@ -14,12 +14,12 @@ import type { Actor } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { downloadClip } from '../shared/download-clip.js';
 import { GENERIC_FAILURE_TEXT, helpText, refusalText } from '../shared/texts.js';
-import { parseEditCommandText } from '../shared/video-command.js';
+import { parseEditCommandText, parseVideoCommandText } from '../shared/video-command.js';
 import { editModal, INSTRUCTION_ACTION_ID, INSTRUCTION_BLOCK_ID, parseClipMetadata, type ClipMetadata } from './blocks.js';
 import type { Submit, Submitted } from './commands.js';
 import type { SlackDelivery } from './delivery.js';
 import { record, remember, slackActor, str, type ModalAck } from './payload.js';
-import { videoFileOf, type ClipFile, type SlackRefs } from './refs.js';
+import { pictureFileOf, videoFileOf, type ClipFile, type SlackRefs } from './refs.js';
 
 /** Slack's own file hosts: clips are downloaded only from these (over https), or the configured API origin. */
 export const SLACK_FILE_HOSTS: readonly string[] = ['files.slack.com'];
@@ -36,7 +36,7 @@ export interface ClipDownloadOptions {
 }
 
 /** Downloads a clip from Slack (with the bot token) into the input folder; returns its path. */
-export async function downloadSlackClip(clip: ClipFile, options: ClipDownloadOptions): Promise<string> {
+export async function downloadSlackClip(clip: ClipFile, options: ClipDownloadOptions, expect: 'video' | 'picture' = 'video'): Promise<string> {
   const origin = options.apiUrl === undefined ? undefined : new URL(options.apiUrl).origin;
   const downloaded = await downloadClip({
     url: clip.url,
@@ -48,6 +48,7 @@ export async function downloadSlackClip(clip: ClipFile, options: ClipDownloadOpt
     destDir: options.inputDir,
     fileName: clip.name,
     platformName: 'Slack',
+    expect,
   });
   return downloaded.file;
 }
@@ -104,7 +105,25 @@ export class SlackEdits {
         .then(() => undefined)
         .catch((error: unknown) => this.#logger.warn({ err: error }, 'could not post a notice'));
 
-    const clip = videoFileOf(event.files) ?? (await this.#parentClip(channelId, threadTs));
+    const parentFiles = videoFileOf(event.files) === undefined ? await this.#parentFiles(channelId, threadTs) : undefined;
+    const clip = videoFileOf(event.files) ?? videoFileOf(parentFiles);
+    const picture = clip === undefined ? (pictureFileOf(event.files) ?? pictureFileOf(parentFiles)) : undefined;
+    if (clip === undefined && picture !== undefined) {
+      // A reply to a picture animates it: the reply is the prompt, with the /video options.
+      const prompt = (mentionTag === undefined ? text : text.split(mentionTag).join(' ')).trim();
+      const parsedVideo = parseVideoCommandText(prompt);
+      if (parsedVideo.type === 'help') return notice(helpText('slack'));
+      if (parsedVideo.type === 'error') return notice(refusalText(parsedVideo.error));
+      const teamId = str(body.team_id) ?? str(event.team) ?? null;
+      const outcome = await this.#submitPicture(picture, parsedVideo.command, {
+        actor: this.#actor(userId),
+        eventId: `event:${eventId}`,
+        ...(teamId === null ? {} : { groupId: teamId }),
+        refs: { channelId, teamId, userId, threadTs },
+      });
+      await notice(outcome.text);
+      return;
+    }
     if (clip === undefined) {
       // One hint per thread, whatever the number of replies or redeliveries.
       if (await this.#options.jobs.claimNotice('slack', `hint:${channelId}:${threadTs}`)) await notice(NO_CLIP_HINT);
@@ -207,11 +226,38 @@ export class SlackEdits {
     );
   }
 
-  /** The first video file of the thread's parent message, or undefined. */
-  async #parentClip(channelId: string, threadTs: string): Promise<ClipFile | undefined> {
+  /** The files of the thread's parent message. */
+  async #parentFiles(channelId: string, threadTs: string): Promise<unknown> {
     const replies = await this.#options.app.client.conversations.replies({ channel: channelId, ts: threadTs, limit: 1, inclusive: true });
     const parent = (replies.messages ?? []).find((message) => message.ts === threadTs) ?? replies.messages?.[0];
-    return videoFileOf((parent as { files?: unknown } | undefined)?.files);
+    return (parent as { files?: unknown } | undefined)?.files;
+  }
+
+  /** Downloads a picture (sniffed as one as it arrives) and submits a text-to-video job that animates it. */
+  async #submitPicture(picture: ClipFile, command: { params: Record<string, unknown>; seed?: number }, context: { actor: Actor; eventId: string; groupId?: string; refs: SlackRefs }): Promise<Submitted> {
+    if (command.params.aspect !== undefined) return { text: 'A picture keeps its own shape: leave out --aspect when animating one.' };
+    let file: string;
+    try {
+      file = await downloadSlackClip(picture, this.#options.clips, 'picture');
+    } catch (error) {
+      if (error instanceof UserError) return { text: refusalText(error) };
+      this.#logger.warn({ err: error }, 'picture download failed');
+      return { text: GENERIC_FAILURE_TEXT };
+    }
+    return this.#options.submit(
+      {
+        actor: context.actor,
+        kind: 'text2video',
+        params: { ...command.params, image: file },
+        ...(command.seed === undefined ? {} : { seed: command.seed }),
+        eventId: context.eventId,
+        ...(context.groupId === undefined ? {} : { groupId: context.groupId }),
+        channelId: context.refs.channelId,
+        messageRefs: { slack: context.refs },
+      },
+      context.refs,
+      () => rm(file, { force: true }),
+    );
   }
 
   #actor(userId: string, displayName?: string): Actor {

@@ -30,6 +30,26 @@ export interface ClipFile {
 
 const VIDEO_TYPES = new Set(['mp4', 'mov', 'webm', 'mkv', 'm4v', 'gif']);
 
+const PICTURE_TYPES = new Set(['png', 'jpg', 'jpeg', 'webp']);
+
+/** The first picture (PNG, JPEG, WebP by Slack's label; the content is sniffed on download) among a message's files. */
+export function pictureFileOf(files: unknown): ClipFile | undefined {
+  for (const entry of arrayOf(files)) {
+    const file = record(entry);
+    if (file === undefined) continue;
+    const mimetype = str(file.mimetype) ?? '';
+    const filetype = (str(file.filetype) ?? '').toLowerCase();
+    if (!mimetype.startsWith('image/') && !PICTURE_TYPES.has(filetype)) continue;
+    if (mimetype === 'image/gif' || filetype === 'gif') continue; // a GIF is a clip
+    const url = str(file.url_private_download) ?? str(file.url_private);
+    const id = str(file.id);
+    if (url === undefined || id === undefined) continue;
+    const size = typeof file.size === 'number' ? file.size : undefined;
+    return { id, name: str(file.name) ?? `${id}.${filetype || 'png'}`, url, ...(size === undefined ? {} : { size }) };
+  }
+  return undefined;
+}
+
 /** The first video among a message's files, with its private download link. */
 export function videoFileOf(files: unknown): ClipFile | undefined {
   for (const entry of arrayOf(files)) {

@@ -85,7 +85,8 @@ export class StableDiffusionComponents {
   readonly #textEncoder: Graph;
   readonly #unet: UnetGraph;
   readonly #vaeDecoder: Graph;
-  readonly #vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
+  #vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
+  readonly #openVaeEncoder: () => Promise<Graph & { encoder: LoadableVaeEncoder }>;
   readonly #groups: number;
   /** The last anchor pass's keys/values when they live in GPU memory (disposed at the next pass). */
   #gpuKv: Tensor[] = [];
@@ -106,6 +107,7 @@ export class StableDiffusionComponents {
     unetInChannels: number;
     vaeDecoder: Graph;
     vaeEncoder: (Graph & { encoder: LoadableVaeEncoder }) | undefined;
+    openVaeEncoder: () => Promise<Graph & { encoder: LoadableVaeEncoder }>;
   }) {
     this.dir = fields.dir;
     this.tokenizer = fields.tokenizer;
@@ -121,6 +123,7 @@ export class StableDiffusionComponents {
     this.#unet = fields.unet;
     this.#vaeDecoder = fields.vaeDecoder;
     this.#vaeEncoder = fields.vaeEncoder;
+    this.#openVaeEncoder = fields.openVaeEncoder;
     this.#groups = fields.groups;
     this.textWidth = fields.textWidth;
     this.unetInChannels = fields.unetInChannels;
@@ -154,8 +157,11 @@ export class StableDiffusionComponents {
     const textEncoder = await open(join(dir, 'text_encoder', 'model.onnx'));
     const vaeDecoder = await open(join(dir, 'vae_decoder', 'model.onnx'));
     // The posterior mean in every export form: a sampling encoder is rewritten, latent_parameters is sliced in encode().
-    const encoder = options.vaeEncoder ? await loadVaeEncoderForMean(join(dir, 'vae_encoder', 'model.onnx')) : undefined;
-    const vaeEncoder = encoder ? { ...(await open(encoder.path)).graph, output: encoder.outputName, encoder } : undefined;
+    const openVaeEncoder = async (): Promise<Graph & { encoder: LoadableVaeEncoder }> => {
+      const encoder = await loadVaeEncoderForMean(join(dir, 'vae_encoder', 'model.onnx'));
+      return { ...(await open(encoder.path)).graph, output: encoder.outputName, encoder };
+    };
+    const vaeEncoder = options.vaeEncoder ? await openVaeEncoder() : undefined;
     // The text encoder's `last_hidden_state` is the first output by the export's convention; pick it by name when present.
     if (textEncoder.graph.session.outputNames.includes('last_hidden_state')) textEncoder.graph.output = 'last_hidden_state';
     return new StableDiffusionComponents({
@@ -174,6 +180,7 @@ export class StableDiffusionComponents {
       unet,
       vaeDecoder: vaeDecoder.graph,
       vaeEncoder,
+      openVaeEncoder,
     });
   }
 
@@ -267,13 +274,18 @@ export class StableDiffusionComponents {
     return this.#run(this.#vaeDecoder, { latent_sample: this.#floatTensor(this.#vaeDecoder, 'latent_sample', latents, [count, 4, height, width]) });
   }
 
+  /** Loads the VAE encoder if it was not loaded with the rest (a text-to-video model animating a picture). */
+  async ensureVaeEncoder(): Promise<void> {
+    this.#vaeEncoder ??= await this.#openVaeEncoder();
+  }
+
   /**
    * VAE encode of images in [−1, 1]: [n, 3, H, W] → the posterior mean [n, 4, H/8, W/8] (unscaled),
    * whichever form the export has (the mean itself, latent_parameters, or a sampling graph rewritten at load).
    */
   async encode(images: Float32Array, count: number, height: number, width: number): Promise<Float32Array> {
     const graph = this.#vaeEncoder;
-    if (!graph) throw new Error('The VAE encoder was not loaded (pass vaeEncoder: true).');
+    if (!graph) throw new Error('The VAE encoder was not loaded (pass vaeEncoder: true, or call ensureVaeEncoder()).');
     const output = (await this.#runAll(graph, { sample: this.#floatTensor(graph, 'sample', images, [count, 3, height, width]) }))[graph.output]!;
     const channels = output.dims[1];
     if (output.dims.length !== 4 || channels !== graph.encoder.expectedChannels) {

@@ -1,5 +1,6 @@
 /** What every pipeline's `run()` takes besides its input: cancellation, progress and latent tracing. */
 import type { JobProgress } from '../../jobs/types.js';
+import type { LivePreview } from '../preview.js';
 
 /**
  * One latent a pipeline reached, for step-by-step comparisons with the reference
@@ -25,6 +26,11 @@ export interface RunContext {
   signal?: AbortSignal;
   /** Called after every UNet call (stage 'denoising' / 'editing'), then once per later stage. */
   onProgress?(progress: JobProgress): void;
+  /**
+   * Live previews: when given, the denoising loop asks it after each UNet call whether one is due
+   * and then attaches it to that call's progress event. Off when absent.
+   */
+  preview?: LivePreview;
   /** Called with every latent along the way (see {@link LatentRecord}); off when absent (no copies made). */
   onLatent?(record: LatentRecord): void;
 }

@@ -385,6 +385,26 @@ export class DDIMScheduler {
   }
 
   /**
+   * The clean sample x̂0 that {@link step} would go through at `timestep` (diffusers'
+   * `pred_original_sample`, clipped the same way), for previews; `out` may be `sample`.
+   */
+  predictOriginal(modelOutput: Float32Array, timestep: number, sample: Float32Array, out?: Float32Array): Float32Array {
+    const alphaT = this.#alphaCumprodAt(timestep, 'predictOriginal');
+    const target = this.#checkShapes('predictOriginal', modelOutput, sample, out, 'modelOutput');
+    const sqrtAlphaT = Math.sqrt(alphaT);
+    const sqrtBetaT = Math.sqrt(1 - alphaT);
+    const { predictionType, clipSample, clipSampleRange } = this.config;
+    for (let i = 0; i < sample.length; i++) {
+      const m = modelOutput[i]!;
+      const x = sample[i]!;
+      let x0 = predictionType === 'epsilon' ? (x - sqrtBetaT * m) / sqrtAlphaT : predictionType === 'sample' ? m : sqrtAlphaT * x - sqrtBetaT * m;
+      if (clipSample) x0 = Math.min(clipSampleRange, Math.max(-clipSampleRange, x0));
+      target[i] = x0;
+    }
+    return target;
+  }
+
+  /**
    * Forward diffusion q(x_t | x_0): `sqrt(a_t)·original + sqrt(1 − a_t)·noise` (diffusers `add_noise`).
    * @param out where to write (may be `original` or `noise`); allocated when omitted
    * @throws Error for a timestep outside the train range or for lengths that differ

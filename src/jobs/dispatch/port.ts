@@ -61,4 +61,8 @@ export interface Dispatcher {
   snapshot(): WorkerSnapshot[];
   /** Stops every slot. Running jobs reject with `interrupted`. */
   close(): Promise<void>;
+  /** Called when `size` changes (worker hosts come and go); a fixed pool has none. */
+  onSizeChange?(listener: (size: number) => void): void;
+  /** Why jobs cannot start now (Redis unreachable, no worker host), for /queue; undefined when they can. */
+  notice?(): string | undefined;
 }

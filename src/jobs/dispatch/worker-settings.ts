@@ -12,6 +12,7 @@ export function engineSettings(config: Config): EngineSettings {
     ffprobePath: config.ffprobePath,
     input: { ...config.input },
     editSteps: config.editSteps,
+    previews: { ...config.previews },
     workerCount: config.devices.length,
   };
 }

@@ -2,6 +2,8 @@
  * The Discord adapter end to end: a real discord.js Client logged in to the fake Discord, a real
  * JobService with worker processes running the MP4 test engine.
  */
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DiscordAdapter } from '../../../src/bots/discord/discord-adapter.js';
 import { MP4_ENGINE, isOriginalDelete, isOriginalEdit, isPrivateFollowUp, newAdapter } from './setup.js';
@@ -113,7 +115,7 @@ describe('DiscordAdapter', () => {
     expect(buttons.map((b) => [b.label, b.custom_id])).toEqual([
       ['Re-roll', `v1:reroll:${jobId}`],
       ['Edit', `v1:edit:${jobId}`],
-      ['Cancel', `v1:cancel:${jobId}`],
+      ['🗑 Delete', `v1:delete:${jobId}`],
     ]);
     // The upload is the last edit: nothing overwrote it.
     expect(seen.at(-1)).toBe(upload);
@@ -171,6 +173,42 @@ describe('DiscordAdapter', () => {
     const edit = await fake.waitForRequest((r) => isOriginalEdit(interaction.token)(r) && ((r.body as Payload).content ?? '').includes('was cancelled'));
     expect((edit.body as Payload).components).toEqual([]);
     expect(fake.requests.filter(isUpload(interaction.token))).toHaveLength(0);
+  });
+
+  it('🗑 Delete: someone else is refused privately; the owner\'s click removes the stored video and the message', async () => {
+    await startAll();
+    const interaction = fake.slashCommand(alice, { prompt: 'a corgi surfing' });
+    fake.sendInteraction(interaction);
+    const upload = await fake.waitForRequest(isUpload(interaction.token));
+    const jobId = Number(/Job #(\d+)/.exec((upload.body as Payload).content ?? '')?.[1]);
+    const file = (harness.service.status(jobId)!.job.result as { file: string }).file;
+    expect(existsSync(file)).toBe(true);
+    const message = { id: snowflake(), content: (upload.body as Payload).content ?? '' };
+    const isMessageDelete = (r: RecordedRequest) => r.method === 'DELETE' && r.path === `/channels/${fake.channelId}/messages/${message.id}`;
+
+    const stranger = fake.button(bob, `v1:delete:${jobId}`, message);
+    fake.sendInteraction(stranger);
+    const refused = await fake.waitForRequest(isOriginalEdit(stranger.token));
+    expect((refused.body as Payload).content).toContain('belongs to someone else');
+    expect(existsSync(file)).toBe(true);
+    expect(fake.requests.filter(isMessageDelete)).toHaveLength(0);
+
+    const owner = fake.button(alice, `v1:delete:${jobId}`, message);
+    fake.sendInteraction(owner);
+    const ack = await fake.waitForRequest((r) => r.path === `/interactions/${owner.id}/${owner.token}/callback`);
+    expect(ack.body).toMatchObject({ type: 5, data: { flags: 64 } });
+    const answer = await fake.waitForRequest(isOriginalEdit(owner.token));
+    expect((answer.body as Payload).content).toBe(`Deleted job #${jobId}'s video and its message.`);
+    expect(fake.requests.filter(isMessageDelete)).toHaveLength(1);
+    expect(existsSync(file)).toBe(false);
+    expect(existsSync(dirname(file))).toBe(false);
+    expect(harness.service.status(jobId)!.job.outputDeletedAt).toEqual(expect.any(Number));
+
+    // A second click (another copy of the button) says it is gone already.
+    const again = fake.button(alice, `v1:delete:${jobId}`, message);
+    fake.sendInteraction(again);
+    const gone = await fake.waitForRequest(isOriginalEdit(again.token));
+    expect((gone.body as Payload).content).toContain('already deleted');
   });
 
   it('re-rolls with the same params and a new job', async () => {

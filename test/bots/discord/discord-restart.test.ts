@@ -97,7 +97,7 @@ describe('DiscordAdapter after a restart', () => {
     expect(upload.files[0]!.size).toBeGreaterThan(100);
     const done = upload.body as Payload;
     expect(done.content).toMatch(new RegExp(`Job #${firstJob}\\*\\* done`));
-    expect(done.components?.[0]?.components.map((b) => b.custom_id)).toEqual([`v1:reroll:${firstJob}`, `v1:edit:${firstJob}`, `v1:cancel:${firstJob}`]);
+    expect(done.components?.[0]?.components.map((b) => b.custom_id)).toEqual([`v1:reroll:${firstJob}`, `v1:edit:${firstJob}`, `v1:delete:${firstJob}`]);
     expect(harness.service.status(firstJob)?.job.state).toBe('succeeded');
     // Nothing overwrote the video afterwards.
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -13,7 +13,7 @@ describe('custom ids', () => {
 
   it.each([
     ['another version', 'v2:cancel:1'],
-    ['an unknown action', 'v1:delete:1'],
+    ['an unknown action', 'v1:remove:1'],
     ['a non-numeric id', 'v1:cancel:abc'],
     ['a zero id', 'v1:cancel:0'],
     ['a negative id', 'v1:cancel:-3'],
@@ -36,7 +36,7 @@ describe('custom ids', () => {
   it('GIVEN a bad job id or action THEN encode throws', () => {
     expect(() => encodeCustomId('cancel', 0)).toThrow(RangeError);
     expect(() => encodeCustomId('cancel', 1.5)).toThrow(RangeError);
-    expect(() => encodeCustomId('delete' as 'cancel', 1)).toThrow(/Unknown button action/);
+    expect(() => encodeCustomId('remove' as 'cancel', 1)).toThrow(/Unknown button action/);
   });
 
   it('GIVEN a message snowflake THEN the clip modal id round-trips, and other ids are not clip modal ids', () => {
@@ -48,5 +48,11 @@ describe('custom ids', () => {
     expect(decodeClipModalId('v1:clip:0123')).toBeNull();
     expect(decodeClipModalId('v1:clip:12 ')).toBeNull();
     expect(() => encodeClipModalId('../etc')).toThrow(RangeError);
+  });
+});
+
+describe('the delete button', () => {
+  it('GIVEN delete THEN round-trips like the other actions', () => {
+    expect(decodeCustomId(encodeCustomId('delete', 12))).toEqual({ action: 'delete', jobId: 12 });
   });
 });

@@ -26,7 +26,7 @@ function job(overrides: Partial<JobRecord> = {}): JobRecord {
     id: 7, kind: 'text2video', params: { prompt: 'a corgi surfing' }, state: 'succeeded', userId: 1, userExternalId: 'U123',
     platform: 'discord', groupId: null, channelId: null, messageRefs: {}, seed: 42, priority: 0, device: 'cuda:0', attempts: 1,
     estimatedGpuSeconds: 30, gpuSeconds: 28, result: null, errorCode: null, error: null, queuedAt: 0, startedAt: 1_000,
-    finishedAt: 91_000, cancelRequestedAt: null, deliveredAt: null, ...overrides,
+    finishedAt: 91_000, cancelRequestedAt: null, deliveredAt: null, ownerInstance: null, ...overrides,
   };
 }
 
@@ -123,6 +123,9 @@ describe('listings', () => {
     expect(text).toContain('1. #2 <@B2> “rain” · about 1 min');
     expect(text).toContain('2. #3 <@C3> “make it snowy” · about 3 min');
     expect(queueText('slack', { paused: true, running: [], waiting: [] }, { platform: 'slack', groupId: 'T1', externalId: 'U1' })).toContain('The queue is empty.');
+    // With worker hosts behind Redis, /queue says when jobs cannot start and why.
+    const away = 'The job queue server (Redis) is unreachable: jobs are kept and start when it is back.';
+    expect(queueText('slack', { paused: false, notice: away, running: [], waiting: [] }, { platform: 'slack', groupId: 'T1', externalId: 'U1' })).toContain(away);
   });
 
   it('queue: jobs of other communities and platforms show only their place, never who asked or what', () => {

@@ -65,8 +65,8 @@ describe('/video text grammar', () => {
   });
 
   it('GIVEN frames out of range THEN gives the allowed range from the engine limits', () => {
-    expect(refusal(parseVideoCommandText('a corgi --frames 100'))).toBe('The number of frames must be from 1 to 64, not 100.');
-    expect(refusal(parseVideoCommandText('a corgi --frames eight'))).toBe('--frames must be a whole number from 1 to 64, not "eight".');
+    expect(refusal(parseVideoCommandText('a corgi --frames 300'))).toBe('The number of frames must be from 1 to 240, not 300.');
+    expect(refusal(parseVideoCommandText('a corgi --frames eight'))).toBe('--frames must be a whole number from 1 to 240, not "eight".');
   });
 
   it('GIVEN bad motion, a missing value, an open quote or a bad seed THEN explains', () => {
@@ -91,8 +91,8 @@ describe('/video typed options (Discord)', () => {
   });
 
   it('GIVEN bad typed values THEN refuses with the range', () => {
-    expect(refusal(videoCommandFromOptions({ prompt: 'x', frames: 0 }))).toBe('The number of frames must be from 1 to 64, not 0.');
-    expect(refusal(videoCommandFromOptions({ prompt: 'x', frames: 2.5 }))).toBe('The number of frames must be a whole number from 1 to 64.');
+    expect(refusal(videoCommandFromOptions({ prompt: 'x', frames: 0 }))).toBe('The number of frames must be from 1 to 240, not 0.');
+    expect(refusal(videoCommandFromOptions({ prompt: 'x', frames: 2.5 }))).toBe('The number of frames must be a whole number from 1 to 240.');
     expect(refusal(videoCommandFromOptions({ prompt: 'x', motion: 'left' }))).toMatch(/^The motion must be two numbers dx,dy/);
     expect(refusal(videoCommandFromOptions({ prompt: '   ' }))).toMatch(/prompt is empty/);
   });
@@ -111,7 +111,28 @@ describe('edit instruction grammar', () => {
   it('GIVEN bad edit options THEN refuses with what is allowed', () => {
     expect(refusal(parseEditCommandText('make it snowy --anchors 9'))).toBe('The number of anchor frames must be from 1 to 8, not 9.');
     expect(refusal(parseEditCommandText('make it snowy --image-guidance lots'))).toBe('--image-guidance must be a number from 0 to 5, not "lots".');
-    expect(refusal(parseEditCommandText('make it snowy --frames 8'))).toMatch(/Unknown option --frames .*--anchors, --steps, --image-guidance, --seed, --help/);
+    expect(refusal(parseEditCommandText('make it snowy --frames 8'))).toMatch(/Unknown option --frames .*--anchors, --steps, --image-guidance, --seed, --smooth, --help/);
     expect(refusal(parseEditCommandText('--anchors 2'))).toMatch(/instruction is empty/);
+  });
+});
+
+describe('smoothing, duration and aspect', () => {
+  it('GIVEN --duration, --aspect and --no-smooth THEN reads them; the switch takes no value', () => {
+    const parsed = parseVideoCommandText('waves --duration 2.5 --aspect 16:9 --no-smooth');
+    expect(parsed).toMatchObject({ type: 'command', command: { params: { prompt: 'waves', durationSeconds: 2.5, aspect: '16:9', smooth: false } } });
+    expect(parseVideoCommandText('waves --smooth')).toMatchObject({ type: 'command', command: { params: { prompt: 'waves' } } });
+    expect(parseVideoCommandText('waves --smooth=off')).toMatchObject({ type: 'error', error: { userMessage: '--smooth is a switch and takes no value; write just --smooth.' } });
+    expect(parseVideoCommandText('waves --smooth --no-smooth')).toMatchObject({ type: 'error', error: { userMessage: 'Give --smooth or --no-smooth, not both.' } });
+  });
+
+  it('GIVEN a bad aspect, a duration out of range or fps with duration unsmoothed THEN says what is allowed', () => {
+    expect(parseVideoCommandText('waves --aspect wide')).toMatchObject({ type: 'error', error: { userMessage: expect.stringContaining('like 16:9, 9:16 or 1:1') } });
+    expect(parseVideoCommandText('waves --duration 600')).toMatchObject({ type: 'error', error: { userMessage: 'The duration in seconds must be from 0.5 to 60, not 600.' } });
+    expect(parseVideoCommandText('waves --no-smooth --fps 8 --duration 2')).toMatchObject({ type: 'error', error: { userMessage: expect.stringContaining('not both') } });
+    expect(videoCommandFromOptions({ prompt: 'waves', aspect: '9:16', duration: 3, smooth: false })).toMatchObject({ type: 'command', command: { params: { aspect: '9:16', durationSeconds: 3, smooth: false } } });
+  });
+
+  it('GIVEN --smooth on an edit THEN asks for smoothing', () => {
+    expect(parseEditCommandText('make it snowy --smooth')).toMatchObject({ type: 'command', command: { params: { instruction: 'make it snowy', smooth: true } } });
   });
 });

@@ -70,7 +70,7 @@ describe('SlackAdapter after a restart', () => {
     await after.harness.waitFor(isType('succeeded', first), 30_000);
     const final = await fake.waitForRequest((r) => r.method === 'chat.update' && r.at > restartedAt && r.body.ts === refs.statusTs && /done/.test(textOf(r)), 30_000);
     expect(textOf(final)).toContain(`*Job #${first}* done`);
-    expect(buttonsOf(final)).toEqual([`v1:reroll:${first}`, `v1:cancel:${first}`]);
+    expect(buttonsOf(final)).toEqual([`v1:reroll:${first}`, `v1:delete:${first}`]);
     const complete = fake.requests.find((r) => r.method === 'files.completeUploadExternal' && r.at > restartedAt)!;
     expect(complete.body.channel_id).toBe(CHANNEL);
     // No second public message for the job: it was followed, not re-posted.

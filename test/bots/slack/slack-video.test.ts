@@ -2,6 +2,7 @@
  * `/video` end to end: a real Bolt App in Socket Mode on the fake Slack, a real JobService with
  * worker processes running the MP4 test engine, real ffmpeg.
  */
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { JobService } from '../../../src/jobs/job-service.js';
@@ -102,7 +103,7 @@ describe('SlackAdapter /video', () => {
 
     expect(textOf(final)).toMatch(new RegExp(`\\*Job #${jobId}\\* done: “a slow corgi surfing”`));
     expect(textOf(final)).toContain('seed `7`');
-    expect(buttonsOf(final)).toEqual([`v1:reroll:${jobId}`, `v1:cancel:${jobId}`]);
+    expect(buttonsOf(final)).toEqual([`v1:reroll:${jobId}`, `v1:delete:${jobId}`]);
     // The refs let the job be followed after a restart.
     expect(harness.service.status(jobId)?.job.messageRefs.slack).toMatchObject({ channelId: CHANNEL, userId: alice.id, statusTs });
   });
@@ -177,6 +178,33 @@ describe('SlackAdapter /video', () => {
     expect(rerolled.params).toEqual(harness.service.status(jobId)!.job.params);
     expect(rerolled.userExternalId).toBe(bob.id);
     await harness.waitFor(isType('succeeded', newId), 30_000);
+  });
+
+  it('🗑 Delete under a delivered video: someone else is refused privately; the owner\'s click removes the stored video, the upload and the message', async () => {
+    await startAdapter();
+    const ack = await fake.slashCommand('/video', 'a corgi surfing', alice).ack;
+    const jobId = jobIdOf(String(ack.payload?.text));
+    const complete = await fake.waitForRequest(isMethod('files.completeUploadExternal'), 30_000);
+    const final = await fake.waitForRequest((r) => r.method === 'chat.update' && /done/.test(textOf(r)));
+    expect(buttonsOf(final)).toEqual([`v1:reroll:${jobId}`, `v1:delete:${jobId}`]);
+    const status = fake.message(CHANNEL, String(final.body.ts))!;
+    const file = (harness.service.status(jobId)!.job.result as { file: string }).file;
+    const uploadedId = (complete.body.files as { id: string }[])[0]!.id;
+
+    const bobUrl = fake.responseUrl();
+    await fake.clickButton(bob, CHANNEL, status, `v1:delete:${jobId}`, bobUrl).ack;
+    const refused = await fake.waitForRequest((r) => r.method === 'response' && r.path.endsWith(new URL(bobUrl).pathname));
+    expect(String(refused.body.text)).toMatch(/belongs to someone else/);
+    expect(existsSync(file)).toBe(true);
+
+    const aliceUrl = fake.responseUrl();
+    await fake.clickButton(alice, CHANNEL, status, `v1:delete:${jobId}`, aliceUrl).ack;
+    const answer = await fake.waitForRequest((r) => r.method === 'response' && r.path.endsWith(new URL(aliceUrl).pathname));
+    expect(answer.body).toMatchObject({ response_type: 'ephemeral', text: `Deleted job #${jobId}'s video and its message.` });
+    expect(existsSync(file)).toBe(false);
+    expect(fake.calls('files.delete').map((c) => c.body.file)).toEqual([uploadedId]);
+    expect(fake.calls('chat.delete').map((c) => c.body.ts)).toEqual([status.ts]);
+    expect(fake.message(CHANNEL, status.ts)).toBeUndefined();
   });
 
   it('failure mode 10: 429s on progress edits are skipped until Retry-After, and never hold up the job', async () => {

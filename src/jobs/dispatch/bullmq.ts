@@ -1,0 +1,331 @@
+/**
+ * The BullMQ dispatch (REELBOT_REDIS_URL): jobs run on worker hosts (`reelbot worker`) behind
+ * Redis. The coordinator keeps the fair queue; this hands BullMQ a job only when a host slot is
+ * idle (`size` is the slots the hosts advertise, `nextIdleDevice` says whether one is free), so
+ * order, positions and ETAs are the coordinator's. BullMQ does the rest: the host's lock on the job
+ * (renewed by the host's main thread, which the engine in its child process cannot block), stalled
+ * jobs (a host killed -9: its job fails as stalled and the job runner retries it once, on whichever
+ * host is free), progress and results through its events.
+ *
+ * Files never travel through Redis: the job carries signed URLs of the coordinator's HTTP port
+ * (src/blob/) for its clip and its result. A coordinator restarted while hosts compute finds each
+ * job it had handed out by its BullMQ id (`<database namespace>.<job>.<attempt>`) and waits for that run's result
+ * instead of starting it again. While Redis is unreachable no slot is idle: submits are admitted
+ * into SQLite as always and wait, and dispatch resumes when Redis is back.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, stat } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+import { Job, Queue, QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { BlobSigner } from '../../blob/signed-urls.js';
+import type { Db } from '../../store/db.js';
+import { fileDigest } from '../../blob/signed-urls.js';
+import { AppError, ErrorCode } from '../../errors.js';
+import { JOB_KINDS, type JobKind } from '../types.js';
+import type { Dispatcher, DispatchJob, RunOptions, RunOutcome, WorkerSnapshot } from './port.js';
+import { bullConnection, connectRedis, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from './redis-connection.js';
+
+export interface BullmqDispatcherOptions {
+  redisUrl: string;
+  prefix: string;
+  /** This database's own part of the BullMQ job ids ({@link dispatchNamespace}): a fresh database never follows another's runs. */
+  namespace: string;
+  /** The coordinator's base URL as the worker hosts reach it (REELBOT_HTTP_PUBLIC_URL). */
+  publicUrl(): string;
+  signer: BlobSigner;
+  blobUrlTtlMs: number;
+  maxInputBytes: number;
+  maxResultBytes: number;
+  cancelGraceMs: number;
+  /** Where uploaded results go (per job and attempt). */
+  resultPath(jobId: number, attempt: number, name: string): string;
+  logger: Logger;
+  /** How often the hosts' advertisements are read. */
+  refreshMs?: number;
+}
+
+/** A result is stored under this name: the engines make MP4s. */
+export const RESULT_NAME = 'result.mp4';
+/** After a cancel, how long past the grace period the coordinator waits for the host to confirm before it counts the job as stopped. */
+const CANCEL_CONFIRM_MARGIN_MS = 2000;
+
+interface Task {
+  jobId: number;
+  options: RunOptions;
+  reject(error: AppError): void;
+  timers: NodeJS.Timeout[];
+  bullJob?: Job;
+}
+
+export class BullmqDispatcher implements Dispatcher {
+  readonly #o: BullmqDispatcherOptions;
+  readonly #keys;
+  readonly #redis: Redis;
+  readonly #queues = new Map<JobKind, Queue>();
+  readonly #events = new Map<JobKind, QueueEvents>();
+  readonly #tasks = new Map<number, Task>();
+  readonly #sizeListeners = new Set<(size: number) => void>();
+  readonly #timer: NodeJS.Timeout;
+  /** Slots per kind that the live hosts advertise. */
+  #slots = { total: 0, byKind: new Map<string, number>() };
+  /** The live hosts' adverts at the last refresh that reached Redis, and when that was. */
+  #adverts: { hosts: HostAdvert[]; at: number | null } = { hosts: [], at: null };
+  #reachable: boolean | undefined;
+  /** Jobs are handed out once the coordinator's HTTP port (the blob URLs) listens. */
+  #open = false;
+  #closed = false;
+
+  constructor(options: BullmqDispatcherOptions) {
+    this.#o = options;
+    this.#keys = scaleKeys(options.prefix);
+    this.#redis = connectRedis(options.redisUrl);
+    this.#redis.on('error', () => undefined); // reported once by #refresh, without the URL
+    const connection = bullConnection(options.redisUrl);
+    for (const kind of JOB_KINDS) {
+      const name = this.#keys.queue(kind);
+      const queue = new Queue(name, { connection, prefix: options.prefix });
+      queue.on('error', () => undefined);
+      this.#queues.set(kind, queue);
+      const events = new QueueEvents(name, { connection, prefix: options.prefix });
+      events.on('error', () => undefined);
+      events.on('progress', ({ jobId, data }) => this.#onProgress(jobId, data as RemoteProgress));
+      this.#events.set(kind, events);
+    }
+    this.#timer = setInterval(() => void this.#refresh(), options.refreshMs ?? 500);
+    this.#timer.unref();
+    void this.#refresh();
+  }
+
+  get size(): number {
+    return this.#slots.total;
+  }
+
+  /** Whether Redis answers (undefined until the first try). */
+  get reachable(): boolean | undefined {
+    return this.#reachable;
+  }
+
+  /** A line for /queue when jobs cannot be dispatched now. */
+  notice(): string | undefined {
+    if (this.#reachable === false) return 'The job queue server (Redis) is unreachable: jobs are kept and start when it is back.';
+    if (this.#reachable && this.#slots.total === 0) return 'No worker host is connected: jobs start when one is.';
+    return undefined;
+  }
+
+  onSizeChange(listener: (size: number) => void): void {
+    this.#sizeListeners.add(listener);
+  }
+
+  /** The blob URLs are served from now on: jobs may be handed out. */
+  startDispatching(): void {
+    this.#open = true;
+  }
+
+  /**
+   * One entry per slot the live worker hosts advertise (`host/device`), the first ones busy with
+   * the jobs handed out (BullMQ does not say which host took which); the last heartbeat is the last
+   * refresh that saw the host's advert.
+   */
+  snapshot(): WorkerSnapshot[] {
+    const jobIds = [...this.#tasks.keys()];
+    const slots = this.#adverts.hosts.flatMap((advert) => advert.devices.map((device) => `${advert.hostname}/${device}`));
+    return slots.map((device, index) => ({
+      device,
+      state: index < jobIds.length ? 'busy' : 'ready',
+      pid: null,
+      jobId: jobIds[index] ?? null,
+      lastHeartbeatAt: this.#adverts.at,
+      restarts: 0,
+    }));
+  }
+
+  nextIdleDevice(kind?: JobKind): string | undefined {
+    if (this.#closed || !this.#open || !this.#reachable) return undefined;
+    if (this.#tasks.size >= this.#slots.total) return undefined;
+    if (kind !== undefined && (this.#slots.byKind.get(kind) ?? 0) === 0) return undefined;
+    return 'remote';
+  }
+
+  async run(job: DispatchJob, options: RunOptions): Promise<RunOutcome> {
+    if (this.#closed) throw new AppError(ErrorCode.Interrupted, 'The bot is shutting down.');
+    let reject!: (error: AppError) => void;
+    const stopped = new Promise<never>((_, rej) => (reject = rej));
+    stopped.catch(() => undefined);
+    const task: Task = { jobId: job.id, options, reject, timers: [] };
+    this.#tasks.set(job.id, task);
+    try {
+      return await Promise.race([this.#run(job, task), stopped]);
+    } finally {
+      for (const timer of task.timers) clearTimeout(timer);
+      this.#tasks.delete(job.id);
+    }
+  }
+
+  async #run(job: DispatchJob, task: Task): Promise<RunOutcome> {
+    const queue = this.#queues.get(job.kind)!;
+    const events = this.#events.get(job.kind)!;
+    // A run this job already has (the coordinator restarted, or stopped, while a host computed it): follow it.
+    let bullJob = await this.#adoptable(queue, job);
+    if (bullJob) {
+      this.#o.logger.info({ jobId: job.id, bullJob: bullJob.id }, 'following the run a worker host already has for this job');
+    } else {
+      bullJob = await queue.add('run', await this.#data(job, task.options.timeoutMs), {
+        jobId: `${this.#o.namespace}.${job.id}.${job.attempt}`,
+        attempts: 1,
+        removeOnComplete: { age: 24 * 3600 },
+        removeOnFail: { age: 24 * 3600 },
+      });
+    }
+    task.bullJob = bullJob;
+    let returned: RemoteJobResult;
+    try {
+      returned = (await bullJob.waitUntilFinished(events)) as RemoteJobResult;
+    } catch (error) {
+      throw remoteError((error as Error).message);
+    }
+    const file = this.#o.resultPath(job.id, returned.attempt, RESULT_NAME);
+    if (returned.uploaded) {
+      const size = (await stat(file).catch(() => undefined))?.size;
+      if (size !== returned.uploaded.bytes) throw new AppError(ErrorCode.WorkerCrashed, 'The result did not arrive from the worker host.');
+    }
+    return {
+      result: returned.uploaded ? { ...returned.result, file } : returned.result,
+      gpuSeconds: returned.gpuSeconds,
+      loadSeconds: returned.loadSeconds,
+      device: returned.device,
+    };
+  }
+
+  /** The BullMQ job of this attempt (a stop or restart in between) or of the one before it (a coordinator killed mid-job), unless it failed. */
+  async #adoptable(queue: Queue, job: DispatchJob): Promise<Job | undefined> {
+    for (const attempt of [job.attempt, job.attempt - 1]) {
+      if (attempt < 1) continue;
+      const found = await Job.fromId(queue, `${this.#o.namespace}.${job.id}.${attempt}`);
+      if (!found) continue;
+      const state = await found.getState();
+      if (state !== 'failed' && state !== 'unknown') return found;
+    }
+    return undefined;
+  }
+
+  async #data(job: DispatchJob, timeoutMs: number): Promise<RemoteJobData> {
+    const base = this.#o.publicUrl();
+    const expires = Date.now() + this.#o.blobUrlTtlMs;
+    const sign = (method: 'GET' | 'PUT', name: string, maxBytes: number) =>
+      `${base}${this.#o.signer.path({ method, jobId: job.id, attempt: job.attempt, name, expires, maxBytes })}`;
+    const data: RemoteJobData = {
+      job: { id: job.id, kind: job.kind, params: { ...job.params }, seed: job.seed, attempt: job.attempt },
+      timeoutMs,
+      cancelGraceMs: this.#o.cancelGraceMs,
+      upload: { url: sign('PUT', RESULT_NAME, this.#o.maxResultBytes), maxBytes: this.#o.maxResultBytes },
+    };
+    const inputFile = job.params.inputFile;
+    if (typeof inputFile === 'string') {
+      const name = `input${/^\.[A-Za-z0-9]{1,8}$/.test(extname(inputFile)) ? extname(inputFile) : ''}`;
+      const digest = await fileDigest(inputFile);
+      data.input = { url: sign('GET', name, this.#o.maxInputBytes), name, ...digest };
+      delete data.job.params.inputFile; // a path on the coordinator: the host puts its own copy there
+    }
+    await mkdir(join(this.#o.resultPath(job.id, job.attempt, RESULT_NAME), '..'), { recursive: true });
+    return data;
+  }
+
+  #onProgress(bullJobId: string, data: RemoteProgress): void {
+    const jobId = Number(bullJobId.split('.')[1]);
+    const task = this.#tasks.get(jobId);
+    if (!task || task.bullJob?.id !== bullJobId) return;
+    if (data.type === 'running') task.options.onRunning?.(data.loadSeconds);
+    else if (data.type === 'progress') task.options.onProgress(data.progress);
+  }
+
+  cancel(jobId: number, graceMs: number): boolean {
+    const task = this.#tasks.get(jobId);
+    if (!task) return false;
+    const cancelled = new AppError(ErrorCode.Cancelled, 'The job was cancelled.');
+    // Not picked up yet: take it out of BullMQ; running: its host stops it (and kills its worker after the grace period).
+    void (async () => {
+      try {
+        if (task.bullJob && (await task.bullJob.getState()) === 'waiting') {
+          await task.bullJob.remove();
+          task.reject(cancelled);
+          return;
+        }
+      } catch {
+        // active in the meantime: the host is told below
+      }
+      await this.#redis.publish(this.#keys.cancel, JSON.stringify({ jobId, graceMs })).catch(() => undefined);
+    })();
+    // The host confirms by failing the job as cancelled; a host that is gone cannot, so the coordinator stops waiting.
+    task.timers.push(setTimeout(() => task.reject(cancelled), graceMs + CANCEL_CONFIRM_MARGIN_MS));
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    // Hosts keep computing: the next coordinator follows those runs (see #adoptable).
+    for (const task of this.#tasks.values()) task.reject(new AppError(ErrorCode.Interrupted, 'The coordinator stopped while this job ran.'));
+    await Promise.allSettled([...this.#events.values()].map((events) => events.close()));
+    await Promise.allSettled([...this.#queues.values()].map((queue) => queue.close()));
+    this.#redis.disconnect();
+  }
+
+  async #refresh(): Promise<void> {
+    if (this.#closed) return;
+    let adverts: HostAdvert[];
+    try {
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, found] = await this.#redis.scan(cursor, 'MATCH', this.#keys.hostPattern, 'COUNT', 100);
+        cursor = next;
+        keys.push(...found);
+      } while (cursor !== '0');
+      const values = keys.length > 0 ? await this.#redis.mget(...keys) : [];
+      adverts = values.filter((value): value is string => value !== null).map((value) => JSON.parse(value) as HostAdvert);
+      if (this.#reachable === false) this.#o.logger.info({ redis: redisLabel(this.#o.redisUrl) }, 'Redis is reachable again: dispatching');
+      this.#reachable = true;
+    } catch (error) {
+      if (this.#reachable !== false) {
+        this.#o.logger.warn({ redis: redisLabel(this.#o.redisUrl), reason: (error as Error).message }, 'Redis is unreachable: jobs are accepted into the database and wait');
+      }
+      this.#reachable = false;
+      adverts = [];
+    }
+    const byKind = new Map<string, number>();
+    let total = 0;
+    for (const advert of adverts) {
+      total += advert.devices.length;
+      for (const kind of advert.kinds) byKind.set(kind, (byKind.get(kind) ?? 0) + advert.devices.length);
+    }
+    const changed = total !== this.#slots.total;
+    this.#slots = { total, byKind };
+    this.#adverts = { hosts: adverts, at: this.#reachable ? Date.now() : this.#adverts.at };
+    if (changed) {
+      this.#o.logger.info({ slots: total, hosts: adverts.map((advert) => `${advert.hostname}:${advert.devices.join(',')}`) }, 'worker host slots changed');
+      for (const listener of this.#sizeListeners) listener(total);
+    }
+  }
+}
+
+/** A random id kept in the database's settings: part of every BullMQ job id the coordinator of this database makes. */
+export function dispatchNamespace(db: Db): string {
+  db.prepare(`INSERT INTO settings (key, value) VALUES ('dispatch_namespace', ?) ON CONFLICT (key) DO NOTHING`).run(randomUUID().slice(0, 8));
+  return (db.prepare(`SELECT value FROM settings WHERE key = 'dispatch_namespace'`).get() as { value: string }).value;
+}
+
+/** A host's failure reason (JSON with the code and the user's message), or a stalled host (BullMQ's own text). */
+export function remoteError(reason: string): AppError {
+  try {
+    const parsed = JSON.parse(reason) as { code?: string; userMessage?: string };
+    if (typeof parsed.code === 'string' && (Object.values(ErrorCode) as string[]).includes(parsed.code)) {
+      return new AppError(parsed.code as ErrorCode, parsed.userMessage ?? 'The engine failed on this job.');
+    }
+  } catch {
+    // not ours: BullMQ's
+  }
+  // "job stalled more than allowable limit": the host stopped renewing its lock (killed, or cut off).
+  return new AppError(ErrorCode.WorkerCrashed, 'The worker host stopped while making this video.', { cause: new Error(reason) });
+}
