@@ -16,7 +16,6 @@ import { resolveFfmpegPaths } from './media/ffmpeg-paths.js';
 import { createLogger } from './log.js';
 import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
 import { controlSocketPath, startControlSocket } from './web/control-socket.js';
-import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { BlobSigner } from './blob/signed-urls.js';
 import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
@@ -24,7 +23,8 @@ import { redisLabel } from './jobs/dispatch/redis-connection.js';
 import type { Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
 import { blobRoutes } from './web/blob-routes.js';
-import { buildHttpServer, httpAddress, publicBaseUrl } from './web/http-server.js';
+import { httpAddress } from './web/http-server.js';
+import { ServeHttp } from './web/serve-http.js';
 
 export interface ServeContext {
   config(): Config;
@@ -86,14 +86,21 @@ export function registerServe(program: Command, context: ServeContext): void {
       let app: App;
       let remote: BullmqDispatcher | undefined;
       let publicUrl = '';
+      // The HTTP side: health, metrics, the dashboard, and the blob URLs of worker hosts.
+      let http: ServeHttp | undefined;
+      const dashboardLinks = (server: ServeHttp) => ({ link: server.dashboardLink.bind(server), minutes: config.http.dashboardLinkMinutes });
       try {
         app = startApp(config, {
           logger,
           role: 'serve',
           // With Redis the jobs run on worker hosts (`reelbot worker`), and no worker runs here.
           dispatcher: config.redisUrl ? (db, log) => (remote = remoteDispatcher(config, db, log, () => publicUrl)) : undefined,
-          // The adapters follow job events from the start, so recovery notices reach them too.
-          beforeStart: ({ jobs }) => {
+          // The adapters and the metrics follow job events from the start, so recovery notices reach them too.
+          beforeStart: ({ jobs, db, writer }) => {
+            if (httpAddress(config)) {
+              const platforms = [...(withDiscord ? (['discord'] as const) : []), ...(withSlack ? (['slack'] as const) : [])];
+              http = new ServeHttp({ config, db, writer, jobs, logger, ffmpegPath: ffmpeg.ffmpeg, platforms });
+            }
             if (withDiscord) {
               discord = new DiscordAdapter({
                 token: config.discordToken!,
@@ -108,6 +115,7 @@ export function registerServe(program: Command, context: ServeContext): void {
                 clipDir: join(config.outputDir, 'clips', 'discord'),
                 maxClipBytes: config.input.maxBytes,
                 clipDownloads: config.clipDownloads,
+                ...(http ? { observer: http.metrics.platform('discord'), dashboardLinks: dashboardLinks(http) } : {}),
               });
             }
             if (withSlack) {
@@ -125,6 +133,7 @@ export function registerServe(program: Command, context: ServeContext): void {
                 maxInputBytes: config.input.maxBytes,
                 adminIds: config.admins.slack,
                 editChannels: config.slackEditChannels,
+                ...(http ? { observer: http.metrics.platform('slack'), dashboardLinks: dashboardLinks(http) } : {}),
               });
             }
           },
@@ -138,17 +147,20 @@ export function registerServe(program: Command, context: ServeContext): void {
       const socketPath = controlSocketPath(config.dbPath);
       const control = await startControlSocket(app.jobs, socketPath, logger);
       app.lease.setControlSocket(socketPath);
-      // The HTTP side: the blob URLs of worker hosts (more routes join it as they land).
-      let http: FastifyInstance | undefined;
-      const address = httpAddress(config);
-      if (address) {
-        http = buildHttpServer({ logger });
+      if (http) {
         const signer = BlobSigner.fromDatabase(app.db);
         const jobRepo = new JobRepo(app.db);
-        void http.register(blobRoutes({ signer, job: (id) => jobRepo.get(id), resultPath: (id, attempt, name) => remoteResultPath(config, id, attempt, name), logger }));
-        await http.listen(address);
-        const bound = http.server.address();
-        publicUrl = publicBaseUrl(config, bound !== null && typeof bound === 'object' ? bound.port : address.port);
+        http.register(blobRoutes({ signer, job: (id) => jobRepo.get(id), resultPath: (id, attempt, name) => remoteResultPath(config, id, attempt, name), logger }));
+        try {
+          publicUrl = await http.listen();
+        } catch (error) {
+          await control.close();
+          await app.stop();
+          await rm(tempDir, { recursive: true, force: true });
+          const { host, port } = httpAddress(config)!;
+          const reason = (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (error as Error).message;
+          return context.fail(`Could not serve HTTP on ${host}:${port} (REELBOT_HTTP_HOST / REELBOT_HTTP_PORT): ${reason}.`, 1);
+        }
         logger.info({ url: publicUrl }, 'HTTP side listening');
         remote?.startDispatching();
       }
@@ -218,6 +230,7 @@ export function registerServe(program: Command, context: ServeContext): void {
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
           : `reelbot is still connecting to ${waiting.join(' and ')} (${workers}). Stop it with Ctrl-C or SIGTERM.`,
       );
+      if (http) context.out(`Health, metrics and the dashboard: ${publicUrl} (sign in with a link from "reelbot dashboard link").`);
       const untrained = await untrainedWeightsNotice(config);
       if (untrained !== undefined) {
         logger.warn({ modelDir: config.modelDir || null, editModelDir: config.editModelDir || null }, untrained);

@@ -8,6 +8,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { registerDashboard } from './cli-dashboard.js';
 import { registerDiscord } from './cli-discord.js';
 import { registerModels } from './cli-models.js';
 import { registerServe } from './cli-serve.js';
@@ -447,6 +448,13 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
   };
   registerServe(program, videoContext);
   registerWorker(program, videoContext);
+  registerDashboard(program, {
+    config,
+    out,
+    fail: videoContext.fail,
+    withDatabase,
+    now,
+  });
   registerDiscord(program, videoContext);
   registerRender(program, videoContext);
   registerEdit(program, videoContext);

@@ -236,8 +236,9 @@ export const configSchema = z
      */
     leaseTtlMs: positiveInt.default(15_000),
     /**
-     * `serve`'s HTTP side: off unless a port is set. With worker hosts it serves their blob URLs
-     * (clips in, results back), so it must be reachable from them at `publicUrl`.
+     * `serve`'s HTTP side (health, metrics, the dashboard, and with worker hosts their blob URLs):
+     * off unless a port is set. It binds to 127.0.0.1; put it behind a reverse proxy with TLS to
+     * reach it from elsewhere (see the README); worker hosts reach it at `publicUrl`.
      */
     http: z
       .strictObject({
@@ -246,6 +247,10 @@ export const configSchema = z
         port: z.number().int().min(0).max(65535).optional(),
         /** The address operators open (the reverse proxy's https:// URL); default http://host:port. Sign-in links start with it. */
         publicUrl: z.url({ protocol: /^https?$/ }).optional(),
+        /** A sign-in link from `reelbot dashboard link` or `/admin dashboard` works once, for this long. */
+        dashboardLinkMinutes: positiveInt.max(60).default(10),
+        /** A dashboard session lasts this long, then the operator signs in again. */
+        dashboardSessionHours: positiveInt.max(24 * 30).default(12),
       })
       .prefault({}),
     /**
@@ -357,6 +362,8 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_BLOB_URL_TTL_SECONDS: { path: ['scale', 'blobUrlTtlSeconds'], kind: 'number' },
   REELBOT_MAX_RESULT_BYTES: { path: ['scale', 'maxResultBytes'], kind: 'number' },
   REELBOT_QUEUE_PREFIX: { path: ['scale', 'queuePrefix'], kind: 'string' },
+  REELBOT_DASHBOARD_LINK_MINUTES: { path: ['http', 'dashboardLinkMinutes'], kind: 'number' },
+  REELBOT_DASHBOARD_SESSION_HOURS: { path: ['http', 'dashboardSessionHours'], kind: 'number' },
 };
 /** Environment variables that hold secrets: never logged, never passed to worker processes. */
 export const SECRET_ENV_VARS: readonly string[] = Object.keys(ENV_VARS).filter((name) => isSecretPath(ENV_VARS[name]!.path));

@@ -103,7 +103,7 @@ test('secrets never appear in messages or in the printed config', () => {
   const config = loadConfig({ env: { REELBOT_DISCORD_TOKEN: secret } });
   expect(config.discordToken).toBe(secret);
   expect(JSON.stringify(redactConfig(config))).not.toContain(secret);
-  expect(SECRET_ENV_VARS).toEqual(['REELBOT_DISCORD_TOKEN', 'REELBOT_SLACK_BOT_TOKEN', 'REELBOT_SLACK_APP_TOKEN', 'REELBOT_SLACK_SIGNING_SECRET']);
+  expect(SECRET_ENV_VARS).toEqual(['REELBOT_DISCORD_TOKEN', 'REELBOT_SLACK_BOT_TOKEN', 'REELBOT_SLACK_APP_TOKEN', 'REELBOT_SLACK_SIGNING_SECRET', 'REELBOT_REDIS_URL']);
   const empty = problemsOf(() => loadConfig({ env: { REELBOT_DISCORD_TOKEN: '' } }));
   expect(empty).toEqual(['REELBOT_DISCORD_TOKEN (discordToken): must not be empty']);
 });

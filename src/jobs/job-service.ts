@@ -36,7 +36,7 @@ import { AdminOps, type Target, type UsageReport } from './admin-ops.js';
 import { clipFramesOf } from './clip-frames.js';
 import { CostModel } from './cost-model.js';
 import { WorkerPool } from './dispatch/local-pool.js';
-import type { Dispatcher } from './dispatch/port.js';
+import type { Dispatcher, WorkerSnapshot } from './dispatch/port.js';
 import { engineSettings, workerEnvironment } from './dispatch/worker-settings.js';
 import { FairQueue } from './fair-queue.js';
 import { JobRunner } from './job-runner.js';
@@ -53,6 +53,7 @@ import {
   OPERATOR_ONLY_PARAMS,
   type Actor,
   type JobEvent,
+  type JobKind,
   type JobRecord,
   type JobRequest,
   type Platform,
@@ -230,6 +231,27 @@ export class JobService {
     });
   }
 
+  /**
+   * Subscribes to refused submits (quota, cooldown, ban, prompt policy…): the code of each
+   * UserError a submit threw. Returns the unsubscribe function.
+   */
+  onRefusal(listener: (refusal: { kind: JobKind; code: string }) => void): () => void {
+    const isolated = (refusal: { kind: JobKind; code: string }) => {
+      try {
+        listener(refusal);
+      } catch (error) {
+        this.#logger.error({ err: error, code: refusal.code }, 'refusal listener threw');
+      }
+    };
+    this.#emitter.on('refusal', isolated);
+    return () => this.#emitter.off('refusal', isolated);
+  }
+
+  /** The worker slots: device, state, process, job, last heartbeat, restarts. */
+  workers(): WorkerSnapshot[] {
+    return this.#dispatcher.snapshot();
+  }
+
   /** Subscribes to job events; returns the unsubscribe function. */
   onEvent(listener: (event: JobEvent) => void): () => void {
     // Each listener on its own: one adapter's bug must not keep the event from the others.
@@ -276,6 +298,15 @@ export class JobService {
    * message for the user. A redelivered event id returns the first job with `duplicate: true`.
    */
   async submit(request: JobRequest): Promise<SubmitResult> {
+    try {
+      return await this.#submit(request);
+    } catch (error) {
+      if (error instanceof UserError) this.#emitter.emit('refusal', { kind: request.kind, code: error.code });
+      throw error;
+    }
+  }
+
+  async #submit(request: JobRequest): Promise<SubmitResult> {
     if (this.#state !== 'started') {
       throw new UserError(ErrorCode.ShuttingDown, 'The bot is restarting. Please try again in a minute.');
     }
@@ -447,6 +478,19 @@ export class JobService {
   /** Admin: cancels and refunds every queued job; running jobs go on. Returns how many. */
   clearQueue(actor: Actor): Promise<number> {
     return this.#admin.clearQueue(actor);
+  }
+
+  /**
+   * Admin: submits a job again (its kind, parameters and seed) as the admin's own job, and records
+   * it in the audit log. Refusals are the submit's (quota, a clip that is gone…).
+   */
+  async rerun(actor: Actor, jobId: number): Promise<SubmitResult> {
+    this.#admin.requireAdmin(actor);
+    const job = Number.isInteger(jobId) ? this.#jobs.get(jobId) : undefined;
+    if (!job) throw new UserError(ErrorCode.JobNotFound, `There is no job #${jobId}.`);
+    const result = await this.submit({ actor, kind: job.kind, params: job.params, seed: job.seed, ...(job.groupId === null ? {} : { groupId: job.groupId }) });
+    if (!result.duplicate) await this.#commandWrite(() => this.#admin.record(actor, 'job.rerun', `job:${job.id}`, { newJobId: result.job.id }));
+    return result;
   }
 
   /** Admin: the audit log, newest first; `beforeId` pages on from the last entry of the page before. */

@@ -5,15 +5,16 @@
  */
 import type { ChatInputCommandInteraction } from 'discord.js';
 import type { Actor } from '../../jobs/types.js';
+import type { DashboardLinks } from '../shared/platform-observer.js';
 import { isAdminPeriod, runAdminCommand, type AdminCommand, type AdminJobs, type AdminPeriod, type QuotaOverride } from '../shared/admin-commands.js';
 
 type AdminOptions = ChatInputCommandInteraction['options'];
 
 /** Runs `/admin …`; returns the answer, or throws the job service's UserError. */
-export async function answerAdmin(jobs: AdminJobs, actor: Actor, options: AdminOptions): Promise<string> {
+export async function answerAdmin(jobs: AdminJobs, actor: Actor, options: AdminOptions, dashboardLinks?: DashboardLinks): Promise<string> {
   const command = adminCommandOf(options);
   if (typeof command === 'string') return command;
-  return runAdminCommand(jobs, actor, command, { platform: 'discord', format: 'discord', now: Date.now() });
+  return runAdminCommand(jobs, actor, command, { platform: 'discord', format: 'discord', now: Date.now(), ...(dashboardLinks === undefined ? {} : { dashboardLinks }) });
 }
 
 /** The admin command the options describe, or what to tell the admin when they describe none. */
@@ -52,6 +53,8 @@ export function adminCommandOf(options: AdminOptions): AdminCommand | string {
       return { type: 'unban', userId: userId() };
     case 'audit':
       return { type: 'audit', page: Math.max(1, options.getInteger('page') ?? 1) };
+    case 'dashboard':
+      return { type: 'dashboard' };
     default:
       return `Unknown command /admin ${sub}.`;
   }

@@ -86,7 +86,7 @@ export function cancelCommandData(): RESTPostAPIChatInputApplicationCommandsJSON
 }
 
 /**
- * `/admin …`: usage, quota set, ban, unban, queue pause|resume|clear, stats. Discord shows it only
+ * `/admin …`: usage, quota set, ban, unban, queue pause|resume|clear, stats, dashboard. Discord shows it only
  * to members with Manage Server (`default_member_permissions` "32"); the JobService admin
  * allowlist still decides every call.
  */
@@ -151,6 +151,7 @@ export function adminCommandData(): RESTPostAPIChatInputApplicationCommandsJSONB
         .setDescription('The audit log of admin actions, newest first')
         .addIntegerOption((o) => o.setName('page').setDescription('Page (10 entries each; 1 = the newest)').setMinValue(1)),
     )
+    .addSubcommand((s) => s.setName('dashboard').setDescription('A one-time sign-in link to the web dashboard (only you see it)'))
     .toJSON();
 }
 

@@ -10,10 +10,11 @@
  * - clips.ts: `/edit`, "Edit clip…" and the modal; clip downloads and their sweep.
  * - delivery.ts: following a job (the shared job follower): edits, the token switch, the upload.
  */
-import { Client, Events, GatewayIntentBits, type ChatInputCommandInteraction, type Interaction } from 'discord.js';
+import { Client, Events, GatewayIntentBits, RESTEvents, SnowflakeUtil, type ChatInputCommandInteraction, type Interaction } from 'discord.js';
 import type { JobService } from '../../jobs/job-service.js';
 import type { Logger } from '../../log.js';
 import type { DownloadLimits } from '../shared/download-slots.js';
+import type { DashboardLinks, PlatformObserver } from '../shared/platform-observer.js';
 import { answerSafely } from '../shared/user-commands.js';
 import { answerAdmin } from './admin.js';
 import { DiscordClips } from './clips.js';
@@ -56,6 +57,10 @@ export interface DiscordAdapterOptions {
   tokenSwitchAfterMs?: number;
   /** Pauses before the second and third try of a final message that failed retryably (default {@link DELIVERY_RETRY_DELAYS_MS}; tests shorten them). */
   deliveryRetryDelaysMs?: readonly number[];
+  /** Told about the gateway connection, acks and 429s (serve's metrics and readiness). */
+  observer?: PlatformObserver;
+  /** Sign-in links for `/admin dashboard`; without them the command says the dashboard is off. */
+  dashboardLinks?: DashboardLinks;
 }
 
 export class DiscordAdapter {
@@ -105,6 +110,7 @@ export class DiscordAdapter {
       ...(options.clipDownloads === undefined ? {} : { clipDownloads: options.clipDownloads }),
       ...(adminIds === undefined ? {} : { adminIds }),
     });
+    if (options.observer) observeClient(this.client, options.observer);
   }
 
   /** Logs in and resolves once the gateway is ready (and the commands are registered, unless turned off). */
@@ -152,7 +158,9 @@ export class DiscordAdapter {
         case 'cancel':
           return this.#ephemeralCommand(interaction, () => commands.cancel(interaction));
         case 'admin':
-          return this.#ephemeralCommand(interaction, () => answerAdmin(this.#options.jobs, actorOf(interaction, this.#options.adminIds), interaction.options));
+          return this.#ephemeralCommand(interaction, () =>
+            answerAdmin(this.#options.jobs, actorOf(interaction, this.#options.adminIds), interaction.options, this.#options.dashboardLinks),
+          );
         default:
           return;
       }
@@ -180,4 +188,34 @@ export class DiscordAdapter {
       .editReply({ content: fitContent(content), components: [], allowedMentions: { parse: [] }, ...(files.length === 0 ? {} : { files }) })
       .catch((error: unknown) => this.#logger.warn({ err: error, interactionId: interaction.id }, 'could not edit a reply'));
   }
+}
+
+/**
+ * Reports the gateway connection (down while a shard reconnects, up again when it resumes or
+ * identifies anew), the time from an interaction's creation (its snowflake) to its callback (the
+ * ack: a defer, a reply or a modal), and every 429 the REST client gets.
+ */
+function observeClient(client: Client, observer: PlatformObserver): void {
+  let lost = false;
+  client.once(Events.ClientReady, () => observer.connection(true));
+  const down = () => {
+    lost = true;
+    observer.connection(false);
+  };
+  const up = () => {
+    if (lost) observer.reconnected();
+    lost = false;
+    observer.connection(true);
+  };
+  client.on(Events.ShardReconnecting, down);
+  client.on(Events.ShardDisconnect, down);
+  client.on(Events.ShardResume, up);
+  client.on(Events.ShardReady, () => {
+    if (lost) up();
+  });
+  client.rest.on(RESTEvents.Response, (request, response) => {
+    if (response.status === 429) observer.rateLimited();
+    const callback = /^\/interactions\/(\d+)\/[^/]+\/callback/.exec(request.path);
+    if (callback && response.status < 300) observer.acked(Date.now() - SnowflakeUtil.timestampFrom(callback[1]!));
+  });
 }

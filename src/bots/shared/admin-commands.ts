@@ -6,7 +6,9 @@
  */
 import { periodsAt } from '../../jobs/quota-policy.js';
 import type { JobService } from '../../jobs/job-service.js';
+import { ErrorCode, UserError } from '../../errors.js';
 import type { Actor, Platform, UserRecord } from '../../jobs/types.js';
+import type { DashboardLinks } from './platform-observer.js';
 import { adminStatsText, adminUsageText, AUDIT_PAGE_SIZE, auditText, mention, type Format } from './texts.js';
 
 /** Report periods of `usage` and `stats`. */
@@ -27,17 +29,20 @@ export type AdminCommand =
   | { type: 'unban'; userId: string }
   | { type: 'queue'; action: 'pause' | 'resume' | 'clear' }
   /** One page of the audit log, newest first (page 1 = the newest {@link AUDIT_PAGE_SIZE}). */
-  | { type: 'audit'; page: number };
+  | { type: 'audit'; page: number }
+  /** A one-time sign-in link to the web dashboard, for the admin who asks (answered privately). */
+  | { type: 'dashboard' };
 
 /** The job service's admin operations. */
-export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue' | 'auditLog'>;
+export type AdminJobs = Pick<JobService, 'usageReport' | 'stats' | 'setQuota' | 'setBanned' | 'pauseQueue' | 'resumeQueue' | 'clearQueue' | 'auditLog' | 'isAdmin'>;
 
 /**
  * Whether a command changes something (and so writes to the database): a platform acks such a
  * command before running it, so that a database held by another process never delays the ack.
+ * A dashboard link is a row too.
  */
 export function adminCommandWrites(command: AdminCommand): boolean {
-  return command.type === 'quota' || command.type === 'ban' || command.type === 'unban' || command.type === 'queue';
+  return command.type === 'quota' || command.type === 'ban' || command.type === 'unban' || command.type === 'queue' || command.type === 'dashboard';
 }
 
 export interface AdminContext {
@@ -47,6 +52,8 @@ export interface AdminContext {
   format: Format;
   /** Now, in ms since the epoch (report periods start from it). */
   now: number;
+  /** Sign-in links to the dashboard; absent when serve has no HTTP port. */
+  dashboardLinks?: DashboardLinks;
 }
 
 /** Whether a word names a report period. */
@@ -98,6 +105,14 @@ export async function runAdminCommand(jobs: AdminJobs, actor: Actor, command: Ad
     case 'audit': {
       const entries = jobs.auditLog(actor, { limit: AUDIT_PAGE_SIZE + 1, offset: (command.page - 1) * AUDIT_PAGE_SIZE });
       return auditText(context.format, { entries: entries.slice(0, AUDIT_PAGE_SIZE), page: command.page, hasMore: entries.length > AUDIT_PAGE_SIZE });
+    }
+    case 'dashboard': {
+      if (!jobs.isAdmin(actor)) throw new UserError(ErrorCode.NotAdmin, 'Only the bot admins can do this.');
+      const links = context.dashboardLinks;
+      if (!links) return 'The web dashboard is off on this bot: the operator turns it on by setting REELBOT_HTTP_PORT for reelbot serve.';
+      const { url } = await links.link({ platform: context.platform, externalId: actor.externalId });
+      // <…> keeps Discord from fetching a preview of the link (and Slack reads it as a link).
+      return `Your sign-in link to the dashboard. Only you can see this message; the link works once, for ${links.minutes} minute${links.minutes === 1 ? '' : 's'}:\n<${url}>`;
     }
     case 'queue':
       switch (command.action) {

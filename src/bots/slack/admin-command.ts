@@ -22,6 +22,7 @@ export const ADMIN_USAGE = [
   '`/reelbot-admin ban @user [reason]` · `/reelbot-admin unban @user`',
   '`/reelbot-admin queue pause|resume|clear`',
   '`/reelbot-admin audit [page]` the audit log of admin actions, newest first',
+  '`/reelbot-admin dashboard` a one-time sign-in link to the web dashboard (only you see it)',
 ].join('\n');
 
 /** Quota keys an admin may set, as typed → as stored. */
@@ -52,6 +53,8 @@ export function parseAdminCommandText(text: string): AdminParse {
     case '':
     case 'help':
       return { ok: true, command: { type: 'help' } };
+    case 'dashboard':
+      return rest.length === 0 ? { ok: true, command: { type: 'dashboard' } } : fail('`dashboard` takes nothing after it.');
     case 'usage': {
       let userId: string | undefined;
       let period: AdminPeriod = 'today';

@@ -5,6 +5,7 @@
  */
 import type { JobService } from '../../jobs/job-service.js';
 import type { Logger } from '../../log.js';
+import type { DashboardLinks } from '../shared/platform-observer.js';
 import { adminCommandWrites, runAdminCommand } from '../shared/admin-commands.js';
 import { answerSafely } from '../shared/user-commands.js';
 import { ADMIN_USAGE, parseAdminCommandText } from './admin-command.js';
@@ -16,6 +17,7 @@ export interface SlackAdminOptions {
   logger: Logger;
   now: () => number;
   adminIds?: readonly string[];
+  dashboardLinks?: DashboardLinks;
 }
 
 export async function onAdminCommand(command: SlashCommand, ack: Ack, options: SlackAdminOptions): Promise<void> {
@@ -26,7 +28,12 @@ export async function onAdminCommand(command: SlashCommand, ack: Ack, options: S
   if (!jobs.isAdmin(actor)) return ack(ephemeral('Only the bot admins can use /reelbot-admin.'));
   if (!parsed.ok) return ack(ephemeral(parsed.message));
   const admin = parsed.command;
-  const answer = () => (admin.type === 'help' ? ADMIN_USAGE : runAdminCommand(jobs, actor, admin, { platform: 'slack', format: 'slack', now: options.now() }));
+  const answer = () => (admin.type === 'help' ? ADMIN_USAGE : runAdminCommand(jobs, actor, admin, {
+          platform: 'slack',
+          format: 'slack',
+          now: options.now(),
+          ...(options.dashboardLinks === undefined ? {} : { dashboardLinks: options.dashboardLinks }),
+        }));
   // A change writes to the database: acked first, answered on the response_url (a locked database never delays the ack).
   if (admin.type !== 'help' && adminCommandWrites(admin)) {
     await ack();

@@ -30,6 +30,7 @@
 import { App, webApi } from '@slack/bolt';
 import type { JobService } from '../../jobs/job-service.js';
 import type { Logger } from '../../log.js';
+import type { DashboardLinks, PlatformObserver } from '../shared/platform-observer.js';
 import { onAdminCommand } from './admin.js';
 import { EDIT_MODAL_CALLBACK_ID, EDIT_SHORTCUT_CALLBACK_ID } from './blocks.js';
 import { boltLogger } from './bolt-logger.js';
@@ -85,6 +86,10 @@ export interface SlackAdapterOptions {
   retryConfig?: webApi.RetryOptions;
   /** Clock for response_url lifetimes (tests move it). */
   now?: () => number;
+  /** Told about the Socket Mode connection, ack times and 429s (serve's metrics and readiness). */
+  observer?: PlatformObserver;
+  /** Sign-in links for `/reelbot-admin dashboard`; without them the command says the dashboard is off. */
+  dashboardLinks?: DashboardLinks;
 }
 
 export class SlackAdapter {
@@ -164,6 +169,7 @@ export class SlackAdapter {
       ...(options.editChannels === undefined ? {} : { editChannels: options.editChannels }),
       ...admins,
     });
+    if (options.observer) this.#observe(options.observer, [this.app.client, progressClient]);
     this.#register();
   }
 
@@ -179,6 +185,7 @@ export class SlackAdapter {
       await this.app.start();
     }
     this.#logger.info({ botUserId: this.#botUserId, mode: this.#options.mode ?? 'socket', port: this.port }, 'slack adapter ready');
+    if ((this.#options.mode ?? 'socket') === 'http') this.#options.observer?.connection(true);
     this.#delivery.follower.open();
   }
 
@@ -200,25 +207,67 @@ export class SlackAdapter {
     const app = this.app;
     const commands = this.#commands;
     const edits = this.#edits;
-    const admin = { jobs: this.#options.jobs, logger: this.#logger, now: this.#now, ...(this.#options.adminIds === undefined ? {} : { adminIds: this.#options.adminIds }) };
-    app.command('/video', async ({ command, ack }) => this.#guard('/video', () => commands.video(asSlashCommand(command), ack as Ack)));
-    app.command('/reelbot', async ({ command, ack }) => this.#guard('/reelbot', () => commands.reelbot(asSlashCommand(command), ack as Ack)));
-    app.command('/reelbot-admin', async ({ command, ack }) => this.#guard('/reelbot-admin', () => onAdminCommand(asSlashCommand(command), ack as Ack, admin)));
+    const admin = {
+      jobs: this.#options.jobs,
+      logger: this.#logger,
+      now: this.#now,
+      ...(this.#options.adminIds === undefined ? {} : { adminIds: this.#options.adminIds }),
+      ...(this.#options.dashboardLinks === undefined ? {} : { dashboardLinks: this.#options.dashboardLinks }),
+    };
+    const timed = <A extends (...args: never[]) => Promise<unknown>>(ack: A): A => this.#timedAck(ack);
+    app.command('/video', async ({ command, ack }) => this.#guard('/video', () => commands.video(asSlashCommand(command), timed(ack as Ack))));
+    app.command('/reelbot', async ({ command, ack }) => this.#guard('/reelbot', () => commands.reelbot(asSlashCommand(command), timed(ack as Ack))));
+    app.command('/reelbot-admin', async ({ command, ack }) => this.#guard('/reelbot-admin', () => onAdminCommand(asSlashCommand(command), timed(ack as Ack), admin)));
     app.action(/^v1:/, async ({ ack, body }) => {
-      await ack();
+      await timed(ack)();
       await this.#guard('button', () => commands.button(body as unknown as Record<string, unknown>));
     });
     app.shortcut(EDIT_SHORTCUT_CALLBACK_ID, async ({ ack, body }) => {
-      await ack();
+      await timed(ack)();
       await this.#guard('shortcut', () => edits.onEditShortcut(body as unknown as Record<string, unknown>));
     });
     app.view(EDIT_MODAL_CALLBACK_ID, async ({ ack, body, view }) =>
-      this.#guard('modal', () => edits.onEditModal(body as unknown as Record<string, unknown>, view as unknown as Record<string, unknown>, ack as ModalAck)),
+      this.#guard('modal', () => edits.onEditModal(body as unknown as Record<string, unknown>, view as unknown as Record<string, unknown>, timed(ack as ModalAck))),
     );
     app.event('message', async ({ event, body }) => this.#guard('message', () => edits.onMessage(event as unknown as Record<string, unknown>, body as unknown as Record<string, unknown>)));
     app.error(async (error) => {
       this.#logger.error({ err: error }, 'slack listener failed');
     });
+  }
+
+  /** The ack, telling the observer how long after the listener started it was sent. */
+  #timedAck<A extends (...args: never[]) => Promise<unknown>>(ack: A): A {
+    const observer = this.#options.observer;
+    if (!observer) return ack;
+    const started = Date.now();
+    return (async (...args: never[]) => {
+      const result = await ack(...args);
+      observer.acked(Date.now() - started);
+      return result;
+    }) as A;
+  }
+
+  /**
+   * Reports the Socket Mode connection (its client's connected / reconnecting / disconnected
+   * events; an HTTP receiver is up once it listens) and each 429 of the Web API clients.
+   */
+  #observe(observer: PlatformObserver, clients: webApi.WebClient[]): void {
+    for (const client of clients) client.on(webApi.WebClientEvent.RATE_LIMITED, () => observer.rateLimited());
+    // Bolt keeps its receiver to itself; a Socket Mode receiver's `client` is a public SocketModeClient.
+    const socket = (this.app as unknown as { receiver?: { client?: import('node:events').EventEmitter } }).receiver?.client;
+    if (!socket) return;
+    let lost = false;
+    socket.on('connected', () => {
+      if (lost) observer.reconnected();
+      lost = false;
+      observer.connection(true);
+    });
+    const down = () => {
+      lost = true;
+      observer.connection(false);
+    };
+    socket.on('reconnecting', down);
+    socket.on('disconnected', down);
   }
 
   /** Runs a listener; anything thrown is logged, never shown to a user as a stack trace. */

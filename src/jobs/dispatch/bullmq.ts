@@ -24,7 +24,7 @@ import type { Db } from '../../store/db.js';
 import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { JOB_KINDS, type JobKind } from '../types.js';
-import type { Dispatcher, DispatchJob, RunOptions, RunOutcome } from './port.js';
+import type { Dispatcher, DispatchJob, RunOptions, RunOutcome, WorkerSnapshot } from './port.js';
 import { bullConnection, connectRedis, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from './redis-connection.js';
 
 export interface BullmqDispatcherOptions {
@@ -70,6 +70,8 @@ export class BullmqDispatcher implements Dispatcher {
   readonly #timer: NodeJS.Timeout;
   /** Slots per kind that the live hosts advertise. */
   #slots = { total: 0, byKind: new Map<string, number>() };
+  /** The live hosts' adverts at the last refresh that reached Redis, and when that was. */
+  #adverts: { hosts: HostAdvert[]; at: number | null } = { hosts: [], at: null };
   #reachable: boolean | undefined;
   /** Jobs are handed out once the coordinator's HTTP port (the blob URLs) listens. */
   #open = false;
@@ -119,6 +121,24 @@ export class BullmqDispatcher implements Dispatcher {
   /** The blob URLs are served from now on: jobs may be handed out. */
   startDispatching(): void {
     this.#open = true;
+  }
+
+  /**
+   * One entry per slot the live worker hosts advertise (`host/device`), the first ones busy with
+   * the jobs handed out (BullMQ does not say which host took which); the last heartbeat is the last
+   * refresh that saw the host's advert.
+   */
+  snapshot(): WorkerSnapshot[] {
+    const jobIds = [...this.#tasks.keys()];
+    const slots = this.#adverts.hosts.flatMap((advert) => advert.devices.map((device) => `${advert.hostname}/${device}`));
+    return slots.map((device, index) => ({
+      device,
+      state: index < jobIds.length ? 'busy' : 'ready',
+      pid: null,
+      jobId: jobIds[index] ?? null,
+      lastHeartbeatAt: this.#adverts.at,
+      restarts: 0,
+    }));
   }
 
   nextIdleDevice(kind?: JobKind): string | undefined {
@@ -282,6 +302,7 @@ export class BullmqDispatcher implements Dispatcher {
     }
     const changed = total !== this.#slots.total;
     this.#slots = { total, byKind };
+    this.#adverts = { hosts: adverts, at: this.#reachable ? Date.now() : this.#adverts.at };
     if (changed) {
       this.#o.logger.info({ slots: total, hosts: adverts.map((advert) => `${advert.hostname}:${advert.devices.join(',')}`) }, 'worker host slots changed');
       for (const listener of this.#sizeListeners) listener(total);

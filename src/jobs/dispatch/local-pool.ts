@@ -22,7 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { EngineJob, EngineSettings } from '../engine.js';
-import type { Dispatcher, RunOptions, RunOutcome } from './port.js';
+import type { Dispatcher, RunOptions, RunOutcome, WorkerSnapshot } from './port.js';
 import type { ChildMessage, ParentMessage } from '../worker/protocol.js';
 
 export const WORKER_ENTRY = fileURLToPath(new URL('../worker/process-main.ts', import.meta.url));
@@ -58,6 +58,8 @@ export interface WorkerPoolOptions {
 interface Worker {
   child: ChildProcess;
   ready: Promise<void>;
+  /** Set once the worker said `ready`. */
+  isReady?: boolean;
   /** When the worker last said anything; undefined until its first message. */
   lastSeen?: number;
   spawnedAt: number;
@@ -67,6 +69,12 @@ interface Slot {
   device: string;
   worker?: Worker;
   task?: Task;
+  /** Processes started on this slot so far. */
+  spawns: number;
+  /** The last worker's engine could not be loaded. */
+  unavailable: boolean;
+  /** When the slot's current or last worker last said anything. */
+  lastSeen?: number;
 }
 
 interface Task {
@@ -90,13 +98,25 @@ export class WorkerPool implements Dispatcher {
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
-    this.#slots = options.devices.map((device) => ({ device }));
+    this.#slots = options.devices.map((device) => ({ device, spawns: 0, unavailable: false }));
     this.#watchdog = setInterval(() => this.#checkHeartbeats(), Math.min(options.heartbeatIntervalMs, 1000));
     this.#watchdog.unref();
   }
 
   get size(): number {
     return this.#slots.length;
+  }
+
+  /** Each slot's device, state, process, job and last heartbeat. */
+  snapshot(): WorkerSnapshot[] {
+    return this.#slots.map((slot) => ({
+      device: slot.device,
+      state: slot.task ? 'busy' : slot.worker ? (slot.worker.isReady ? 'ready' : 'starting') : slot.unavailable ? 'unavailable' : 'idle',
+      pid: slot.worker?.child.pid ?? null,
+      jobId: slot.task?.jobId ?? null,
+      lastHeartbeatAt: slot.lastSeen ?? null,
+      restarts: Math.max(0, slot.spawns - 1),
+    }));
   }
 
   /** The device that the next `run()` will use, or undefined when every slot is busy. */
@@ -187,10 +207,12 @@ export class WorkerPool implements Dispatcher {
     ready.catch(() => undefined); // observed through run(); never an unhandled rejection
     const worker: Worker = { child, ready, spawnedAt: Date.now() };
     slot.worker = worker;
+    slot.spawns++;
     this.#options.logger.info({ device: slot.device, workerPid: child.pid }, 'worker started');
 
     child.on('message', (message: ChildMessage) => {
       worker.lastSeen = Date.now();
+      if (slot.worker === worker) slot.lastSeen = worker.lastSeen;
       this.#onMessage(slot, worker, message, settleReady);
     });
     child.on('error', (error) => this.#options.logger.error({ err: error, device: slot.device }, 'worker process error'));
@@ -219,11 +241,14 @@ export class WorkerPool implements Dispatcher {
     const task = slot.task;
     switch (message.type) {
       case 'ready':
+        worker.isReady = true;
+        slot.unavailable = false;
         ready.resolve();
         return;
       case 'fatal':
         // The raw load error is for the operator's log; users only hear that the engine did not start.
         this.#options.logger.error({ device: slot.device, error: message.message }, 'the engine could not be loaded');
+        slot.unavailable = true;
         ready.reject(new AppError(ErrorCode.EngineUnavailable, ENGINE_UNAVAILABLE_TEXT, { cause: new Error(message.message) }));
         return;
       case 'heartbeat':

@@ -27,6 +27,23 @@ export interface RunOptions {
   onRunning?(loadSeconds: number): void;
 }
 
+/** One device slot as the operator sees it (the dashboard, /metrics, /readyz). */
+export interface WorkerSnapshot {
+  device: string;
+  /**
+   * `idle`: no process (one starts with the next job); `starting`: booting or loading its engine;
+   * `ready`: up, waiting for a job; `busy`: running one; `unavailable`: its engine could not be
+   * loaded (the log says why; the next job tries again).
+   */
+  state: 'idle' | 'starting' | 'ready' | 'busy' | 'unavailable';
+  pid: number | null;
+  jobId: number | null;
+  /** When its process last said anything (a heartbeat or a message). */
+  lastHeartbeatAt: number | null;
+  /** Processes started on this slot after the first (crashes, hangs, kills and engine failures). */
+  restarts: number;
+}
+
 export interface Dispatcher {
   /** How many jobs can run at once now (device slots). */
   readonly size: number;
@@ -40,6 +57,8 @@ export interface Dispatcher {
   run(job: DispatchJob, options: RunOptions): Promise<RunOutcome>;
   /** Tells the slot running this job to stop; it is killed when it has not stopped after `graceMs`. False when no slot runs it. */
   cancel(jobId: number, graceMs: number): boolean;
+  /** Each slot's device, state, process, job, last heartbeat and restarts. */
+  snapshot(): WorkerSnapshot[];
   /** Stops every slot. Running jobs reject with `interrupted`. */
   close(): Promise<void>;
   /** Called when `size` changes (worker hosts come and go); a fixed pool has none. */

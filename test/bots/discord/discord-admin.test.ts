@@ -69,6 +69,7 @@ describe('DiscordAdapter /admin', () => {
       ['queue', 2],
       ['stats', 1],
       ['audit', 1],
+      ['dashboard', 1],
     ]);
     expect(adminCommand?.options?.find((o) => o.name === 'queue')?.options?.map((o) => o.name)).toEqual(['pause', 'resume', 'clear']);
     expect(commands.find((c) => c.name === 'video')?.default_member_permissions ?? null).toBeNull();
