@@ -64,8 +64,8 @@ describe('layout', () => {
   });
 
   it('the job core takes its settings as its own types: only the wiring that hands the config on imports its schema', () => {
-    // The facade, the runner (output folder, timeouts) and the worker settings take the whole config.
-    const wiring = ['jobs/job-service.ts', 'jobs/job-runner.ts', 'jobs/dispatch/worker-settings.ts'];
+    // The facade, the runner (output folder, timeouts), the worker settings and the worker host take the whole config.
+    const wiring = ['jobs/job-service.ts', 'jobs/job-runner.ts', 'jobs/dispatch/worker-settings.ts', 'jobs/worker/host.ts'];
     expect(crossing((file) => under('jobs')(file) && !wiring.includes(file), (imported) => imported.target === 'config.ts')).toEqual([]);
   });
 });
