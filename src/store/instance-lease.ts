@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Db } from './db.js';
-import { isBusyError } from './db.js';
+import { isBusyError, writeWithoutBlocking } from './db.js';
 
 export type InstanceRole = 'serve' | 'render' | 'edit';
 
@@ -96,7 +96,7 @@ export class InstanceLease {
       .immediate();
     if (outcome.acquired) {
       this.#held = true;
-      this.#timer = setInterval(() => this.renew(), Math.max(50, Math.floor(this.#ttlMs / 3)));
+      this.#timer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.#ttlMs / 3)));
       this.#timer.unref();
     }
     return outcome;
@@ -107,14 +107,20 @@ export class InstanceLease {
     this.#db.prepare(`UPDATE instance_leases SET control_socket = ? WHERE name = ? AND instance_id = ?`).run(path, LEASE, this.instanceId);
   }
 
-  /** Pushes the expiry out; a busy database is tried again at the next beat (the lease lasts three beats). */
-  renew(): void {
+  /**
+   * Pushes the expiry out without holding the event loop while another process has the write lock
+   * (tries until half a beat has passed); a database still busy is tried again at the next beat (the
+   * lease lasts three beats).
+   */
+  async renew(): Promise<void> {
     if (!this.#held) return;
     const now = this.#now();
     try {
-      this.#db
-        .prepare(`UPDATE instance_leases SET heartbeat_at = ?, expires_at = ? WHERE name = ? AND instance_id = ?`)
-        .run(now, now + this.#ttlMs, LEASE, this.instanceId);
+      await writeWithoutBlocking(
+        this.#db,
+        () => this.#db.prepare(`UPDATE instance_leases SET heartbeat_at = ?, expires_at = ? WHERE name = ? AND instance_id = ?`).run(now, now + this.#ttlMs, LEASE, this.instanceId),
+        { deadlineMs: Math.max(20, Math.floor(this.#ttlMs / 6)), stop: () => !this.#held },
+      );
     } catch (error) {
       if (!isBusyError(error)) throw error;
     }

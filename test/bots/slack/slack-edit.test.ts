@@ -79,7 +79,7 @@ describe('SlackAdapter edits', () => {
     expect(textOf(post)).toContain(`_Edit for <@${bob.id}>: “make it snowy”_`);
     const final = await fake.waitForRequest((r) => r.method === 'chat.update' && /edited/.test(textOf(r)));
     expect(textOf(final)).toContain(`*Job #${job.id}* edited: “make it snowy”`);
-    expect(buttonsOf(final)).toEqual([`v1:reroll:${job.id}`, `v1:cancel:${job.id}`]);
+    expect(buttonsOf(final)).toEqual([`v1:reroll:${job.id}`, `v1:delete:${job.id}`]);
     // The downloaded clip is deleted once the job is final.
     await expect.poll(inputs).toEqual([]);
   });
