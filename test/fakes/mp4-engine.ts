@@ -2,7 +2,8 @@
  * An engine for the bot adapter tests, loaded by real worker processes through `engineModule`:
  * it reports progress and writes a real (tiny) MP4 with the bundled ffmpeg, so an upload is what
  * the platform would get. The prompt (or an edit's instruction) steers it: "slow" makes each of 6
- * steps take 300 ms, "fail" makes it fail after the steps, "untrained" sets `untrainedWeights` and
+ * steps take 300 ms, "preview" attaches a live preview to each progress (a 2-frame strip of 8×8
+ * frames in one colour per step: `previewColour`), "fail" makes it fail after the steps, "untrained" sets `untrainedWeights` and
  * "per-frame" sets `crossFrameUnavailable` in the result (as the built-in engine does for a
  * built-in set and for a UNet run per frame). An edit must name an `inputFile` that
  * is an MP4 (the downloaded clip); it returns a copy of that clip, with its size as `inputBytes`,
@@ -16,9 +17,24 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError, ErrorCode } from '../../src/errors.js';
 import type { CreateEngine } from '../../src/jobs/engine.js';
 import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
+import { encodePng } from '../../src/media/png.js';
+import type { JobPreview } from '../../src/jobs/types.js';
 
 /** Absolute path of this module, for `engineModule`. */
 export const MP4_ENGINE = fileURLToPath(import.meta.url);
+
+/** The colour (RGB) of every pixel of the preview at a step. */
+export function previewColour(step: number): [number, number, number] {
+  return [(step * 40) % 256, 255 - ((step * 40) % 256), 128];
+}
+
+function previewAt(step: number): JobPreview {
+  const width = 16;
+  const height = 8;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let pixel = 0; pixel < width * height; pixel++) rgb.set(previewColour(step), pixel * 3);
+  return { png: encodePng(rgb, width, height).toString('base64'), width, height, frames: [0, 1], step };
+}
 
 export const createEngine: CreateEngine = ({ device }) => ({
   async run(job, { signal, onProgress }) {
@@ -37,7 +53,7 @@ export const createEngine: CreateEngine = ({ device }) => ({
     for (let step = 1; step <= steps; step++) {
       signal.throwIfAborted();
       if (slow) await sleep(300, undefined, { signal });
-      onProgress({ step, total: steps, stage: 'denoising' });
+      onProgress({ step, total: steps, stage: 'denoising', ...(text.includes('preview') ? { preview: previewAt(step) } : {}) });
     }
     if (text.includes('fail')) throw new Error('mp4 engine failure');
     const notes = { untrainedWeights: text.includes('untrained'), crossFrameUnavailable: text.includes('per-frame') };

@@ -11,6 +11,7 @@ import { Settings } from '../../src/store/settings.js';
 import { JobRepo } from '../../src/store/job-repo.js';
 import { FakeDiscord, snowflake } from '../fakes/fake-discord.js';
 import { MP4_ENGINE, isOriginalEdit, newAdapter } from '../bots/discord/setup.js';
+import { previewColour } from '../fakes/mp4-engine.js';
 import { cspViolations, launchChromium, noBrowser, signIn, startDashboard, type Dashboard } from '../helpers/dashboard.js';
 import { isType, removeDir, startService, tempDir, type Harness } from '../helpers/harness.js';
 import { DAY_MS, seedJobs } from '../helpers/seed-jobs.js';
@@ -146,6 +147,71 @@ describe.skipIf(noBrowser !== undefined)('the dashboard in Chromium', () => {
     // When it finishes, the live section drops it by itself.
     await harness.waitFor(isType('succeeded', job.id));
     await page.locator(`#running-${job.id}`).waitFor({ state: 'detached', timeout: 10_000 });
+  });
+
+  it('shows a running job’s newest live preview without a reload (its bytes and pixels), only to a signed-in admin, and drops it when the job ends', async () => {
+    const page = await signIn(context, dashboard, adminActor);
+    const violations = cspViolations(page);
+    await page.evaluate('window.notReloaded = true');
+    await page.waitForFunction("document.body.dataset.live === 'connected'");
+    const { job } = await harness.service.submit({ actor: { platform: 'discord', externalId: alice.id }, kind: 'text2video', params: { prompt: 'a slow preview corgi' } });
+    // The worker process boots first (seconds on a busy machine); then each of 6 steps takes 300 ms and carries a preview.
+    await harness.waitFor((event) => event.type === 'progress' && event.job.id === job.id && event.progress.preview !== undefined, 30_000);
+    const image = page.locator(`#preview-${job.id}`);
+    await image.waitFor({ state: 'attached', timeout: 10_000 });
+    // What the page shows: the image's URL, its size, and the colour of its last pixel (drawn on a canvas).
+    const shown = async () =>
+      (await page.evaluate(`(async () => {
+        const img = document.getElementById('preview-${job.id}');
+        const src = img.src;
+        await img.decode();
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        const drawing = canvas.getContext('2d');
+        drawing.drawImage(img, 0, 0);
+        const pixel = Array.from(drawing.getImageData(img.naturalWidth - 1, img.naturalHeight - 1, 1, 1).data.slice(0, 3));
+        return { src, width: img.naturalWidth, height: img.naturalHeight, pixel };
+      })()`)) as { src: string; width: number; height: number; pixel: number[] };
+    const first = await shown();
+    const firstStep = Number(new URL(first.src).searchParams.get('step'));
+    expect(first).toMatchObject({ width: 16, height: 8, pixel: previewColour(firstStep) });
+    // A newer preview replaces it in place, still without a reload.
+    await expect.poll(async () => Number(new URL((await shown()).src).searchParams.get('step')), { timeout: 10_000 }).toBeGreaterThan(firstStep);
+    const later = await shown();
+    expect(later.pixel).toEqual(previewColour(Number(new URL(later.src).searchParams.get('step'))));
+    expect(await page.evaluate('window.notReloaded')).toBe(true);
+    // A page opened mid-job has the newest preview in its first rendering.
+    const opened = await context.newPage();
+    await opened.goto(`${dashboard.baseUrl}/`);
+    expect(await opened.locator(`#preview-${job.id}`).getAttribute('src')).toMatch(new RegExp(`^/jobs/${job.id}/preview\\.png\\?step=\\d+$`));
+    await opened.close();
+
+    // The URL serves the newest preview's PNG, byte for byte, to the signed-in admin only.
+    const served = await page.evaluate(async (url) => {
+      const response = await fetch(url);
+      return { status: response.status, type: response.headers.get('content-type'), base64: btoa(String.fromCharCode(...new Uint8Array(await response.arrayBuffer()))) };
+    }, later.src);
+    expect(served).toMatchObject({ status: 200, type: 'image/png' });
+    const previews = harness.events.flatMap((event) => (event.type === 'progress' && event.job.id === job.id && event.progress.preview ? [event.progress.preview] : []));
+    const match = previews.find((preview) => preview.png === served.base64);
+    expect(match, 'the served PNG is one the engine sent').toBeDefined();
+    expect(match!.step).toBeGreaterThanOrEqual(Number(new URL(later.src).searchParams.get('step')));
+    const stranger = await browser.newContext();
+    try {
+      const refused = await stranger.request.get(later.src, { maxRedirects: 0 });
+      expect(refused.status()).toBe(401);
+      expect(refused.headers()['content-type']).not.toMatch('image/png');
+    } finally {
+      await stranger.close();
+    }
+
+    // When the job ends the image goes with its card, and the URL has nothing to serve.
+    await harness.waitFor(isType('succeeded', job.id));
+    await page.locator(`#running-${job.id}`).waitFor({ state: 'detached', timeout: 10_000 });
+    expect(await page.locator('img.preview').count()).toBe(0);
+    expect(await page.evaluate(async (url) => (await fetch(url)).status, later.src)).toBe(404);
+    expect(violations).toEqual([]);
   });
 
   it('draws the usage chart from the seeded days, with the figures of reelbot usage', async () => {

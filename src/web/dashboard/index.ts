@@ -4,7 +4,7 @@
  * rendered on the server; the scripts (live updates, Chart.js) come from /assets, never inline.
  *
  * Routes: `/` now · `/live` its event stream · `/usage` · `/jobs` gallery · `/jobs/:id` one job,
- * its `video.mp4` and `thumb.jpg` · `/audit` audit log and quota settings · POST actions:
+ * its `video.mp4`, `thumb.jpg` and, while it runs, `preview.png` (its newest live preview) · `/audit` audit log and quota settings · POST actions:
  * `/jobs/:id/cancel`, `/jobs/:id/rerun`, `/users/:id/ban`, `/users/:id/unban`, `/queue/pause`,
  * `/queue/resume`, `/sign-out`.
  */
@@ -113,7 +113,7 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
     });
 
     // --- pages ---------------------------------------------------------------------------------
-    const renderNow = (signedIn: SignedIn) => renderNowSection(nowView(jobs, users, config, live.progress, now()), signedIn.csrf);
+    const renderNow = (signedIn: SignedIn) => renderNowSection(nowView(jobs, users, config, live, now()), signedIn.csrf);
     app.get('/', async (request, reply) => sendPage(reply, 'Now', 'now', request.signedIn, renderNow(request.signedIn!), ['live.js']));
     app.get('/live', async (request, reply) => {
       const signedIn = request.signedIn!;
@@ -152,6 +152,12 @@ export function dashboardRoutes(options: DashboardOptions): FastifyPluginAsync {
     app.get('/jobs/:id/thumb.jpg', async (request, reply) => {
       const job = jobFrom(request);
       return job ? media.sendThumbnail(job, reply) : reply.code(404).type('text/plain; charset=utf-8').send('No such job.');
+    });
+    app.get('/jobs/:id/preview.png', async (request, reply) => {
+      const id = Number((request.params as { id: string }).id);
+      const preview = Number.isSafeInteger(id) ? live.previews.get(id) : undefined;
+      if (!preview) return reply.code(404).type('text/plain; charset=utf-8').send('No live preview for this job (it is not running, or has none yet).');
+      return reply.type('image/png').header('cache-control', 'no-store').send(preview.png);
     });
     app.get('/audit', async (request, reply) => sendPage(reply, 'Audit & quotas', 'audit', request.signedIn, renderAudit(jobs.auditLog(request.signedIn!.actor, { limit: AUDIT_SHOWN }), config)));
 

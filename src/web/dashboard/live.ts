@@ -3,13 +3,14 @@
  * job's bar (the page keeps its focus and scroll); a `refresh` event replaces the live section
  * with a fresh server rendering when jobs are queued, start or finish, and every few seconds (for
  * heartbeats and a pause from another browser). The last progress of each running job is kept
- * here so that a page opened mid-job shows it.
+ * here so that a page opened mid-job shows it, and so is its newest live preview (a small PNG,
+ * in memory only, served at `/jobs/:id/preview.png` and dropped when the job ends).
  */
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import type { JobService } from '../../jobs/job-service.js';
 import type { JobEvent, JobProgress } from '../../jobs/types.js';
-import { progressText } from './now-page.js';
+import { previewAlt, previewUrl, progressText } from './now-page.js';
 
 interface Client {
   response: ServerResponse;
@@ -24,8 +25,19 @@ export interface LiveFeedOptions {
   debounceMs?: number;
 }
 
+/** The newest live preview of a running job, decoded once. */
+export interface LivePreview {
+  png: Buffer;
+  width: number;
+  height: number;
+  /** The denoising step it shows (also in its URL, so that a browser never shows an older one from its cache). */
+  step: number;
+}
+
 export class LiveFeed {
+  /** The last progress of each running job, without its preview (that is in `previews`). */
   readonly progress = new Map<number, JobProgress>();
+  readonly previews = new Map<number, LivePreview>();
   readonly #jobs: Pick<JobService, 'onEvent' | 'status'>;
   readonly #clients = new Set<Client>();
   readonly #unsubscribe: () => void;
@@ -70,13 +82,29 @@ export class LiveFeed {
   #onEvent(event: JobEvent): void {
     const jobId = event.job.id;
     if (event.type === 'progress') {
-      this.progress.set(jobId, event.progress);
+      const { preview, ...progress } = event.progress;
+      this.progress.set(jobId, progress);
+      // Previews come with some progress events only: the last one stays until a newer one comes.
+      let fresh: LivePreview | undefined;
+      if (preview !== undefined) {
+        fresh = { png: Buffer.from(preview.png, 'base64'), width: preview.width, height: preview.height, step: preview.step };
+        this.previews.set(jobId, fresh);
+      }
       const etaMs = this.#jobs.status(jobId)?.etaMs ?? 0;
-      this.#send('progress', { jobId, step: event.progress.step, total: event.progress.total, text: progressText(event.progress, etaMs) });
+      this.#send('progress', {
+        jobId,
+        step: progress.step,
+        total: progress.total,
+        text: progressText(progress, etaMs),
+        ...(fresh ? { preview: { url: previewUrl(jobId, fresh.step), width: fresh.width, height: fresh.height, alt: previewAlt(jobId, fresh.step) } } : {}),
+      });
       return;
     }
-    if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled') this.progress.delete(jobId);
-    if (event.type === 'started') this.progress.delete(jobId); // a retry starts from the beginning
+    // A finished job has no preview any more; a retry starts from the beginning.
+    if (event.type === 'succeeded' || event.type === 'failed' || event.type === 'cancelled' || event.type === 'started') {
+      this.progress.delete(jobId);
+      this.previews.delete(jobId);
+    }
     this.#pending ??= setTimeout(() => {
       this.#pending = undefined;
       this.#refresh();

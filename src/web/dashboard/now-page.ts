@@ -9,6 +9,7 @@ import type { JobProgress, JobRecord } from '../../jobs/types.js';
 import type { WorkerSnapshot } from '../../jobs/dispatch/port.js';
 import type { UserRepo } from '../../store/user-repo.js';
 import { actionButton, duration, html, type SafeHtml } from './html.js';
+import type { LivePreview } from './live.js';
 
 export interface NowRow {
   job: JobRecord;
@@ -16,6 +17,8 @@ export interface NowRow {
   position: number;
   etaMs: number;
   progress?: JobProgress;
+  /** Its newest live preview (running jobs only). */
+  preview?: Pick<LivePreview, 'step' | 'width' | 'height'>;
 }
 
 export interface NowView {
@@ -30,7 +33,13 @@ export interface NowView {
 /** How many waiting jobs the page lists (the count says how many more wait). */
 const WAITING_SHOWN = 50;
 
-export function nowView(jobs: JobService, users: UserRepo, config: Config, progress: ReadonlyMap<number, JobProgress>, at: number): NowView {
+export function nowView(
+  jobs: JobService,
+  users: UserRepo,
+  config: Config,
+  live: { progress: ReadonlyMap<number, JobProgress>; previews: ReadonlyMap<number, LivePreview> },
+  at: number,
+): NowView {
   const queue = jobs.queue();
   const names = new Map<number, string>();
   const whoOf = (job: JobRecord) => {
@@ -44,7 +53,7 @@ export function nowView(jobs: JobService, users: UserRepo, config: Config, progr
   };
   return {
     paused: queue.paused,
-    running: queue.running.map((entry) => ({ ...entry, who: whoOf(entry.job), progress: progress.get(entry.job.id) })),
+    running: queue.running.map((entry) => ({ ...entry, who: whoOf(entry.job), progress: live.progress.get(entry.job.id), preview: live.previews.get(entry.job.id) })),
     waiting: queue.waiting.map((entry) => ({ ...entry, who: whoOf(entry.job) })),
     workers: jobs.workers(),
     models: { text2video: config.modelDir || 'built-in small set', edit: config.editModelDir || 'built-in small instruct-edit set' },
@@ -64,6 +73,15 @@ export function progressText(progress: JobProgress | undefined, etaMs: number): 
   return `step ${progress.step} of ${progress.total}${progress.stage ? ` · ${progress.stage}` : ''}${eta}`;
 }
 
+/** Where the page loads a running job's preview from (the step in the URL keeps an older one out of the browser's cache). */
+export function previewUrl(jobId: number, step: number): string {
+  return `/jobs/${jobId}/preview.png?step=${step}`;
+}
+
+export function previewAlt(jobId: number, step: number): string {
+  return `Live preview of job ${jobId} at step ${step}`;
+}
+
 export function renderNowSection(view: NowView, csrf: string): SafeHtml {
   const running =
     view.running.length === 0
@@ -72,6 +90,7 @@ export function renderNowSection(view: NowView, csrf: string): SafeHtml {
           (row) => html`<li class="card" id="running-${row.job.id}">
 <div class="row-head"><a href="/jobs/${row.job.id}">Job #${row.job.id}</a> <span class="tag">${row.job.kind}</span> <span class="muted">on ${row.job.device ?? '–'} · ${row.who}</span></div>
 <p class="prompt">${jobText(row.job)}</p>
+${row.preview ? html`<img class="preview" id="preview-${row.job.id}" src="${previewUrl(row.job.id, row.preview.step)}" width="${row.preview.width}" height="${row.preview.height}" alt="${previewAlt(row.job.id, row.preview.step)}">` : ''}
 <progress id="progress-${row.job.id}" max="${row.progress?.total ?? 1}" value="${row.progress?.step ?? 0}" aria-label="Progress of job ${row.job.id}"></progress>
 <p class="muted" id="progress-text-${row.job.id}" aria-live="polite">${progressText(row.progress, row.etaMs)}${row.job.cancelRequestedAt === null ? '' : ' · cancelling'}</p>
 ${row.job.cancelRequestedAt === null ? actionButton(`/jobs/${row.job.id}/cancel`, 'Cancel', csrf, { danger: true, id: `cancel-${row.job.id}` }) : ''}

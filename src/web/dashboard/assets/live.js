@@ -1,5 +1,5 @@
 // Live updates of the "Now" page (Server-Sent Events from /live). A progress event moves one
-// job's bar; a refresh replaces the live section and gives the focus back to the same control.
+// job's bar (and, when it carries one, shows the job's newest preview image); a refresh replaces the live section and gives the focus back to the same control.
 (function () {
   'use strict';
   var section = document.getElementById('now-live');
@@ -14,6 +14,19 @@
       bar.value = data.step;
     }
     if (text) text.textContent = data.text;
+    if (data.preview && bar) {
+      var image = document.getElementById('preview-' + data.jobId);
+      if (!image) {
+        image = document.createElement('img');
+        image.id = 'preview-' + data.jobId;
+        image.className = 'preview';
+        bar.parentNode.insertBefore(image, bar);
+      }
+      image.width = data.preview.width;
+      image.height = data.preview.height;
+      image.alt = data.preview.alt;
+      image.src = data.preview.url;
+    }
   });
   source.addEventListener('refresh', function (message) {
     var data = JSON.parse(message.data);
