@@ -51,6 +51,19 @@ test('an edited clip keeps its frame count, frame rate, duration and audio', asy
   expect(Math.abs(after.durationSeconds - before.durationSeconds)).toBeLessThan(0.2);
 });
 
+test('reelbot edit --smooth interpolates the edited frames to 24 fps over the source clip\'s duration', async () => {
+  const input = clip('smooth-source.mp4', 8, 1.5, true);
+  const out = join(dir, 'edited-smooth.mp4');
+  const { code, text } = await edit(input, out, '--smooth');
+  expect(code, text).toBe(0);
+  expect(text).toContain('(smoothed)');
+  const before = await probeVideo(input, ffprobe);
+  const after = await probeVideo(out, ffprobe);
+  expect(after).toMatchObject({ fps: 24, hasAudio: true, codec: 'h264', width: 64, height: 64 });
+  expect(Math.abs(after.durationSeconds - before.durationSeconds)).toBeLessThan(0.2);
+  expect(after.frames).toBe(Math.round(before.durationSeconds * 24));
+});
+
 test('a clip above the frame-rate cap is edited at the cap and lasts as long', async () => {
   const input = clip('thirty-fps.mp4', 30, 1, false);
   const out = join(dir, 'capped.mp4');

@@ -37,6 +37,15 @@ export function jobMessage(text: string, jobId: number, options: { buttons?: boo
   return { text: fitText(text, MESSAGE_TEXT_LIMIT), blocks };
 }
 
+/** `/reelbot history`'s answer: its text, then an image block of each result still kept (its thumbnail). */
+export function historyMessage(text: string, thumbnails: readonly { jobId: number; fileId: string }[]): SlackMessage {
+  const blocks: unknown[] = [{ type: 'section', text: { type: 'mrkdwn', text: fitText(text, SECTION_TEXT_LIMIT) } }];
+  for (const { jobId, fileId } of thumbnails) {
+    blocks.push({ type: 'image', slack_file: { id: fileId }, alt_text: `Job #${jobId}'s first frame`, title: { type: 'plain_text', text: `#${jobId}` } });
+  }
+  return { text: fitText(text, MESSAGE_TEXT_LIMIT), blocks };
+}
+
 /** The Re-roll and Cancel buttons of a job (only Cancel with `cancelOnly`). */
 export function jobButtons(jobId: number, cancelOnly = false): unknown {
   const reroll = { type: 'button', action_id: encodeCustomId('reroll', jobId), text: { type: 'plain_text', text: '🔁 Re-roll' }, value: String(jobId) };

@@ -6,7 +6,7 @@
  * every new job (an edit too) goes through. Redeliveries make no second job: commands and clicks
  * are keyed on their trigger id, and the job service deduplicates those keys in SQLite.
  */
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import type { App } from '@slack/bolt';
 import { UserError } from '../../errors.js';
 import type { JobService } from '../../jobs/job-service.js';
@@ -14,9 +14,10 @@ import type { Actor, JobRequest, SubmitResult } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { decodeCustomId } from '../shared/custom-id.js';
 import { describeJob, GENERIC_FAILURE_TEXT, helpText, queuedText, queueText, refusalText, usageText } from '../shared/texts.js';
-import { answerSafely, cancelAnswer, historyAnswer } from '../shared/user-commands.js';
+import { answerSafely, cancelAnswer, historyAnswer, historyThumbnails } from '../shared/user-commands.js';
 import { parseVideoCommandText } from '../shared/video-command.js';
-import { jobMessage } from './blocks.js';
+import { historyMessage, jobMessage, type SlackMessage } from './blocks.js';
+import { uploadBotImage } from './bot-files.js';
 import type { ChannelAccess } from './channel-access.js';
 import type { SlackDelivery } from './delivery.js';
 import { downloadSlackClip, type ClipDownloadOptions } from './edits.js';
@@ -99,6 +100,7 @@ export class SlackCommands {
     const actor = slackActor(command.user_id, command.user_name, this.#options.adminIds, { teamId: command.team_id, channelId: command.channel_id });
     const jobs = this.#options.jobs;
     let acked = false;
+    let withThumbnails: SlackMessage | undefined;
     const answer = async (): Promise<string> => {
       switch (verb.toLowerCase()) {
         case 'usage':
@@ -106,7 +108,14 @@ export class SlackCommands {
         case 'history': {
           const page = arg === undefined ? 1 : Number(arg);
           if (!Number.isSafeInteger(page) || page < 1) return `The page must be a whole number from 1 up, got \`${arg ?? ''}\`.`;
-          return historyAnswer('slack', jobs, actor, page);
+          const text = historyAnswer('slack', jobs, actor, page);
+          const thumbnails = await historyThumbnails(jobs, actor, page);
+          if (thumbnails.length === 0) return text;
+          // Uploading the thumbnails may outlast Slack's 3 s: acked first, answered on the response_url.
+          await ack();
+          acked = true;
+          withThumbnails = historyMessage(text, await this.#uploadThumbnails(thumbnails));
+          return text;
         }
         case 'queue':
           return queueText('slack', jobs.queue(), { platform: 'slack', groupId: command.team_id ?? null, externalId: command.user_id });
@@ -125,8 +134,21 @@ export class SlackCommands {
       }
     };
     const text = await answerSafely(answer, this.#logger, { command: command.command });
-    if (acked) await answerAfterAck(command, text, this.#logger);
+    if (acked) await answerAfterAck(command, withThumbnails ?? text, this.#logger);
     else await ack(ephemeral(text));
+  }
+
+  /** Uploads the thumbnails as the bot's own files (shared nowhere); one that fails is left out. */
+  async #uploadThumbnails(thumbnails: readonly { jobId: number; file: string }[]): Promise<{ jobId: number; fileId: string }[]> {
+    const uploaded: { jobId: number; fileId: string }[] = [];
+    for (const { jobId, file } of thumbnails) {
+      try {
+        uploaded.push({ jobId, fileId: await uploadBotImage(this.#options.app.client, await readFile(file), `job-${jobId}.png`, `reelbot #${jobId}`) });
+      } catch (error) {
+        this.#logger.warn({ err: error, jobId }, 'could not upload a history thumbnail');
+      }
+    }
+    return uploaded;
   }
 
   async button(body: Record<string, unknown>): Promise<void> {

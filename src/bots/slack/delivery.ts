@@ -18,6 +18,7 @@ import { JobFollower, type FinalEvent, type FollowedJob, type FollowerPlatform, 
 import type { MessageEditor } from '../shared/message-editor.js';
 import { cancelledText, deliveredText, describeJob, failedText, mention, MISSING_VIDEO_TEXT, progressText, quoted, resultFile } from '../shared/texts.js';
 import { jobMessage, type SlackMessage } from './blocks.js';
+import { uploadBotImage } from './bot-files.js';
 import { MEMORY_LIMIT } from './payload.js';
 import { parseRefs, type SlackRefs } from './refs.js';
 import { ResponseUrl, type ResponseBody, type ResponseUrlState } from './response-url.js';
@@ -167,9 +168,8 @@ export class SlackDelivery implements FollowerPlatform<Followed> {
     const preview = followed.preview;
     if (preview === undefined || preview.step === followed.previewShown?.step) return followed.previewShown;
     try {
-      const response = await this.#options.app.client.files.uploadV2({ file: Buffer.from(preview.png, 'base64'), filename: 'preview.png', title: `reelbot #${followed.jobId} preview` });
-      const fileId = (response as { files?: { files?: { id?: string }[] }[] }).files?.[0]?.files?.[0]?.id;
-      if (fileId !== undefined) followed.previewShown = { step: preview.step, fileId };
+      const fileId = await uploadBotImage(this.#options.app.client, Buffer.from(preview.png, 'base64'), 'preview.png', `reelbot #${followed.jobId} preview`);
+      followed.previewShown = { step: preview.step, fileId };
     } catch (error) {
       this.#logger.warn({ err: error, jobId: followed.jobId }, 'could not upload a live preview');
     }

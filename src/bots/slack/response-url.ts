@@ -79,10 +79,11 @@ export class ResponseUrl {
 }
 
 /**
- * The answer to a slash command that was acked before it ran (it writes to the database): an
- * ephemeral message on the command's response_url. A refused post is logged (no token in it).
+ * The answer to a slash command that was acked before it ran (it writes to the database, or uploads
+ * pictures first): an ephemeral message on the command's response_url, blocks and all. A refused post is logged (no token in it).
  */
-export async function answerAfterAck(command: { response_url: string; command: string }, text: string, logger: Logger): Promise<void> {
+export async function answerAfterAck(command: { response_url: string; command: string }, answer: string | { text: string; blocks: unknown[] }, logger: Logger): Promise<void> {
   const responseUrl = new ResponseUrl({ url: command.response_url, issuedAt: Date.now(), uses: 0 });
-  if (!(await responseUrl.send({ response_type: 'ephemeral', text }))) logger.warn({ command: command.command }, 'could not answer a command on its response_url');
+  const body = typeof answer === 'string' ? { text: answer } : answer;
+  if (!(await responseUrl.send({ response_type: 'ephemeral', ...body }))) logger.warn({ command: command.command }, 'could not answer a command on its response_url');
 }

@@ -1,7 +1,8 @@
 /**
  * Slack on the real built-in engine: `/video` runs Text2Video-Zero on the tiny set in a worker
  * process; while it denoises the job's message shows live previews (an image block of a PNG the
- * bot uploaded, shared nowhere), and the final message has none.
+ * bot uploaded, shared nowhere), and the final message has none; `/reelbot history` shows the
+ * thumbnails of the results still kept the same way.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -79,3 +80,27 @@ test('a thread reply to a picture animates it in its shape; a hostile "picture" 
   expect(textOf(notice)).toContain('it looks like an SVG drawing');
   expect(harness.events.filter((e) => e.type === 'queued').length).toBe(jobsBefore);
 }, 120_000);
+
+test('/reelbot history shows, privately, a thumbnail image block for each result still kept and none for a deleted one', async () => {
+  const owner = { platform: 'slack' as const, externalId: alice.id };
+  const succeeded = harness.service.history(owner, 1, 10).filter((job) => job.state === 'succeeded');
+  expect(succeeded.length).toBeGreaterThanOrEqual(2);
+  const [deleted, ...kept] = succeeded;
+  await harness.service.deleteResult(owner, deleted!.id);
+
+  const sent = fake.slashCommand('/reelbot', 'history', alice);
+  // Acked at once with no text (the uploads may outlast Slack's 3 s); the answer comes on the response_url.
+  expect((await sent.ack).payload?.text).toBeUndefined();
+  const answer = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(String(sent.payload.response_url)).pathname, 30_000);
+  expect(answer.body.response_type).toBe('ephemeral');
+  expect(textOf(answer)).toContain(`#${deleted!.id}`);
+  const images = imagesOf(answer.body.blocks) as (Block & { title?: { text: string } })[];
+  expect(images.map((image) => image.title?.text)).toEqual(kept.map((job) => `#${job.id}`));
+  for (const image of images) {
+    // Each names a PNG the bot uploaded into no channel.
+    const fileId = image.slack_file!.id;
+    const completion = fake.calls('files.completeUploadExternal').find((c) => (c.body.files as { id: string }[]).some((f) => f.id === fileId))!;
+    expect(completion.body.channel_id).toBeUndefined();
+    expect(fake.calls('upload').find((u) => u.path.endsWith(fileId))?.bytes?.subarray(1, 4).toString()).toBe('PNG');
+  }
+}, 60_000);
