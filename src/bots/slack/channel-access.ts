@@ -32,6 +32,8 @@ export class ChannelAccess {
   readonly #now: () => number;
   /** Channels the bot was a member of, and when that was seen. */
   readonly #members = new Map<string, number>();
+  /** Lookups under way, by channel: commands arriving together share one conversations.info call. */
+  readonly #pending = new Map<string, Promise<string | undefined>>();
   #warnedScope = false;
 
   constructor(options: ChannelAccessOptions) {
@@ -47,6 +49,14 @@ export class ChannelAccess {
   async refusal(channelId: string, botMention?: string): Promise<string | undefined> {
     const seen = this.#members.get(channelId);
     if (seen !== undefined && this.#now() - seen < MEMBER_CACHE_MS) return undefined;
+    const pending = this.#pending.get(`${channelId} ${botMention ?? ''}`);
+    if (pending !== undefined) return pending;
+    const lookup = this.#lookup(channelId, botMention).finally(() => this.#pending.delete(`${channelId} ${botMention ?? ''}`));
+    this.#pending.set(`${channelId} ${botMention ?? ''}`, lookup);
+    return lookup;
+  }
+
+  async #lookup(channelId: string, botMention: string | undefined): Promise<string | undefined> {
     const bot = botMention ?? '@reelbot';
     let channel: { is_member?: boolean; is_im?: boolean; is_mpim?: boolean; is_archived?: boolean } | undefined;
     try {
