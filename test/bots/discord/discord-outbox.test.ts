@@ -63,10 +63,11 @@ test('killed after the job succeeded and before its upload: the next start uploa
   const interaction = fake.slashCommand({ id: snowflake(), username: 'alice' }, { prompt: 'a slow corgi' });
   const toReply = (r: RecordedRequest) => r.path.endsWith(`/${interaction.token}/messages/@original`);
   const uploads = () => fake.requests.filter((r) => toReply(r) && r.files.length > 0);
-  fake.sendInteraction(interaction);
-  // The queued text goes out; from then on Discord sits on every edit of the reply.
-  await fake.waitForRequest((r) => r.method === 'PATCH' && toReply(r), 30_000);
+  // Discord sits on every edit of the reply from the first (the queued text) on, so the upload can
+  // only wait behind it, however fast the job runs.
   const endHold = fake.slowDown('PATCH', /\/messages\/@original$/, 120_000);
+  fake.sendInteraction(interaction);
+  await fake.waitForRequest((r) => r.method === 'PATCH' && toReply(r), 30_000);
   await until(jobRow, (row) => row?.state === 'succeeded');
   // The job is finished and charged; its video has not gone out.
   await new Promise((resolve) => setTimeout(resolve, 300));
