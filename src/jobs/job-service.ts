@@ -37,7 +37,7 @@ import { clipFramesOf } from './clip-frames.js';
 import { CostModel } from './cost-model.js';
 import { WorkerPool } from './dispatch/local-pool.js';
 import type { Dispatcher, WorkerSnapshot } from './dispatch/port.js';
-import { engineSettings, workerEnvironment } from './dispatch/worker-settings.js';
+import { workerEnvironment, workerPoolOptions } from './dispatch/worker-settings.js';
 import { FairQueue } from './fair-queue.js';
 import { JobRunner } from './job-runner.js';
 import { LiveJobs } from './live-jobs.js';
@@ -164,18 +164,7 @@ export class JobService {
     this.#policy = createPromptPolicy(config.prompt);
     this.#dispatcher =
       options.dispatcher ??
-      new WorkerPool({
-        devices: config.devices,
-        engineModule: config.engineModule,
-        engineSettings: engineSettings(config),
-        heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
-        heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
-        stallTimeoutMs: config.jobs.stallTimeoutSeconds * 1000,
-        modelLoadTimeoutMs: config.jobs.modelLoadTimeoutSeconds * 1000,
-        logLevel: config.logLevel,
-        logger: this.#logger.child({ module: 'pool' }),
-        env: options.workerEnv ?? workerEnvironment(process.env),
-      });
+      new WorkerPool(workerPoolOptions(config, this.#logger, options.workerEnv ?? workerEnvironment(process.env)));
     this.#costs = new CostModel({ config, history: (kind, device, model, window) => this.#jobs.recentCosts(kind, device, model, window) });
     const emit = (event: JobEvent) => this.#emit(event);
     this.#runner = new JobRunner({

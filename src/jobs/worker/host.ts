@@ -25,7 +25,7 @@ import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, asAppError, ErrorCode } from '../../errors.js';
 import { WorkerPool } from '../dispatch/local-pool.js';
 import { bullConnection, connectRedis, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from '../dispatch/redis-connection.js';
-import { engineSettings, workerEnvironment } from '../dispatch/worker-settings.js';
+import { workerPoolOptions } from '../dispatch/worker-settings.js';
 import { JOB_KINDS, type JobKind } from '../types.js';
 
 /** How often the host renews its advertisement; it expires after three beats. */
@@ -57,18 +57,7 @@ export class WorkerHost {
     const { config } = options;
     this.#keys = scaleKeys(config.scale.queuePrefix);
     this.#kinds = options.kinds ?? JOB_KINDS;
-    this.#pool = new WorkerPool({
-      devices: config.devices,
-      engineModule: config.engineModule,
-      engineSettings: engineSettings(config),
-      heartbeatIntervalMs: config.jobs.heartbeatIntervalMs,
-      heartbeatTimeoutMs: config.jobs.heartbeatTimeoutMs,
-      stallTimeoutMs: config.jobs.stallTimeoutSeconds * 1000,
-      modelLoadTimeoutMs: config.jobs.modelLoadTimeoutSeconds * 1000,
-      logLevel: config.logLevel,
-      logger: options.logger.child({ module: 'pool' }),
-      env: workerEnvironment(process.env),
-    });
+    this.#pool = new WorkerPool(workerPoolOptions(config, options.logger));
     this.#redis = connectRedis(options.redisUrl);
     this.#subscriber = connectRedis(options.redisUrl);
     for (const client of [this.#redis, this.#subscriber]) client.on('error', () => undefined);
