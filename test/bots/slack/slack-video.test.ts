@@ -267,6 +267,20 @@ describe('SlackAdapter /video', () => {
     await expect.poll(() => (harness.service.status(jobId)?.job.messageRefs.slack as { responseUrl?: { uses: number } } | undefined)?.responseUrl?.uses).toBe(1);
   });
 
+  it('a retry that arrives while its first delivery is still being admitted is acked at once, and makes no second job', async () => {
+    await startAdapter({ ackDeadlineMs: 100, jobs: slowSubmits(harness.service, 1500) });
+    const first = fake.slashCommand('/video', 'a patient crane', alice);
+    const retry = fake.sendEnvelope('slash_commands', first.payload, { retry_attempt: 1, retry_reason: 'timeout' });
+    const [firstAck, retryAck] = await Promise.all([first.ack, retry.ack]);
+    // Before, the retry waited for the first's admission (1.5 s here) before it was acked.
+    expect(retryAck.at - retry.at).toBeLessThan(1000);
+    expect(retryAck.payload?.text).toBe('Working on it…');
+    expect(firstAck.payload?.text).toBe('Working on it…');
+    const late = await fake.waitForRequest((r) => r.method === 'response' && r.path === new URL(String(first.payload.response_url)).pathname);
+    expect(String(late.body.text)).toMatch(/Job #\d+\* is queued/);
+    expect(harness.db.prepare(`SELECT count(*) FROM jobs WHERE platform = 'slack'`).pluck().get()).toBe(1);
+  });
+
   it('failure mode 7: a failed POST to the upload URL gets a fresh upload; empty shares are fine', async () => {
     fake.emptyShares = true;
     fake.failUploads(3, 'halfway');
