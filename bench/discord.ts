@@ -72,6 +72,18 @@ function cpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
+/** Child processes of `pid` that have used more than half a second of CPU: workers computing. */
+function busyChildren(pid: number): number {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+  return children.filter((child) => {
+    try {
+      return cpuMs(Number(child)) > 500;
+    } catch {
+      return false; // it has exited
+    }
+  }).length;
+}
+
 async function benchAck(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'reelbot-bench-discord-'));
   const dbPath = join(dir, 'reelbot.db');
@@ -103,6 +115,9 @@ async function benchAck(): Promise<void> {
     const warm: FakeUser = { id: snowflake(), username: 'warm-up' };
     for (let i = 0; i < WORKERS; i++) fake.sendInteraction(fake.slashCommand(warm, { prompt: `keep the worker busy ${i}` }));
     if (!(await until(() => readJobs(dbPath).running === WORKERS, 60_000))) throw new Error(`the workers did not start: ${stderr}`);
+    // A job is `running` before its worker process has booted: wait until every worker computes,
+    // so that no process start falls inside the burst.
+    if (!(await until(() => busyChildren(bot.pid!) >= WORKERS, 60_000))) throw new Error(`the workers did not start computing: ${stderr}`);
 
     const users: FakeUser[] = Array.from({ length: USERS }, (_, i) => ({ id: snowflake(), username: `user-${i}` }));
     const interactions = Array.from({ length: INTERACTIONS }, (_, i) => fake.slashCommand(users[i % USERS]!, { prompt: `a corgi number ${i}` }));
