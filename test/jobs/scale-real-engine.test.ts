@@ -5,6 +5,10 @@
  * results over the coordinator's blob URLs (an edit's clip travels the other way over them too).
  * The MP4s are what was asked for, and the same bytes as the same jobs rendered on one machine
  * with `reelbot render` / `reelbot edit`: seeds mean the same thing on every host.
+ *
+ * As root (CI), the worker host runs in its own network namespace, as a real host would: it reaches
+ * Redis and the coordinator's HTTP port only at the veth address they listen on. Elsewhere it runs
+ * as a plain process on 127.0.0.1, and the test says so.
  */
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,6 +20,7 @@ import { resolveFfmpegPaths } from '../../src/media/ffmpeg-paths.js';
 import { probeVideo } from '../../src/media/probe.js';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../fakes/fake-discord.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
+import { createNetworkNamespace, type NetworkNamespace } from '../helpers/netns.js';
 import { freePort, REDIS_MISSING, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { BIN, startServe, type ServeProcess } from '../helpers/serve-process.js';
 import { openDatabase } from '../../src/store/db.js';
@@ -38,9 +43,14 @@ let coordinator: (ServeProcess & { dir: string }) | undefined;
 let worker: Child | undefined;
 /** The worker host's own folder: its data, its outputs and its model sets. */
 let workerDir: string;
+/** The worker host's network namespace, where one could be made. */
+let namespace: NetworkNamespace | undefined;
 
-function spawnReelbot(args: string[], cwd: string, env: Record<string, string>): Child {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnReelbot(args: string[], cwd: string, env: Record<string, string>, inside?: NetworkNamespace): Child {
+  const options = { cwd, env: { PATH: process.env.PATH, ...env } };
+  const child = inside
+    ? inside.spawn(process.execPath, [BIN, ...args], options)
+    : spawn(process.execPath, [BIN, ...args], { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -74,7 +84,12 @@ beforeAll(async () => {
   workerDir = join(root, 'worker-host');
   await makeModelSet({ size: 'tiny', kind: 'text2video', out: join(workerDir, 'models', 'tiny') });
   await makeModelSet({ size: 'tiny', kind: 'instruct-edit', out: join(workerDir, 'models', 'tiny-edit') });
-  redis = await startRedis({ password: 'real-engine-pass' });
+  const made = createNetworkNamespace();
+  if ('unavailable' in made) console.warn(`The worker host runs as a plain process on 127.0.0.1, not in a network namespace of its own: ${made.unavailable}.`);
+  else namespace = made;
+  // Where the worker host reaches the coordinator's side: the veth address, or loopback without a namespace.
+  const reachable = namespace?.hostAddress ?? '127.0.0.1';
+  redis = await startRedis({ password: 'real-engine-pass', host: reachable });
   fake = await FakeDiscord.start();
   const dir = join(root, 'coordinator');
   mkdirSync(dir);
@@ -83,14 +98,22 @@ beforeAll(async () => {
     REELBOT_DISCORD_TOKEN: 'fake-bot-token',
     REELBOT_DISCORD_API_URL: fake.apiUrl,
     REELBOT_REDIS_URL: redis.url,
+    REELBOT_HTTP_HOST: reachable,
     REELBOT_HTTP_PORT: String(await freePort()),
     REELBOT_EDIT_STEPS: EDIT_STEPS,
     REELBOT_LOG_LEVEL: 'info',
   }, { cwd: dir });
   coordinator = { ...serve, dir };
   await until(() => serve.output().includes('reelbot is running'), 'serve to start');
-  worker = spawnReelbot(['worker', '--devices', 'cpu'], workerDir, workerEnv(redis.url));
+  expect(serve.output()).toContain(`blob URLs at http://${reachable}:`);
+  if (namespace) {
+    // Its own loopback: the fake Discord on this 127.0.0.1 is out of its reach, Redis at the veth address is not.
+    expect(namespace.canConnect('127.0.0.1', fake.port)).toBe(false);
+    expect(namespace.canConnect(reachable, redis.port)).toBe(true);
+  }
+  worker = spawnReelbot(['worker', '--devices', 'cpu'], workerDir, workerEnv(redis.url), namespace);
   await until(() => worker!.output().includes('is taking'), 'the worker host to start');
+  if (namespace) expect(namespace.holds(worker.child.pid!)).toBe(true);
   await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake!.applicationId}/commands`, 30_000);
 }, 120_000);
 
@@ -99,6 +122,7 @@ afterAll(async () => {
   coordinator?.child.kill('SIGKILL');
   await fake?.close();
   await redis?.stop(true);
+  namespace?.dispose();
   if (root) removeDir(root);
 });
 
