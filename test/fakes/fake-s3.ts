@@ -37,6 +37,8 @@ export class FakeS3 {
   readonly requests: FakeS3Request[] = [];
   /** Objects by path (`/bucket/key`). */
   readonly objects = new Map<string, Buffer>();
+  /** What a PUT stores, given its path and body (default: the body): a test corrupts objects in the store with it. */
+  onPut: (path: string, body: Buffer) => Buffer = (_path, body) => body;
   readonly #server: Server;
 
   private constructor(options: FakeS3Options) {
@@ -83,7 +85,7 @@ export class FakeS3 {
       case 'PUT': {
         const chunks: Buffer[] = [];
         for await (const chunk of request) chunks.push(chunk as Buffer);
-        this.objects.set(path, Buffer.concat(chunks));
+        this.objects.set(path, this.onPut(path, Buffer.concat(chunks)));
         record.status = 200;
         response.writeHead(200, { etag: `"${createHash('md5').update(Buffer.concat(chunks)).digest('hex')}"` });
         return void response.end();
