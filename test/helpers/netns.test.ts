@@ -69,7 +69,7 @@ test.skipIf(UNAVAILABLE !== undefined)('dispose() kills what runs inside and del
 test.skipIf(UNAVAILABLE !== undefined)('a namespace that a killed test run left behind is deleted by the next one', () => {
   // A pid that no process has: the highest one allowed, which the kernel hands out last.
   const deadPid = Number(spawnSync('cat', ['/proc/sys/kernel/pid_max'], { encoding: 'utf8' }).stdout.trim()) - 1;
-  const leftover = `reelbot-${deadPid}-1`;
+  const leftover = `reelbot-${deadPid}-0badcafe`;
   expect(ip('netns', 'add', leftover).status).toBe(0);
   cleanups.push(() => ip('netns', 'delete', leftover));
   made();

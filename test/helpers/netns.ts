@@ -13,8 +13,8 @@ import { spawn, spawnSync, type ChildProcessByStdio, type SpawnOptions } from 'n
 import { randomBytes, randomInt } from 'node:crypto';
 import type { Readable } from 'node:stream';
 
-/** Every namespace this module makes is named `reelbot-<pid>-<n>`, so a later run can tell its own leftovers. */
-const NAME = /^reelbot-(\d+)-\d+$/;
+/** Every namespace this module makes is named `reelbot-<pid>-<random>`, so a later run can tell leftovers of a process that is gone. */
+const NAME = /^reelbot-(\d+)-[0-9a-f]+$/;
 
 export interface NetworkNamespace {
   name: string;
@@ -32,7 +32,6 @@ export interface NetworkNamespace {
   dispose(): void;
 }
 
-let made = 0;
 const live = new Set<NetworkNamespace>();
 process.once('exit', () => {
   for (const namespace of live) namespace.dispose();
@@ -95,9 +94,9 @@ export function createNetworkNamespace(): NetworkNamespace | { unavailable: stri
   if (process.getuid?.() !== 0) return { unavailable: 'network namespaces need root (ip netns add)' };
   if (ip(['-V']).ok === false) return { unavailable: 'iproute2 (the ip command) is not installed' };
   sweepLeftovers();
-  const name = `reelbot-${process.pid}-${++made}`;
-  // Interface names have at most 15 characters.
+  // Random as well as the pid: test files in threads of one process share the pid. Interface names have at most 15 characters.
   const tag = randomBytes(4).toString('hex');
+  const name = `reelbot-${process.pid}-${tag}`;
   const hostEnd = `rb${tag}h`;
   const insideEnd = `rb${tag}n`;
   const [hostAddress, address] = freeSubnet();
