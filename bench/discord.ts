@@ -9,6 +9,9 @@
  *                (same id) right after the burst. lost = interactions never deferred; duplicates =
  *                jobs made beyond one per interaction.
  *                BENCH_WORKERS sets how many workers compute (default 1, reelbot's default).
+ *                bot_cpu_ms is the CPU time the bot process used from the first interaction to
+ *                the last first ack. BENCH_CPU_PROF=<dir> writes V8 CPU profiles of the bot (and
+ *                its workers) there, to see where that time goes.
  * The bot is the real `reelbot serve` in its own process (so the fake's timestamps do not wait on
  * the bot's event loop), with a real SQLite file and real worker processes running
  * bench/discord-engine.ts. Exits non-zero only when the bench crashes; a missed target is
@@ -16,7 +19,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -63,11 +66,17 @@ function readJobs(dbPath: string): { total: number; running: number } {
   }
 }
 
+/** CPU time (user + system) the process has used so far, from /proc (Linux), in ms. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
 async function benchAck(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'reelbot-bench-discord-'));
   const dbPath = join(dir, 'reelbot.db');
   const fake = await FakeDiscord.start();
-  const bot = spawn(process.execPath, [BIN, 'serve'], {
+  const bot = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-interval', '200', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []), BIN, 'serve'], {
     env: {
       PATH: process.env.PATH,
       REELBOT_DB_PATH: dbPath,
@@ -97,6 +106,7 @@ async function benchAck(): Promise<void> {
 
     const users: FakeUser[] = Array.from({ length: USERS }, (_, i) => ({ id: snowflake(), username: `user-${i}` }));
     const interactions = Array.from({ length: INTERACTIONS }, (_, i) => fake.slashCommand(users[i % USERS]!, { prompt: `a corgi number ${i}` }));
+    const cpuBefore = cpuMs(bot.pid!);
     const sentAt = new Map<string, number>();
     const acksBefore = fake.requests.filter(isAck).length;
     for (const interaction of interactions) {
@@ -116,6 +126,7 @@ async function benchAck(): Promise<void> {
       return firstAck.size === INTERACTIONS;
     };
     await until(collect, 15_000);
+    const burstCpuMs = cpuMs(bot.pid!) - cpuBefore;
     // Let the redeliveries and the queued edits finish before counting jobs.
     await until(() => readJobs(dbPath).total >= INTERACTIONS + WORKERS && fake.requests.filter(isAck).length >= acksBefore + INTERACTIONS + REDELIVERED, 15_000);
     await sleep(500);
@@ -132,6 +143,7 @@ async function benchAck(): Promise<void> {
       p99_ms: Number.isNaN(p99) ? null : round(p99),
       lost,
       duplicates,
+      bot_cpu_ms: burstCpuMs,
       max_ms: latencies.length === 0 ? null : round(latencies.at(-1)!),
       redelivered: REDELIVERED,
       jobs_made: jobs.total - WORKERS,

@@ -46,10 +46,16 @@ export function isBusyError(error: unknown): boolean {
  * the write lock: better-sqlite3 waits out `busy_timeout` synchronously, so each try here waits at
  * most `tryMs` inside SQLite and the next try comes after an asynchronous pause (5 ms, doubling to
  * 100 ms). After `deadlineMs` (default: the connection's busy timeout), or as soon as `stop()` says
- * so, the SQLITE_BUSY error is thrown.
+ * so, the SQLITE_BUSY error is thrown. `busyTimeoutMs` is the connection's own busy timeout, put
+ * back after each try (read from the connection when not given).
  */
-export async function writeWithoutBlocking<T>(db: Db, write: () => T, options: { deadlineMs?: number; tryMs?: number; stop?: () => boolean } = {}): Promise<T> {
-  const saved = Number(db.pragma('busy_timeout', { simple: true }));
+export async function writeWithoutBlocking<T>(
+  db: Db,
+  write: () => T,
+  options: { deadlineMs?: number; tryMs?: number; stop?: () => boolean; busyTimeoutMs?: number } = {},
+): Promise<T> {
+  // The caller that knows the connection's busy timeout (the writer queue) saves reading it back.
+  const saved = options.busyTimeoutMs ?? Number(db.pragma('busy_timeout', { simple: true }));
   const deadline = Date.now() + (options.deadlineMs ?? saved);
   for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
     // SQLite applies PRAGMA busy_timeout when the statement is prepared, so a cached statement

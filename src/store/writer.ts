@@ -40,6 +40,8 @@ export class StoreWriter {
   readonly #logger: Logger | undefined;
   readonly #tryMs: number;
   readonly #retryPause: { first: number; max: number };
+  /** The connection's busy timeout, set when it was opened: the default deadline of a write. */
+  readonly #busyTimeoutMs: number;
   /** The tail of the queue: every write starts after the one before it settled. */
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
@@ -51,6 +53,7 @@ export class StoreWriter {
     this.#logger = options.logger;
     this.#tryMs = options.tryMs ?? 20;
     this.#retryPause = options.retryPauseMs ?? { first: 50, max: 5000 };
+    this.#busyTimeoutMs = Number(db.pragma('busy_timeout', { simple: true }));
   }
 
   /**
@@ -60,10 +63,18 @@ export class StoreWriter {
    */
   write<T>(write: () => T, options: { deadlineMs?: number } = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new StoreClosedError());
-    const deadline = Date.now() + (options.deadlineMs ?? Number(this.#db.pragma('busy_timeout', { simple: true })));
-    const turn = this.#tail.then(() => {
+    const deadline = Date.now() + (options.deadlineMs ?? this.#busyTimeoutMs);
+    // Each write waits for a turn of the event loop first. Without it a burst of writes (200
+    // admissions at once) ran back to back in one drain of the microtask queue, and every
+    // interaction, envelope and heartbeat that arrived meanwhile waited for all of them.
+    const turn = this.#tail.then(nextTurnOfEventLoop).then(() => {
       if (this.#closed) throw new StoreClosedError();
-      return writeWithoutBlocking(this.#db, write, { deadlineMs: Math.max(0, deadline - Date.now()), tryMs: this.#tryMs, stop: () => this.#closed });
+      return writeWithoutBlocking(this.#db, write, {
+        deadlineMs: Math.max(0, deadline - Date.now()),
+        tryMs: this.#tryMs,
+        busyTimeoutMs: this.#busyTimeoutMs,
+        stop: () => this.#closed,
+      });
     });
     this.#tail = turn.catch(() => undefined);
     return turn;
@@ -110,4 +121,8 @@ export class StoreWriter {
       this.#pauses.add(wake);
     });
   }
+}
+
+function nextTurnOfEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

@@ -76,3 +76,18 @@ test('a write gives up with SQLITE_BUSY after its deadline; close rejects the wr
   b.exec('ROLLBACK');
   expect(keys(a)).toEqual([]);
 });
+
+test('a burst of writes leaves the event loop a turn between two writes, so what arrives meanwhile is not held up by all of them', async () => {
+  const [a] = twoConnections();
+  const writer = new StoreWriter(a);
+  const done: string[] = [];
+  const writes = Array.from({ length: 50 }, (_, i) => writer.write(put(a, `burst-${i}`)).then(() => done.push(`write-${i}`)));
+  // What an incoming message would be: a callback of a later turn of the event loop.
+  setImmediate(() => done.push('arrived'));
+  await Promise.all(writes);
+  expect(keys(a)).toHaveLength(50);
+  const arrivedAt = done.indexOf('arrived');
+  expect(arrivedAt).toBeGreaterThanOrEqual(0);
+  // Before, all 50 ran in one microtask drain and the callback came after the last of them.
+  expect(arrivedAt).toBeLessThan(5);
+});

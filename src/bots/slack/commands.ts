@@ -25,8 +25,13 @@ import { arrayOf, ephemeral, MEMORY_LIMIT, record, slackActor, str, type Ack, ty
 import { parseRefs, type SlackRefs } from './refs.js';
 import { answerAfterAck, type ResponseUrl } from './response-url.js';
 
-/** Slack acks must arrive within 3 s; the job core gets this long before a short ack goes out instead. */
-export const ACK_DEADLINE_MS = 2000;
+/**
+ * Slack acks must arrive within 3 s, but a slash command should be answered at once: the job core
+ * gets this long to admit the job, so that the ack can carry the queued text; when it takes longer
+ * (a burst of commands, the first channel check, a foreign lock) a short ack goes out and the
+ * queued text follows through the response_url.
+ */
+export const ACK_DEADLINE_MS = 100;
 
 /** What a submit tells the user, and whether it made a new job. */
 export interface Submitted {
@@ -274,10 +279,12 @@ export class SlackCommands {
     const earlier = this.#recentSubmits.get(key);
     if (earlier !== undefined) {
       // A redelivery while this process still remembers the first: answer from it (the job core
-      // would say the same, from SQLite, a little later).
-      const first = await earlier;
-      const job = first.submitted?.job;
-      await ack(ephemeral(job === undefined ? first.text : `This request already made job #${job.id}; it is ${this.#options.jobs.status(job.id)?.job.state ?? job.state}.`));
+      // would say the same, from SQLite, a little later). While the first is still being admitted
+      // the retry gets the short ack: the first delivery's answer follows.
+      const first = await withinDeadline(earlier, this.#options.ackDeadlineMs ?? ACK_DEADLINE_MS);
+      if (first === undefined) return ack(ephemeral('Working on it…'));
+      const job = first.value.submitted?.job;
+      await ack(ephemeral(job === undefined ? first.value.text : `This request already made job #${job.id}; it is ${this.#options.jobs.status(job.id)?.job.state ?? job.state}.`));
       return;
     }
     const outcome = this.submit(request, refs);
@@ -285,9 +292,7 @@ export class SlackCommands {
       if (this.#recentSubmits.size >= MEMORY_LIMIT) this.#recentSubmits.delete(this.#recentSubmits.keys().next().value!);
       this.#recentSubmits.set(key, outcome);
     }
-    const timer = delay(this.#options.ackDeadlineMs ?? ACK_DEADLINE_MS);
-    const first = await Promise.race([outcome.then((value) => ({ value })), timer.promise.then(() => undefined)]);
-    timer.cancel();
+    const first = await withinDeadline(outcome, this.#options.ackDeadlineMs ?? ACK_DEADLINE_MS);
     if (first !== undefined) {
       const { text, submitted } = first.value;
       // A new job's notice carries its Cancel button (the public message comes when it starts).
@@ -323,10 +328,15 @@ export class SlackCommands {
   }
 }
 
-function delay(ms: number): { promise: Promise<void>; cancel: () => void } {
+/** `{ value }` when `promise` settles within `ms`, undefined when the time runs out first. */
+async function withinDeadline<T>(promise: Promise<T>, ms: number): Promise<{ value: T } | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const promise = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, ms, undefined);
   });
-  return { promise, cancel: () => clearTimeout(timer) };
+  try {
+    return await Promise.race([promise.then((value) => ({ value })), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
