@@ -17,6 +17,7 @@ import { createLogger } from './log.js';
 import { CoordinatorRunningError, drainOnSignals, startApp, type App } from './main.js';
 import { controlSocketPath, startControlSocket } from './web/control-socket.js';
 import type { Logger } from 'pino';
+import { S3Bucket } from './blob/s3-bucket.js';
 import { BlobSigner } from './blob/signed-urls.js';
 import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
 import { redisLabel } from './jobs/dispatch/redis-connection.js';
@@ -72,9 +73,9 @@ export function registerServe(program: Command, context: ServeContext): void {
           EXIT_CONFIG,
         );
       }
-      if (config.redisUrl && httpAddress(config) === undefined) {
+      if (config.redisUrl && !config.s3 && httpAddress(config) === undefined) {
         context.fail(
-          "REELBOT_REDIS_URL needs REELBOT_HTTP_PORT: worker hosts fetch clips and send results over the coordinator's HTTP port (set REELBOT_HTTP_PUBLIC_URL to the address they reach it at).",
+          "REELBOT_REDIS_URL needs REELBOT_HTTP_PORT: worker hosts fetch clips and send results over the coordinator's HTTP port (set REELBOT_HTTP_PUBLIC_URL to the address they reach it at), or through an S3 bucket (REELBOT_S3_ENDPOINT, REELBOT_S3_BUCKET, REELBOT_S3_ACCESS_KEY_ID, REELBOT_S3_SECRET_ACCESS_KEY).",
           EXIT_CONFIG,
         );
       }
@@ -162,8 +163,9 @@ export function registerServe(program: Command, context: ServeContext): void {
           return context.fail(`Could not serve HTTP on ${host}:${port} (REELBOT_HTTP_HOST / REELBOT_HTTP_PORT): ${reason}.`, 1);
         }
         logger.info({ url: publicUrl }, 'HTTP side listening');
-        remote?.startDispatching();
       }
+      // The blob URLs are served (the HTTP side, or the bucket): jobs may go to worker hosts.
+      remote?.startDispatching();
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
       const retention = new RetentionSweep({
         db: app.db,
@@ -223,7 +225,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       const ready = adapters.filter((_, index) => outcomes[index]!.state === 'ready').map(platformName);
       const waiting = adapters.filter((_, index) => outcomes[index]!.state === 'pending').map((adapter) => (adapter === discord ? 'Discord' : 'Slack'));
       const workers = config.redisUrl
-        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, blob URLs at ${publicUrl}`
+        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, ${remote?.blobs ?? `blob URLs at ${publicUrl}`}`
         : `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
       context.out(
         ready.length > 0
@@ -255,6 +257,7 @@ function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () 
     namespace: dispatchNamespace(db),
     publicUrl,
     signer: BlobSigner.fromDatabase(db),
+    ...(config.s3 ? { s3: new S3Bucket({ ...config.s3, secretAccessKey: config.s3SecretAccessKey! }) } : {}),
     blobUrlTtlMs: config.scale.blobUrlTtlSeconds * 1000,
     maxInputBytes: config.input.maxBytes,
     maxResultBytes: config.scale.maxResultBytes,

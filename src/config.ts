@@ -258,6 +258,23 @@ export const configSchema = z
      * Unset: jobs run on this machine's worker processes only. A secret: it may hold the password.
      */
     redisUrl: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
+    /**
+     * An S3-compatible bucket for the blob transport: with it, worker hosts get presigned, expiring
+     * URLs of one job's objects in the bucket (path-style, `endpoint/bucket/key`) instead of the
+     * coordinator's own blob URLs. The secret key is {@link Config.s3SecretAccessKey}.
+     */
+    s3: z
+      .strictObject({
+        /** `https://s3.eu-west-1.amazonaws.com`, `http://minio.internal:9000`, `https://<account>.r2.cloudflarestorage.com`. */
+        endpoint: z.url({ protocol: /^https?$/ }),
+        /** S3's bucket naming rules (3–63 characters, lower case, digits, dots and hyphens). */
+        bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name (3-63 characters: a-z, 0-9, dots and hyphens)'),
+        region: z.string().regex(/^[a-z0-9-]+$/, 'expected a region name like us-east-1').default('us-east-1'),
+        accessKeyId: z.string().min(1),
+      })
+      .optional(),
+    /** The S3 secret access key (a secret), needed with `s3`. */
+    s3SecretAccessKey: z.string().min(1).optional(),
     scale: z
       .strictObject({
         /** A worker host holds a job's lock this long and renews it every half of it; a host killed -9 loses its jobs to another host after it. */
@@ -272,6 +289,11 @@ export const configSchema = z
         queuePrefix: z.string().min(1).regex(/^[A-Za-z0-9_-]+$/).default('reelbot'),
       })
       .prefault({}),
+  })
+  .superRefine((config, context) => {
+    if (config.s3 && !config.s3SecretAccessKey) {
+      context.addIssue({ code: 'custom', path: ['s3'], message: "the bucket needs its secret key too: set REELBOT_S3_SECRET_ACCESS_KEY (s3SecretAccessKey)" });
+    }
   });
 
 export type Config = z.infer<typeof configSchema>;
@@ -290,7 +312,7 @@ export type ConfigMatchesDomain = [
 ];
 
 /** Settings whose values must never be printed or logged. */
-export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret', 'redisUrl'] as const;
+export const SECRET_KEYS = ['discordToken', 'slackBotToken', 'slackAppToken', 'slackSigningSecret', 'redisUrl', 's3SecretAccessKey'] as const;
 
 type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
 /** Environment variable → path in the config object, and how its text is read. */
@@ -362,6 +384,11 @@ export const ENV_VARS: Record<string, { path: string[]; kind: EnvKind }> = {
   REELBOT_BLOB_URL_TTL_SECONDS: { path: ['scale', 'blobUrlTtlSeconds'], kind: 'number' },
   REELBOT_MAX_RESULT_BYTES: { path: ['scale', 'maxResultBytes'], kind: 'number' },
   REELBOT_QUEUE_PREFIX: { path: ['scale', 'queuePrefix'], kind: 'string' },
+  REELBOT_S3_ENDPOINT: { path: ['s3', 'endpoint'], kind: 'string' },
+  REELBOT_S3_BUCKET: { path: ['s3', 'bucket'], kind: 'string' },
+  REELBOT_S3_REGION: { path: ['s3', 'region'], kind: 'string' },
+  REELBOT_S3_ACCESS_KEY_ID: { path: ['s3', 'accessKeyId'], kind: 'string' },
+  REELBOT_S3_SECRET_ACCESS_KEY: { path: ['s3SecretAccessKey'], kind: 'string' },
   REELBOT_DASHBOARD_LINK_MINUTES: { path: ['http', 'dashboardLinkMinutes'], kind: 'number' },
   REELBOT_DASHBOARD_SESSION_HOURS: { path: ['http', 'dashboardSessionHours'], kind: 'number' },
 };

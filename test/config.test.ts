@@ -103,7 +103,22 @@ test('secrets never appear in messages or in the printed config', () => {
   const config = loadConfig({ env: { REELBOT_DISCORD_TOKEN: secret } });
   expect(config.discordToken).toBe(secret);
   expect(JSON.stringify(redactConfig(config))).not.toContain(secret);
-  expect(SECRET_ENV_VARS).toEqual(['REELBOT_DISCORD_TOKEN', 'REELBOT_SLACK_BOT_TOKEN', 'REELBOT_SLACK_APP_TOKEN', 'REELBOT_SLACK_SIGNING_SECRET', 'REELBOT_REDIS_URL']);
+  expect(SECRET_ENV_VARS).toEqual(['REELBOT_DISCORD_TOKEN', 'REELBOT_SLACK_BOT_TOKEN', 'REELBOT_SLACK_APP_TOKEN', 'REELBOT_SLACK_SIGNING_SECRET', 'REELBOT_REDIS_URL', 'REELBOT_S3_SECRET_ACCESS_KEY']);
   const empty = problemsOf(() => loadConfig({ env: { REELBOT_DISCORD_TOKEN: '' } }));
   expect(empty).toEqual(['REELBOT_DISCORD_TOKEN (discordToken): must not be empty']);
+});
+
+test('an S3 bucket for the blob transport: all its settings checked, its secret key required and never printed', () => {
+  const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+  const s3 = { REELBOT_S3_ENDPOINT: 'http://minio.internal:9000', REELBOT_S3_BUCKET: 'reelbot-blobs', REELBOT_S3_ACCESS_KEY_ID: 'AKIAEXAMPLE' };
+  const config = loadConfig({ env: { ...s3, REELBOT_S3_SECRET_ACCESS_KEY: secret } });
+  expect(config.s3).toEqual({ endpoint: 'http://minio.internal:9000', bucket: 'reelbot-blobs', region: 'us-east-1', accessKeyId: 'AKIAEXAMPLE' });
+  expect(config.s3SecretAccessKey).toBe(secret);
+  expect(JSON.stringify(redactConfig(config))).not.toContain(secret);
+  expect(problemsOf(() => loadConfig({ env: s3 }))).toEqual(['s3: the bucket needs its secret key too: set REELBOT_S3_SECRET_ACCESS_KEY (s3SecretAccessKey)']);
+  const bad = problemsOf(() => loadConfig({ env: { ...s3, REELBOT_S3_BUCKET: 'Not_A_Bucket', REELBOT_S3_ENDPOINT: 'ftp://x', REELBOT_S3_SECRET_ACCESS_KEY: secret } }));
+  expect(bad.join('\n')).toMatch(/REELBOT_S3_BUCKET \(s3\.bucket\): expected an S3 bucket name/);
+  expect(bad.join('\n')).toMatch(/REELBOT_S3_ENDPOINT \(s3\.endpoint\)/);
+  expect(bad.join('\n')).not.toContain(secret);
+  expect(loadConfig({ env: {} }).s3).toBeUndefined();
 });

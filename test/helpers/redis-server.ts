@@ -35,12 +35,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
+/** Starts one; `host` is the address it binds to and its URL names (default 127.0.0.1; a network namespace's veth address for a worker host in one). */
+export async function startRedis(options: { password?: string; host?: string } = {}): Promise<RedisServer> {
+  const host = options.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'reelbot-redis-'));
   const port = await freePort();
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
+    const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
     const started = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = started;
     await new Promise<void>((resolve, reject) => {
@@ -60,7 +62,7 @@ export async function startRedis(options: { password?: string } = {}): Promise<R
   const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
   return {
     port,
-    url: `redis://${auth}127.0.0.1:${port}`,
+    url: `redis://${auth}${host}:${port}`,
     async stop(hard = false) {
       const running = child;
       child = undefined;

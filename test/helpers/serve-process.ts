@@ -16,10 +16,12 @@ export interface ServeProcess {
 
 /**
  * Starts `reelbot serve` with its database and outputs under `dir` and the given settings (log
- * level `silent` unless `env` says otherwise). The caller stops it (SIGTERM, or SIGKILL in cleanup).
+ * level `silent` unless `env` says otherwise), in `options.cwd` if given (where the built-in model set
+ * would be made). The caller stops it (SIGTERM, or SIGKILL in cleanup).
  */
-export function startServe(dir: string, env: Record<string, string>): ServeProcess {
+export function startServe(dir: string, env: Record<string, string>, options: { cwd?: string } = {}): ServeProcess {
   const child = spawn(process.execPath, [BIN, 'serve'], {
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     env: { PATH: process.env.PATH, REELBOT_DB_PATH: join(dir, 'reelbot.db'), REELBOT_OUTPUT_DIR: join(dir, 'out'), REELBOT_LOG_LEVEL: 'silent', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

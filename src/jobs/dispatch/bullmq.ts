@@ -8,18 +8,21 @@
  * host is free), progress and results through its events.
  *
  * Files never travel through Redis: the job carries signed URLs of the coordinator's HTTP port
- * (src/blob/) for its clip and its result. A coordinator restarted while hosts compute finds each
+ * (src/blob/) for its clip and its result, or with an S3 bucket presigned URLs of the job's objects
+ * there (the coordinator puts the clip in first, and fetches and checks the result itself). A coordinator restarted while hosts compute finds each
  * job it had handed out by its BullMQ id (`<database namespace>.<job>.<attempt>`) and waits for that run's result
  * instead of starting it again. While Redis is unreachable no slot is idle: submits are admitted
  * into SQLite as always and wait, and dispatch resumes when Redis is back.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { S3Bucket } from '../../blob/s3-bucket.js';
 import type { BlobSigner } from '../../blob/signed-urls.js';
+import { MAX_PRESIGN_SECONDS } from '../../blob/sigv4.js';
 import type { Db } from '../../store/db.js';
 import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, ErrorCode } from '../../errors.js';
@@ -35,6 +38,8 @@ export interface BullmqDispatcherOptions {
   /** The coordinator's base URL as the worker hosts reach it (REELBOT_HTTP_PUBLIC_URL). */
   publicUrl(): string;
   signer: BlobSigner;
+  /** With a bucket (REELBOT_S3_*), clips and results go through it instead of the coordinator's blob URLs. */
+  s3?: S3Bucket;
   blobUrlTtlMs: number;
   maxInputBytes: number;
   maxResultBytes: number;
@@ -100,6 +105,11 @@ export class BullmqDispatcher implements Dispatcher {
 
   get size(): number {
     return this.#slots.total;
+  }
+
+  /** Where clips and results go when not over the coordinator's blob URLs, for the start-up line. */
+  get blobs(): string | undefined {
+    return this.#o.s3 ? `clips and results through the S3 bucket ${this.#o.s3.label}` : undefined;
   }
 
   /** Whether Redis answers (undefined until the first try). */
@@ -183,10 +193,14 @@ export class BullmqDispatcher implements Dispatcher {
     try {
       returned = (await bullJob.waitUntilFinished(events)) as RemoteJobResult;
     } catch (error) {
+      // A stopping coordinator leaves the run's objects to the next one, which follows the run.
+      if (this.#o.s3 && !this.#closed) void this.#removeObjects(job, Number(String(bullJob.id).split('.').pop()));
       throw remoteError((error as Error).message);
     }
     const file = this.#o.resultPath(job.id, returned.attempt, RESULT_NAME);
-    if (returned.uploaded) {
+    if (returned.uploaded && this.#o.s3) {
+      await this.#collect(job, returned.attempt, file, returned.uploaded);
+    } else if (returned.uploaded) {
       const size = (await stat(file).catch(() => undefined))?.size;
       if (size !== returned.uploaded.bytes) throw new AppError(ErrorCode.WorkerCrashed, 'The result did not arrive from the worker host.');
     }
@@ -210,11 +224,44 @@ export class BullmqDispatcher implements Dispatcher {
     return undefined;
   }
 
+  /** A job attempt's object in the bucket: under the queue prefix and this database's namespace, like its BullMQ id. */
+  #objectKey(jobId: number, attempt: number, name: string): string {
+    return `${this.#o.prefix}/${this.#o.namespace}/${jobId}/a${attempt}/${name}`;
+  }
+
+  /** Fetches a result from the bucket into the coordinator's folder, checked against what the host reported, then deletes the run's objects. */
+  async #collect(job: DispatchJob, attempt: number, file: string, uploaded: { sha256: string; bytes: number }): Promise<void> {
+    try {
+      // A run followed after a restart had its folder made by the coordinator before.
+      await mkdir(dirname(file), { recursive: true });
+      await this.#o.s3!.download(this.#objectKey(job.id, attempt, RESULT_NAME), file, uploaded, this.#o.maxResultBytes);
+    } catch (error) {
+      this.#o.logger.warn({ jobId: job.id, attempt, reason: (error as Error).message }, 'the result in the bucket was refused');
+      throw new AppError(ErrorCode.WorkerCrashed, 'The result did not arrive from the worker host.', { cause: error });
+    } finally {
+      await this.#removeObjects(job, attempt);
+    }
+  }
+
+  /** Deletes a run's clip and result from the bucket (the bucket's lifecycle rule takes what a killed coordinator left). */
+  async #removeObjects(job: DispatchJob, attempt: number): Promise<void> {
+    const inputFile = job.params.inputFile;
+    for (const name of [RESULT_NAME, ...(typeof inputFile === 'string' ? [inputBlobName(inputFile)] : [])]) {
+      await this.#o.s3!.remove(this.#objectKey(job.id, attempt, name)).catch((error: unknown) =>
+        this.#o.logger.debug({ jobId: job.id, attempt, reason: (error as Error).message }, 'could not delete a blob from the bucket'),
+      );
+    }
+  }
+
   async #data(job: DispatchJob, timeoutMs: number): Promise<RemoteJobData> {
     const base = this.#o.publicUrl();
     const expires = Date.now() + this.#o.blobUrlTtlMs;
+    const s3 = this.#o.s3;
+    const ttlSeconds = Math.min(MAX_PRESIGN_SECONDS, Math.max(1, Math.round(this.#o.blobUrlTtlMs / 1000)));
     const sign = (method: 'GET' | 'PUT', name: string, maxBytes: number) =>
-      `${base}${this.#o.signer.path({ method, jobId: job.id, attempt: job.attempt, name, expires, maxBytes })}`;
+      s3
+        ? s3.url(method, this.#objectKey(job.id, job.attempt, name), ttlSeconds)
+        : `${base}${this.#o.signer.path({ method, jobId: job.id, attempt: job.attempt, name, expires, maxBytes })}`;
     const data: RemoteJobData = {
       job: { id: job.id, kind: job.kind, params: { ...job.params }, seed: job.seed, attempt: job.attempt },
       timeoutMs,
@@ -223,8 +270,16 @@ export class BullmqDispatcher implements Dispatcher {
     };
     const inputFile = job.params.inputFile;
     if (typeof inputFile === 'string') {
-      const name = `input${/^\.[A-Za-z0-9]{1,8}$/.test(extname(inputFile)) ? extname(inputFile) : ''}`;
+      const name = inputBlobName(inputFile);
       const digest = await fileDigest(inputFile);
+      if (s3) {
+        try {
+          await s3.upload(this.#objectKey(job.id, job.attempt, name), inputFile);
+        } catch (error) {
+          this.#o.logger.warn({ jobId: job.id, reason: (error as Error).message }, 'could not put the clip into the bucket');
+          throw new AppError(ErrorCode.WorkerCrashed, 'The clip could not be handed to the worker hosts (the blob store did not take it).', { cause: error });
+        }
+      }
       data.input = { url: sign('GET', name, this.#o.maxInputBytes), name, ...digest };
       delete data.job.params.inputFile; // a path on the coordinator: the host puts its own copy there
     }
@@ -308,6 +363,11 @@ export class BullmqDispatcher implements Dispatcher {
       for (const listener of this.#sizeListeners) listener(total);
     }
   }
+}
+
+/** The clip's name on its blob URL: `input` plus the clip's extension. */
+function inputBlobName(inputFile: string): string {
+  return `input${/^\.[A-Za-z0-9]{1,8}$/.test(extname(inputFile)) ? extname(inputFile) : ''}`;
 }
 
 /** A random id kept in the database's settings: part of every BullMQ job id the coordinator of this database makes. */
