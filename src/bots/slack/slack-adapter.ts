@@ -80,7 +80,7 @@ export interface SlackAdapterOptions {
   progressIntervalMs?: number;
   /** Upload limit the video is fitted to (default 1 GiB). */
   uploadLimitBytes?: number;
-  /** How long a slash command waits for the job core before acking without the queued text (default 2 s). */
+  /** How long a slash command waits for the job core before acking without the queued text (default 100 ms). */
   ackDeadlineMs?: number;
   /** Retries of failed Web API calls (default: 4 quick ones). */
   retryConfig?: webApi.RetryOptions;
