@@ -25,11 +25,16 @@ const CANCEL_GRACE_MS = 2000;
 const alice: FakeUser = { id: snowflake(), username: 'alice' };
 
 const dirs: string[] = [];
-const processes: { child: { kill(signal: NodeJS.Signals): unknown } }[] = [];
+const processes: { child: { kill(signal: NodeJS.Signals): unknown }; output(): string }[] = [];
+
 const queues: Queue[] = [];
 let redis: RedisServer | undefined;
 let fake: FakeDiscord | undefined;
-afterEach(async () => {
+afterEach(async (context) => {
+  // A failure on a slow CI machine is read from the processes' logs: print their ends.
+  if (context.task.result?.state === 'fail') {
+    for (const [index, process] of processes.entries()) console.error(`--- process ${index} ---\n${process.output().slice(-8000)}`);
+  }
   for (const queue of queues.splice(0)) await queue.close().catch(() => undefined);
   for (const process of processes.splice(0)) process.child.kill('SIGKILL');
   await fake?.close();
@@ -148,6 +153,16 @@ function jobRow(dir: string, id: number) {
   }
 }
 
+/** When the job's final message went out, from the coordinator's database. */
+function deliveredAt(dir: string, id: number): number | null {
+  const db = openDatabase(join(dir, 'reelbot.db'));
+  try {
+    return new JobRepo(db).get(id)?.deliveredAt ?? null;
+  } finally {
+    db.close();
+  }
+}
+
 /** The BullMQ job of a job attempt, as the worker hosts left it in Redis. */
 async function bullJob(redisUrl: string, dir: string, id: number, attempt: number): Promise<Job | undefined> {
   const db = openDatabase(join(dir, 'reelbot.db'));
@@ -226,3 +241,63 @@ test.skipIf(REDIS_MISSING !== undefined)('a cancel of a job on another host stop
   expect(uploads(polite).concat(uploads(stubborn))).toEqual([]);
   expect(existsSync(join(dir, 'out', '2', 'a1', 'result.mp4'))).toBe(false);
 }, 120_000);
+
+test.skipIf(REDIS_MISSING !== undefined)('Redis killed -9 and started again: the coordinator keeps admitting jobs and says why they wait; afterwards every job is delivered once and charged once', async () => {
+  redis = await startRedis({ password: 'redis-pass' });
+  const { dir, bot } = await coordinator(redis.url);
+  const worker = startWorker(redis.url);
+  await until(() => worker.output().includes('is taking'), 'the worker host to start');
+  await until(() => commandsRegistered(1), 'the slash commands');
+
+  // A job computing on the host when Redis goes away, with everything Redis held (no persistence).
+  const during = video('a long corgi');
+  await until(() => running(during), 'job 1 to run on the host');
+  await redis.stop(true);
+  await until(() => bot.output().includes('Redis is unreachable'), 'the coordinator to log that Redis is unreachable', 30_000);
+
+  // Jobs are still admitted into the database and answered; /queue says why they wait.
+  const waiting = video('a corgi surfing');
+  await until(() => replies(waiting, /Job #2\*\* is queued/).length > 0, 'job 2 to be admitted', 30_000);
+  expect(await command('queue')).toContain('The job queue server (Redis) is unreachable: jobs are kept and start when it is back.');
+  expect(jobRow(dir, 2)).toMatchObject({ state: 'queued', ledger: ['reserve'] });
+
+  await redis.restart();
+  await until(() => bot.output().includes('Redis is reachable again'), 'the coordinator to see Redis again', 30_000);
+  await until(() => uploads(during).length > 0 && uploads(waiting).length > 0, 'both jobs to be delivered', 90_000);
+  // The run Redis forgot (its host could not complete it in BullMQ) was run again once, and only that second run's video went out; the other ran once.
+  expect(jobRow(dir, 1)).toEqual({ state: 'succeeded', attempts: 2, ledger: ['reserve', 'settle'] });
+  expect(existsSync(join(dir, 'out', '1', 'a2', 'result.mp4'))).toBe(true);
+  expect(bot.output()).toContain('Redis lost the run of a job');
+  expect(jobRow(dir, 2)).toEqual({ state: 'succeeded', attempts: 1, ledger: ['reserve', 'settle'] });
+  expect(uploads(during)).toHaveLength(1);
+  expect(uploads(waiting)).toHaveLength(1);
+  expect(await command('queue')).not.toContain('unreachable');
+  for (const text of [bot.output(), worker.output()]) expect(text).not.toContain('redis-pass');
+}, 150_000);
+
+test.skipIf(REDIS_MISSING !== undefined)('the coordinator killed -9 while a host computes: after its restart the result is picked up, delivered once and charged once', async () => {
+  redis = await startRedis();
+  const first = await coordinator(redis.url);
+  const worker = startWorker(redis.url);
+  await until(() => worker.output().includes('is taking'), 'the worker host to start');
+  await until(() => commandsRegistered(1), 'the slash commands');
+  const computing = video('a long corgi');
+  await until(() => running(computing), 'job 1 to run on the host');
+  first.bot.child.kill('SIGKILL');
+  await first.bot.exited;
+  // The host goes on while no coordinator runs: its upload waits for the next one.
+  const restarted = await coordinator(redis.url, first);
+  await until(() => uploads(computing).length > 0, 'job 1 to be delivered after the restart', 90_000);
+  expect(uploads(computing)[0]!.files[0]).toMatchObject({ contentType: 'video/mp4' });
+  expect(restarted.bot.output()).toContain('following the run a worker host already has for this job');
+  // Charged once, and the host's one run is what went out: no second run was started.
+  expect(jobRow(first.dir, 1)).toMatchObject({ state: 'succeeded', ledger: ['reserve', 'settle'] });
+  expect(readdirSync(join(first.dir, 'out', '1'))).toEqual(['a1']);
+  expect(enginePids(worker)).toHaveLength(1);
+  expect(worker.output().match(/"msg":"job failed on this host"/g)).toBeNull();
+  // Delivered once: the coordinator recorded the delivery and, stopped, has nothing left to send.
+  await until(() => deliveredAt(first.dir, 1) !== null, 'the delivery to be recorded');
+  restarted.bot.child.kill('SIGTERM');
+  expect(await restarted.bot.exited).toBe(0);
+  expect(uploads(computing)).toHaveLength(1);
+}, 150_000);
