@@ -35,12 +35,17 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
+/**
+ * `persist`: an append-only file written at every command, so that a Redis killed -9 comes back
+ * with everything it had (without it, a restart starts empty, as a crash of a Redis without
+ * persistence does).
+ */
+export async function startRedis(options: { password?: string; persist?: boolean } = {}): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), 'reelbot-redis-'));
   const port = await freePort();
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...(options.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']), ...(options.password ? ['--requirepass', options.password] : [])];
     const started = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = started;
     await new Promise<void>((resolve, reject) => {
