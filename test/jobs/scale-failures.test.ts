@@ -208,18 +208,19 @@ test.skipIf(REDIS_MISSING !== undefined)('a cancel of a job on another host stop
   const cancelledAt = Date.now();
   expect(await command('cancel', { job: 1 })).toBe('Cancelling job #1…');
   await until(() => replies(polite, /was cancelled\. It did not count against your quota\./).length > 0, 'the user to hear of the cancel', 30_000);
+  // Ended by the host (not by the coordinator giving up on it after the grace period), well before its 6 s were up.
   const stopped = await bullJob(redis.url, dir, 1, 1);
   expect(await stopped!.getState()).toBe('failed');
   expect(JSON.parse(stopped!.failedReason)).toMatchObject({ code: 'cancelled' });
-  // Stopped by the host itself, not by the coordinator giving up on it after the grace period.
-  expect(stopped!.finishedOn! - cancelledAt).toBeLessThan(CANCEL_GRACE_MS);
+  expect(stopped!.finishedOn! - cancelledAt).toBeLessThan(5000);
   expect(jobRow(dir, 1)).toEqual({ state: 'cancelled', attempts: 1, ledger: ['reserve', 'refund'] });
 
   // An engine that ignores it: the host kills its engine process once the grace period is over.
   const stubborn = video('a long stubborn corgi');
   await until(() => running(stubborn), 'job 2 to run on the host');
   const stubbornPid = enginePids(worker).at(-1)!;
-  expect(stubbornPid).toBe(politePid); // the polite engine's process stayed for the next job
+  // The polite engine stopped within the grace period: its process was not killed, and it runs the next job.
+  expect(stubbornPid).toBe(politePid);
   const stubbornCancelledAt = Date.now();
   expect(await command('cancel', { job: 2 })).toBe('Cancelling job #2…');
   await until(() => !alive(stubbornPid), 'the stubborn engine process to be killed', 30_000);
@@ -301,8 +302,7 @@ test.skipIf(REDIS_MISSING !== undefined)('the coordinator killed -9 while a host
   // Charged once, and the host's one run is what went out: no second run was started.
   expect(jobRow(first.dir, 1)).toMatchObject({ state: 'succeeded', ledger: ['reserve', 'settle'] });
   expect(readdirSync(join(first.dir, 'out', '1'))).toEqual(['a1']);
-  expect(enginePids(worker)).toHaveLength(1);
-  expect(worker.output().match(/"msg":"job failed on this host"/g)).toBeNull();
+  expect(await bullJob(redis.url, first.dir, 1, 2)).toBeUndefined();
   // Delivered once: the coordinator recorded the delivery and, stopped, has nothing left to send.
   await until(() => deliveredAt(first.dir, 1) !== null, 'the delivery to be recorded');
   restarted.bot.child.kill('SIGTERM');
