@@ -2,7 +2,8 @@
  * An engine for the bot adapter tests, loaded by real worker processes through `engineModule`:
  * it reports progress and writes a real (tiny) MP4 with the bundled ffmpeg, so an upload is what
  * the platform would get. The prompt (or an edit's instruction) steers it: "slow" makes each of 6
- * steps take 300 ms, "preview" attaches a live preview to each progress (a 2-frame strip of 8×8
+ * steps take 300 ms ("long": 1 s, for a job still running when a test has killed something),
+ * "stubborn" makes it ignore a cancel (it runs on until its worker is killed), "preview" attaches a live preview to each progress (a 2-frame strip of 8×8
  * frames in one colour per step: `previewColour`), "fail" makes it fail after the steps, "untrained" sets `untrainedWeights` and
  * "per-frame" sets `crossFrameUnavailable` in the result (as the built-in engine does for a
  * built-in set and for a UNet run per frame). An edit must name an `inputFile` that
@@ -48,11 +49,13 @@ export const createEngine: CreateEngine = ({ device }) => ({
       }
       if (input.subarray(4, 8).toString('latin1') !== 'ftyp') throw new AppError(ErrorCode.InvalidRequest, 'The clip to edit is not an MP4.');
     }
-    const slow = text.includes('slow');
+    const long = text.includes('long');
+    const slow = long || text.includes('slow');
+    const stubborn = text.includes('stubborn');
     const steps = slow ? 6 : 3;
     for (let step = 1; step <= steps; step++) {
-      signal.throwIfAborted();
-      if (slow) await sleep(300, undefined, { signal });
+      if (!stubborn) signal.throwIfAborted();
+      if (slow) await sleep(long ? 1000 : 300, undefined, stubborn ? {} : { signal });
       onProgress({ step, total: steps, stage: 'denoising', ...(text.includes('preview') ? { preview: previewAt(step) } : {}) });
     }
     if (text.includes('fail')) throw new Error('mp4 engine failure');

@@ -35,14 +35,19 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts one; `host` is the address it binds to and its URL names (default 127.0.0.1; a network namespace's veth address for a worker host in one). */
-export async function startRedis(options: { password?: string; host?: string } = {}): Promise<RedisServer> {
+/**
+ * `host` is the address it binds to and its URL names (default 127.0.0.1; a network namespace's
+ * veth address for a worker host in one). `persist`: an append-only file written at every
+ * command, so that a Redis killed -9 comes back with everything it had (without it, a restart
+ * starts empty, as a crash of a Redis without persistence does).
+ */
+export async function startRedis(options: { password?: string; host?: string; persist?: boolean } = {}): Promise<RedisServer> {
   const host = options.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'reelbot-redis-'));
   const port = await freePort();
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no', ...(options.password ? ['--requirepass', options.password] : [])];
+    const args = ['--port', String(port), '--bind', host, '--dir', dir, '--save', '', ...(options.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']), ...(options.password ? ['--requirepass', options.password] : [])];
     const started = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = started;
     await new Promise<void>((resolve, reject) => {

@@ -132,7 +132,7 @@ test.skipIf(REDIS_MISSING !== undefined)('a worker host killed -9 mid-job: the j
   const first = startWorker(redis.url);
   await until(() => first.output().includes('is taking'), 'the first worker host');
   await fake!.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake!.applicationId}/commands`, 30_000);
-  const interaction = fake!.slashCommand({ id: snowflake(), username: 'alice' }, { prompt: 'slow corgi' });
+  const interaction = fake!.slashCommand({ id: snowflake(), username: 'alice' }, { prompt: 'long corgi' });
   fake!.sendInteraction(interaction);
   await until(() => first.output().includes('"msg":"worker started"'), 'the first host to take the job');
   const second = startWorker(redis.url);

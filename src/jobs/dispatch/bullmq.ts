@@ -55,6 +55,12 @@ export interface BullmqDispatcherOptions {
 export const RESULT_NAME = 'result.mp4';
 /** After a cancel, how long past the grace period the coordinator waits for the host to confirm before it counts the job as stopped. */
 const CANCEL_CONFIRM_MARGIN_MS = 2000;
+/**
+ * The coordinator's own Redis commands (the hosts' adverts, cancels) give up after this long. Its
+ * connection queues commands while Redis is away (they would wait for ever): with the timeout a
+ * refresh fails, and the coordinator sees that Redis is unreachable and says so.
+ */
+const REDIS_COMMAND_TIMEOUT_MS = 3000;
 
 interface Task {
   jobId: number;
@@ -81,11 +87,13 @@ export class BullmqDispatcher implements Dispatcher {
   /** Jobs are handed out once the coordinator's HTTP port (the blob URLs) listens. */
   #open = false;
   #closed = false;
+  /** A refresh is under way (one waits for Redis up to the command timeout): the timer skips a beat. */
+  #refreshing = false;
 
   constructor(options: BullmqDispatcherOptions) {
     this.#o = options;
     this.#keys = scaleKeys(options.prefix);
-    this.#redis = connectRedis(options.redisUrl);
+    this.#redis = connectRedis(options.redisUrl, { commandTimeout: REDIS_COMMAND_TIMEOUT_MS });
     this.#redis.on('error', () => undefined); // reported once by #refresh, without the URL
     const connection = bullConnection(options.redisUrl);
     for (const kind of JOB_KINDS) {
@@ -328,7 +336,33 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   async #refresh(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#refreshing) return;
+    this.#refreshing = true;
+    try {
+      await this.#readAdverts();
+    } finally {
+      this.#refreshing = false;
+    }
+  }
+
+  /**
+   * Fails the runs whose BullMQ job is gone from Redis (Redis restarted without its data: killed,
+   * or run without persistence). No host can complete such a run (BullMQ refuses to finish a job
+   * it no longer has) and no event comes for it, so it would wait for ever; as after a host crash,
+   * the job runner retries the job once, under a new BullMQ job.
+   */
+  async #failLostRuns(): Promise<void> {
+    for (const task of this.#tasks.values()) {
+      const bullJob = task.bullJob;
+      if (!bullJob) continue;
+      // The job's hash (`<prefix>:<queue>:<id>`) stays until a day after the run ends.
+      if ((await this.#redis.exists(`${bullJob.queueQualifiedName}:${bullJob.id}`)) === 1 || this.#tasks.get(task.jobId) !== task) continue;
+      this.#o.logger.warn({ jobId: task.jobId, bullJob: bullJob.id }, 'Redis lost the run of a job (it restarted without its data): the job is run again');
+      task.reject(new AppError(ErrorCode.WorkerCrashed, 'The job queue server lost this job while it ran.'));
+    }
+  }
+
+  async #readAdverts(): Promise<void> {
     let adverts: HostAdvert[];
     try {
       const keys: string[] = [];
@@ -342,6 +376,7 @@ export class BullmqDispatcher implements Dispatcher {
       adverts = values.filter((value): value is string => value !== null).map((value) => JSON.parse(value) as HostAdvert);
       if (this.#reachable === false) this.#o.logger.info({ redis: redisLabel(this.#o.redisUrl) }, 'Redis is reachable again: dispatching');
       this.#reachable = true;
+      await this.#failLostRuns();
     } catch (error) {
       if (this.#reachable !== false) {
         this.#o.logger.warn({ redis: redisLabel(this.#o.redisUrl), reason: (error as Error).message }, 'Redis is unreachable: jobs are accepted into the database and wait');

@@ -27,8 +27,9 @@ export function bullConnection(url: string): ConnectionOptions {
   return redisOptions(url) as ConnectionOptions;
 }
 
-export function connectRedis(url: string): Redis {
-  return new Redis(redisOptions(url));
+/** A plain client (not BullMQ's); `overrides` for one that must not wait out a Redis restart (a command timeout). */
+export function connectRedis(url: string, overrides: RedisOptions = {}): Redis {
+  return new Redis({ ...redisOptions(url), ...overrides });
 }
 
 /** Where Redis is, without the password: for logs and messages. */

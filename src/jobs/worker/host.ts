@@ -51,6 +51,8 @@ export class WorkerHost {
   readonly #kinds: readonly JobKind[];
   #advertTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** The Redis error logged last: while Redis is away every connection fails each reconnect the same way, which is one line, not several a second. */
+  #lastRedisError: string | undefined;
 
   constructor(options: WorkerHostOptions) {
     this.#o = options;
@@ -85,9 +87,18 @@ export class WorkerHost {
         // A run whose host stopped renewing its lock fails as stalled; the coordinator retries it once.
         maxStalledCount: 0,
       });
-      worker.on('error', (error) => logger.warn({ reason: error.message }, 'worker host: Redis error'));
+      worker.on('error', (error) => {
+        if (error.message === this.#lastRedisError) return;
+        this.#lastRedisError = error.message;
+        logger.warn({ reason: error.message }, 'worker host: Redis error');
+      });
       this.#workers.push(worker);
     }
+    this.#redis.on('ready', () => {
+      if (this.#lastRedisError === undefined) return;
+      this.#lastRedisError = undefined;
+      logger.info({ redis: redisLabel(this.#o.redisUrl) }, 'worker host: Redis is reachable again');
+    });
     await this.#advertise();
     this.#advertTimer = setInterval(() => void this.#advertise(), ADVERT_INTERVAL_MS);
     logger.info({ hostId: this.hostId, devices: config.devices, kinds: this.#kinds, redis: redisLabel(this.#o.redisUrl) }, 'worker host started');
