@@ -5,17 +5,15 @@
  * a job on another host, Redis killed -9 and started again, the coordinator killed -9 while a host
  * computes) and checks that every job ends once: delivered or cancelled once, charged once.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { Job, Queue } from 'bullmq';
 import { afterEach, expect, test } from 'vitest';
 import { FakeDiscord, snowflake, type FakeUser, type RecordedRequest } from '../fakes/fake-discord.js';
-import { MP4_ENGINE } from '../fakes/mp4-engine.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 import { freePort, REDIS_MISSING, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { BIN, startServe, type ServeProcess } from '../helpers/serve-process.js';
+import { startServe, type ServeProcess } from '../helpers/serve-process.js';
+import { startWorkerHost, waitUntil as until, type WorkerHostProcess } from '../helpers/worker-host.js';
 import { bullConnection } from '../../src/jobs/dispatch/redis-connection.js';
 import { openDatabase } from '../../src/store/db.js';
 import { JobRepo } from '../../src/store/job-repo.js';
@@ -44,44 +42,12 @@ afterEach(async (context) => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-interface Proc {
-  child: ChildProcessByStdio<null, Readable, Readable>;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
-/** `reelbot worker` in its own folder: its own data and outputs, nothing shared with the coordinator. */
-function startWorker(redisUrl: string): Proc {
-  const dir = tempDir();
-  dirs.push(dir);
-  const child = spawn(process.execPath, [BIN, 'worker', '--devices', 'cpu'], {
-    cwd: dir,
-    env: {
-      PATH: process.env.PATH,
-      REELBOT_REDIS_URL: redisUrl,
-      REELBOT_DB_PATH: join(dir, 'unused.db'),
-      REELBOT_OUTPUT_DIR: join(dir, 'work'),
-      REELBOT_ENGINE_MODULE: MP4_ENGINE,
-      REELBOT_LOG_LEVEL: 'info',
-      REELBOT_WORKER_LOCK_MS: '2000',
-      REELBOT_STALLED_INTERVAL_MS: '1000',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const worker = { child, output: () => output, exited: new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))) };
+/** `reelbot worker` in its own folder, removed after the test. */
+function startWorker(redisUrl: string): WorkerHostProcess {
+  const worker = startWorkerHost(redisUrl);
+  dirs.push(worker.dir);
   processes.push(worker);
   return worker;
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 interface Coordinator {
@@ -178,7 +144,7 @@ async function bullJob(redisUrl: string, dir: string, id: number, attempt: numbe
 }
 
 /** The pids of the engine processes the host's pool started, in order (its log says "worker started"). */
-function enginePids(worker: Proc): number[] {
+function enginePids(worker: WorkerHostProcess): number[] {
   return [...worker.output().matchAll(/"workerPid":(\d+)[^\n]*"msg":"worker started"/g)].map((match) => Number(match[1]));
 }
 

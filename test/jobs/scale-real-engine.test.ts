@@ -23,6 +23,7 @@ import { removeDir, tempDir } from '../helpers/harness.js';
 import { createNetworkNamespace, type NetworkNamespace } from '../helpers/netns.js';
 import { freePort, REDIS_MISSING, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { BIN, startServe, type ServeProcess } from '../helpers/serve-process.js';
+import { waitUntil as until } from '../helpers/worker-host.js';
 import { openDatabase } from '../../src/store/db.js';
 import { JobRepo } from '../../src/store/job-repo.js';
 
@@ -68,14 +69,6 @@ function workerEnv(redisUrl: string): Record<string, string> {
     REELBOT_EDIT_STEPS: EDIT_STEPS,
     REELBOT_LOG_LEVEL: 'info',
   };
-}
-
-async function until(check: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 beforeAll(async () => {

@@ -16,6 +16,7 @@ import { MP4_ENGINE } from '../fakes/mp4-engine.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 import { REDIS_MISSING, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { BIN, startServe, type ServeProcess } from '../helpers/serve-process.js';
+import { waitUntil as until } from '../helpers/worker-host.js';
 import { openDatabase } from '../../src/store/db.js';
 import { JobRepo } from '../../src/store/job-repo.js';
 
@@ -38,14 +39,6 @@ afterEach(async () => {
   redis = undefined;
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
-
-async function until(check: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 interface Running {
   child: ChildProcessByStdio<null, Readable, Readable>;

@@ -3,16 +3,14 @@
  * against the fake Discord, and `reelbot worker` hosts, each in its own folder with its own data
  * and nothing shared on disk; files go over the coordinator's signed blob URLs.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { afterEach, expect, test } from 'vitest';
 import { FakeDiscord, snowflake, type RecordedRequest } from '../fakes/fake-discord.js';
-import { MP4_ENGINE } from '../fakes/mp4-engine.js';
 import { removeDir, tempDir } from '../helpers/harness.js';
 import { freePort, REDIS_MISSING, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { BIN, startServe, type ServeProcess } from '../helpers/serve-process.js';
+import { startServe, type ServeProcess } from '../helpers/serve-process.js';
+import { startWorkerHost, waitUntil as until, type WorkerHostProcess } from '../helpers/worker-host.js';
 import { openDatabase } from '../../src/store/db.js';
 import { JobRepo } from '../../src/store/job-repo.js';
 import { QuotaLedger } from '../../src/store/quota-ledger.js';
@@ -30,45 +28,12 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-interface WorkerProcess {
-  child: ChildProcessByStdio<null, Readable, Readable>;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
-/** `reelbot worker` in its own folder: its own data and outputs, nothing shared with the coordinator. */
-function startWorker(redisUrl: string, env: Record<string, string> = {}): WorkerProcess {
-  const dir = tempDir();
-  dirs.push(dir);
-  const child = spawn(process.execPath, [BIN, 'worker', '--devices', 'cpu'], {
-    cwd: dir,
-    env: {
-      PATH: process.env.PATH,
-      REELBOT_REDIS_URL: redisUrl,
-      REELBOT_DB_PATH: join(dir, 'unused.db'),
-      REELBOT_OUTPUT_DIR: join(dir, 'work'),
-      REELBOT_ENGINE_MODULE: MP4_ENGINE,
-      REELBOT_LOG_LEVEL: 'info',
-      REELBOT_WORKER_LOCK_MS: '2000',
-      REELBOT_STALLED_INTERVAL_MS: '1000',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const worker = { child, output: () => output, exited: new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))) };
+/** `reelbot worker` in its own folder, removed after the test. */
+function startWorker(redisUrl: string, env: Record<string, string> = {}): WorkerHostProcess {
+  const worker = startWorkerHost(redisUrl, env);
+  dirs.push(worker.dir);
   processes.push(worker);
   return worker;
-}
-
-async function until(check: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 async function coordinator(redisUrl: string): Promise<{ bot: ServeProcess; dir: string }> {
