@@ -694,7 +694,8 @@ function printQueue(out: (line?: string) => void, queue: QueueListing): void {
             owner(job),
             job.kind,
             job.device ?? '-',
-            iso(job.startedAt) + (job.cancelRequestedAt === null ? '' : ' (cancelling)'),
+            // The coordinator has taken a job from the fair queue that is not on a worker yet: it waits for a slot.
+            (job.startedAt === null ? 'waiting for a worker' : iso(job.startedAt)) + (job.cancelRequestedAt === null ? '' : ' (cancelling)'),
             String(job.attempts),
             seconds(job.estimatedGpuSeconds),
             eta(etaMs),
