@@ -38,6 +38,12 @@ export interface WorkerHostOptions {
   redisUrl: string;
   logger: Logger;
   kinds?: readonly JobKind[];
+  /**
+   * Where a job's clip and output are made while it runs (a folder per job and attempt, removed
+   * after); default the config's outputDir. A host inside `serve` uses its own folder: the
+   * coordinator's result of the same job and attempt lands under outputDir.
+   */
+  workDir?: string;
 }
 
 export class WorkerHost {
@@ -134,7 +140,7 @@ export class WorkerHost {
   async #process(bullJob: Job): Promise<RemoteJobResult> {
     const data = bullJob.data as RemoteJobData;
     const { id, kind, params, seed, attempt } = data.job;
-    const workDir = resolve(this.#o.config.outputDir, String(id), `a${attempt}`);
+    const workDir = resolve(this.#o.workDir ?? this.#o.config.outputDir, String(id), `a${attempt}`);
     try {
       // Every slot of this host may be busy with the other kind's queue: wait for one (the coordinator hands out no more jobs than slots).
       while (this.#pool.nextIdleDevice() === undefined) await sleep(50);
