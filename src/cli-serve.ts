@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import { S3Bucket } from './blob/s3-bucket.js';
 import { BlobSigner } from './blob/signed-urls.js';
 import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
-import { redisLabel } from './jobs/dispatch/redis-connection.js';
+import { kindModels, redisLabel } from './jobs/dispatch/redis-connection.js';
 import { WorkerHost } from './jobs/worker/host.js';
 import type { Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
@@ -273,6 +273,7 @@ function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () 
     redisUrl: config.redisUrl!,
     prefix: config.scale.queuePrefix,
     namespace: dispatchNamespace(db),
+    models: kindModels(config),
     publicUrl,
     signer: BlobSigner.fromDatabase(db),
     ...(config.s3 ? { s3: new S3Bucket({ ...config.s3, secretAccessKey: config.s3SecretAccessKey! }) } : {}),
