@@ -138,7 +138,12 @@ test.skipIf(REDIS_MISSING !== undefined)('with only a host of another model, a j
   const missing =
     'No worker host has the model sd15 for text2video; 1 host has tiny. No worker host has the model ip2p for edit; 1 host has tiny-edit. Those jobs wait for a host with it.';
   await until(() => bot.output().includes(missing), 'the coordinator to see the host and log what is missing');
-  expect(await queueText()).toContain(missing);
+  const queue = await queueText();
+  expect(queue).toContain(missing);
+  // No slot can run it: it keeps its place in line (first), not shown running.
+  expect(queue).toContain('Running (0)');
+  expect(queue).toMatch(/\n1\. #1 /);
+  expect(queue).not.toContain('The queue is paused');
   // Several refreshes of the adverts (every 500 ms) later: still waiting, logged once.
   await new Promise((resolve) => setTimeout(resolve, 3000));
   expect(jobState(dir, 1)).toBe('queued');

@@ -163,7 +163,11 @@ test.skipIf(REDIS_MISSING !== undefined)('serve with REELBOT_REDIS_URL and no RE
   // A job of the fake engine takes well under a second; three seconds later it still waits.
   await new Promise((resolve) => setTimeout(resolve, 3000));
   expect(jobRows(dir)).toMatchObject([{ state: 'queued', attempts: 0 }]);
-  expect(await command('queue')).toContain('No worker host is connected: jobs start when one is.');
+  const queue = await command('queue');
+  expect(queue).toContain('No worker host is connected: jobs start when one is.');
+  // It keeps its place in line (first), not shown running on a slot that is not there.
+  expect(queue).toContain('Running (0)');
+  expect(queue).toMatch(/\n1\. #1 /);
   expect(uploads(interaction)).toEqual([]);
   const worker = startWorker(redis.url);
   await until(() => uploads(interaction).length > 0, 'the job to be delivered once a worker host joined');
