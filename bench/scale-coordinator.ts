@@ -9,6 +9,7 @@ import { loadConfig, type Config } from '../src/config.js';
 import { BlobSigner } from '../src/blob/signed-urls.js';
 import { remoteResultPath } from '../src/cli-serve.js';
 import { BullmqDispatcher, dispatchNamespace } from '../src/jobs/dispatch/bullmq.js';
+import { kindModels } from '../src/jobs/dispatch/redis-connection.js';
 import type { JobRequest } from '../src/jobs/types.js';
 import { createLogger } from '../src/log.js';
 import { startApp, type App } from '../src/main.js';
@@ -33,6 +34,7 @@ export async function startCoordinator(config: Config): Promise<Coordinator> {
         redisUrl: config.redisUrl!,
         prefix: config.scale.queuePrefix,
         namespace: dispatchNamespace(db),
+        models: kindModels(config),
         publicUrl: () => publicUrl,
         signer: BlobSigner.fromDatabase(db),
         blobUrlTtlMs: config.scale.blobUrlTtlSeconds * 1000,

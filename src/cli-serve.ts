@@ -20,7 +20,8 @@ import type { Logger } from 'pino';
 import { S3Bucket } from './blob/s3-bucket.js';
 import { BlobSigner } from './blob/signed-urls.js';
 import { BullmqDispatcher, dispatchNamespace } from './jobs/dispatch/bullmq.js';
-import { redisLabel } from './jobs/dispatch/redis-connection.js';
+import { kindModels, redisLabel } from './jobs/dispatch/redis-connection.js';
+import { WorkerHost } from './jobs/worker/host.js';
 import type { Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
 import { blobRoutes } from './web/blob-routes.js';
@@ -86,6 +87,8 @@ export function registerServe(program: Command, context: ServeContext): void {
       let slack: SlackAdapter | undefined;
       let app: App;
       let remote: BullmqDispatcher | undefined;
+      // With Redis and REELBOT_DEVICES set, this machine's devices are a worker host like the others.
+      let localHost: WorkerHost | undefined;
       let publicUrl = '';
       // The HTTP side: health, metrics, the dashboard, and the blob URLs of worker hosts.
       let http: ServeHttp | undefined;
@@ -94,7 +97,8 @@ export function registerServe(program: Command, context: ServeContext): void {
         app = startApp(config, {
           logger,
           role: 'serve',
-          // With Redis the jobs run on worker hosts (`reelbot worker`), and no worker runs here.
+          // With Redis the jobs run on worker hosts (`reelbot worker`), and no local pool runs here:
+          // with REELBOT_DEVICES set, the worker host started below takes jobs like any other host.
           dispatcher: config.redisUrl ? (db, log) => (remote = remoteDispatcher(config, db, log, () => publicUrl)) : undefined,
           // The adapters and the metrics follow job events from the start, so recovery notices reach them too.
           beforeStart: ({ jobs, db, writer }) => {
@@ -177,6 +181,14 @@ export function registerServe(program: Command, context: ServeContext): void {
       }
       // The blob URLs are served (the HTTP side, or the bucket): jobs may go to worker hosts.
       remote?.startDispatching();
+      if (config.redisUrl && config.devicesConfigured) {
+        // This machine's devices, on its own model folders: the host advertises on the same Redis
+        // and takes its jobs through BullMQ, so the fair order and positions stay the coordinator's.
+        localHost = new WorkerHost({ config, redisUrl: config.redisUrl, logger: logger.child({ module: 'local-host' }), workDir: join(tempDir, 'worker-host') });
+        await localHost.start();
+      } else if (config.redisUrl) {
+        logger.info({ redis: redisLabel(config.redisUrl) }, 'no worker runs in this process (REELBOT_DEVICES is not set): jobs wait for worker hosts');
+      }
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
       retention.start();
       const stopAdapters = async () => {
@@ -190,6 +202,8 @@ export function registerServe(program: Command, context: ServeContext): void {
         await control.close();
         await retention.stop();
         await app.jobs.shutdown();
+        // The running jobs had their grace period in the drain above: what still runs here stops now.
+        await localHost?.stop(0);
         await http?.close();
         const deliveries = await Promise.all([discord, slack].map((adapter) => adapter?.finalDeliveriesSettled(FINAL_DELIVERY_TIMEOUT_MS)));
         if (deliveries.includes('timed_out')) logger.warn({ timeoutMs: FINAL_DELIVERY_TIMEOUT_MS }, 'final deliveries still running at shutdown: stopping anyway');
@@ -199,6 +213,7 @@ export function registerServe(program: Command, context: ServeContext): void {
       };
       const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
       const failStart = async (platform: string, error: unknown): Promise<never> => {
+        await localHost?.stop(0);
         await control.close();
         await http?.close();
         await retention.stop();
@@ -229,9 +244,12 @@ export function registerServe(program: Command, context: ServeContext): void {
       }
       const ready = adapters.filter((_, index) => outcomes[index]!.state === 'ready').map(platformName);
       const waiting = adapters.filter((_, index) => outcomes[index]!.state === 'pending').map((adapter) => (adapter === discord ? 'Discord' : 'Slack'));
+      const deviceList = `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
       const workers = config.redisUrl
-        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, ${remote?.blobs ?? `blob URLs at ${publicUrl}`}`
-        : `${config.devices.length} worker${config.devices.length === 1 ? '' : 's'}: ${config.devices.join(', ')}`;
+        ? `jobs run on worker hosts through Redis at ${redisLabel(config.redisUrl)}, ${remote?.blobs ?? `blob URLs at ${publicUrl}`}; ${
+            localHost ? `this machine is one of them (${deviceList})` : 'no worker runs here (set REELBOT_DEVICES for that): jobs wait for worker hosts (reelbot worker)'
+          }`
+        : deviceList;
       context.out(
         ready.length > 0
           ? `reelbot is running on ${ready.join(' and ')} (${workers})${waiting.length > 0 ? `; still connecting to ${waiting.join(' and ')}` : ''}. Stop it with Ctrl-C or SIGTERM.`
@@ -260,6 +278,7 @@ function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () 
     redisUrl: config.redisUrl!,
     prefix: config.scale.queuePrefix,
     namespace: dispatchNamespace(db),
+    models: kindModels(config),
     publicUrl,
     signer: BlobSigner.fromDatabase(db),
     ...(config.s3 ? { s3: new S3Bucket({ ...config.s3, secretAccessKey: config.s3SecretAccessKey! }) } : {}),

@@ -1,13 +1,14 @@
 /**
  * `reelbot worker`: a worker host. `REELBOT_REDIS_URL=… reelbot worker [--devices cuda:0,cuda:1]`
  * takes jobs from the coordinator (`reelbot serve` with the same Redis) and runs them here, one
- * slot per device, on this host's own model folders (REELBOT_MODEL_DIR, REELBOT_EDIT_MODEL_DIR).
+ * slot per device, on this host's own model folders (REELBOT_MODEL_DIR, REELBOT_EDIT_MODEL_DIR):
+ * it gets only the jobs of coordinators configured with the same model names.
  * SIGTERM stops taking jobs and gives the running ones the shutdown grace period.
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { Config } from './config.js';
-import { redisLabel } from './jobs/dispatch/redis-connection.js';
+import { describeModel, kindModels, redisLabel } from './jobs/dispatch/redis-connection.js';
 import { WorkerHost } from './jobs/worker/host.js';
 import { JOB_KINDS, type JobKind } from './jobs/types.js';
 import { createLogger } from './log.js';
@@ -42,7 +43,9 @@ export function registerWorker(program: Command, context: WorkerContext): void {
       const logger = createLogger(config.logLevel);
       const host = new WorkerHost({ config, redisUrl: config.redisUrl, logger, kinds: kinds as JobKind[] });
       await host.start();
-      context.out(`reelbot worker host ${host.hostId} is taking ${kinds.join(' and ')} jobs on ${config.devices.join(', ')} from Redis at ${redisLabel(config.redisUrl)}. Stop it with Ctrl-C or SIGTERM.`);
+      const models = kindModels(config);
+      const taking = kinds.map((kind) => `${kind} (${describeModel(models[kind as JobKind])})`).join(' and ');
+      context.out(`reelbot worker host ${host.hostId} is taking ${taking} jobs on ${config.devices.join(', ')} from Redis at ${redisLabel(config.redisUrl)}. Stop it with Ctrl-C or SIGTERM.`);
       await new Promise<void>((resolve) => {
         let stopping = false;
         const stop = (signal: NodeJS.Signals) => {

@@ -50,6 +50,9 @@ const regexSource = z.string().refine(
   { message: 'expected a valid regular expression' },
 );
 
+/** The devices when none are set: one worker on the CPU. */
+const DEFAULT_DEVICES = ['cpu'];
+
 const DEFAULT_TIERS = {
   free: { jobsPerDay: 20, gpuSecondsPerDay: 1200, gpuSecondsPerMonth: 12000, maxPendingJobs: 3, maxFrames: 16, maxSteps: 50, cooldownSeconds: 0 },
   pro: { jobsPerDay: 200, gpuSecondsPerDay: 12000, gpuSecondsPerMonth: 120000, maxPendingJobs: 10, maxFrames: 32, maxSteps: 100, cooldownSeconds: 0 },
@@ -62,11 +65,14 @@ export const configSchema = z
     dbPath: z.string().min(1).default('./data/reelbot.db'),
     /** Where finished videos are written, one folder per job. */
     outputDir: z.string().min(1).default('./data/outputs'),
-    /** One worker process per entry: `cpu`, `cuda:0`, `cuda:1`, `webgpu`… */
+    /**
+     * One worker process per entry: `cpu`, `cuda:0`, `cuda:1`, `webgpu`…; unset = `cpu`. With
+     * `redisUrl`, `serve` runs workers of its own only when this is set ({@link Config.devicesConfigured}).
+     */
     devices: z
       .array(z.string().regex(/^(cpu|webgpu|cuda(:\d+)?)$/, 'expected cpu, webgpu, cuda or cuda:N'))
       .min(1)
-      .default(['cpu']),
+      .optional(),
     /** Module that a worker loads to run jobs (exports `createEngine`); empty = the built-in engine. */
     engineModule: z.string().default(''),
     /** Model folder (optimum SD 1.x layout); empty = the built-in small set, made on first use in ./models/small. */
@@ -294,7 +300,16 @@ export const configSchema = z
     if (config.s3 && !config.s3SecretAccessKey) {
       context.addIssue({ code: 'custom', path: ['s3'], message: "the bucket needs its secret key too: set REELBOT_S3_SECRET_ACCESS_KEY (s3SecretAccessKey)" });
     }
-  });
+  })
+  .transform(({ devices, ...config }) => ({
+    ...config,
+    devices: devices ?? [...DEFAULT_DEVICES],
+    /**
+     * Whether `devices` was set (REELBOT_DEVICES, the config file, `--devices`) rather than left at
+     * its default: a coordinator with Redis runs a worker host of its own only then.
+     */
+    devicesConfigured: devices !== undefined,
+  }));
 
 export type Config = z.infer<typeof configSchema>;
 
@@ -471,7 +486,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 
 /** The config with every secret replaced, for `reelbot config` and start-up logs. */
 export function redactConfig(config: Config): Record<string, unknown> {
-  const copy: Record<string, unknown> = { ...config };
+  // Derived, not a setting: the printed config stays a valid config file.
+  const { devicesConfigured: _derived, ...copy }: Record<string, unknown> = { ...config };
   for (const key of SECRET_KEYS) if (copy[key] !== undefined) copy[key] = '[redacted]';
   return copy;
 }

@@ -52,6 +52,24 @@ test('environment variables are read and typed', () => {
   expect(config.quota.tiers.free).toEqual({ jobsPerDay: 5, gpuSecondsPerDay: null, gpuSecondsPerMonth: null, maxPendingJobs: 3, maxFrames: null, maxSteps: null, cooldownSeconds: 0 });
 });
 
+test('devices set by REELBOT_DEVICES, the config file or a flag are told from the default (a coordinator with Redis runs workers only then)', () => {
+  expect(loadConfig({ env: {} })).toMatchObject({ devices: ['cpu'], devicesConfigured: false });
+  expect(loadConfig({ env: { REELBOT_DEVICES: 'cpu' } })).toMatchObject({ devices: ['cpu'], devicesConfigured: true });
+  expect(loadConfig({ env: {}, overrides: { devices: ['cuda:0'] } })).toMatchObject({ devices: ['cuda:0'], devicesConfigured: true });
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'reelbot.json');
+    writeFileSync(file, JSON.stringify({ devices: ['cuda:1'] }));
+    expect(loadConfig({ file, env: {} })).toMatchObject({ devices: ['cuda:1'], devicesConfigured: true });
+    // Derived, not a setting: a config file may not set it, and `reelbot config` does not print it.
+    writeFileSync(file, JSON.stringify({ devicesConfigured: true }));
+    expect(problemsOf(() => loadConfig({ file, env: {} }))).toEqual(['config: unknown setting "devicesConfigured"']);
+    expect(redactConfig(loadConfig({ env: {} }))).not.toHaveProperty('devicesConfigured');
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('every invalid setting is reported at once, by name, with what is expected', () => {
   const problems = problemsOf(() =>
     loadConfig({

@@ -25,9 +25,14 @@ export class RunQueue {
   readonly #options: RunQueueOptions;
   readonly #queue: PQueue<FairQueue, FairQueueOptions>;
   readonly #tasks = new Set<Promise<void>>();
+  /** Starts are held (before start, by an admin's pause, in a drain). */
+  #held = true;
+  /** The dispatch's slots: with none (no worker host, none with the models, Redis away) no job's turn comes. */
+  #slots: number;
 
   constructor(options: RunQueueOptions) {
     this.#options = options;
+    this.#slots = options.concurrency;
     const fair = options.fair;
     this.#queue = new PQueue<FairQueue, FairQueueOptions>({
       concurrency: Math.max(1, options.concurrency),
@@ -41,8 +46,9 @@ export class RunQueue {
     });
   }
 
+  /** Whether starts are held (an admin's pause or a drain); not while only the slots are missing. */
   get isPaused(): boolean {
-    return this.#queue.isPaused;
+    return this.#held;
   }
 
   /** Jobs started and not yet finished. */
@@ -51,16 +57,29 @@ export class RunQueue {
   }
 
   start(): void {
-    this.#queue.start();
+    this.#held = false;
+    this.#startOrHold();
   }
 
   pause(): void {
-    this.#queue.pause();
+    this.#held = true;
+    this.#startOrHold();
   }
 
   /** How many jobs may run at once (the dispatch's slots). */
   setConcurrency(concurrency: number): void {
+    this.#slots = concurrency;
     this.#queue.concurrency = Math.max(1, concurrency);
+    this.#startOrHold();
+  }
+
+  /**
+   * p-queue needs a concurrency of at least 1: with no slot at all it is paused instead, so that
+   * no job leaves the fair queue to wait for a slot, and every waiting job keeps its position.
+   */
+  #startOrHold(): void {
+    if (this.#held || this.#slots === 0) this.#queue.pause();
+    else this.#queue.start();
   }
 
   /** Queues a job; a recovered job passes its submit time so that it keeps its place. */

@@ -7,6 +7,7 @@
  * asynchronously; only the write at the head of the queue tries, each try waiting at most a few
  * milliseconds inside SQLite ({@link writeWithoutBlocking}), with asynchronous pauses between tries.
  * So however many writes wait for a foreign lock, the event loop is held for one short try at a time.
+ * Queued writes run in batches of a few milliseconds, each batch after a turn of the event loop.
  *
  * Two kinds of write:
  * - {@link StoreWriter.write}: a write someone waits for (a submit, a cancel, an admin change). It
@@ -17,7 +18,7 @@
  */
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { writeWithoutBlocking, type Db } from './db.js';
+import { isBusyError, type Db } from './db.js';
 
 /** Thrown by a write still waiting when the writer is closed. */
 export class StoreClosedError extends Error {
@@ -33,6 +34,16 @@ export interface StoreWriterOptions {
   tryMs?: number;
   /** The first and the longest pause between two tries of a write that is retried until done (default 50 ms and 5 s). */
   retryPauseMs?: { first: number; max: number };
+  /** How long one batch of queued writes may hold the thread before the event loop gets a turn (default 4 ms). */
+  batchMs?: number;
+}
+
+interface QueuedWrite {
+  write: () => unknown;
+  /** When a write that meets another connection's lock gives up (Date.now() time). */
+  deadline: number;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
 }
 
 export class StoreWriter {
@@ -40,10 +51,12 @@ export class StoreWriter {
   readonly #logger: Logger | undefined;
   readonly #tryMs: number;
   readonly #retryPause: { first: number; max: number };
+  readonly #batchMs: number;
   /** The connection's busy timeout, set when it was opened: the default deadline of a write. */
   readonly #busyTimeoutMs: number;
-  /** The tail of the queue: every write starts after the one before it settled. */
-  #tail: Promise<unknown> = Promise.resolve();
+  /** Writes waiting for their turn, in the order they were asked for. */
+  readonly #queue: QueuedWrite[] = [];
+  #draining = false;
   #closed = false;
   /** Pauses of writes retried until done, cut short by {@link close}. */
   readonly #pauses = new Set<() => void>();
@@ -53,6 +66,7 @@ export class StoreWriter {
     this.#logger = options.logger;
     this.#tryMs = options.tryMs ?? 20;
     this.#retryPause = options.retryPauseMs ?? { first: 50, max: 5000 };
+    this.#batchMs = options.batchMs ?? 4;
     this.#busyTimeoutMs = Number(db.pragma('busy_timeout', { simple: true }));
   }
 
@@ -64,20 +78,73 @@ export class StoreWriter {
   write<T>(write: () => T, options: { deadlineMs?: number } = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new StoreClosedError());
     const deadline = Date.now() + (options.deadlineMs ?? this.#busyTimeoutMs);
-    // Each write waits for a turn of the event loop first. Without it a burst of writes (200
-    // admissions at once) ran back to back in one drain of the microtask queue, and every
-    // interaction, envelope and heartbeat that arrived meanwhile waited for all of them.
-    const turn = this.#tail.then(nextTurnOfEventLoop).then(() => {
-      if (this.#closed) throw new StoreClosedError();
-      return writeWithoutBlocking(this.#db, write, {
-        deadlineMs: Math.max(0, deadline - Date.now()),
-        tryMs: this.#tryMs,
-        busyTimeoutMs: this.#busyTimeoutMs,
-        stop: () => this.#closed,
-      });
+    const queued = new Promise<T>((resolve, reject) => {
+      this.#queue.push({ write, deadline, resolve: resolve as (value: unknown) => void, reject });
     });
-    this.#tail = turn.catch(() => undefined);
-    return turn;
+    if (!this.#draining) {
+      this.#draining = true;
+      void this.#drain();
+    }
+    return queued;
+  }
+
+  /**
+   * Runs the queue in batches. Each batch waits for a turn of the event loop and then runs writes,
+   * one after the other, for at most `batchMs`: a burst of writes (200 admissions at once) neither
+   * runs back to back in one drain of the microtask queue, holding up every interaction, envelope
+   * and heartbeat that arrives meanwhile, nor waits a whole turn per write, falling behind the
+   * requests that made them. A head write that meets another connection's lock is tried again
+   * after a pause (5 ms, doubling up to 100 ms) until its deadline; the writes behind it wait.
+   */
+  async #drain(): Promise<void> {
+    let pause = 5;
+    try {
+      while (this.#queue.length > 0) {
+        await nextTurnOfEventLoop();
+        if (this.#closed) return;
+        const outcome = this.#runBatch();
+        if (outcome === 'busy') {
+          await new Promise((resolve) => setTimeout(resolve, pause));
+          pause = Math.min(pause * 2, 100);
+        } else {
+          pause = 5;
+        }
+      }
+    } finally {
+      this.#draining = false;
+      if (this.#closed) this.#rejectQueued();
+    }
+  }
+
+  /** Runs queued writes for up to `batchMs`; 'busy' when the head write met a lock and waits to try again. */
+  #runBatch(): 'ran' | 'busy' {
+    const started = performance.now();
+    // SQLite applies PRAGMA busy_timeout when the statement is prepared, so a cached statement
+    // would not set it again: db.pragma() prepares it each time, as it must.
+    this.#db.pragma(`busy_timeout = ${this.#tryMs}`);
+    try {
+      while (this.#queue.length > 0 && performance.now() - started < this.#batchMs) {
+        const head = this.#queue[0]!;
+        let value: unknown;
+        try {
+          value = head.write();
+        } catch (error) {
+          if (isBusyError(error) && Date.now() < head.deadline && !this.#closed) return 'busy';
+          this.#queue.shift();
+          head.reject(error);
+          continue;
+        }
+        this.#queue.shift();
+        head.resolve(value);
+      }
+      return 'ran';
+    } finally {
+      this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+    }
+  }
+
+  #rejectQueued(): void {
+    for (const waiting of this.#queue.splice(0)) waiting.reject(new StoreClosedError());
   }
 
   /**
@@ -102,6 +169,7 @@ export class StoreWriter {
   close(): void {
     this.#closed = true;
     for (const wake of this.#pauses) wake();
+    if (!this.#draining) this.#rejectQueued();
   }
 
   get closed(): boolean {

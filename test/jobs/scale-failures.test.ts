@@ -14,7 +14,7 @@ import { removeDir, tempDir } from '../helpers/harness.js';
 import { freePort, REDIS_MISSING, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startServe, type ServeProcess } from '../helpers/serve-process.js';
 import { startWorkerHost, waitUntil as until, type WorkerHostProcess } from '../helpers/worker-host.js';
-import { bullConnection } from '../../src/jobs/dispatch/redis-connection.js';
+import { bullConnection, scaleKeys } from '../../src/jobs/dispatch/redis-connection.js';
 import { openDatabase } from '../../src/store/db.js';
 import { JobRepo } from '../../src/store/job-repo.js';
 import { QuotaLedger } from '../../src/store/quota-ledger.js';
@@ -138,7 +138,8 @@ async function bullJob(redisUrl: string, dir: string, id: number, attempt: numbe
   } finally {
     db.close();
   }
-  const queue = new Queue('jobs-text2video', { connection: bullConnection(redisUrl), prefix: 'reelbot' });
+  // The built-in text-to-video set's queue: neither the coordinator nor the host sets a model folder.
+  const queue = new Queue(scaleKeys('reelbot').queue('text2video', ''), { connection: bullConnection(redisUrl), prefix: 'reelbot' });
   queues.push(queue);
   return Job.fromId(queue, `${namespace}.${id}.${attempt}`);
 }

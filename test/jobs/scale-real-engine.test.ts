@@ -86,11 +86,14 @@ beforeAll(async () => {
   fake = await FakeDiscord.start();
   const dir = join(root, 'coordinator');
   mkdirSync(dir);
-  // No REELBOT_MODEL_DIR, no REELBOT_DEVICES: with Redis, the coordinator runs no engine at all.
+  // No REELBOT_DEVICES: with Redis, the coordinator runs no engine at all. Its model folders only
+  // name the models its jobs need (a host's folders of the same names): they are not on this machine.
   const serve = startServe(dir, {
     REELBOT_DISCORD_TOKEN: 'fake-bot-token',
     REELBOT_DISCORD_API_URL: fake.apiUrl,
     REELBOT_REDIS_URL: redis.url,
+    REELBOT_MODEL_DIR: join(dir, 'not-on-this-machine', 'tiny'),
+    REELBOT_EDIT_MODEL_DIR: join(dir, 'not-on-this-machine', 'tiny-edit'),
     REELBOT_HTTP_HOST: reachable,
     REELBOT_HTTP_PORT: String(await freePort()),
     REELBOT_EDIT_STEPS: EDIT_STEPS,

@@ -72,8 +72,9 @@ test('while another process holds the write lock the event loop keeps ticking; t
   const [, cancelled] = await writes;
   const succeeded = await h.waitFor(isType('succeeded', running.job.id));
   const { ticks, maxGapMs } = watch.stop();
-  // A synchronous busy wait would have stopped the timer for seconds (busy_timeout is 5 s).
-  expect(maxGapMs).toBeLessThan(250);
+  // A synchronous busy wait would have stopped the timer for seconds (busy_timeout is 5 s); 1 s
+  // leaves room for a loaded CI machine.
+  expect(maxGapMs).toBeLessThan(1000);
   expect(ticks).toBeGreaterThan(50);
   expect(cancelled.outcome).toBe('cancelled');
   expect(succeeded.job).toMatchObject({ state: 'succeeded' });
@@ -96,7 +97,7 @@ test('an admin change that cannot get the lock in time is refused with "try agai
   foreign.exec('ROLLBACK');
   expect(error).toBeInstanceOf(UserError);
   expect(error).toMatchObject({ code: ErrorCode.DatabaseBusy });
-  expect(maxGapMs).toBeLessThan(250);
+  expect(maxGapMs).toBeLessThan(1000);
   expect(h.db.prepare(`SELECT count(*) FROM admin_audit`).pluck().get()).toBe(0);
   expect(h.db.prepare(`SELECT count(*) FROM settings`).pluck().get()).toBe(0);
   expect(h.service.queue().paused).toBe(false);

@@ -4,6 +4,7 @@
  * through the job's message refs), refuses once either limit is reached, and tells the caller so,
  * who then posts with the bot token instead (`chat.postEphemeral` / `chat.postMessage`).
  */
+import PQueue from 'p-queue';
 import type { Logger } from '../../log.js';
 
 /** Responses Slack accepts per `response_url`. */
@@ -12,6 +13,13 @@ export const RESPONSE_URL_MAX_USES = 5;
 export const RESPONSE_URL_LIFETIME_MS = 30 * 60 * 1000;
 /** Margin kept before the 30 minutes run out, for the request's own travel time. */
 const LIFETIME_MARGIN_MS = 10_000;
+/**
+ * Responses in flight at once, over all response URLs (they share Slack's one origin). A burst of
+ * late answers then reuses a few kept-alive connections instead of opening one each, and the
+ * acks of the commands still arriving are not crowded out by them.
+ */
+const SENDS_IN_FLIGHT = 4;
+const sends = new PQueue({ concurrency: SENDS_IN_FLIGHT });
 
 /** What is stored with a job so the count holds across restarts. */
 export interface ResponseUrlState {
@@ -63,18 +71,20 @@ export class ResponseUrl {
   async send(body: ResponseBody, options: { timeoutMs?: number } = {}): Promise<boolean> {
     if (!this.usable()) return false;
     this.#uses++;
-    try {
-      const response = await fetch(this.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json; charset=utf-8' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
-      });
-      await response.body?.cancel();
-      return response.ok;
-    } catch {
-      return false;
-    }
+    return sends.add(async () => {
+      try {
+        const response = await fetch(this.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json; charset=utf-8' },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
+        });
+        await response.body?.cancel();
+        return response.ok;
+      } catch {
+        return false;
+      }
+    });
   }
 }
 

@@ -126,6 +126,8 @@ export class SlackAdapter {
       token: options.botToken,
       logger: boltLogger(logger),
       clientOptions,
+      // No listener reads Bolt's conversation context; its store costs every envelope a lookup.
+      convoStore: false,
       ...(mode === 'socket'
         ? { socketMode: true, appToken: options.appToken! }
         : { signingSecret: options.signingSecret!, ...(options.port === undefined ? {} : { port: options.port }) }),

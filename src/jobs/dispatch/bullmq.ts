@@ -28,13 +28,19 @@ import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { JOB_KINDS, type JobKind } from '../types.js';
 import type { Dispatcher, DispatchJob, RunOptions, RunOutcome, WorkerSnapshot } from './port.js';
-import { bullConnection, connectRedis, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from './redis-connection.js';
+import { bullConnection, connectRedis, describeModel, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from './redis-connection.js';
 
 export interface BullmqDispatcherOptions {
   redisUrl: string;
   prefix: string;
   /** This database's own part of the BullMQ job ids ({@link dispatchNamespace}): a fresh database never follows another's runs. */
   namespace: string;
+  /**
+   * The model each kind's jobs run with ({@link kindModels}: the names of the coordinator's
+   * REELBOT_MODEL_DIR and REELBOT_EDIT_MODEL_DIR, '' = the built-in set): a job goes only to a
+   * host that advertises the same model for its kind.
+   */
+  models: Record<JobKind, string>;
   /** The coordinator's base URL as the worker hosts reach it (REELBOT_HTTP_PUBLIC_URL). */
   publicUrl(): string;
   signer: BlobSigner;
@@ -64,6 +70,7 @@ const REDIS_COMMAND_TIMEOUT_MS = 3000;
 
 interface Task {
   jobId: number;
+  kind: JobKind;
   options: RunOptions;
   reject(error: AppError): void;
   timers: NodeJS.Timeout[];
@@ -79,8 +86,10 @@ export class BullmqDispatcher implements Dispatcher {
   readonly #tasks = new Map<number, Task>();
   readonly #sizeListeners = new Set<(size: number) => void>();
   readonly #timer: NodeJS.Timeout;
-  /** Slots per kind that the live hosts advertise. */
+  /** Slots that the live hosts with this coordinator's models advertise: in all, and per kind. */
   #slots = { total: 0, byKind: new Map<string, number>() };
+  /** Why some kind's jobs cannot go to any live host (none has its model), for /queue; logged once per such kind. */
+  #unroutable: { text: string; kinds: string } | undefined;
   /** The live hosts' adverts at the last refresh that reached Redis, and when that was. */
   #adverts: { hosts: HostAdvert[]; at: number | null } = { hosts: [], at: null };
   #reachable: boolean | undefined;
@@ -97,7 +106,7 @@ export class BullmqDispatcher implements Dispatcher {
     this.#redis.on('error', () => undefined); // reported once by #refresh, without the URL
     const connection = bullConnection(options.redisUrl);
     for (const kind of JOB_KINDS) {
-      const name = this.#keys.queue(kind);
+      const name = this.#keys.queue(kind, options.models[kind]);
       const queue = new Queue(name, { connection, prefix: options.prefix });
       queue.on('error', () => undefined);
       this.#queues.set(kind, queue);
@@ -128,8 +137,8 @@ export class BullmqDispatcher implements Dispatcher {
   /** A line for /queue when jobs cannot be dispatched now. */
   notice(): string | undefined {
     if (this.#reachable === false) return 'The job queue server (Redis) is unreachable: jobs are kept and start when it is back.';
-    if (this.#reachable && this.#slots.total === 0) return 'No worker host is connected: jobs start when one is.';
-    return undefined;
+    if (this.#reachable && this.#adverts.hosts.length === 0) return 'No worker host is connected: jobs start when one is.';
+    return this.#reachable ? this.#unroutable?.text : undefined;
   }
 
   onSizeChange(listener: (size: number) => void): void {
@@ -142,13 +151,13 @@ export class BullmqDispatcher implements Dispatcher {
   }
 
   /**
-   * One entry per slot the live worker hosts advertise (`host/device`), the first ones busy with
-   * the jobs handed out (BullMQ does not say which host took which); the last heartbeat is the last
-   * refresh that saw the host's advert.
+   * One entry per slot the live worker hosts with this coordinator's models advertise
+   * (`host/device`), the first ones busy with the jobs handed out (BullMQ does not say which host
+   * took which); the last heartbeat is the last refresh that saw the host's advert.
    */
   snapshot(): WorkerSnapshot[] {
     const jobIds = [...this.#tasks.keys()];
-    const slots = this.#adverts.hosts.flatMap((advert) => advert.devices.map((device) => `${advert.hostname}/${device}`));
+    const slots = this.#adverts.hosts.filter((advert) => JOB_KINDS.some((kind) => this.#takes(advert, kind))).flatMap((advert) => advert.devices.map((device) => `${advert.hostname}/${device}`));
     return slots.map((device, index) => ({
       device,
       state: index < jobIds.length ? 'busy' : 'ready',
@@ -162,7 +171,10 @@ export class BullmqDispatcher implements Dispatcher {
   nextIdleDevice(kind?: JobKind): string | undefined {
     if (this.#closed || !this.#open || !this.#reachable) return undefined;
     if (this.#tasks.size >= this.#slots.total) return undefined;
-    if (kind !== undefined && (this.#slots.byKind.get(kind) ?? 0) === 0) return undefined;
+    if (kind !== undefined) {
+      const handedOut = [...this.#tasks.values()].filter((task) => task.kind === kind).length;
+      if (handedOut >= (this.#slots.byKind.get(kind) ?? 0)) return undefined;
+    }
     return 'remote';
   }
 
@@ -171,7 +183,7 @@ export class BullmqDispatcher implements Dispatcher {
     let reject!: (error: AppError) => void;
     const stopped = new Promise<never>((_, rej) => (reject = rej));
     stopped.catch(() => undefined);
-    const task: Task = { jobId: job.id, options, reject, timers: [] };
+    const task: Task = { jobId: job.id, kind: job.kind, options, reject, timers: [] };
     this.#tasks.set(job.id, task);
     try {
       return await Promise.race([this.#run(job, task), stopped]);
@@ -384,19 +396,52 @@ export class BullmqDispatcher implements Dispatcher {
       this.#reachable = false;
       adverts = [];
     }
+    // A host's slots count for a kind only when it takes that kind's jobs from this coordinator's queue (the same model).
     const byKind = new Map<string, number>();
     let total = 0;
     for (const advert of adverts) {
-      total += advert.devices.length;
-      for (const kind of advert.kinds) byKind.set(kind, (byKind.get(kind) ?? 0) + advert.devices.length);
+      const kinds = JOB_KINDS.filter((kind) => this.#takes(advert, kind));
+      if (kinds.length > 0) total += advert.devices.length;
+      for (const kind of kinds) byKind.set(kind, (byKind.get(kind) ?? 0) + advert.devices.length);
     }
     const changed = total !== this.#slots.total;
     this.#slots = { total, byKind };
     this.#adverts = { hosts: adverts, at: this.#reachable ? Date.now() : this.#adverts.at };
+    this.#noteUnroutable(adverts);
     if (changed) {
       this.#o.logger.info({ slots: total, hosts: adverts.map((advert) => `${advert.hostname}:${advert.devices.join(',')}`) }, 'worker host slots changed');
       for (const listener of this.#sizeListeners) listener(total);
     }
+  }
+
+  /** Whether a host takes this kind's jobs of this coordinator: it advertises the kind on the queue of the coordinator's model. */
+  #takes(advert: HostAdvert, kind: JobKind): boolean {
+    return advert.kinds.includes(kind) && advert.queues?.[kind] === this.#queues.get(kind)!.name;
+  }
+
+  /**
+   * Finds the kinds that live hosts run, but none with the coordinator's model: their jobs wait.
+   * /queue says which model is missing and what the hosts have; the log says it once, until a host
+   * with the model comes (or the hosts of that kind go).
+   */
+  #noteUnroutable(adverts: HostAdvert[]): void {
+    const lines: string[] = [];
+    const kinds: string[] = [];
+    for (const kind of JOB_KINDS) {
+      const running = adverts.filter((advert) => advert.kinds.includes(kind));
+      if (running.length === 0 || running.some((advert) => this.#takes(advert, kind))) continue;
+      const have = new Map<string, number>();
+      for (const advert of running) {
+        const what = advert.queues ? `${advert.models[kind] ? advert.models[kind] : 'the built-in set'}` : 'an older reelbot (upgrade it)';
+        have.set(what, (have.get(what) ?? 0) + 1);
+      }
+      const others = [...have].map(([what, hosts]) => `${hosts} host${hosts === 1 ? ' has' : 's have'} ${what}`).join(', ');
+      lines.push(`No worker host has ${describeModel(this.#o.models[kind])} for ${kind}; ${others}.`);
+      kinds.push(kind);
+    }
+    const unroutable = lines.length > 0 ? { text: `${lines.join(' ')} Those jobs wait for a host with it.`, kinds: kinds.join(',') } : undefined;
+    if (unroutable && unroutable.kinds !== this.#unroutable?.kinds) this.#o.logger.warn({ kinds }, unroutable.text);
+    this.#unroutable = unroutable;
   }
 }
 

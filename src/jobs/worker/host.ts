@@ -1,9 +1,10 @@
 /**
  * A worker host (`reelbot worker`): one slot per device, each running the same worker process and
  * engine as `serve` does locally (the WorkerPool), on this host's own model folders. It advertises
- * its slots and the job kinds it runs in Redis, takes jobs from the BullMQ queue of each kind, gets
- * the clip of an edit over its signed URL (sha256 and size checked), runs the job, and uploads the
- * result to the coordinator (retrying while the coordinator restarts). Cancels arrive over Redis
+ * its slots, the job kinds it runs and its models in Redis, takes jobs from the BullMQ queue of each
+ * kind and model (so only jobs for the models it has), gets the clip of an edit over its signed URL
+ * (sha256 and size checked), runs the job, and uploads the result to the coordinator (retrying
+ * while the coordinator restarts). Cancels arrive over Redis
  * pub/sub and stop the job within the cancel grace period.
  *
  * The engine runs in the pool's child processes, so this process's event loop (BullMQ's lock
@@ -13,7 +14,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +25,7 @@ import type { Config } from '../../config.js';
 import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, asAppError, ErrorCode } from '../../errors.js';
 import { WorkerPool } from '../dispatch/local-pool.js';
-import { bullConnection, connectRedis, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from '../dispatch/redis-connection.js';
+import { bullConnection, connectRedis, kindModels, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from '../dispatch/redis-connection.js';
 import { workerPoolOptions } from '../dispatch/worker-settings.js';
 import { JOB_KINDS, type JobKind } from '../types.js';
 
@@ -38,6 +39,12 @@ export interface WorkerHostOptions {
   redisUrl: string;
   logger: Logger;
   kinds?: readonly JobKind[];
+  /**
+   * Where a job's clip and output are made while it runs (a folder per job and attempt, removed
+   * after); default the config's outputDir. A host inside `serve` uses its own folder: the
+   * coordinator's result of the same job and attempt lands under outputDir.
+   */
+  workDir?: string;
 }
 
 export class WorkerHost {
@@ -49,6 +56,8 @@ export class WorkerHost {
   readonly #subscriber: Redis;
   readonly #workers: Worker[] = [];
   readonly #kinds: readonly JobKind[];
+  /** The name of this host's model of each kind (its folders' names). */
+  readonly #models: Record<JobKind, string>;
   #advertTimer: NodeJS.Timeout | undefined;
   #closed = false;
   /** The Redis error logged last: while Redis is away every connection fails each reconnect the same way, which is one line, not several a second. */
@@ -59,6 +68,7 @@ export class WorkerHost {
     const { config } = options;
     this.#keys = scaleKeys(config.scale.queuePrefix);
     this.#kinds = options.kinds ?? JOB_KINDS;
+    this.#models = kindModels(config);
     this.#pool = new WorkerPool(workerPoolOptions(config, options.logger));
     this.#redis = connectRedis(options.redisUrl);
     this.#subscriber = connectRedis(options.redisUrl);
@@ -78,7 +88,7 @@ export class WorkerHost {
     });
     const connection = bullConnection(this.#o.redisUrl);
     for (const kind of this.#kinds) {
-      const worker = new Worker(this.#keys.queue(kind), (job: Job) => this.#process(job), {
+      const worker = new Worker(this.#keys.queue(kind, this.#models[kind]), (job: Job) => this.#process(job), {
         connection,
         prefix: config.scale.queuePrefix,
         concurrency: config.devices.length,
@@ -101,7 +111,7 @@ export class WorkerHost {
     });
     await this.#advertise();
     this.#advertTimer = setInterval(() => void this.#advertise(), ADVERT_INTERVAL_MS);
-    logger.info({ hostId: this.hostId, devices: config.devices, kinds: this.#kinds, redis: redisLabel(this.#o.redisUrl) }, 'worker host started');
+    logger.info({ hostId: this.hostId, devices: config.devices, kinds: this.#kinds, models: this.#models, redis: redisLabel(this.#o.redisUrl) }, 'worker host started');
   }
 
   /** Stops taking jobs, waits for the running ones up to `graceMs`, then stops the workers. */
@@ -126,7 +136,8 @@ export class WorkerHost {
       hostname: hostname(),
       devices: [...config.devices],
       kinds: [...this.#kinds],
-      models: { text2video: basename(config.modelDir), edit: basename(config.editModelDir) },
+      models: { ...this.#models },
+      queues: Object.fromEntries(this.#kinds.map((kind) => [kind, this.#keys.queue(kind, this.#models[kind])])),
     };
     await this.#redis.set(this.#keys.host(this.hostId), JSON.stringify(advert), 'PX', ADVERT_INTERVAL_MS * 3).catch(() => undefined);
   }
@@ -134,10 +145,11 @@ export class WorkerHost {
   async #process(bullJob: Job): Promise<RemoteJobResult> {
     const data = bullJob.data as RemoteJobData;
     const { id, kind, params, seed, attempt } = data.job;
-    const workDir = resolve(this.#o.config.outputDir, String(id), `a${attempt}`);
+    const workDir = resolve(this.#o.workDir ?? this.#o.config.outputDir, String(id), `a${attempt}`);
     try {
       // Every slot of this host may be busy with the other kind's queue: wait for one (the coordinator hands out no more jobs than slots).
       while (this.#pool.nextIdleDevice() === undefined) await sleep(50);
+      this.#o.logger.info({ jobId: id, attempt, kind, model: this.#models[kind as JobKind] }, 'running a job for the coordinator');
       const jobParams = { ...params };
       if (data.input) jobParams.inputFile = await download(data.input, join(workDir, data.input.name), this.#o.config.input.maxBytes);
       const outcome = await this.#pool.run(
