@@ -17,7 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import { Job, Queue, QueueEvents } from 'bullmq';
+import { Job, Queue, QueueEvents, type ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { S3Bucket } from '../../blob/s3-bucket.js';
@@ -28,7 +28,7 @@ import { fileDigest } from '../../blob/signed-urls.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { JOB_KINDS, type JobKind } from '../types.js';
 import type { Dispatcher, DispatchJob, RunOptions, RunOutcome, WorkerSnapshot } from './port.js';
-import { bullConnection, connectRedis, describeModel, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from './redis-connection.js';
+import { connectRedis, describeModel, redisLabel, scaleKeys, type HostAdvert, type RemoteJobData, type RemoteJobResult, type RemoteProgress } from './redis-connection.js';
 
 export interface BullmqDispatcherOptions {
   redisUrl: string;
@@ -61,6 +61,8 @@ export interface BullmqDispatcherOptions {
 export const RESULT_NAME = 'result.mp4';
 /** After a cancel, how long past the grace period the coordinator waits for the host to confirm before it counts the job as stopped. */
 const CANCEL_CONFIRM_MARGIN_MS = 2000;
+/** How long a close waits for Redis before it cuts the connections. */
+const CLOSE_WAIT_MS = 2000;
 /**
  * The coordinator's own Redis commands (the hosts' adverts, cancels) give up after this long. Its
  * connection queues commands while Redis is away (they would wait for ever): with the timeout a
@@ -99,18 +101,21 @@ export class BullmqDispatcher implements Dispatcher {
   /** A refresh is under way (one waits for Redis up to the command timeout): the timer skips a beat. */
   #refreshing = false;
 
+  /** The Redis connections of the BullMQ queues and queue events: owned here, so that close can cut them. */
+  readonly #connections: Redis[] = [];
+
   constructor(options: BullmqDispatcherOptions) {
     this.#o = options;
     this.#keys = scaleKeys(options.prefix);
     this.#redis = connectRedis(options.redisUrl, { commandTimeout: REDIS_COMMAND_TIMEOUT_MS });
     this.#redis.on('error', () => undefined); // reported once by #refresh, without the URL
-    const connection = bullConnection(options.redisUrl);
     for (const kind of JOB_KINDS) {
       const name = this.#keys.queue(kind, options.models[kind]);
-      const queue = new Queue(name, { connection, prefix: options.prefix });
+      const queue = new Queue(name, { connection: this.#connection(), prefix: options.prefix });
       queue.on('error', () => undefined);
       this.#queues.set(kind, queue);
-      const events = new QueueEvents(name, { connection, prefix: options.prefix });
+      // QueueEvents blocks on its connection (XREAD): one of its own.
+      const events = new QueueEvents(name, { connection: this.#connection(), prefix: options.prefix });
       events.on('error', () => undefined);
       events.on('progress', ({ jobId, data }) => this.#onProgress(jobId, data as RemoteProgress));
       this.#events.set(kind, events);
@@ -118,6 +123,13 @@ export class BullmqDispatcher implements Dispatcher {
     this.#timer = setInterval(() => void this.#refresh(), options.refreshMs ?? 500);
     this.#timer.unref();
     void this.#refresh();
+  }
+
+  #connection(): ConnectionOptions {
+    const connection = connectRedis(this.#o.redisUrl);
+    connection.on('error', () => undefined); // reported once by #refresh, without the URL
+    this.#connections.push(connection);
+    return connection as unknown as ConnectionOptions;
   }
 
   get size(): number {
@@ -342,8 +354,17 @@ export class BullmqDispatcher implements Dispatcher {
     clearInterval(this.#timer);
     // Hosts keep computing: the next coordinator follows those runs (see #adoptable).
     for (const task of this.#tasks.values()) task.reject(new AppError(ErrorCode.Interrupted, 'The coordinator stopped while this job ran.'));
-    await Promise.allSettled([...this.#events.values()].map((events) => events.close()));
-    await Promise.allSettled([...this.#queues.values()].map((queue) => queue.close()));
+    // BullMQ's close waits for Redis (its connection's start, its QUIT); with Redis unreachable it
+    // would wait for ever and keep the process open after a SIGTERM. The connections are ours, so
+    // past a short wait they are cut.
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      Promise.allSettled([...this.#events.values(), ...this.#queues.values()].map((client) => client.close())).then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS, false))),
+    ]);
+    clearTimeout(timer);
+    if (!closed) this.#o.logger.warn({ waitedMs: CLOSE_WAIT_MS }, 'Redis did not answer while closing: its connections are cut');
+    for (const connection of this.#connections) connection.disconnect();
     this.#redis.disconnect();
   }
 
