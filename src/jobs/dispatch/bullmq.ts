@@ -88,7 +88,7 @@ export class BullmqDispatcher implements Dispatcher {
   readonly #timer: NodeJS.Timeout;
   /** Slots that the live hosts with this coordinator's models advertise: in all, and per kind. */
   #slots = { total: 0, byKind: new Map<JobKind, number>() };
-  /** Why some kind's jobs cannot go to any live host (none has its model), for /queue; logged once per such kind. */
+  /** Why some kind's jobs cannot go to any live host (none runs the kind, or none has its model), for /queue; logged once per such kind. */
   #unroutable: { text: string; kinds: string } | undefined;
   /** The live hosts' adverts at the last refresh that reached Redis, and when that was. */
   #adverts: { hosts: HostAdvert[]; at: number | null } = { hosts: [], at: null };
@@ -433,8 +433,14 @@ export class BullmqDispatcher implements Dispatcher {
   #noteUnroutable(adverts: HostAdvert[]): void {
     const lines: string[] = [];
     const kinds: string[] = [];
+    /** Kinds that no live host runs at all (each host started with `--kinds` of others). */
+    const noHost: string[] = [];
     for (const kind of JOB_KINDS) {
       const running = adverts.filter((advert) => advert.kinds.includes(kind));
+      if (running.length === 0 && adverts.length > 0) {
+        noHost.push(`No worker host runs ${kind} jobs: they wait for one.`);
+        kinds.push(kind);
+      }
       if (running.length === 0 || running.some((advert) => this.#takes(advert, kind))) continue;
       const have = new Map<string, number>();
       for (const advert of running) {
@@ -445,7 +451,8 @@ export class BullmqDispatcher implements Dispatcher {
       lines.push(`No worker host has ${describeModel(this.#o.models[kind])} for ${kind}; ${others}.`);
       kinds.push(kind);
     }
-    const unroutable = lines.length > 0 ? { text: `${lines.join(' ')} Those jobs wait for a host with it.`, kinds: kinds.join(',') } : undefined;
+    const texts = [...(lines.length > 0 ? [`${lines.join(' ')} Those jobs wait for a host with it.`] : []), ...noHost];
+    const unroutable = texts.length > 0 ? { text: texts.join(' '), kinds: kinds.join(',') } : undefined;
     if (unroutable && unroutable.kinds !== this.#unroutable?.kinds) this.#o.logger.warn({ kinds }, unroutable.text);
     this.#unroutable = unroutable;
   }
