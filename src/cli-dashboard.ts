@@ -2,9 +2,10 @@
  * `reelbot dashboard link`: prints a one-time sign-in link to the dashboard of `reelbot serve`
  * (it expires in `REELBOT_DASHBOARD_LINK_MINUTES`). The operator at the command line is an admin.
  */
-import { userInfo } from 'node:os';
 import type { Command } from 'commander';
+import { operatorName, writeFile, writeRoute } from './cli-operator.js';
 import type { Config } from './config.js';
+import { AppError } from './errors.js';
 import type { Db } from './store/db.js';
 import { createDashboardLink } from './web/dashboard/sign-in.js';
 
@@ -25,17 +26,30 @@ export function registerDashboard(program: Command, context: DashboardContext): 
   dashboard
     .command('link')
     .description('print a one-time sign-in link to the dashboard; it expires in minutes (REELBOT_DASHBOARD_LINK_MINUTES)')
-    .action(() => {
+    .action(async () => {
       const config = context.config();
-      if (config.http.port === undefined && config.http.publicUrl === undefined) {
-        context.fail(
-          'The dashboard is served by "reelbot serve" only when REELBOT_HTTP_PORT is set. Set it (and REELBOT_HTTP_PUBLIC_URL when a reverse proxy serves it), restart serve, then ask for a link again.',
-          EXIT_CONFIG,
-        );
+      const fail = (message: string): never => context.fail(message, 1);
+      const actor = { platform: 'cli' as const, externalId: operatorName() };
+      // The running bot makes the link itself: it knows the address it serves the dashboard at.
+      const coordinator = writeRoute(config, fail);
+      let link: { url: string; expiresAt: number };
+      if (coordinator) {
+        try {
+          link = await coordinator.client.dashboardLink(actor.externalId);
+        } catch (error) {
+          if (error instanceof AppError) return fail(error.userMessage);
+          throw error;
+        }
+      } else {
+        if (config.http.port === undefined && config.http.publicUrl === undefined) {
+          context.fail(
+            'The dashboard is served by "reelbot serve" only when REELBOT_HTTP_PORT is set. Set it (and REELBOT_HTTP_PUBLIC_URL when a reverse proxy serves it), restart serve, then ask for a link again.',
+            EXIT_CONFIG,
+          );
+        }
+        link = context.withDatabase(config, (db) => writeFile(db, config, () => createDashboardLink(db, config, actor, { now: context.now() }), fail));
       }
-      const actor = { platform: 'cli' as const, externalId: userInfo().username || 'operator' };
-      const link = context.withDatabase(config, (db) => createDashboardLink(db, config, actor, { now: context.now() }));
-      const minutes = config.http.dashboardLinkMinutes;
+      const minutes = Math.max(1, Math.round((link.expiresAt - context.now()) / 60_000));
       context.out(`Sign-in link for the reelbot dashboard, for ${actor.platform}:${actor.externalId}. It works once, for ${minutes} minute${minutes === 1 ? '' : 's'} (until ${new Date(link.expiresAt).toISOString()}):`);
       context.out(link.url);
     });

@@ -148,9 +148,20 @@ export function registerServe(program: Command, context: ServeContext): void {
         if (error instanceof CoordinatorRunningError) context.fail(error.message, EXIT_TEMPFAIL);
         throw error;
       }
-      // `reelbot render` / `edit` beside this process submit through it (src/web/control-socket.ts).
+      const retention = new RetentionSweep({
+        db: app.db,
+        config,
+        logger: logger.child({ module: 'retention' }),
+        write: (write) => app.writer.write(() => app.db.transaction(write).immediate()),
+      });
+      // The command line beside this process goes through it (src/web/control-socket.ts): render and
+      // edit submit, the operator's commands read the live queue and change what this process keeps.
       const socketPath = controlSocketPath(config.dbPath);
-      const control = await startControlSocket(app.jobs, socketPath, logger);
+      const served = http;
+      const control = await startControlSocket(app.jobs, socketPath, logger, {
+        prune: () => retention.run(),
+        ...(served ? { dashboardLink: (actor) => served.dashboardLink(actor) } : {}),
+      });
       app.lease.setControlSocket(socketPath);
       if (http) {
         const signer = BlobSigner.fromDatabase(app.db);
@@ -179,12 +190,6 @@ export function registerServe(program: Command, context: ServeContext): void {
         logger.info({ redis: redisLabel(config.redisUrl) }, 'no worker runs in this process (REELBOT_DEVICES is not set): jobs wait for worker hosts');
       }
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
-      const retention = new RetentionSweep({
-        db: app.db,
-        config,
-        logger: logger.child({ module: 'retention' }),
-        write: (write) => app.writer.write(() => app.db.transaction(write).immediate()),
-      });
       retention.start();
       const stopAdapters = async () => {
         await discord?.stop().catch(() => undefined);

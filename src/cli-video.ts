@@ -19,8 +19,7 @@ import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder
 import { checkUnetSize } from './engine/pipelines/latents.js';
 import { createLogger } from './log.js';
 import { CoordinatorRunningError, startApp, type App } from './main.js';
-import { openDatabase } from './store/db.js';
-import { describeHolder, InstanceLease, type LeaseHolder } from './store/instance-lease.js';
+import { describeHolder, liveCoordinator, type LeaseHolder } from './store/instance-lease.js';
 import { ControlClient } from './web/control-socket.js';
 
 export interface RenderContext {
@@ -250,14 +249,9 @@ async function openChannel(context: RenderContext, config: Config, role: 'render
   }
 }
 
-/** The live coordinator of the configured database, read without taking anything. */
+/** The live coordinator of the configured database, read without taking or writing anything. */
 function coordinatorOf(config: Config): LeaseHolder | undefined {
-  const db = openDatabase(config.dbPath);
-  try {
-    return new InstanceLease(db, { ttlMs: config.leaseTtlMs }).holder();
-  } finally {
-    db.close();
-  }
+  return liveCoordinator(config.dbPath, config.leaseTtlMs);
 }
 
 function localChannel(app: App): JobChannel {
@@ -290,7 +284,9 @@ function localChannel(app: App): JobChannel {
 function remoteChannel(client: ControlClient): JobChannel {
   return {
     submit: (request, user, onEvent) => client.submit({ ...request, user }, onEvent),
-    cancel: (user, jobId) => client.cancel(user, jobId),
+    cancel: async (user, jobId) => {
+      await client.cancel(user, jobId);
+    },
     close: async () => undefined,
   };
 }

@@ -1,7 +1,10 @@
 /**
  * The `reelbot` command line: database migrations, the queue, one job, usage reports and the
- * effective config. It is a separate process from the bot: it reads the database (WAL lets it do
- * so while the bot runs) and never starts a job service or a worker.
+ * effective config. It is a separate process from the bot and never starts a job service or a
+ * worker beside it: with `reelbot serve` running, the queue, jobs, usage and every change it keeps
+ * in memory (cancel, pause, the retention sweep) go through its control socket (cli-operator.ts);
+ * without it they use the database file. The audit log, `db status` and `db backup` read the file
+ * in both cases (WAL lets them while the bot runs): the bot keeps nothing of theirs in memory.
  *
  * Exit codes: 0 ok; 1 failure (unknown job, migration problem, unexpected error); 2 bad usage
  * (unknown command or option, bad argument); 78 invalid configuration (EX_CONFIG).
@@ -9,19 +12,23 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { registerDashboard } from './cli-dashboard.js';
+import { cancelInFile, operatorName, readRoute, setPausedInFile, writeFile, writeRoute } from './cli-operator.js';
 import { registerDiscord } from './cli-discord.js';
 import { registerModels } from './cli-models.js';
 import { registerServe } from './cli-serve.js';
 import { registerEdit, registerRender } from './cli-video.js';
 import { registerWorker } from './cli-worker.js';
 import { ConfigError, loadConfig, redactConfig, type Config } from './config.js';
+import { AppError } from './errors.js';
 import { FairQueue } from './jobs/fair-queue.js';
-import { RetentionSweep } from './jobs/retention.js';
+import { jobDetail, usageOverview, type JobDetail, type UsageOverview, type UsageQuery } from './jobs/operator-reports.js';
+import { RetentionSweep, type SweepReport } from './jobs/retention.js';
 import type { JobRecord, Platform, Usage, UserRecord } from './jobs/types.js';
 import { createLogger, maskSecrets } from './log.js';
 import { formatBytes } from './media/format-bytes.js';
 import { AuditLog } from './store/audit-log.js';
 import { backupDatabase, BackupError } from './store/backup.js';
+import { describeHolder, liveCoordinator } from './store/instance-lease.js';
 import { openDatabase, type Db } from './store/db.js';
 import { JobRepo } from './store/job-repo.js';
 import { migrate, migrationStatus, MigrationError, readMigrations, type MigrationStatus } from './store/migrate.js';
@@ -102,9 +109,18 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     .description('apply pending migrations')
     .action(() => {
       const settings = config();
+      const holder = liveCoordinator(settings.dbPath, settings.leaseTtlMs);
       const handle = openDatabase(settings.dbPath, { migrate: false });
       try {
         const names = new Map(readMigrations().map((file) => [file.version, migrationName(file)]));
+        const pending = migrationStatus(handle).filter((entry) => entry.state === 'pending');
+        if (holder && pending.length > 0) {
+          // Its statements were prepared against the schema it started with: changing it beneath it could break it.
+          throw new CliError(
+            `${describeHolder(holder)} runs on ${settings.dbPath}, so its schema is not changed beneath it. Stop it first (SIGTERM drains it): ` +
+              `"reelbot serve" applies the ${pending.length} pending migration${pending.length === 1 ? '' : 's'} (${pending.map(migrationName).join(', ')}) when it starts, or run "reelbot db migrate" then.`,
+          );
+        }
         const applied = migrate(handle);
         if (applied.length === 0) {
           out(`Database ${settings.dbPath} is up to date.`);
@@ -172,20 +188,29 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     .description('run the retention sweep now (old outputs, clips, event ids; see the retention settings) and print what it removed')
     .action(async () => {
       const settings = config();
-      const handle = openExisting(settings);
-      try {
-        const report = await new RetentionSweep({ db: handle, config: settings, logger: createLogger('silent') }).run();
-        const ids = report.outputJobIds.map((id) => `#${id}`);
-        out(
-          `Removed the output folders of ${report.outputJobIds.length} job${report.outputJobIds.length === 1 ? '' : 's'}` +
-            `${ids.length === 0 ? '' : ` (${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', …' : ''})`}` +
-            ` and ${report.clips.length} downloaded clip${report.clips.length === 1 ? '' : 's'}: ${formatBytes(report.bytes)} freed.`,
-        );
-        out(`Forgot ${report.processedEvents} processed event id${report.processedEvents === 1 ? '' : 's'}; deleted ${report.jobRows} old job row${report.jobRows === 1 ? '' : 's'}.`);
-        if (report.keptForWaitingJobs > 0) out(`Kept ${report.keptForWaitingJobs} old file${report.keptForWaitingJobs === 1 ? '' : 's'} that a queued or running job needs.`);
-      } finally {
-        handle.close();
+      // The running bot sweeps through its own writer, and knows the files its running jobs use.
+      const coordinator = writeRoute(settings, fail);
+      let report: SweepReport;
+      if (coordinator) {
+        report = await fromCoordinator(coordinator.client.prune(operatorName()));
+      } else {
+        const handle = openExisting(settings);
+        try {
+          const write = <T>(change: () => T): Promise<T> => Promise.resolve(writeFile(handle, settings, change, fail));
+          report = await new RetentionSweep({ db: handle, config: settings, logger: createLogger('silent'), write }).run();
+        } finally {
+          handle.close();
+        }
       }
+      const ids = report.outputJobIds.map((id) => `#${id}`);
+      out(
+        `Removed the output folders of ${report.outputJobIds.length} job${report.outputJobIds.length === 1 ? '' : 's'}` +
+          `${ids.length === 0 ? '' : ` (${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', …' : ''})`}` +
+          ` and ${report.clips.length} downloaded clip${report.clips.length === 1 ? '' : 's'}: ${formatBytes(report.bytes)} freed.`,
+      );
+      out(`Forgot ${report.processedEvents} processed event id${report.processedEvents === 1 ? '' : 's'}; deleted ${report.jobRows} old job row${report.jobRows === 1 ? '' : 's'}.`);
+      if (report.keptForWaitingJobs > 0) out(`Kept ${report.keptForWaitingJobs} old file${report.keptForWaitingJobs === 1 ? '' : 's'} that a queued or running job needs.`);
+      if (coordinator) out(`(swept by the running ${describeHolder(coordinator.holder)})`);
     });
 
   // reelbot audit
@@ -225,107 +250,82 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     });
 
   // reelbot queue
-  program
+  const queueCommand = program
     .command('queue')
-    .description('what is running and what waits, in the order it will start')
-    .action(() => {
-      withDatabase(config(), (handle) => {
-        const jobs = new JobRepo(handle);
-        const running = jobs.listByState('running');
-        const waiting = startOrder(jobs);
-        const paused = new Settings(handle).queuePaused();
-        out(paused ? 'Queue: paused (running jobs finish; waiting jobs do not start until it is resumed)' : 'Queue: active');
-        out();
-        if (running.length === 0) {
-          out('Running: none');
-        } else {
-          out(`Running (${running.length}):`);
-          out(
-            indent(
-              table(
-                ['JOB', 'USER', 'KIND', 'DEVICE', 'STARTED', 'ATTEMPT'],
-                running.map((job) => [
-                  `#${job.id}`,
-                  owner(job),
-                  job.kind,
-                  job.device ?? '-',
-                  iso(job.startedAt) + (job.cancelRequestedAt === null ? '' : ' (cancelling)'),
-                  String(job.attempts),
-                ]),
-                { right: [5] },
-              ),
-            ),
-          );
-        }
-        out();
-        if (waiting.length === 0) {
-          out('Waiting: none');
-        } else {
-          out(`Waiting (${waiting.length}), in the order they will start:`);
-          out(
-            indent(
-              table(
-                ['POS', 'JOB', 'USER', 'KIND', 'PRIORITY', 'GROUP', 'QUEUED'],
-                waiting.map((job, index) => [
-                  String(index + 1),
-                  `#${job.id}`,
-                  owner(job),
-                  job.kind,
-                  job.priority > 0 ? 'high' : 'normal',
-                  job.groupId ?? '-',
-                  iso(job.queuedAt),
-                ]),
-                { right: [0] },
-              ),
-            ),
-          );
-        }
+    .description("what is running and what waits, in the order it will start (the running bot's live view, with ETAs)")
+    .action(async () => {
+      const settings = config();
+      const route = readRoute(settings);
+      if (route.via === 'coordinator') {
+        const view = await fromCoordinator(route.client.queue(operatorName()));
+        out(`Live view of the running ${describeHolder(route.holder)}.`);
+        printQueue(out, view);
+        return;
+      }
+      withDatabase(settings, (handle) => {
+        out(`${route.note} No ETAs: they come from the running bot.`);
+        printQueue(out, queueFromFile(handle));
       });
     });
+  queueCommand
+    .command('pause')
+    .description('stop starting jobs (running ones finish); kept across restarts; audited')
+    .action(() => setQueuePaused(true));
+  queueCommand
+    .command('resume')
+    .description('start jobs again after a pause; audited')
+    .action(() => setQueuePaused(false));
+
+  /** `reelbot queue pause|resume`: through the running coordinator (it stops or starts its queue at once), or in the file. */
+  const setQueuePaused = async (paused: boolean): Promise<void> => {
+    const settings = config();
+    const coordinator = writeRoute(settings, fail);
+    const done = paused ? 'Queue paused: running jobs finish; waiting jobs do not start until "reelbot queue resume".' : 'Queue resumed: waiting jobs start again.';
+    if (coordinator) {
+      await fromCoordinator(paused ? coordinator.client.pauseQueue(operatorName()) : coordinator.client.resumeQueue(operatorName()));
+      out(`${done} (through the running ${describeHolder(coordinator.holder)})`);
+      return;
+    }
+    withDatabase(settings, (handle) => writeFile(handle, settings, () => setPausedInFile(handle, operatorName(), paused, now()), fail));
+    out(`${done} (in ${settings.dbPath}: the bot is not running; it starts ${paused ? 'paused' : 'unpaused'})`);
+  };
 
   // reelbot jobs …
-  const jobsCommand = program.command('jobs').description('look at jobs');
+  const jobsCommand = program.command('jobs').description('look at jobs, or cancel one');
   jobsCommand
     .command('show')
     .description('every field of one job, and its quota ledger rows')
     .argument('<id>', 'job id (a whole number)', parseJobId)
     .option('--json', 'print one JSON object')
-    .action((id: number, flags: { json?: boolean }) => {
-      withDatabase(config(), (handle) => {
-        const job = new JobRepo(handle).get(id);
-        if (!job) throw new CliError(`No job #${id}.`);
-        const ledger = new QuotaLedger(handle).forJob(id);
-        if (flags.json) {
-          out(JSON.stringify({ job: jobJson(job), ledger: ledger.map(ledgerJson) }, null, 2));
-          return;
-        }
-        out(`Job #${job.id}`);
-        out(indent(keyValues(jobFields(job))));
-        out();
-        if (ledger.length === 0) {
-          out('Quota ledger: no rows');
-        } else {
-          out(`Quota ledger (${ledger.length} row${ledger.length === 1 ? '' : 's'}):`);
-          out(
-            indent(
-              table(
-                ['ENTRY', 'JOBS', 'GPU SECONDS', 'GROUP', 'CHARGED AT', 'CREATED AT'],
-                ledger.map((row) => [
-                  row.entry,
-                  signed(row.jobs),
-                  signed(row.gpuSeconds, 1),
-                  row.groupId ?? '-',
-                  iso(row.chargedAt),
-                  iso(row.createdAt),
-                ]),
-                { right: [1, 2] },
-              ),
-            ),
-          );
-          const net = ledger.reduce((sum, row) => ({ jobs: sum.jobs + row.jobs, gpu: sum.gpu + row.gpuSeconds }), { jobs: 0, gpu: 0 });
-          out(`  net: ${signed(net.jobs)} job${Math.abs(net.jobs) === 1 ? '' : 's'}, ${seconds(net.gpu)} GPU-seconds`);
-        }
-      });
+    .action(async (id: number, flags: { json?: boolean }) => {
+      const settings = config();
+      const route = readRoute(settings);
+      const detail =
+        route.via === 'coordinator'
+          ? await fromCoordinator(route.client.job(operatorName(), id))
+          : withDatabase(settings, (handle) => jobDetail({ jobs: new JobRepo(handle), ledger: new QuotaLedger(handle) }, id));
+      if (!detail) throw new CliError(`No job #${id}.`);
+      printJob(out, detail, flags.json === true);
+    });
+  jobsCommand
+    .command('cancel')
+    .description("cancel a job, anyone's: a queued one is removed and refunded, a running one is stopped (audited when it is someone else's)")
+    .argument('<id>', 'job id (a whole number)', parseJobId)
+    .action(async (id: number) => {
+      const settings = config();
+      const coordinator = writeRoute(settings, fail);
+      if (coordinator) {
+        const { outcome, job } = await fromCoordinator(coordinator.client.cancel(operatorName(), id));
+        const through = `(through the running ${describeHolder(coordinator.holder)})`;
+        out(
+          outcome === 'cancelled'
+            ? `Cancelled job #${job.id} of ${owner(job)}; its quota was refunded. ${through}`
+            : `Job #${job.id} of ${owner(job)} is running: it was told to stop, and is killed if it has not within ${settings.jobs.cancelGraceMs} ms. ${through}`,
+        );
+        return;
+      }
+      const job = withDatabase(settings, (handle) => writeFile(handle, settings, () => cancelInFile(handle, operatorName(), id, now(), fail), fail));
+      out(`Cancelled job #${job.id} of ${owner(job)}; its quota was refunded. (in ${settings.dbPath}: the bot is not running; it tells the user when it starts)`);
     });
 
   // reelbot usage
@@ -339,87 +339,28 @@ export async function main(argv: string[], options: CliOptions = {}): Promise<nu
     .option('--limit <n>', 'how many top users and guilds to list (default 10)', parseLimit)
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nTimestamps without an offset are read as UTC. Usage counts each job in the period it was submitted in.')
-    .action((flags: { user?: UserRef; guild?: string; since?: TimeArg; until?: TimeArg; limit?: number; json?: boolean }) => {
+    .action(async (flags: { user?: UserRef; guild?: string; since?: TimeArg; until?: TimeArg; limit?: number; json?: boolean }) => {
       const since = flags.since?.time ?? startOfUtcMonth(now());
       // A date given for --until means the whole of that day.
       const until = flags.until === undefined ? undefined : flags.until.time + (flags.until.dateOnly ? DAY_MS : 0);
       if (until !== undefined && until <= since) {
         throw new CliError(`--until (${iso(until)}) must be after --since (${iso(since)}).`, EXIT_USAGE);
       }
-      withDatabase(config(), (handle) => {
-        const users = new UserRepo(handle);
-        const ledger = new QuotaLedger(handle);
-        let user: UserRecord | undefined;
-        if (flags.user) {
-          user = 'id' in flags.user ? users.get(flags.user.id) : users.find(flags.user.platform, flags.user.externalId);
-          if (!user) throw new CliError(`No user ${flags.user.text} in the database (it has never submitted a job).`);
-        }
-        const filter: UsageFilter = { since, until, userId: user?.id, groupId: flags.guild };
-        const limit = flags.limit ?? 10;
-        const total = ledger.total(filter);
-        const topUsers = ledger.breakdown('user', filter, limit).map((row) => ({ user: users.get(Number(row.key)), userId: Number(row.key), ...usage(row) }));
-        const byGroup = ledger.breakdown('group', filter, limit).map((row) => ({ groupId: row.key === null ? null : String(row.key), ...usage(row) }));
-
-        if (flags.json) {
-          out(
-            JSON.stringify({
-              since: iso(since),
-              until: until === undefined ? null : iso(until),
-              user: user ? userRef(user) : null,
-              guild: flags.guild ?? null,
-              total: usage(total),
-              topUsers: topUsers.map((row) => ({
-                userId: row.userId,
-                user: row.user ? userRef(row.user) : null,
-                displayName: row.user?.displayName ?? null,
-                jobs: row.jobs,
-                gpuSeconds: row.gpuSeconds,
-              })),
-              byGroup,
-            }),
-          );
-          return;
-        }
-        out(`Usage from ${iso(since)} ${until === undefined ? 'until now' : `up to ${iso(until)} (exclusive)`}`);
-        const filters = [user ? `user ${userRef(user)}` : '', flags.guild ? `guild/workspace ${flags.guild}` : ''].filter(Boolean);
-        if (filters.length > 0) out(`Only ${filters.join(', ')}`);
-        out(`Total: ${total.jobs} job${total.jobs === 1 ? '' : 's'}, ${seconds(total.gpuSeconds)} GPU-seconds`);
-        out();
-        if (topUsers.length === 0) {
-          out('Top users: none');
-        } else {
-          out('Top users:');
-          out(
-            indent(
-              table(
-                ['USER', 'NAME', 'JOBS', 'GPU SECONDS'],
-                topUsers.map((row) => [
-                  row.user ? userRef(row.user) : `#${row.userId}`,
-                  row.user?.displayName ?? '-',
-                  String(row.jobs),
-                  seconds(row.gpuSeconds),
-                ]),
-                { right: [2, 3] },
-              ),
-            ),
-          );
-        }
-        out();
-        if (byGroup.length === 0) {
-          out('Per guild/workspace: none');
-        } else {
-          out('Per guild/workspace:');
-          out(
-            indent(
-              table(
-                ['GUILD/WORKSPACE', 'JOBS', 'GPU SECONDS'],
-                byGroup.map((row) => [row.groupId ?? '(none: direct messages)', String(row.jobs), seconds(row.gpuSeconds)]),
-                { right: [1, 2] },
-              ),
-            ),
-          );
-        }
-      });
+      const query: UsageQuery = {
+        since,
+        limit: flags.limit ?? 10,
+        ...(until === undefined ? {} : { until }),
+        ...(flags.guild === undefined ? {} : { groupId: flags.guild }),
+        ...(flags.user === undefined ? {} : { user: 'id' in flags.user ? { id: flags.user.id } : { platform: flags.user.platform, externalId: flags.user.externalId } }),
+      };
+      const settings = config();
+      const route = readRoute(settings);
+      const overview =
+        route.via === 'coordinator'
+          ? await fromCoordinator(route.client.usage(operatorName(), query))
+          : withDatabase(settings, (handle) => usageOverview({ users: new UserRepo(handle), ledger: new QuotaLedger(handle) }, query));
+      if (flags.user && !overview.user) throw new CliError(`No user ${flags.user.text} in the database (it has never submitted a job).`);
+      printUsage(out, overview, { since, until, guild: flags.guild, json: flags.json === true });
     });
 
   // reelbot config
@@ -520,8 +461,17 @@ function openExisting(config: Config): Db {
   }
 }
 
-/** Queued jobs in the order they will start: the job service's fair queue, rebuilt from the rows. */
-function startOrder(jobs: JobRepo): JobRecord[] {
+/** A queue as the command line prints it: the coordinator's live view (with ETAs), or one read from the file. */
+interface QueueListing {
+  paused: boolean;
+  notice?: string;
+  running: { job: JobRecord; position: number; etaMs?: number }[];
+  waiting: { job: JobRecord; position: number; etaMs?: number }[];
+}
+
+/** The queue read from the database file: the job service's fair order, rebuilt from the rows. */
+function queueFromFile(db: Db): QueueListing {
+  const jobs = new JobRepo(db);
   const queued = jobs.listByState('queued'); // id order, as the service enqueues them on start
   const byId = new Map(queued.map((job) => [String(job.id), job]));
   const fair = new FairQueue();
@@ -530,7 +480,25 @@ function startOrder(jobs: JobRepo): JobRecord[] {
   for (const job of queued) {
     fair.enqueue(noop, { id: String(job.id), userId: job.userId, priority: job.priority, arrivedAt: job.queuedAt, cost: job.estimatedGpuSeconds * 1000 });
   }
-  return fair.order().map((entry) => byId.get(entry.id)!);
+  return {
+    paused: new Settings(db).queuePaused(),
+    running: jobs.listByState('running').map((job) => ({ job, position: 0 })),
+    waiting: fair.order().map((entry, index) => ({ job: byId.get(entry.id)!, position: index + 1 })),
+  };
+}
+
+/** What the running coordinator answered, or the command line's error: its refusal as it is, or that it could not be reached. */
+async function fromCoordinator<T>(call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (error) {
+    if (error instanceof AppError) throw new CliError(error.userMessage);
+    throw error;
+  }
+}
+
+function fail(message: string): never {
+  throw new CliError(message);
 }
 
 // --- arguments ------------------------------------------------------------------------------
@@ -707,6 +675,158 @@ function ledgerJson(row: LedgerEntry): Record<string, unknown> {
     chargedAt: iso(row.chargedAt),
     createdAt: iso(row.createdAt),
   };
+}
+
+function printQueue(out: (line?: string) => void, queue: QueueListing): void {
+  out(queue.paused ? 'Queue: paused (running jobs finish; waiting jobs do not start until it is resumed)' : 'Queue: active');
+  if (queue.notice) out(`Notice: ${queue.notice}`);
+  out();
+  if (queue.running.length === 0) {
+    out('Running: none');
+  } else {
+    out(`Running (${queue.running.length}):`);
+    out(
+      indent(
+        table(
+          ['JOB', 'USER', 'KIND', 'DEVICE', 'STARTED', 'ATTEMPT', 'EST. GPU S', 'ETA'],
+          queue.running.map(({ job, etaMs }) => [
+            `#${job.id}`,
+            owner(job),
+            job.kind,
+            job.device ?? '-',
+            // The coordinator has taken a job from the fair queue that is not on a worker yet: it waits for a slot.
+            (job.startedAt === null ? 'waiting for a worker' : iso(job.startedAt)) + (job.cancelRequestedAt === null ? '' : ' (cancelling)'),
+            String(job.attempts),
+            seconds(job.estimatedGpuSeconds),
+            eta(etaMs),
+          ]),
+          { right: [5, 6] },
+        ),
+      ),
+    );
+  }
+  out();
+  if (queue.waiting.length === 0) {
+    out('Waiting: none');
+  } else {
+    out(`Waiting (${queue.waiting.length}), in the order they will start:`);
+    out(
+      indent(
+        table(
+          ['POS', 'JOB', 'USER', 'KIND', 'PRIORITY', 'GROUP', 'QUEUED', 'EST. GPU S', 'ETA'],
+          queue.waiting.map(({ job, position, etaMs }) => [
+            String(position),
+            `#${job.id}`,
+            owner(job),
+            job.kind,
+            job.priority > 0 ? 'high' : 'normal',
+            job.groupId ?? '-',
+            iso(job.queuedAt),
+            seconds(job.estimatedGpuSeconds),
+            eta(etaMs),
+          ]),
+          { right: [0, 7] },
+        ),
+      ),
+    );
+  }
+}
+
+function printJob(out: (line?: string) => void, { job, ledger }: JobDetail, json: boolean): void {
+  if (json) {
+    out(JSON.stringify({ job: jobJson(job), ledger: ledger.map(ledgerJson) }, null, 2));
+    return;
+  }
+  out(`Job #${job.id}`);
+  out(indent(keyValues(jobFields(job))));
+  out();
+  if (ledger.length === 0) {
+    out('Quota ledger: no rows');
+    return;
+  }
+  out(`Quota ledger (${ledger.length} row${ledger.length === 1 ? '' : 's'}):`);
+  out(
+    indent(
+      table(
+        ['ENTRY', 'JOBS', 'GPU SECONDS', 'GROUP', 'CHARGED AT', 'CREATED AT'],
+        ledger.map((row) => [row.entry, signed(row.jobs), signed(row.gpuSeconds, 1), row.groupId ?? '-', iso(row.chargedAt), iso(row.createdAt)]),
+        { right: [1, 2] },
+      ),
+    ),
+  );
+  const net = ledger.reduce((sum, row) => ({ jobs: sum.jobs + row.jobs, gpu: sum.gpu + row.gpuSeconds }), { jobs: 0, gpu: 0 });
+  out(`  net: ${signed(net.jobs)} job${Math.abs(net.jobs) === 1 ? '' : 's'}, ${seconds(net.gpu)} GPU-seconds`);
+}
+
+function printUsage(out: (line?: string) => void, report: UsageOverview, period: { since: number; until?: number; guild?: string; json: boolean }): void {
+  const { since, until, guild } = period;
+  const { user, topUsers } = report;
+  const total = usage(report.total);
+  const byGroup = report.byGroup.map((row) => ({ groupId: row.groupId, ...usage(row) }));
+  if (period.json) {
+    out(
+      JSON.stringify({
+        since: iso(since),
+        until: until === undefined ? null : iso(until),
+        user: user ? userRef(user) : null,
+        guild: guild ?? null,
+        total,
+        topUsers: topUsers.map((row) => ({
+          userId: row.userId,
+          user: row.user ? userRef(row.user) : null,
+          displayName: row.user?.displayName ?? null,
+          ...usage(row),
+        })),
+        byGroup,
+      }),
+    );
+    return;
+  }
+  out(`Usage from ${iso(since)} ${until === undefined ? 'until now' : `up to ${iso(until)} (exclusive)`}`);
+  const filters = [user ? `user ${userRef(user)}` : '', guild ? `guild/workspace ${guild}` : ''].filter(Boolean);
+  if (filters.length > 0) out(`Only ${filters.join(', ')}`);
+  out(`Total: ${total.jobs} job${total.jobs === 1 ? '' : 's'}, ${seconds(total.gpuSeconds)} GPU-seconds`);
+  out();
+  if (topUsers.length === 0) {
+    out('Top users: none');
+  } else {
+    out('Top users:');
+    out(
+      indent(
+        table(
+          ['USER', 'NAME', 'JOBS', 'GPU SECONDS'],
+          topUsers.map((row) => [row.user ? userRef(row.user) : `#${row.userId}`, row.user?.displayName ?? '-', String(row.jobs), seconds(row.gpuSeconds)]),
+          { right: [2, 3] },
+        ),
+      ),
+    );
+  }
+  out();
+  if (byGroup.length === 0) {
+    out('Per guild/workspace: none');
+  } else {
+    out('Per guild/workspace:');
+    out(
+      indent(
+        table(
+          ['GUILD/WORKSPACE', 'JOBS', 'GPU SECONDS'],
+          byGroup.map((row) => [row.groupId ?? '(none: direct messages)', String(row.jobs), seconds(row.gpuSeconds)]),
+          { right: [1, 2] },
+        ),
+      ),
+    );
+  }
+}
+
+/** "in 42 s", "in 3 min 5 s"; "-" when unknown (read from the file: nothing runs the queue). */
+function eta(ms: number | undefined): string {
+  if (ms === undefined) return '-';
+  const total = Math.max(0, Math.round(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = total % 60;
+  if (h > 0) return `in ${h} h ${m} min`;
+  return m > 0 ? `in ${m} min ${sec} s` : `in ${sec} s`;
 }
 
 /** Columns padded to their widest cell, two spaces apart; `right` lists right-aligned columns. */

@@ -9,6 +9,7 @@ import type { JobRepo, JobStats } from '../store/job-repo.js';
 import type { QuotaLedger, UsageFilter } from '../store/quota-ledger.js';
 import type { Settings } from '../store/settings.js';
 import type { UserRepo } from '../store/user-repo.js';
+import { jobDetail, usageOverview, type JobDetail, type UsageOverview, type UsageQuery } from './operator-reports.js';
 import type { QuotaSettings } from './quota-policy.js';
 import type { Actor, Platform, Usage, UserRecord } from './types.js';
 
@@ -84,6 +85,18 @@ export class AdminOps {
         groupId: row.key as string | null,
       })),
     };
+  }
+
+  /** The operator's usage report (`reelbot usage`): see operator-reports.ts. */
+  usageOverview(actor: Actor, query: UsageQuery): UsageOverview {
+    this.requireAdmin(actor);
+    return usageOverview(this.#options, query);
+  }
+
+  /** One job and its quota ledger rows (`reelbot jobs show`). */
+  jobDetail(actor: Actor, jobId: number): JobDetail | undefined {
+    this.requireAdmin(actor);
+    return jobDetail(this.#options, jobId);
   }
 
   /** Jobs, failure rate, p50/p95 durations and GPU-seconds by guild since a time. */

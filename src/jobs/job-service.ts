@@ -42,6 +42,7 @@ import { FairQueue } from './fair-queue.js';
 import { JobRunner } from './job-runner.js';
 import { LiveJobs } from './live-jobs.js';
 import { Outbox, type FinalJobEvent } from './outbox.js';
+import type { JobDetail, UsageOverview, UsageQuery } from './operator-reports.js';
 import { checkParams, createPromptPolicy, type PromptPolicy } from './prompt-policy.js';
 import { limitsFor, periodsAt, type EffectiveLimits } from './quota-policy.js';
 import { QueueView, type QueueEntry, type QueueSnapshot } from './queue-view.js';
@@ -357,7 +358,7 @@ export class JobService {
   async #cancel(actor: Actor, jobId: number, audited: boolean): Promise<{ job: JobRecord; outcome: 'cancelled' | 'cancelling' }> {
     const job = this.#ownJob(actor, jobId);
     if (FINISHED_STATES.includes(job.state)) {
-      throw new UserError(ErrorCode.JobAlreadyFinished, `Job #${job.id} has already ${pastTense(job.state)}, so there is nothing to cancel.`);
+      throw new UserError(ErrorCode.JobAlreadyFinished, nothingToCancel(job));
     }
     const audit = () => {
       if (!audited || (job.platform === actor.platform && job.userExternalId === actor.externalId)) return;
@@ -438,6 +439,16 @@ export class JobService {
   /** Admin: usage per user and per guild/workspace over a period. */
   usageReport(actor: Actor, filter: { target?: Target; groupId?: string; since: number; until?: number }, limit = 10): UsageReport {
     return this.#admin.usageReport(actor, filter, limit);
+  }
+
+  /** Admin (the operator's `reelbot usage`): the total, top users and usage per guild/workspace over a period. */
+  usageOverview(actor: Actor, query: UsageQuery): UsageOverview {
+    return this.#admin.usageOverview(actor, query);
+  }
+
+  /** Admin (the operator's `reelbot jobs show`): one job and its quota ledger rows. */
+  jobDetail(actor: Actor, jobId: number): JobDetail | undefined {
+    return this.#admin.jobDetail(actor, jobId);
   }
 
   /** Admin: jobs, failure rate, p50/p95 durations and GPU-seconds by guild since a time. */
@@ -625,6 +636,11 @@ function newUser(actor: Actor, now: number): UserRecord {
     quotaOverride: null,
     createdAt: now,
   };
+}
+
+/** Why a finished job cannot be cancelled. */
+export function nothingToCancel(job: JobRecord): string {
+  return `Job #${job.id} has already ${pastTense(job.state)}, so there is nothing to cancel.`;
 }
 
 function pastTense(state: JobRecord['state']): string {

@@ -36,6 +36,16 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): D
   return db;
 }
 
+/**
+ * Opens an existing database file for reading only: nothing is migrated or written (a command
+ * line beside a running coordinator looks at the file this way).
+ */
+export function openDatabaseReadOnly(path: string, options: { busyTimeoutMs?: number } = {}): Db {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+  return db;
+}
+
 /** Whether SQLite gave up waiting for another connection's lock. */
 export function isBusyError(error: unknown): boolean {
   return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');

@@ -6,8 +6,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { existsSync } from 'node:fs';
 import type { Db } from './db.js';
-import { isBusyError, writeWithoutBlocking } from './db.js';
+import { isBusyError, openDatabaseReadOnly, writeWithoutBlocking } from './db.js';
 
 export type InstanceRole = 'serve' | 'render' | 'edit';
 
@@ -167,6 +168,21 @@ function processAlive(pid: number): boolean {
     return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The live coordinator of the database file at `dbPath`, read without writing anything (the file
+ * opened read-only); undefined when there is none, no file yet, or a file from before the lease.
+ */
+export function liveCoordinator(dbPath: string, ttlMs: number): LeaseHolder | undefined {
+  if (dbPath === ':memory:' || !existsSync(dbPath)) return undefined;
+  const db = openDatabaseReadOnly(dbPath);
+  try {
+    const known = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instance_leases'`).get();
+    return known === undefined ? undefined : new InstanceLease(db, { ttlMs }).holder();
+  } finally {
+    db.close();
   }
 }
 

@@ -1,17 +1,22 @@
 /**
- * The coordinator's control socket: how `reelbot render` and `reelbot edit` beside a running
- * `reelbot serve` submit through it instead of running jobs (and recovery) of their own. HTTP over
- * a Unix socket next to the database (mode 0600: only the operator's account reaches it), served
- * by Fastify; a submit answers with newline-delimited JSON: the admitted job, then its events
- * until it finishes.
+ * The coordinator's control socket: how the command line beside a running `reelbot serve` goes
+ * through it instead of opening the database beside it: `reelbot render` and `reelbot edit` submit
+ * through it (never running jobs, or recovery, of their own), and the operator's commands read the
+ * live queue, a job, usage, and change what the coordinator keeps in memory (a cancel, pausing the
+ * queue) or runs (the retention sweep, a dashboard sign-in link). HTTP over a Unix socket next to
+ * the database (mode 0600: only the operator's account reaches it), served by Fastify; it answers
+ * only the operations below, and says so to anything else. A submit answers with newline-delimited
+ * JSON: the admitted job, then its events until it finishes; everything else with one JSON object.
  */
 import { chmodSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, UserError } from '../errors.js';
-import type { JobService } from '../jobs/job-service.js';
-import { JOB_KINDS, type Actor, type JobEvent, type JobKind, type SubmitResult } from '../jobs/types.js';
+import type { JobService, QueueSnapshot } from '../jobs/job-service.js';
+import type { JobDetail, UsageOverview, UsageQuery } from '../jobs/operator-reports.js';
+import type { SweepReport } from '../jobs/retention.js';
+import { JOB_KINDS, type Actor, type JobEvent, type JobKind, type JobRecord, type Platform, type SubmitResult } from '../jobs/types.js';
 
 /** Where the coordinator of the database at `dbPath` listens. */
 export function controlSocketPath(dbPath: string): string {
@@ -28,9 +33,31 @@ export interface SubmitBody {
 
 type Line = { type: 'submitted'; result: SubmitResult } | { type: 'event'; event: JobEvent };
 
+/** What the coordinator runs besides its job service, for the operator's commands. */
+export interface ControlOperations {
+  /** The retention sweep now (`reelbot db prune`). */
+  prune(): Promise<SweepReport>;
+  /** A one-time dashboard sign-in link (`reelbot dashboard link`); absent when serve has no HTTP port. */
+  dashboardLink?(actor: Actor): Promise<{ url: string; expiresAt: number }>;
+}
+
+/** The operations the socket answers, for the message to anything else. */
+const OPERATIONS =
+  'POST /jobs (submit), GET /queue, GET /jobs/:id, POST /usage, POST /jobs/:id/cancel, POST /queue/pause, POST /queue/resume, POST /retention/prune, POST /dashboard/link';
+
+const PLATFORMS: readonly Platform[] = ['discord', 'slack', 'cli'];
+
 /** Serves the control socket for `jobs`; resolves once it listens. */
-export async function startControlSocket(jobs: JobService, socketPath: string, logger: Logger): Promise<{ close(): Promise<void> }> {
+export async function startControlSocket(
+  jobs: JobService,
+  socketPath: string,
+  logger: Logger,
+  operations?: ControlOperations,
+): Promise<{ close(): Promise<void> }> {
   const app: FastifyInstance = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ code: ErrorCode.InvalidRequest, message: `The coordinator's control socket does not answer ${req.method} ${req.url.split('?')[0]}. It answers: ${OPERATIONS}.` }),
+  );
   app.setErrorHandler((error: Error & { statusCode?: number }, _request, reply) => {
     if (error instanceof UserError) return reply.code(422).send({ code: error.code, message: error.userMessage });
     if (error.statusCode !== undefined && error.statusCode < 500) return reply.code(error.statusCode).send({ code: ErrorCode.InvalidRequest, message: 'The request was not understood.' });
@@ -78,9 +105,45 @@ export async function startControlSocket(jobs: JobService, socketPath: string, l
       write(finalEvent(now));
     }
   });
-  app.post<{ Params: { id: string }; Body: { user: string } }>('/jobs/:id/cancel', async (req) => {
-    const outcome = await jobs.cancel({ platform: 'cli', externalId: String(req.body?.user ?? '') }, Number(req.params.id));
-    return { outcome: outcome.outcome };
+  app.get<{ Querystring: { user?: string } }>('/queue', async (req): Promise<QueueSnapshot> => {
+    operator(req.query?.user);
+    return jobs.queue();
+  });
+  app.get<{ Params: { id: string }; Querystring: { user?: string } }>('/jobs/:id', async (req, reply): Promise<JobDetail | FastifyReply> => {
+    const id = jobIdOf(req.params.id);
+    const detail = jobs.jobDetail(operator(req.query?.user), id);
+    if (!detail) return reply.code(404).send({ code: ErrorCode.JobNotFound, message: `No job #${id}.` });
+    return detail;
+  });
+  app.post<{ Body: { user?: unknown; query?: unknown } }>('/usage', async (req): Promise<UsageOverview> => jobs.usageOverview(operator(req.body?.user), usageQueryOf(req.body?.query)));
+  app.post<{ Params: { id: string }; Body: { user?: unknown } }>('/jobs/:id/cancel', async (req): Promise<{ outcome: 'cancelled' | 'cancelling'; job: JobRecord }> => {
+    const id = jobIdOf(req.params.id);
+    try {
+      const { outcome, job } = await jobs.cancel(operator(req.body?.user), id);
+      return { outcome, job };
+    } catch (error) {
+      if (error instanceof UserError && error.code === ErrorCode.JobNotFound) throw new UserError(ErrorCode.JobNotFound, `No job #${id}.`);
+      throw error;
+    }
+  });
+  app.post<{ Body: { user?: unknown } }>('/queue/pause', async (req) => {
+    await jobs.pauseQueue(operator(req.body?.user));
+    return { paused: true };
+  });
+  app.post<{ Body: { user?: unknown } }>('/queue/resume', async (req) => {
+    await jobs.resumeQueue(operator(req.body?.user));
+    return { paused: false };
+  });
+  app.post('/retention/prune', async (_req, reply): Promise<SweepReport | FastifyReply> => {
+    if (!operations) return reply.code(404).send({ code: ErrorCode.InvalidRequest, message: 'This coordinator runs no retention sweep.' });
+    return operations.prune();
+  });
+  app.post<{ Body: { user?: unknown } }>('/dashboard/link', async (req, reply) => {
+    const actor = operator(req.body?.user);
+    if (!operations?.dashboardLink) {
+      return reply.code(409).send({ code: ErrorCode.InvalidRequest, message: 'The running reelbot serve has no HTTP port (REELBOT_HTTP_PORT), so it serves no dashboard.' });
+    }
+    return operations.dashboardLink(actor);
   });
   rmSync(socketPath, { force: true }); // a socket file left by a killed coordinator (this process holds the lease now)
   await app.listen({ path: socketPath });
@@ -91,6 +154,41 @@ export async function startControlSocket(jobs: JobService, socketPath: string, l
       rmSync(socketPath, { force: true });
     },
   };
+}
+
+/** The operator at the command line, named by their login name; a request without one is refused. */
+function operator(user: unknown): Actor {
+  if (typeof user !== 'string' || user.trim() === '' || user.length > 200) {
+    throw new UserError(ErrorCode.InvalidRequest, 'A request to the control socket names the operator: "user", their login name.');
+  }
+  return { platform: 'cli', externalId: user };
+}
+
+function jobIdOf(text: string): number {
+  const id = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(id) || id < 1) throw new UserError(ErrorCode.InvalidRequest, 'A job id is a whole number, such as 42.');
+  return id;
+}
+
+/** A usage query as the command line sends it, checked field by field. */
+function usageQueryOf(value: unknown): UsageQuery {
+  const bad = (what: string) => new UserError(ErrorCode.InvalidRequest, `A usage query needs ${what}.`);
+  if (value === null || typeof value !== 'object') throw bad('since, limit and optionally user, groupId and until');
+  const query = value as Record<string, unknown>;
+  const time = (field: unknown) => typeof field === 'number' && Number.isFinite(field);
+  if (!time(query.since)) throw bad('since (ms since the epoch)');
+  if (query.until !== undefined && !time(query.until)) throw bad('until as ms since the epoch');
+  if (!(typeof query.limit === 'number' && Number.isInteger(query.limit) && query.limit >= 1 && query.limit <= 10_000)) throw bad('limit, a whole number from 1');
+  if (query.groupId !== undefined && typeof query.groupId !== 'string') throw bad('groupId as a string');
+  const result: UsageQuery = { since: query.since as number, limit: query.limit, ...(query.until === undefined ? {} : { until: query.until as number }), ...(query.groupId === undefined ? {} : { groupId: query.groupId }) };
+  if (query.user !== undefined) {
+    const user = query.user as Record<string, unknown> | null;
+    if (user !== null && typeof user === 'object' && Number.isSafeInteger(user.id)) result.user = { id: user.id as number };
+    else if (user !== null && typeof user === 'object' && PLATFORMS.includes(user.platform as Platform) && typeof user.externalId === 'string' && user.externalId !== '') {
+      result.user = { platform: user.platform as Platform, externalId: user.externalId };
+    } else throw bad('user as {"id"} or {"platform", "externalId"}');
+  }
+  return result;
 }
 
 function finalEvent(job: JobEvent['job']): Line {
@@ -155,14 +253,59 @@ export class ControlClient {
     });
   }
 
-  cancel(user: string, jobId: number): Promise<void> {
+  cancel(user: string, jobId: number): Promise<{ outcome: 'cancelled' | 'cancelling'; job: JobRecord }> {
+    return this.#call('POST', `/jobs/${jobId}/cancel`, { user });
+  }
+
+  /** The coordinator's live queue: running jobs, then waiting ones in the order they start, with positions and ETAs. */
+  queue(user: string): Promise<QueueSnapshot> {
+    return this.#call('GET', `/queue?user=${encodeURIComponent(user)}`);
+  }
+
+  /** One job and its ledger rows; a job that does not exist is a UserError "No job #N.". */
+  job(user: string, jobId: number): Promise<JobDetail> {
+    return this.#call('GET', `/jobs/${jobId}?user=${encodeURIComponent(user)}`);
+  }
+
+  usage(user: string, query: UsageQuery): Promise<UsageOverview> {
+    return this.#call('POST', '/usage', { user, query });
+  }
+
+  pauseQueue(user: string): Promise<{ paused: boolean }> {
+    return this.#call('POST', '/queue/pause', { user });
+  }
+
+  resumeQueue(user: string): Promise<{ paused: boolean }> {
+    return this.#call('POST', '/queue/resume', { user });
+  }
+
+  prune(user: string): Promise<SweepReport> {
+    return this.#call('POST', '/retention/prune', { user });
+  }
+
+  dashboardLink(user: string): Promise<{ url: string; expiresAt: number }> {
+    return this.#call('POST', '/dashboard/link', { user });
+  }
+
+  /** One request with one JSON answer; a refusal rejects with the coordinator's UserError, a lost socket with an AppError. */
+  #call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
     return new Promise((resolve, reject) => {
-      const req = request({ socketPath: this.#socketPath, path: `/jobs/${jobId}/cancel`, method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve());
+      const headers = body === undefined ? {} : { 'content-type': 'application/json' };
+      const req = request({ socketPath: this.#socketPath, path, method, headers }, (res) => {
+        res.setEncoding('utf8');
+        let text = '';
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => {
+          if (res.statusCode !== 200) return reject(refusal(text));
+          try {
+            resolve(JSON.parse(text) as T);
+          } catch {
+            reject(new AppError(ErrorCode.Unknown, 'The coordinator answered something that is not JSON.'));
+          }
+        });
       });
-      req.on('error', reject);
-      req.end(JSON.stringify({ user }));
+      req.on('error', (error) => reject(new AppError(ErrorCode.Interrupted, `Could not reach the coordinator at ${this.#socketPath}: ${error.message}`)));
+      req.end(body === undefined ? undefined : JSON.stringify(body));
     });
   }
 }
