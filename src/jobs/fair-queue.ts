@@ -1,5 +1,6 @@
 /**
- * The waiting list behind p-queue (its `queueClass`): round-robin across users instead of FIFO.
+ * The run queue's waiting list (run-queue.ts; it also fits p-queue's `queueClass`): round-robin
+ * across users instead of FIFO.
  *
  * Each user has a FIFO of their own jobs. Users take turns by a virtual time: a user's turn is
  * max(when their last job ended or is expected to end, when their first waiting job arrived),
@@ -127,7 +128,20 @@ export class FairQueue implements Queue<RunFunction, FairQueueOptions> {
     return entry.run;
   }
 
-  /** Removes a waiting task (p-queue calls this when a queued task's signal aborts). */
+  /**
+   * Takes the first waiting entry, in the order of {@link order}, that `accept` takes (the run
+   * queue: its kind has a free slot), and counts it as started, as {@link dequeue} does. Entries
+   * ahead of it keep their places.
+   */
+  dequeueFirst(accept: (entry: FairEntry) => boolean): FairEntry | undefined {
+    const entry = this.order().find(accept);
+    if (!entry) return undefined;
+    this.remove(entry.id);
+    this.#running.set(entry.id, { userId: entry.userId, until: this.#stamp() + entry.cost });
+    return entry;
+  }
+
+  /** Removes a waiting task (a cancel; p-queue calls this when a queued task's signal aborts). */
   remove(id: string): void {
     const index = this.#priority.findIndex((entry) => entry.id === id);
     if (index !== -1) {

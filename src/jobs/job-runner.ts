@@ -90,14 +90,14 @@ export class JobRunner {
     live.removeWaiting(jobId);
     const running: Running = { kind, units, runningSince: undefined, cancelRequested: false };
     live.running.set(jobId, running);
-    // p-queue starts a task inside add(): go on at the next microtask, so that submit() has
-    // emitted `queued` before this emits `started`.
+    // The run queue starts a job inside enqueue(): go on at the next microtask, so that submit()
+    // has emitted `queued` before this emits `started`.
     await Promise.resolve();
     const queued = this.#o.isStarted() ? jobs.get(jobId) : undefined; // draining: it stays queued
     let attempts = queued?.attempts ?? 0;
     for (;;) {
       let device = dispatcher.nextIdleDevice(kind);
-      // Slots that come and go (worker hosts, Redis away): the job's turn has come, so it waits for one.
+      // The run queue started it with a slot free; a retry, or a worker host gone since, waits for one.
       while (device === undefined && queued && this.#o.isStarted()) {
         await sleep(SLOT_WAIT_MS);
         device = dispatcher.nextIdleDevice(kind);

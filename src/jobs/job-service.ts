@@ -187,12 +187,12 @@ export class JobService {
       fair: this.#fair,
       live: this.#live,
       costs: this.#costs,
-      concurrency: this.#dispatcher.size,
+      dispatcher: this.#dispatcher,
       logger: this.#logger,
       now,
       run: (jobId, kind) => this.#runner.run(jobId, kind),
     });
-    this.#dispatcher.onSizeChange?.((size) => this.#runQueue.setConcurrency(size));
+    this.#dispatcher.onSizeChange?.(() => this.#runQueue.startWhatFits());
     this.#view = new QueueView({
       jobs: this.#jobs,
       fair: this.#fair,

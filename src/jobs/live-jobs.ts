@@ -1,6 +1,6 @@
 /**
- * What the job core holds in memory about the jobs it is serving now: the queued ones (their work,
- * for ETAs, and the controller that takes them out of the run queue) and the running ones. The
+ * What the job core holds in memory about the jobs it is serving now: the queued ones (their kind
+ * and work, for starts and ETAs) and the running ones. The
  * database says what state a job is in; this says where it stands among the others.
  */
 import type { JobKind } from './types.js';
@@ -18,12 +18,10 @@ export interface Running {
 export interface Waiting {
   kind: JobKind;
   units: number;
-  /** Aborting it removes the job from the run queue. */
-  controller: AbortController;
 }
 
 export class LiveJobs {
-  /** Queued jobs: their kind and work units (for ETAs) and the controller that removes them from the run queue. */
+  /** Queued jobs: their kind (which slots can start them) and work units (for ETAs). */
   readonly waiting = new Map<number, Waiting>();
   /** Work units of the queued jobs, per kind: the work ahead is costed at each kind's current rate. */
   readonly waitingUnits: Record<JobKind, number> = { text2video: 0, edit: 0 };

@@ -1,12 +1,16 @@
 /**
- * The run queue: a p-queue whose queue class is the fair queue (round-robin across users,
- * priorities), with as many concurrent starts as the dispatch has slots. A job leaves it when its
- * turn comes and the job runner takes it; a cancel or a drain takes it out before that.
+ * The run queue: admitted jobs wait in the fair queue (round-robin across users, priorities) and
+ * leave it only when a slot that can run them is free. On every change (a job queued or finished,
+ * the dispatch's slots changing, starts resumed) it walks the waiting jobs in fair order and starts
+ * each one whose kind has a free slot; a job whose kind has none keeps its place, so a job at
+ * position 1 stays there while jobs of another kind behind it run on the slots it cannot use, and
+ * it starts first once a slot for its kind frees or appears. A cancel or a drain takes a waiting
+ * job out before it starts.
  */
-import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { CostModel } from './cost-model.js';
-import type { FairQueue, FairQueueOptions } from './fair-queue.js';
+import type { Dispatcher } from './dispatch/port.js';
+import type { FairQueue } from './fair-queue.js';
 import type { LiveJobs } from './live-jobs.js';
 import type { JobKind, JobRecord } from './types.js';
 
@@ -14,36 +18,24 @@ export interface RunQueueOptions {
   fair: FairQueue;
   live: LiveJobs;
   costs: CostModel;
-  concurrency: number;
+  /** Says how many slots there are, for which kinds, and whether one is free. */
+  dispatcher: Pick<Dispatcher, 'size' | 'slotsFor' | 'nextIdleDevice'>;
   logger: Logger;
   now(): number;
-  /** Runs a job whose turn has come (a slot is free). */
+  /** Runs a job whose turn has come (a slot for its kind is free). */
   run(jobId: number, kind: JobKind): Promise<void>;
 }
 
 export class RunQueue {
   readonly #options: RunQueueOptions;
-  readonly #queue: PQueue<FairQueue, FairQueueOptions>;
   readonly #tasks = new Set<Promise<void>>();
+  /** The kind of each started job not yet finished (including its last writes and a retry). */
+  readonly #started = new Map<number, JobKind>();
   /** Starts are held (before start, by an admin's pause, in a drain). */
   #held = true;
-  /** The dispatch's slots: with none (no worker host, none with the models, Redis away) no job's turn comes. */
-  #slots: number;
 
   constructor(options: RunQueueOptions) {
     this.#options = options;
-    this.#slots = options.concurrency;
-    const fair = options.fair;
-    this.#queue = new PQueue<FairQueue, FairQueueOptions>({
-      concurrency: Math.max(1, options.concurrency),
-      autoStart: false,
-      // p-queue builds its queue with `new queueClass()`; hand it our instance so that positions can be read.
-      queueClass: class {
-        constructor() {
-          return fair;
-        }
-      } as unknown as new () => FairQueue,
-    });
   }
 
   /** Whether starts are held (an admin's pause or a drain); not while only the slots are missing. */
@@ -58,64 +50,85 @@ export class RunQueue {
 
   start(): void {
     this.#held = false;
-    this.#startOrHold();
+    this.startWhatFits();
   }
 
   pause(): void {
     this.#held = true;
-    this.#startOrHold();
-  }
-
-  /** How many jobs may run at once (the dispatch's slots). */
-  setConcurrency(concurrency: number): void {
-    this.#slots = concurrency;
-    this.#queue.concurrency = Math.max(1, concurrency);
-    this.#startOrHold();
-  }
-
-  /**
-   * p-queue needs a concurrency of at least 1: with no slot at all it is paused instead, so that
-   * no job leaves the fair queue to wait for a slot, and every waiting job keeps its position.
-   */
-  #startOrHold(): void {
-    if (this.#held || this.#slots === 0) this.#queue.pause();
-    else this.#queue.start();
   }
 
   /** Queues a job; a recovered job passes its submit time so that it keeps its place. */
   enqueue(job: JobRecord, options: { arrivedAt?: number } = {}): void {
-    const { live, costs, logger } = this.#options;
-    const controller = new AbortController();
+    const { live, costs, fair } = this.#options;
     const units = costs.work(job.kind, job.params).units;
-    live.addWaiting(job.id, { kind: job.kind, units, controller });
-    this.#queue
-      .add(() => this.#track(this.#execute(job.id, job.kind)), {
-        id: String(job.id),
-        userId: job.userId,
-        priority: job.priority,
-        arrivedAt: options.arrivedAt,
-        cost: job.estimatedGpuSeconds * 1000,
-        signal: controller.signal,
-      })
-      .catch((error: unknown) => {
-        if (!controller.signal.aborted) logger.error({ err: error, jobId: job.id }, 'job task failed');
-      });
+    live.addWaiting(job.id, { kind: job.kind, units });
+    fair.enqueue(() => this.#track(job.id, job.kind), {
+      id: String(job.id),
+      userId: job.userId,
+      priority: job.priority,
+      arrivedAt: options.arrivedAt,
+      cost: job.estimatedGpuSeconds * 1000,
+    });
+    this.startWhatFits();
   }
 
   /** Takes a queued job out (cancelled, or the service drains). */
   remove(jobId: number): void {
-    const { live } = this.#options;
-    live.waiting.get(jobId)?.controller.abort();
-    live.removeWaiting(jobId);
+    if (!this.#options.live.waiting.has(jobId)) return;
+    this.#options.live.removeWaiting(jobId);
+    this.#options.fair.remove(String(jobId));
   }
 
   removeAll(): void {
     for (const jobId of [...this.#options.live.waiting.keys()]) this.remove(jobId);
   }
 
-  #track(task: Promise<void>): Promise<void> {
+  /**
+   * Starts waiting jobs, in fair order, while some kind has a free slot: the first job (in fair
+   * order) whose kind has one starts, then the order is read again (that start moved its user's turn).
+   * Called on every change that can free or add a slot: the dispatch's `onSizeChange`, a job's end.
+   */
+  startWhatFits(): void {
+    const { fair, live, dispatcher } = this.#options;
+    while (!this.#held && fair.size > 0 && this.#started.size < dispatcher.size) {
+      // Asked once per kind and pass: the answer is the same for every waiting job of a kind.
+      const fits = new Map<JobKind, boolean>();
+      const entry = fair.dequeueFirst((waiting) => {
+        const kind = live.waiting.get(Number(waiting.id))!.kind;
+        if (!fits.has(kind)) fits.set(kind, this.#hasSlotFor(kind));
+        return fits.get(kind)!;
+      });
+      if (!entry) return;
+      void entry.run();
+    }
+  }
+
+  /**
+   * Whether a job of this kind may start now (fewer jobs started than slots, checked by the
+   * caller): fewer of its kind started than slots that run it, and the dispatch names a free slot
+   * for it. The counts include the jobs started here that have not reached the dispatch yet (their
+   * start is being written), which the dispatch cannot see; with the local pool every slot runs
+   * every kind, so only the total counts, as before.
+   */
+  #hasSlotFor(kind: JobKind): boolean {
+    const { dispatcher } = this.#options;
+    let sameKind = 0;
+    for (const startedKind of this.#started.values()) if (startedKind === kind) sameKind++;
+    return sameKind < dispatcher.slotsFor(kind) && dispatcher.nextIdleDevice(kind) !== undefined;
+  }
+
+  #track(jobId: number, kind: JobKind): Promise<void> {
+    const { logger } = this.#options;
+    this.#started.set(jobId, kind);
+    const task = this.#execute(jobId, kind)
+      .catch((error: unknown) => logger.error({ err: error, jobId }, 'job task failed'))
+      .finally(() => {
+        this.#tasks.delete(task);
+        this.#started.delete(jobId);
+        this.startWhatFits();
+      });
     this.#tasks.add(task);
-    return task.finally(() => this.#tasks.delete(task));
+    return task;
   }
 
   async #execute(jobId: number, kind: JobKind): Promise<void> {

@@ -18,9 +18,10 @@ export interface WorkerHostProcess {
   exited: Promise<number | null>;
 }
 
-export function startWorkerHost(redisUrl: string, env: Record<string, string> = {}): WorkerHostProcess {
+/** A `reelbot worker --devices cpu` in a folder of its own; `args` are more flags (`--kinds edit`). */
+export function startWorkerHost(redisUrl: string, env: Record<string, string> = {}, args: string[] = []): WorkerHostProcess {
   const dir = tempDir();
-  const child = spawn(process.execPath, [BIN, 'worker', '--devices', 'cpu'], {
+  const child = spawn(process.execPath, [BIN, 'worker', '--devices', 'cpu', ...args], {
     cwd: dir,
     env: {
       PATH: process.env.PATH,

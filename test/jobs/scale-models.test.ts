@@ -36,8 +36,8 @@ afterEach(async (context) => {
 });
 
 /** A `reelbot worker` whose model folders (in its own folder, relative) have these names. */
-async function host(redisUrl: string, model: string, editModel: string): Promise<WorkerHostProcess> {
-  const worker = startWorkerHost(redisUrl, { REELBOT_MODEL_DIR: join('models', model), REELBOT_EDIT_MODEL_DIR: join('models', editModel) });
+async function host(redisUrl: string, model: string, editModel: string, args: string[] = []): Promise<WorkerHostProcess> {
+  const worker = startWorkerHost(redisUrl, { REELBOT_MODEL_DIR: join('models', model), REELBOT_EDIT_MODEL_DIR: join('models', editModel) }, args);
   dirs.push(worker.dir);
   processes.push(worker);
   await until(() => worker.output().includes('is taking'), `the ${model} host to start`);
@@ -154,6 +154,30 @@ test.skipIf(REDIS_MISSING !== undefined)('with only a host of another model, a j
   expect(ranOn(sd15)).toEqual([1]);
   expect(ranOn(tiny)).toEqual([]);
   expect(await queueText()).not.toContain('No worker host has');
+  bot.child.kill('SIGTERM');
+  expect(await bot.exited).toBe(0);
+}, 150_000);
+
+test.skipIf(REDIS_MISSING !== undefined)('with only a host that runs edit jobs, a text2video job waits at position 1 (not running) and /queue says why; a host that runs text2video runs it', async () => {
+  redis = await startRedis();
+  const { bot, dir } = await coordinator(redis.url);
+  const editOnly = await host(redis.url, 'sd15', 'ip2p', ['--kinds', 'edit']);
+  const interaction = video(alice, 'a corgi surfing');
+  await fake!.waitForRequest((r) => isOriginal(interaction.token)(r) && /is queued/.test(contentOf(r)), 30_000);
+  const noHost = 'No worker host runs text2video jobs: they wait for one.';
+  await until(() => bot.output().includes(noHost), 'the coordinator to see the edit-only host');
+  // The host's slot counts (it runs edit jobs), but not for this job: it keeps its place, not shown running.
+  const queue = await queueText();
+  expect(queue).toContain(noHost);
+  expect(queue).toContain('Running (0)');
+  expect(queue).toMatch(/\n1\. #1 /);
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  expect(jobState(dir, 1)).toBe('queued');
+  expect(ranOn(editOnly)).toEqual([]);
+  const both = await host(redis.url, 'sd15', 'ip2p');
+  await until(() => uploads(interaction).length === 1, 'the job to be delivered by the host that runs text2video');
+  expect(ranOn(both)).toEqual([1]);
+  expect(await queueText()).not.toContain(noHost);
   bot.child.kill('SIGTERM');
   expect(await bot.exited).toBe(0);
 }, 150_000);

@@ -89,8 +89,8 @@ export class BullmqDispatcher implements Dispatcher {
   readonly #sizeListeners = new Set<(size: number) => void>();
   readonly #timer: NodeJS.Timeout;
   /** Slots that the live hosts with this coordinator's models advertise: in all, and per kind. */
-  #slots = { total: 0, byKind: new Map<string, number>() };
-  /** Why some kind's jobs cannot go to any live host (none has its model), for /queue; logged once per such kind. */
+  #slots = { total: 0, byKind: new Map<JobKind, number>() };
+  /** Why some kind's jobs cannot go to any live host (none runs the kind, or none has its model), for /queue; logged once per such kind. */
   #unroutable: { text: string; kinds: string } | undefined;
   /** The live hosts' adverts at the last refresh that reached Redis, and when that was. */
   #adverts: { hosts: HostAdvert[]; at: number | null } = { hosts: [], at: null };
@@ -153,6 +153,10 @@ export class BullmqDispatcher implements Dispatcher {
     return this.#reachable ? this.#unroutable?.text : undefined;
   }
 
+  slotsFor(kind: JobKind): number {
+    return this.#slots.byKind.get(kind) ?? 0;
+  }
+
   onSizeChange(listener: (size: number) => void): void {
     this.#sizeListeners.add(listener);
   }
@@ -160,6 +164,7 @@ export class BullmqDispatcher implements Dispatcher {
   /** The blob URLs are served from now on: jobs may be handed out. */
   startDispatching(): void {
     this.#open = true;
+    for (const listener of this.#sizeListeners) listener(this.#slots.total);
   }
 
   /**
@@ -418,7 +423,7 @@ export class BullmqDispatcher implements Dispatcher {
       adverts = [];
     }
     // A host's slots count for a kind only when it takes that kind's jobs from this coordinator's queue (the same model).
-    const byKind = new Map<string, number>();
+    const byKind = new Map<JobKind, number>();
     let total = 0;
     for (const advert of adverts) {
       const kinds = JOB_KINDS.filter((kind) => this.#takes(advert, kind));
@@ -426,13 +431,14 @@ export class BullmqDispatcher implements Dispatcher {
       for (const kind of kinds) byKind.set(kind, (byKind.get(kind) ?? 0) + advert.devices.length);
     }
     const changed = total !== this.#slots.total;
+    const kindsChanged = JOB_KINDS.some((kind) => (byKind.get(kind) ?? 0) !== this.slotsFor(kind));
     this.#slots = { total, byKind };
     this.#adverts = { hosts: adverts, at: this.#reachable ? Date.now() : this.#adverts.at };
     this.#noteUnroutable(adverts);
     if (changed) {
       this.#o.logger.info({ slots: total, hosts: adverts.map((advert) => `${advert.hostname}:${advert.devices.join(',')}`) }, 'worker host slots changed');
-      for (const listener of this.#sizeListeners) listener(total);
     }
+    if (changed || kindsChanged) for (const listener of this.#sizeListeners) listener(total);
   }
 
   /** Whether a host takes this kind's jobs of this coordinator: it advertises the kind on the queue of the coordinator's model. */
@@ -448,8 +454,14 @@ export class BullmqDispatcher implements Dispatcher {
   #noteUnroutable(adverts: HostAdvert[]): void {
     const lines: string[] = [];
     const kinds: string[] = [];
+    /** Kinds that no live host runs at all (each host started with `--kinds` of others). */
+    const noHost: string[] = [];
     for (const kind of JOB_KINDS) {
       const running = adverts.filter((advert) => advert.kinds.includes(kind));
+      if (running.length === 0 && adverts.length > 0) {
+        noHost.push(`No worker host runs ${kind} jobs: they wait for one.`);
+        kinds.push(kind);
+      }
       if (running.length === 0 || running.some((advert) => this.#takes(advert, kind))) continue;
       const have = new Map<string, number>();
       for (const advert of running) {
@@ -460,7 +472,8 @@ export class BullmqDispatcher implements Dispatcher {
       lines.push(`No worker host has ${describeModel(this.#o.models[kind])} for ${kind}; ${others}.`);
       kinds.push(kind);
     }
-    const unroutable = lines.length > 0 ? { text: `${lines.join(' ')} Those jobs wait for a host with it.`, kinds: kinds.join(',') } : undefined;
+    const texts = [...(lines.length > 0 ? [`${lines.join(' ')} Those jobs wait for a host with it.`] : []), ...noHost];
+    const unroutable = texts.length > 0 ? { text: texts.join(' '), kinds: kinds.join(',') } : undefined;
     if (unroutable && unroutable.kinds !== this.#unroutable?.kinds) this.#o.logger.warn({ kinds }, unroutable.text);
     this.#unroutable = unroutable;
   }

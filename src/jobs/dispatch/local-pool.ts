@@ -119,6 +119,11 @@ export class WorkerPool implements Dispatcher {
     }));
   }
 
+  /** Every slot runs every kind. */
+  slotsFor(): number {
+    return this.size;
+  }
+
   /** The device that the next `run()` will use, or undefined when every slot is busy. */
   nextIdleDevice(): string | undefined {
     return this.#slots.find((slot) => !slot.task)?.device;

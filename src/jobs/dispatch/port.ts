@@ -1,7 +1,7 @@
 /**
  * The dispatch port: how the job core runs an admitted job whose turn has come on some device slot.
- * The job core keeps the fair queue and starts a job only when `nextIdleDevice()` names a free
- * slot, so round-robin order, positions and ETAs are the same whichever implementation runs it:
+ * The job core keeps the fair queue and starts a job only when `nextIdleDevice(kind)` names a free
+ * slot for its kind, so round-robin order, positions and ETAs are the same whichever implementation runs it:
  * local-pool.ts (worker processes on this machine, the default) or bullmq.ts (worker hosts behind
  * Redis).
  */
@@ -47,6 +47,8 @@ export interface WorkerSnapshot {
 export interface Dispatcher {
   /** How many jobs can run at once now (device slots). */
   readonly size: number;
+  /** How many of the slots run jobs of this kind (at most `size`; a worker host may take only some kinds or models). */
+  slotsFor(kind: JobKind): number;
   /** The device that the next `run()` of a job of this kind will use, or undefined when no slot that can run it is free. */
   nextIdleDevice(kind?: JobKind): string | undefined;
   /**
@@ -61,7 +63,10 @@ export interface Dispatcher {
   snapshot(): WorkerSnapshot[];
   /** Stops every slot. Running jobs reject with `interrupted`. */
   close(): Promise<void>;
-  /** Called when `size` changes (worker hosts come and go); a fixed pool has none. */
+  /**
+   * Called when the slots change (worker hosts come and go, or change the kinds they take) or
+   * dispatch opens, so that waiting jobs that now have a slot start; a fixed pool has none.
+   */
   onSizeChange?(listener: (size: number) => void): void;
   /** Why jobs cannot start now (Redis unreachable, no worker host), for /queue; undefined when they can. */
   notice?(): string | undefined;
