@@ -189,6 +189,10 @@ export function registerServe(program: Command, context: ServeContext): void {
       } else if (config.redisUrl) {
         logger.info({ redis: redisLabel(config.redisUrl) }, 'no worker runs in this process (REELBOT_DEVICES is not set): jobs wait for worker hosts');
       }
+      if (config.s3 && !config.redisUrl) {
+        // Set by mistake, or REELBOT_REDIS_URL forgotten: either way the operator should hear of it.
+        logger.warn('REELBOT_S3_* is set but REELBOT_REDIS_URL is not: the bucket only carries files between this coordinator and worker hosts, so it is not used; jobs run here');
+      }
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
       retention.start();
       const stopAdapters = async () => {

@@ -77,6 +77,29 @@ test('serve says at start when the built-in engine would make videos from untrai
   }
 });
 
+test('serve with a bucket set but no Redis says the bucket is not used, without its secret', async () => {
+  const bot = serve({
+    REELBOT_DISCORD_TOKEN: 'fake-bot-token',
+    REELBOT_DISCORD_API_URL: fake.apiUrl,
+    REELBOT_ENGINE_MODULE: MP4_ENGINE,
+    REELBOT_S3_ENDPOINT: 'http://127.0.0.1:9',
+    REELBOT_S3_BUCKET: 'reelbot-blobs',
+    REELBOT_S3_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+    REELBOT_S3_SECRET_ACCESS_KEY: 'bucket-secret-key',
+    REELBOT_LOG_LEVEL: 'warn',
+  });
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!bot.output().includes('REELBOT_S3_* is set') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(bot.output()).toMatch(/"level":40[^\n]*REELBOT_S3_\* is set but REELBOT_REDIS_URL is not: the bucket only carries files between this coordinator and worker hosts, so it is not used/);
+    bot.child.kill('SIGTERM');
+    expect(await bot.exited).toBe(0);
+    expect(bot.output()).not.toContain('bucket-secret-key');
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+});
+
 test('serve without a platform token says what is missing and exits 78', async () => {
   const bot = serve({});
   expect(await bot.exited).toBe(78);
