@@ -19,7 +19,7 @@ import { inspectModelFolder, ModelFolderError } from './engine/onnx/model-folder
 import { checkUnetSize } from './engine/pipelines/latents.js';
 import { createLogger } from './log.js';
 import { CoordinatorRunningError, startApp, type App } from './main.js';
-import { describeHolder, liveCoordinator, type LeaseHolder } from './store/instance-lease.js';
+import { describeHolder, liveCoordinator } from './store/instance-lease.js';
 import { ControlClient } from './web/control-socket.js';
 
 export interface RenderContext {
@@ -227,7 +227,7 @@ const COORDINATOR_POLL_MS = 300;
 async function openChannel(context: RenderContext, config: Config, role: 'render' | 'edit'): Promise<JobChannel> {
   let told = false;
   for (;;) {
-    const holder = coordinatorOf(config);
+    const holder = liveCoordinator(config.dbPath, config.leaseTtlMs);
     if (holder?.role === 'serve' && holder.controlSocket !== null && holder.host === hostname()) {
       context.out(`Submitting through the running ${describeHolder(holder)}.`);
       return remoteChannel(new ControlClient(holder.controlSocket));
@@ -247,11 +247,6 @@ async function openChannel(context: RenderContext, config: Config, role: 'render
     told = true;
     await sleep(COORDINATOR_POLL_MS);
   }
-}
-
-/** The live coordinator of the configured database, read without taking or writing anything. */
-function coordinatorOf(config: Config): LeaseHolder | undefined {
-  return liveCoordinator(config.dbPath, config.leaseTtlMs);
 }
 
 function localChannel(app: App): JobChannel {

@@ -68,16 +68,26 @@ export async function writeWithoutBlocking<T>(
   const saved = options.busyTimeoutMs ?? Number(db.pragma('busy_timeout', { simple: true }));
   const deadline = Date.now() + (options.deadlineMs ?? saved);
   for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
-    // SQLite applies PRAGMA busy_timeout when the statement is prepared, so a cached statement
-    // would not set it again: db.pragma() prepares it each time, as it must.
-    db.pragma(`busy_timeout = ${options.tryMs ?? 20}`);
     try {
-      return write();
+      return withBusyTimeout(db, options.tryMs ?? 20, saved, write);
     } catch (error) {
       if (!isBusyError(error) || Date.now() >= deadline || options.stop?.() === true) throw error;
-    } finally {
-      db.pragma(`busy_timeout = ${saved}`);
     }
     await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+}
+
+/**
+ * Runs `run` with the connection's busy timeout set to `tryMs` (the longest a write may wait inside
+ * SQLite, blocking the thread), then puts back `savedMs`, the connection's own.
+ */
+export function withBusyTimeout<T>(db: Db, tryMs: number, savedMs: number, run: () => T): T {
+  // SQLite applies PRAGMA busy_timeout when the statement is prepared, so a cached statement
+  // would not set it again: db.pragma() prepares it each time, as it must.
+  db.pragma(`busy_timeout = ${tryMs}`);
+  try {
+    return run();
+  } finally {
+    db.pragma(`busy_timeout = ${savedMs}`);
   }
 }

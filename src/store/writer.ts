@@ -18,7 +18,7 @@
  */
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { isBusyError, type Db } from './db.js';
+import { isBusyError, withBusyTimeout, type Db } from './db.js';
 
 /** Thrown by a write still waiting when the writer is closed. */
 export class StoreClosedError extends Error {
@@ -119,10 +119,7 @@ export class StoreWriter {
   /** Runs queued writes for up to `batchMs`; 'busy' when the head write met a lock and waits to try again. */
   #runBatch(): 'ran' | 'busy' {
     const started = performance.now();
-    // SQLite applies PRAGMA busy_timeout when the statement is prepared, so a cached statement
-    // would not set it again: db.pragma() prepares it each time, as it must.
-    this.#db.pragma(`busy_timeout = ${this.#tryMs}`);
-    try {
+    return withBusyTimeout(this.#db, this.#tryMs, this.#busyTimeoutMs, () => {
       while (this.#queue.length > 0 && performance.now() - started < this.#batchMs) {
         const head = this.#queue[0]!;
         let value: unknown;
@@ -138,9 +135,7 @@ export class StoreWriter {
         head.resolve(value);
       }
       return 'ran';
-    } finally {
-      this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
-    }
+    });
   }
 
   #rejectQueued(): void {
