@@ -42,6 +42,8 @@ const EXIT_TEMPFAIL = 75;
 const FINAL_DELIVERY_TIMEOUT_MS = 30_000;
 /** After a complete stop, how long the process may take to exit by itself before it is ended. */
 const EXIT_AFTER_STOP_MS = 1_000;
+/** How long a platform adapter gets to stop in a drain. */
+const ADAPTER_STOP_TIMEOUT_MS = 3_000;
 
 /**
  * What is missing for Slack, or undefined when its settings are complete (or absent altogether:
@@ -195,9 +197,14 @@ export function registerServe(program: Command, context: ServeContext): void {
       }
       // Old outputs, clips and event ids go on a timer; what a waiting job needs stays.
       retention.start();
+      // A platform still connecting (its login under way) may not answer a stop: it gets a few
+      // seconds, then the drain goes on without it.
       const stopAdapters = async () => {
-        await discord?.stop().catch(() => undefined);
-        await slack?.stop().catch(() => undefined);
+        for (const [name, adapter] of [['Discord', discord], ['Slack', slack]] as const) {
+          if (adapter && (await settlesWithin(adapter.stop().catch(() => undefined), ADAPTER_STOP_TIMEOUT_MS)) === 'timed_out') {
+            logger.warn({ platform: name, timeoutMs: ADAPTER_STOP_TIMEOUT_MS }, `${name} did not stop in time: going on without it`);
+          }
+        }
       };
       // The drain, in order: the job service stops starting jobs and gives running ones their grace
       // period (submits are refused meanwhile); the results of jobs that finished are delivered; only
@@ -215,7 +222,25 @@ export function registerServe(program: Command, context: ServeContext): void {
         await app.stop();
         await rm(tempDir, { recursive: true, force: true });
       };
-      const stopped = new Promise<void>((resolve) => drainOnSignals(app, resolve, drain));
+      // A signal may come while the platforms are still connecting: the drain then runs at once, and
+      // the start-up below only waits for it.
+      let draining = false;
+      const stopped = new Promise<void>((resolve) =>
+        drainOnSignals(
+          app,
+          () => {
+            // Everything is stopped and closed: a library's stray timer or socket (a reconnect
+            // attempt to a platform that went away, a login still under way) must not keep the
+            // process alive.
+            setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
+            resolve();
+          },
+          async () => {
+            draining = true;
+            await drain();
+          },
+        ),
+      );
       const failStart = async (platform: string, error: unknown): Promise<never> => {
         await localHost?.stop(0);
         await control.close();
@@ -230,7 +255,11 @@ export function registerServe(program: Command, context: ServeContext): void {
       const platformName = (adapter: DiscordAdapter | SlackAdapter) =>
         adapter === discord ? 'Discord' : `Slack (${config.slackMode === 'socket' ? 'Socket Mode' : `HTTP on port ${slack?.port ?? config.slackPort}`})`;
       const adapters = [discord, slack].filter((adapter): adapter is DiscordAdapter | SlackAdapter => adapter !== undefined);
-      const outcomes = await Promise.all(adapters.map((adapter) => startWithin(adapter.start(), config.platformStartTimeoutMs)));
+      const outcomes = await Promise.race([Promise.all(adapters.map((adapter) => startWithin(adapter.start(), config.platformStartTimeoutMs))), stopped.then(() => undefined)]);
+      if (outcomes === undefined || draining) {
+        await stopped;
+        return;
+      }
       for (const [index, outcome] of outcomes.entries()) {
         if (outcome.state === 'failed') await failStart(adapters[index] === discord ? 'Discord' : 'Slack', outcome.error);
       }
@@ -266,9 +295,6 @@ export function registerServe(program: Command, context: ServeContext): void {
         context.out(untrained);
       }
       await stopped;
-      // Everything is stopped and closed: a library's stray timer or socket (a reconnect attempt
-      // to a platform that went away) must not keep the process alive.
-      setTimeout(() => process.exit(0), EXIT_AFTER_STOP_MS).unref();
     });
 }
 
@@ -298,6 +324,16 @@ function remoteDispatcher(config: Config, db: Db, logger: Logger, publicUrl: () 
 type StartOutcome = { state: 'ready' } | { state: 'failed'; error: unknown } | { state: 'pending'; started: Promise<void> };
 
 /** How a platform's start went within `timeoutMs`: connected, refused, or still going (then `started` settles later). */
+/** Whether `promise` settled within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'timed_out'> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise.then(() => 'settled' as const), new Promise<'timed_out'>((resolve) => (timer = setTimeout(() => resolve('timed_out'), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function startWithin(started: Promise<void>, timeoutMs: number): Promise<StartOutcome> {
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<'pending'>((resolve) => (timer = setTimeout(() => resolve('pending'), timeoutMs)));

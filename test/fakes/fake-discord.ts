@@ -412,6 +412,9 @@ export class FakeDiscord {
 
   // --- Gateway ----------------------------------------------------------------------------------
 
+  /** While true, an IDENTIFY gets no READY: the bot stays "connecting" (a slow or half-down gateway). */
+  holdReady = false;
+
   #onConnection(socket: WebSocket): void {
     this.#sockets.add(socket);
     socket.on('close', () => this.#sockets.delete(socket));
@@ -425,7 +428,7 @@ export class FakeDiscord {
       this.gatewayFrames.push(frame);
       if (frame.op === 1) socket.send(JSON.stringify({ op: 11 }));
       if (frame.op === 6) this.#onResume(socket, frame.d as { session_id?: string; seq?: number | null });
-      if (frame.op === 2) {
+      if (frame.op === 2 && !this.holdReady) {
         socket.send(
           JSON.stringify({
             op: 0,

@@ -77,7 +77,7 @@ test('serve says at start when the built-in engine would make videos from untrai
   }
 });
 
-test('serve with a bucket set but no Redis says the bucket is not used, without its secret', async () => {
+test('serve with a bucket set but no Redis says the bucket is not used, without its secret', { timeout: 60_000 }, async () => {
   const bot = serve({
     REELBOT_DISCORD_TOKEN: 'fake-bot-token',
     REELBOT_DISCORD_API_URL: fake.apiUrl,
@@ -89,12 +89,35 @@ test('serve with a bucket set but no Redis says the bucket is not used, without 
     REELBOT_LOG_LEVEL: 'warn',
   });
   try {
-    const deadline = Date.now() + 30_000;
+    // Fully started (its commands registered) before the signal, as the other tests here.
+    await fake.waitForRequest((r) => r.method === 'PUT' && r.path === `/applications/${fake.applicationId}/commands`, 30_000);
+    const deadline = Date.now() + 10_000;
     while (!bot.output().includes('REELBOT_S3_* is set') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(bot.output()).toMatch(/"level":40[^\n]*REELBOT_S3_\* is set but REELBOT_REDIS_URL is not: the bucket only carries files between this coordinator and worker hosts, so it is not used/);
     bot.child.kill('SIGTERM');
     expect(await bot.exited).toBe(0);
     expect(bot.output()).not.toContain('bucket-secret-key');
+  } finally {
+    bot.child.kill('SIGKILL');
+  }
+});
+
+test('SIGTERM while Discord is still connecting: serve drains and exits without waiting for the connection', async () => {
+  fake.holdReady = true;
+  const bot = serve({ REELBOT_DISCORD_TOKEN: 'fake-bot-token', REELBOT_DISCORD_API_URL: fake.apiUrl, REELBOT_ENGINE_MODULE: MP4_ENGINE, REELBOT_SHUTDOWN_GRACE_MS: '500', REELBOT_LOG_LEVEL: 'info' });
+  try {
+    // The bot has identified on the gateway and waits for READY, which does not come.
+    const deadline = Date.now() + 20_000;
+    while (!fake.gatewayFrames.some((frame) => frame.op === 2) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(fake.gatewayFrames.some((frame) => frame.op === 2)).toBe(true);
+    const signalledAt = Date.now();
+    bot.child.kill('SIGTERM');
+    // Before, the start-up kept waiting for Discord (up to REELBOT_PLATFORM_START_TIMEOUT_MS, 30 s) and,
+    // once the drain had stopped everything, the process stayed open.
+    const exit = await Promise.race([bot.exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000))]);
+    if (exit !== 0) console.error(bot.output());
+    expect(exit).toBe(0);
+    expect(Date.now() - signalledAt).toBeLessThan(10_000);
   } finally {
     bot.child.kill('SIGKILL');
   }
